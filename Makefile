@@ -1,0 +1,41 @@
+# Twinflow: a stateful-functions platform for digital twins.
+# Run `make help` to list the targets.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+GO ?= go
+BIN := $(CURDIR)/bin
+
+.PHONY: help
+help: ## Describe the useful make targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "%-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the twinflow binaries into ./bin
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+.PHONY: test
+test: ## Run all tests with the race detector
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+.PHONY: run
+run: build ## Run the platform with the data-center example
+	./deploy/run-example.sh
+
+.PHONY: bench
+bench: build ## Run the benchmarks and the end-to-end load driver
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+.PHONY: generate
+generate: ## Regenerate the protobuf and Connect code from proto/
+	$(GO) tool buf lint
+	$(GO) tool buf generate
+
+.PHONY: check
+check: generate ## gofmt, go vet, and fail when generated code is stale
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	@if [ -n "$$(git status --porcelain -- proto)" ]; then echo "generated code is stale: run make generate and commit"; git status --porcelain -- proto; exit 1; fi
