@@ -1,0 +1,53 @@
+package router
+
+import (
+	"strings"
+	"unicode/utf8"
+)
+
+// maxErrorHeader bounds the Twinflow-Error header of a dead letter.
+const maxErrorHeader = 4096
+
+// DeadLetter returns the subject and headers to publish msg with after err
+// kept it from being routed; the payload is msg.Data unchanged. The subject
+// is [DeadLetterSubject]. The headers are msg's, plus [ErrorHeader] (the
+// error message), [ErrorReasonHeader] (its [Reason], see [ReasonOf]) and
+// [OriginalSubjectHeader]. Headers named "Nats-..." other than Nats-Msg-Id
+// are dropped: they are JetStream publish directives (expected sequence,
+// rollup, TTL, batch) meant for the original publish, and would change how
+// the dead letter is stored or make its publish fail.
+func DeadLetter(err error, msg Message) (subject string, header map[string][]string) {
+	header = make(map[string][]string, len(msg.Header)+3)
+	for k, v := range msg.Header {
+		if len(k) >= 5 && strings.EqualFold(k[:5], "Nats-") && !strings.EqualFold(k, "Nats-Msg-Id") {
+			continue
+		}
+		header[k] = append([]string(nil), v...)
+	}
+	text := ""
+	if err != nil {
+		text = err.Error()
+	}
+	header[ErrorHeader] = []string{headerSafe(text, maxErrorHeader)}
+	header[ErrorReasonHeader] = []string{string(ReasonOf(err))}
+	header[OriginalSubjectHeader] = []string{headerSafe(msg.Subject, maxErrorHeader)}
+	return DeadLetterSubject, header
+}
+
+// headerSafe makes s a valid header value of at most max bytes: control
+// characters (line breaks would end the header) become spaces.
+func headerSafe(s string, max int) string {
+	if len(s) > max {
+		n := max
+		for n > 0 && !utf8.RuneStart(s[n]) {
+			n--
+		}
+		s = s[:n]
+	}
+	return strings.Map(func(r rune) rune {
+		if isControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,119 @@
+package router
+
+import (
+	"errors"
+	"reflect"
+	"testing"
+)
+
+func TestResolve(t *testing.T) {
+	e, err := NewEgresses([]EgressRule{
+		{Name: "alerts", Subject: "datacenter.alerts"},
+		{Name: "audit", Subject: "audit", Delivery: AtLeastOnce},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := Address{Type: "datacenter/server", ID: "srv-1"}
+	tests := []struct {
+		name     string
+		rec      EgressRecord
+		subject  string
+		delivery Delivery
+	}{
+		{"exactly-once", EgressRecord{Egress: "alerts", Typename: "a/B", Source: src}, "datacenter.alerts", ExactlyOnce},
+		{"key", EgressRecord{Egress: "alerts", Typename: "a/B", Key: "srv-1", Source: src}, "datacenter.alerts.srv-1", ExactlyOnce},
+		{"at-least-once", EgressRecord{Egress: "audit", Typename: "a/B", Source: src}, "audit", AtLeastOnce},
+		{"reply ignores the key", EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "_INBOX.x.y", Key: "k", Source: src}, "_INBOX.x.y", AtLeastOnce},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			subject, header, delivery, err := e.Resolve(tt.rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[string][]string{"Twinflow-Typename": {"a/B"}, "Twinflow-Source": {"datacenter/server/srv-1"}}
+			if subject != tt.subject || delivery != tt.delivery || !reflect.DeepEqual(header, want) {
+				t.Errorf("Resolve = %q, %v, %v; want %q, %v, %v", subject, header, delivery, tt.subject, want, tt.delivery)
+			}
+		})
+	}
+}
+
+func TestResolveErrors(t *testing.T) {
+	e, err := NewEgresses([]EgressRule{{Name: "b", Subject: "s"}, {Name: "a", Subject: "t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var none *Egresses
+	tests := []struct {
+		e      *Egresses
+		rec    EgressRecord
+		reason Reason
+		detail string
+	}{
+		{e, EgressRecord{Egress: "c", Typename: "a/B"}, ReasonUnknownEgress, `no egress named "c"; the module spec declares "a", "b"`},
+		{none, EgressRecord{Egress: "c", Typename: "a/B"}, ReasonUnknownEgress, `no egress named "c"; the module spec declares none`},
+		{e, EgressRecord{Egress: "reply", Typename: "a/B"}, ReasonMissingReplyTo, `egress "reply": the record has no reply subject; only a message sent as a NATS request can be answered`},
+		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "a b"}, ReasonBadReplyTo, `egress "reply": reply subject "a b" is not a valid NATS subject: token 0 "a b" contains a space or control character`},
+		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "x.y"}, ReasonBadKey, `egress "a": key "x.y" contains "."; a key is one subject token`},
+		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "*"}, ReasonBadKey, `egress "a": key "*" contains '*'`},
+		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "x y"}, ReasonBadKey, `egress "a": key "x y" contains a space or control character`},
+		{e, EgressRecord{Egress: "a"}, ReasonBadTypename, `egress "a": typename is empty`},
+		{e, EgressRecord{Egress: "reply", ReplyTo: "r", Typename: "x"}, ReasonBadTypename, `egress "reply": typename "x" is not "namespace/name"`},
+	}
+	for _, tt := range tests {
+		_, _, _, err := tt.e.Resolve(tt.rec)
+		var re *Error
+		if !errors.As(err, &re) || re.Reason != tt.reason || re.Detail != tt.detail {
+			t.Errorf("Resolve(%+v) error = %v (%s), want %s: %s", tt.rec, err, ReasonOf(err), tt.reason, tt.detail)
+		}
+	}
+	if _, _, d, err := none.Resolve(EgressRecord{Egress: "reply", ReplyTo: "r", Typename: "a/B"}); err != nil || d != AtLeastOnce {
+		t.Errorf("nil Egresses reply: %v, %v", d, err)
+	}
+}
+
+func TestNewEgressesErrors(t *testing.T) {
+	_, err := NewEgresses([]EgressRule{
+		{Name: "reply", Subject: "a"},
+		{Name: "a b", Subject: "b"},
+		{Name: "x", Subject: "a.*"},
+		{Name: "x", Subject: "twinflow.out"},
+		{Name: "y", Subject: "$SYS.x", Delivery: 7},
+		{Name: "z"},
+		{Name: "k1", Subject: "keyed"},
+		{Name: "k2", Subject: "keyed.sub"},
+		{Name: "k3", Subject: "keyed"},
+		{Name: "k4", Subject: "keyedx"},
+	})
+	want := `egresses[0].name: egress name "reply" is reserved for the built-in egress that answers requests
+egresses[1].name: egress name "a b" must match [A-Za-z0-9_-]+
+egresses[2].subject: "a.*" has wildcards; an egress publishes to one subject
+egresses[3].name: duplicate egress name "x"
+egresses[3].subject: "twinflow.out": subjects under twinflow. are reserved
+egresses[4].subject: "$SYS.x": subjects starting with $ are reserved by NATS
+egresses[4].delivery: unknown delivery 7
+egresses[5].subject: subject is empty
+egresses[7].subject: "keyed.sub" overlaps egress "k1", which publishes on keyed and keyed.<key>
+egresses[8].subject: "keyed" overlaps egress "k1", which publishes on keyed and keyed.<key>
+egresses[8].subject: "keyed" overlaps egress "k2", which publishes on keyed.sub and keyed.sub.<key>`
+	if err == nil || err.Error() != want {
+		t.Errorf("NewEgresses error:\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestDelivery(t *testing.T) {
+	for _, d := range []Delivery{ExactlyOnce, AtLeastOnce} {
+		got, err := ParseDelivery(d.String())
+		if err != nil || got != d {
+			t.Errorf("ParseDelivery(%q) = %v, %v", d, got, err)
+		}
+	}
+	if _, err := ParseDelivery("once"); err == nil || err.Error() != `delivery "once" is neither exactly-once nor at-least-once` {
+		t.Errorf("ParseDelivery(once) = %v", err)
+	}
+	if s := Delivery(5).String(); s != "Delivery(5)" {
+		t.Errorf("String = %q", s)
+	}
+}

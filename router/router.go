@@ -1,0 +1,461 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
+)
+
+// Address names one function instance.
+type Address struct {
+	// Type is the function type, "namespace/name".
+	Type string
+	// ID is the instance id: non-empty UTF-8 without control characters.
+	ID string
+}
+
+// String returns "namespace/name/id".
+func (a Address) String() string { return a.Type + "/" + a.ID }
+
+// Message is a NATS message as the ingress received it. Header has the
+// shape of nats.Header.
+type Message struct {
+	// Subject is the subject the message was published on.
+	Subject string
+	// Header holds the message headers.
+	Header map[string][]string
+	// Data is the payload.
+	Data []byte
+	// Reply is the reply subject of a core NATS request. Leave it empty for
+	// a message delivered by JetStream, whose reply subject is the ack
+	// subject; the publisher's reply subject then travels in [ReplyToHeader].
+	Reply string
+}
+
+// Routed is where a message goes and what it carries.
+type Routed struct {
+	// Targets are the receiving addresses, one per target rule of the
+	// ingress (one for the direct ingress), in rule order.
+	Targets []Address
+	// Typename is the message's typename.
+	Typename string
+	// Payload is the message. It aliases the Message's Data, except for
+	// envelopes, whose argument it is.
+	Payload []byte
+	// ReplyTo is the reply subject to answer on, or "".
+	ReplyTo string
+}
+
+// IDSource says where the id of a target address comes from. Exactly one of
+// the three fields is set; build one with [IDFromSubjectToken],
+// [IDFromHeader] or [IDFromJSONField].
+type IDSource struct {
+	// SubjectToken is the 0-based index of the subject token holding the
+	// id, or -1 when unset.
+	SubjectToken int
+	// Header is the name of the header holding the id.
+	Header string
+	// JSONField is the path of the payload's JSON field holding the id, with
+	// dots between object keys and array indexes, e.g. "server.id" or
+	// "servers.0.id". A string value is the id as it is; a number is the id
+	// as written in the JSON text; anything else is an error.
+	JSONField string
+}
+
+// IDFromSubjectToken returns an IDSource that takes the id from token i
+// (0-based) of the subject.
+func IDFromSubjectToken(i int) IDSource { return IDSource{SubjectToken: i} }
+
+// IDFromHeader returns an IDSource that takes the id from header h.
+func IDFromHeader(h string) IDSource { return IDSource{SubjectToken: -1, Header: h} }
+
+// IDFromJSONField returns an IDSource that takes the id from the JSON field
+// at path.
+func IDFromJSONField(path string) IDSource { return IDSource{SubjectToken: -1, JSONField: path} }
+
+// describe says where the id comes from, for error messages.
+func (s IDSource) describe() string {
+	switch {
+	case s.Header != "":
+		return "header " + quote(s.Header)
+	case s.JSONField != "":
+		return "JSON field " + quote(s.JSONField)
+	default:
+		return "subject token " + strconv.Itoa(s.SubjectToken)
+	}
+}
+
+// TargetRule sends the messages of an ingress to one function type.
+type TargetRule struct {
+	// FunctionType is "namespace/name".
+	FunctionType string
+	// ID says where the id of the receiving address comes from.
+	ID IDSource
+}
+
+// IngressRule routes the messages of one configured ingress.
+type IngressRule struct {
+	// Name identifies the ingress: [A-Za-z0-9_-]+, unique, not
+	// [DirectIngress]. It becomes part of the JetStream stream name.
+	Name string
+	// Subject is the NATS subject pattern the ingress reads, with the * and
+	// > wildcards. It may not overlap another ingress or the subjects
+	// Twinflow uses (twinflow.in.>, twinflow.envelope, twinflow.dlq.>), nor
+	// start with "$".
+	Subject string
+	// Typename is the typename of every message, or "" to read it from the
+	// TypenameHeader.
+	Typename string
+	// TypenameHeader is the header holding the typename when Typename is
+	// ""; [TypenameHeader] when both are "".
+	TypenameHeader string
+	// Targets are the receivers of each message; at least one.
+	Targets []TargetRule
+}
+
+// Limits bounds the messages a Router accepts.
+type Limits struct {
+	// MaxPayload is the largest payload in bytes; 0 means
+	// [DefaultMaxPayload]. It is checked before anything else.
+	MaxPayload int
+}
+
+// DefaultMaxPayload is the payload limit when [Limits.MaxPayload] is 0: 1 MiB,
+// the NATS server's default max_payload.
+const DefaultMaxPayload = 1 << 20
+
+// Router routes ingress messages to addresses. It is immutable, so it is
+// safe for concurrent use.
+type Router struct {
+	rules      map[string]*rule
+	ordered    []IngressRule
+	maxPayload int
+}
+
+type rule struct {
+	IngressRule
+	pattern []string
+	label   string // `ingress "name"`, for errors
+	// typenameHeader is the header holding the typename, or "" when the
+	// typename is fixed.
+	typenameHeader string
+	paths          [][]string // split JSON paths, per target
+}
+
+// New validates the rules and returns a Router for them. It reports every
+// problem it finds, each as a [*ConfigError], joined with [errors.Join].
+func New(rules []IngressRule, limits Limits) (*Router, error) {
+	var errs []error
+	bad := func(path, format string, args ...any) {
+		errs = append(errs, &ConfigError{Path: path, Detail: fmt.Sprintf(format, args...)})
+	}
+	if limits.MaxPayload < 0 {
+		bad("limits.maxPayload", "must not be negative, got %d", limits.MaxPayload)
+	}
+	r := &Router{rules: make(map[string]*rule, len(rules)), maxPayload: limits.MaxPayload}
+	if r.maxPayload == 0 {
+		r.maxPayload = DefaultMaxPayload
+	}
+	var prev []*rule
+	for i, in := range rules {
+		at := fmt.Sprintf("ingresses[%d]", i)
+		c := &rule{IngressRule: in, label: label(in.Name)}
+		c.Targets = append([]TargetRule(nil), in.Targets...)
+		switch {
+		case !IsValidName(in.Name):
+			bad(at+".name", "ingress name %s must match [A-Za-z0-9_-]+", quote(in.Name))
+		case in.Name == DirectIngress:
+			bad(at+".name", "ingress name %q is reserved for the direct ingress", DirectIngress)
+		case r.rules[in.Name] != nil:
+			bad(at+".name", "duplicate ingress name %q", in.Name)
+		default:
+			r.rules[in.Name] = c
+		}
+		if p, err := parsePattern(in.Subject); err != nil {
+			bad(at+".subject", "%v", err)
+		} else {
+			c.pattern = p
+			for _, res := range reservedPatterns {
+				if overlap(p, res) {
+					bad(at+".subject", "%s overlaps %s, which Twinflow uses", quote(in.Subject), strings.Join(res, "."))
+				}
+			}
+			for _, o := range prev {
+				if overlap(p, o.pattern) {
+					bad(at+".subject", "%s overlaps the subject %s of ingress %s; a message may belong to one ingress only", quote(in.Subject), quote(o.Subject), quote(o.Name))
+				}
+			}
+			prev = append(prev, c)
+		}
+		switch {
+		case in.Typename != "" && in.TypenameHeader != "":
+			bad(at+".typename", "set typename or typenameHeader, not both")
+		case in.Typename != "":
+			if err := ValidateTypename(in.Typename); err != nil {
+				bad(at+".typename", "%v", err)
+			}
+		case in.TypenameHeader != "":
+			if err := checkHeaderName(in.TypenameHeader); err != nil {
+				bad(at+".typenameHeader", "%v", err)
+			}
+			c.typenameHeader = in.TypenameHeader
+		default:
+			c.typenameHeader = TypenameHeader
+		}
+		if len(in.Targets) == 0 {
+			bad(at+".targets", "at least one target is required")
+		}
+		c.paths = make([][]string, len(in.Targets))
+		for j, t := range in.Targets {
+			tat := fmt.Sprintf("%s.targets[%d]", at, j)
+			if err := ValidateFunctionType(t.FunctionType); err != nil {
+				bad(tat+".function", "%v", err)
+			}
+			for k := range j {
+				if in.Targets[k] == t {
+					bad(tat, "same function and id as targets[%d]", k)
+				}
+			}
+			id := t.ID
+			n := 0
+			if id.SubjectToken != -1 {
+				n++
+			}
+			if id.Header != "" {
+				n++
+			}
+			if id.JSONField != "" {
+				n++
+			}
+			if n != 1 {
+				bad(tat+".id", "exactly one of subjectToken, header, jsonField is required (subjectToken is -1 when unset)")
+				continue
+			}
+			switch {
+			case id.Header != "":
+				if err := checkHeaderName(id.Header); err != nil {
+					bad(tat+".id.header", "%v", err)
+				}
+			case id.JSONField != "":
+				path := strings.Split(id.JSONField, ".")
+				if slices.Contains(path, "") {
+					bad(tat+".id.jsonField", "JSON field path %s has an empty part", quote(id.JSONField))
+				}
+				c.paths[j] = path
+			case id.SubjectToken < 0:
+				bad(tat+".id.subjectToken", "must be 0 or more, got %d", id.SubjectToken)
+			case c.pattern != nil && !tokenInPattern(c.pattern, id.SubjectToken):
+				bad(tat+".id.subjectToken", "token %d is past the end of subject %s, which has %d tokens (counted from 0)", id.SubjectToken, quote(in.Subject), len(c.pattern))
+			}
+		}
+		r.ordered = append(r.ordered, c.IngressRule)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return r, nil
+}
+
+// tokenInPattern reports whether a subject matching p can have token i.
+func tokenInPattern(p []string, i int) bool {
+	return i < len(p) || p[len(p)-1] == ">"
+}
+
+// Rules returns the ingress rules the Router was built from. The caller owns
+// the returned slice.
+func (r *Router) Rules() []IngressRule {
+	out := make([]IngressRule, len(r.ordered))
+	for i, in := range r.ordered {
+		in.Targets = append([]TargetRule(nil), in.Targets...)
+		out[i] = in
+	}
+	return out
+}
+
+// Route returns where msg, received on the named ingress (a rule name or
+// [DirectIngress]), goes. Every error is an [*Error].
+func (r *Router) Route(ingress string, msg Message) (Routed, error) {
+	if len(msg.Data) > r.maxPayload {
+		return Routed{}, errorf(ReasonOversized, "%s: payload of %d bytes exceeds the limit of %d bytes", label(ingress), len(msg.Data), r.maxPayload)
+	}
+	if ingress == DirectIngress {
+		return r.routeDirect(msg)
+	}
+	c := r.rules[ingress]
+	if c == nil {
+		return Routed{}, errorf(ReasonNoRoute, "no ingress named %s", quote(ingress))
+	}
+	return c.route(msg)
+}
+
+func label(ingress string) string {
+	if ingress == DirectIngress {
+		return "direct ingress"
+	}
+	return "ingress " + quote(ingress)
+}
+
+func (c *rule) route(msg Message) (Routed, error) {
+	at := c.label
+	if err := checkSubject(msg.Subject); err != nil {
+		return Routed{}, errorf(ReasonBadSubject, "%s: %v", at, err)
+	}
+	if !match(c.pattern, msg.Subject) {
+		return Routed{}, errorf(ReasonNoRoute, "%s: subject %s does not match %s", at, quote(msg.Subject), quote(c.Subject))
+	}
+	typename := c.Typename
+	if c.typenameHeader != "" {
+		var err error
+		if typename, err = typenameFrom(msg.Header, c.typenameHeader, at); err != nil {
+			return Routed{}, err
+		}
+	}
+	out := Routed{
+		Targets:  make([]Address, len(c.Targets)),
+		Typename: typename,
+		Payload:  msg.Data,
+		ReplyTo:  replyTo(msg),
+	}
+	var doc jsonDoc
+	for j, t := range c.Targets {
+		id, err := c.id(j, msg, &doc)
+		if err != nil {
+			return Routed{}, err
+		}
+		out.Targets[j] = Address{Type: t.FunctionType, ID: id}
+	}
+	return out, nil
+}
+
+// id returns the id of the address of target j.
+func (c *rule) id(j int, msg Message, doc *jsonDoc) (string, error) {
+	t := c.Targets[j]
+	src := t.ID
+	at := c.label
+	const need = "needed for the id of "
+	var id string
+	switch {
+	case src.Header != "":
+		id = headerValue(msg.Header, src.Header)
+		if id == "" {
+			return "", errorf(ReasonMissingID, "%s: header %s missing; %s%s", at, quote(src.Header), need, t.FunctionType)
+		}
+	case src.JSONField != "":
+		v, err := doc.field(msg.Data, c.paths[j])
+		if err != nil {
+			err.Detail = fmt.Sprintf("%s: %s; %s%s", at, err.Detail, need, t.FunctionType)
+			return "", err
+		}
+		id = v
+		if id == "" {
+			return "", errorf(ReasonMissingID, "%s: JSON field %s is empty; %s%s", at, quote(src.JSONField), need, t.FunctionType)
+		}
+	default:
+		var ok bool
+		if id, ok = token(msg.Subject, src.SubjectToken); !ok {
+			return "", errorf(ReasonMissingID, "%s: subject %s has no token %d; %s%s", at, quote(msg.Subject), src.SubjectToken, need, t.FunctionType)
+		}
+	}
+	if err := validateID(id); err != nil {
+		return "", errorf(ReasonBadID, "%s: %s: %v; %s%s", at, src.describe(), err, need, t.FunctionType)
+	}
+	return id, nil
+}
+
+// typenameFrom reads and checks the typename in header h.
+func typenameFrom(header map[string][]string, h, at string) (string, error) {
+	typename := headerValue(header, h)
+	if typename == "" {
+		return "", errorf(ReasonMissingTypename, "%s: header %s missing; needed for the typename of the message", at, quote(h))
+	}
+	if err := ValidateTypename(typename); err != nil {
+		return "", errorf(ReasonBadTypename, "%s: header %s: %v", at, quote(h), err)
+	}
+	return typename, nil
+}
+
+func replyTo(msg Message) string {
+	if msg.Reply != "" {
+		return msg.Reply
+	}
+	return headerValue(msg.Header, ReplyToHeader)
+}
+
+func (r *Router) routeDirect(msg Message) (Routed, error) {
+	const at = "direct ingress"
+	if msg.Subject == EnvelopeSubject {
+		return routeEnvelope(msg)
+	}
+	if err := checkSubject(msg.Subject); err != nil {
+		return Routed{}, errorf(ReasonBadSubject, "%s: %v", at, err)
+	}
+	rest, ok := strings.CutPrefix(msg.Subject, DirectSubjectPrefix)
+	if !ok {
+		return Routed{}, errorf(ReasonNoRoute, "%s: subject %s is neither %s<namespace>.<name>.<id> nor %s", at, quote(msg.Subject), DirectSubjectPrefix, EnvelopeSubject)
+	}
+	ns, rest, ok := strings.Cut(rest, ".")
+	if !ok {
+		return Routed{}, errorf(ReasonBadSubject, "%s: subject %s has no function name; want %s<namespace>.<name>.<id>", at, quote(msg.Subject), DirectSubjectPrefix)
+	}
+	name, id, ok := strings.Cut(rest, ".")
+	if !ok {
+		return Routed{}, errorf(ReasonMissingID, "%s: subject %s has no id after the function type; want %s<namespace>.<name>.<id>", at, quote(msg.Subject), DirectSubjectPrefix)
+	}
+	ftype := ns + "/" + name
+	if err := ValidateFunctionType(ftype); err != nil {
+		return Routed{}, errorf(ReasonBadSubject, "%s: subject %s: %v", at, quote(msg.Subject), err)
+	}
+	if err := validateID(id); err != nil {
+		return Routed{}, errorf(ReasonBadID, "%s: subject %s: %v", at, quote(msg.Subject), err)
+	}
+	typename, err := typenameFrom(msg.Header, TypenameHeader, at)
+	if err != nil {
+		return Routed{}, err
+	}
+	return Routed{
+		Targets:  []Address{{Type: ftype, ID: id}},
+		Typename: typename,
+		Payload:  msg.Data,
+		ReplyTo:  replyTo(msg),
+	}, nil
+}
+
+func routeEnvelope(msg Message) (Routed, error) {
+	const at = "direct ingress: envelope"
+	var env twinflowv1.IngressEnvelope
+	if err := proto.Unmarshal(msg.Data, &env); err != nil {
+		return Routed{}, errorf(ReasonBadEnvelope, "%s: payload is not a twinflow.v1.IngressEnvelope: %v", at, err)
+	}
+	t := env.GetTarget()
+	if t == nil {
+		return Routed{}, errorf(ReasonBadEnvelope, "%s: no target", at)
+	}
+	if err := ValidateFunctionType(t.GetType()); err != nil {
+		return Routed{}, errorf(ReasonBadEnvelope, "%s: target: %v", at, err)
+	}
+	if t.GetId() == "" {
+		return Routed{}, errorf(ReasonMissingID, "%s: target id is empty; needed for the id of %s", at, t.GetType())
+	}
+	if err := validateID(t.GetId()); err != nil {
+		return Routed{}, errorf(ReasonBadID, "%s: target: %v", at, err)
+	}
+	arg := env.GetArgument()
+	if arg.GetTypename() == "" {
+		return Routed{}, errorf(ReasonMissingTypename, "%s: argument has no typename", at)
+	}
+	if err := ValidateTypename(arg.GetTypename()); err != nil {
+		return Routed{}, errorf(ReasonBadTypename, "%s: argument: %v", at, err)
+	}
+	return Routed{
+		Targets:  []Address{{Type: t.GetType(), ID: t.GetId()}},
+		Typename: arg.GetTypename(),
+		Payload:  arg.GetValue(),
+		ReplyTo:  replyTo(msg),
+	}, nil
+}

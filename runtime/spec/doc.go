@@ -1,0 +1,86 @@
+// Package spec reads the module spec: the YAML file that tells a Twinflow
+// worker which endpoints serve which function types, which NATS subjects
+// are ingresses and how their messages are routed, and which egresses
+// functions may publish to.
+//
+// # Format
+//
+// All three sections are optional; an empty file is a valid empty module
+// (only the direct ingress, no endpoints).
+//
+//	endpoints:
+//	  - functions: datacenter/*        # "namespace/name", or "namespace/*" for a whole namespace
+//	    url: http://127.0.0.1:8000     # http:// or https://, required
+//	    timeout: 10s                   # per call; default 30s
+//	    maxBatchAddresses: 256         # addresses per call; default 256
+//	    maxBatchMessages: 128          # messages per address in one call; default 128
+//	    maxInFlight: 8                 # concurrent calls to this endpoint; default 8
+//
+//	ingresses:
+//	  - name: metrics                  # [A-Za-z0-9_-]+, unique; names the JetStream stream
+//	    subject: datacenter.metrics.*.*  # NATS subject pattern with * and >
+//	    typename: datacenter/ServerMetricReport  # or typenameHeader: X-Type
+//	    targets:                       # one address per target: fan-out
+//	      - function: datacenter/server
+//	        id: { subjectToken: 3 }    # or { header: X-Server } or { jsonField: server.id }
+//
+//	egresses:
+//	  - name: alerts                   # [A-Za-z0-9_-]+, unique, not "reply"
+//	    subject: datacenter.alerts     # records with a key go to datacenter.alerts.<key>
+//	    delivery: exactly-once         # or at-least-once; default exactly-once
+//
+// # Endpoints
+//
+// A function type is served by the endpoint that names it exactly, else by
+// the one that names its namespace with "namespace/*". No two endpoints may
+// name the same thing. Every ingress target must be served by an endpoint.
+//
+// # Ingresses
+//
+// Each ingress reads the NATS subjects matching its pattern (through a
+// JetStream stream named after the ingress). Subject patterns of different
+// ingresses may not overlap, may not start with "$", and may not overlap the
+// subjects Twinflow uses: twinflow.in.> and twinflow.envelope (the direct
+// ingress, which needs no configuration) and twinflow.dlq.> (dead letters).
+//
+// The message typename is the fixed typename, or the value of the header
+// named by typenameHeader, or, when neither is given, of the
+// Twinflow-Typename header. Typenames are "namespace/name".
+//
+// Each target names a function type and where the id of the receiving
+// address comes from, exactly one of:
+//
+//   - subjectToken: the 0-based index of a subject token. With the pattern
+//     datacenter.metrics.*.*, token 3 of datacenter.metrics.eu1.srv-7 is
+//     srv-7. The index must lie within the pattern (or its > tail).
+//   - header: the value of a message header.
+//   - jsonField: a field of the JSON payload, with dots between the keys of
+//     nested objects and array indexes ("server.id", "servers.0.id"). A
+//     string is the id as it is, a number is the id as written; objects,
+//     arrays, booleans and null are errors.
+//
+// A message that cannot be routed (no id, no typename, bad JSON, ...) goes
+// to the dead-letter subject twinflow.dlq.ingress with the reason in its
+// headers; other messages keep flowing.
+//
+// # Egresses
+//
+// Functions publish records to egresses by name. exactly-once delivery
+// publishes a record once the checkpoint holding it completes, so it shows
+// up with checkpoint latency and is never duplicated; at-least-once
+// publishes it right away and may publish it again after a crash. A
+// record's optional key is appended to the subject as one more token. The
+// egress subjects may not overlap each other or the ingress subjects. The
+// egress named "reply" is built in: it answers the NATS request a message
+// came with.
+//
+// # Errors
+//
+// Every problem is reported with its file, line and field path, all at
+// once, for example:
+//
+//	module.yaml:12: ingresses[0].targets[1].id: exactly one of subjectToken, header, jsonField is required
+//
+// Unknown fields are errors too. YAML anchors, aliases and merge keys (<<)
+// may be used to share settings.
+package spec
