@@ -1,0 +1,40 @@
+package natsbus
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Request publishes data to subject through JetStream and waits for one
+// answer. It subscribes to a fresh inbox, names it in the [ReplyToHeader]
+// header, waits for the stream's acknowledgement (so the request is stored
+// before anyone answers) and then for a message on the inbox, until ctx
+// ends.
+//
+// The reader of the stream answers by publishing with core NATS to
+// [Msg.Reply]. header is not modified.
+func Request(ctx context.Context, js jetstream.JetStream, subject string, header nats.Header, data []byte) (*nats.Msg, error) {
+	nc := js.Conn()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: request inbox: %w", err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	h := make(nats.Header, len(header)+1)
+	for k, v := range header {
+		h[k] = v
+	}
+	h[ReplyToHeader] = []string{inbox}
+	if _, err := js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: data}); err != nil {
+		return nil, fmt.Errorf("natsbus: request to %q: %w", subject, err)
+	}
+	reply, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: waiting for the reply to %q: %w", subject, err)
+	}
+	return reply, nil
+}

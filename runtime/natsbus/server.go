@@ -1,0 +1,158 @@
+package natsbus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// ServerOptions configures an embedded NATS server. The zero value, apart
+// from Dir, is a complete configuration.
+type ServerOptions struct {
+	// Dir is the JetStream store directory. Required.
+	Dir string
+	// Host is the address the client port listens on. Default 127.0.0.1.
+	Host string
+	// Port is the client port. Default 4222; when that port is taken, or
+	// Port is -1, the server picks a free port (see [Server.ClientURL]).
+	Port int
+	// SyncInterval is how often JetStream fsyncs its files. The default, 0,
+	// fsyncs every write ("sync_interval: always"): an acknowledged publish
+	// is on disk. A positive value fsyncs periodically, which is much faster
+	// and loses the last interval's acknowledged writes on power loss (not on
+	// a process crash).
+	SyncInterval time.Duration
+	// MaxPayload is the largest message payload the server accepts.
+	// Default: the server's default (1 MiB).
+	MaxPayload int32
+	// ReadyTimeout bounds the wait for the server to accept clients.
+	// Default 10s.
+	ReadyTimeout time.Duration
+	// Logger receives the server's log. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultPort is the port an embedded server tries first.
+const DefaultPort = 4222
+
+// Server is a running embedded NATS server with JetStream.
+type Server struct {
+	ns  *server.Server
+	log *slog.Logger
+}
+
+// StartServer starts an embedded NATS server with JetStream storing in
+// opts.Dir and waits until it accepts clients.
+func StartServer(opts ServerOptions) (*Server, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("natsbus: ServerOptions.Dir is required")
+	}
+	if opts.Host == "" {
+		opts.Host = "127.0.0.1"
+	}
+	if opts.Port == 0 {
+		opts.Port = DefaultPort
+	}
+	if opts.ReadyTimeout <= 0 {
+		opts.ReadyTimeout = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	log := opts.Logger.With("component", "nats-server")
+	port := opts.Port
+	if port > 0 && !portFree(opts.Host, port) {
+		log.Info("port taken, picking a free one", "port", port)
+		port = server.RANDOM_PORT
+	}
+	s, err := startServer(opts, port, log)
+	if err != nil && port != server.RANDOM_PORT {
+		// The port was taken between the check and the bind.
+		log.Info("could not start on port, picking a free one", "port", port, "err", err)
+		s, err = startServer(opts, server.RANDOM_PORT, log)
+	}
+	return s, err
+}
+
+func startServer(opts ServerOptions, port int, log *slog.Logger) (*Server, error) {
+	sopts := &server.Options{
+		ServerName: "twinflow",
+		Host:       opts.Host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   opts.Dir,
+		MaxPayload: opts.MaxPayload,
+		NoSigs:     true,
+	}
+	if opts.SyncInterval <= 0 {
+		sopts.SyncAlways = true
+	} else {
+		sopts.SyncInterval = opts.SyncInterval
+	}
+	ns, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: configure server: %w", err)
+	}
+	ns.SetLoggerV2(slogAdapter{log}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(opts.ReadyTimeout) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("natsbus: server on %s not ready after %s", net.JoinHostPort(opts.Host, strconv.Itoa(port)), opts.ReadyTimeout)
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("natsbus: JetStream did not start in %s", opts.Dir)
+	}
+	log.Info("NATS server ready", "url", ns.ClientURL(), "store", opts.Dir, "sync_always", sopts.SyncAlways)
+	return &Server{ns: ns, log: log}, nil
+}
+
+// portFree reports whether host:port can be listened on right now.
+func portFree(host string, port int) bool {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return false
+	}
+	_ = l.Close()
+	return true
+}
+
+// ClientURL returns the URL clients connect to, e.g. nats://127.0.0.1:4222.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Shutdown stops the server and waits until it has stopped. JetStream state
+// is flushed to the store directory.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+}
+
+// slogAdapter sends nats-server's log to slog.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) logf(level slog.Level, format string, v []any) {
+	if !a.log.Enabled(context.Background(), level) {
+		return
+	}
+	a.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
+}
+
+// Noticef logs at debug level: the server's notices are its start-up
+// banner and routine events; StartServer logs the essentials itself.
+func (a slogAdapter) Noticef(format string, v ...any) { a.logf(slog.LevelDebug, format, v) }
+func (a slogAdapter) Warnf(format string, v ...any)   { a.logf(slog.LevelWarn, format, v) }
+func (a slogAdapter) Errorf(format string, v ...any)  { a.logf(slog.LevelError, format, v) }
+func (a slogAdapter) Debugf(format string, v ...any)  { a.logf(slog.LevelDebug, format, v) }
+func (a slogAdapter) Tracef(format string, v ...any)  { a.logf(slog.LevelDebug-4, format, v) }
+
+// Fatalf logs at error level. An embedded server must never exit the
+// process; the failure surfaces as a server that is not ready.
+func (a slogAdapter) Fatalf(format string, v ...any) { a.logf(slog.LevelError, format, v) }
