@@ -1,0 +1,304 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
+	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
+	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/natsbus"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+)
+
+// sendCmd publishes a message to the direct ingress and waits for the
+// JetStream acknowledgement; as a request it also waits for the reply.
+func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) error {
+	name := "send"
+	if request {
+		name = "request"
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	natsURL := natsFlag(fs)
+	jsonDoc := fs.String("json", "", "payload: a JSON document")
+	data := fs.String("data", "", "payload: raw text")
+	typename := fs.String("typename", "twinflow/json", "typename of the message")
+	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the acknowledgement and reply")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return fmt.Errorf("usage: twinflow %s TYPE ID (--json DOC | --data TEXT) [--typename T]", name)
+	}
+	payload := []byte(*data)
+	if *jsonDoc != "" {
+		if !json.Valid([]byte(*jsonDoc)) {
+			return errors.New("--json: not a valid JSON document")
+		}
+		payload = []byte(*jsonDoc)
+	}
+	subject, err := router.DirectSubject(pos[0], pos[1])
+	if err != nil {
+		return err
+	}
+	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: *natsURL, Name: "twinflow-cli"})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	hdr := nats.Header{}
+	hdr.Set(router.TypenameHeader, *typename)
+	if request {
+		reply, err := natsbus.Request(ctx, js, subject, hdr, payload)
+		if err != nil {
+			return fmt.Errorf("request to %s %s: %w", pos[0], pos[1], err)
+		}
+		return printRecord(out, reply.Header.Get(router.TypenameHeader), reply.Data)
+	}
+	msg := &nats.Msg{Subject: subject, Header: hdr, Data: payload}
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("publishing to %s: %w", subject, err)
+	}
+	fmt.Fprintf(out, "published to %s (stream %s, sequence %d)\n", subject, ack.Stream, ack.Sequence)
+	return nil
+}
+
+// tailCmd prints the records published on a subject (an egress subject, or
+// a dead-letter subject) as they arrive.
+func tailCmd(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
+	natsURL := natsFlag(fs)
+	all := fs.Bool("all", false, "print the records already stored too, not only new ones")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: twinflow tail SUBJECT")
+	}
+	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: *natsURL, Name: "twinflow-tail"})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	print := func(m *nats.Msg) {
+		fmt.Fprintf(out, "%s %s ", m.Subject, m.Header.Get(router.SourceHeader))
+		if e := m.Header.Get(router.ErrorHeader); e != "" {
+			fmt.Fprintf(out, "error=%q ", e)
+		}
+		_ = printRecord(out, m.Header.Get(router.TypenameHeader), m.Data)
+	}
+	stream, err := js.StreamNameBySubject(ctx, pos[0])
+	if err != nil || !*all {
+		// Not captured by a stream (or only new records wanted): plain subscribe.
+		sub, err := nc.Subscribe(pos[0], print)
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+		<-ctx.Done()
+		return nil
+	}
+	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{pos[0]}})
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		print(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+	})
+	if err != nil {
+		return err
+	}
+	defer cc.Stop()
+	<-ctx.Done()
+	return nil
+}
+
+func adminClient(url string) twinflowv1connect.AdminServiceClient {
+	return twinflowv1connect.NewAdminServiceClient(http.DefaultClient, strings.TrimSuffix(url, "/"))
+}
+
+// stateCmd prints an address's state as JSON.
+func stateCmd(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("state get", flag.ContinueOnError)
+	admin := adminFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) < 2 || len(pos) > 3 {
+		return errors.New("usage: twinflow state get TYPE ID [NAME]")
+	}
+	if err := splitType(pos[0]); err != nil {
+		return err
+	}
+	req := &twinflowv1.GetStateRequest{Address: &twinflowv1.Address{Type: pos[0], Id: pos[1]}}
+	if len(pos) == 3 {
+		req.Names = []string{pos[2]}
+	}
+	resp, err := adminClient(*admin).GetState(ctx, connect.NewRequest(req))
+	if err != nil {
+		return err
+	}
+	doc := stateDoc{Address: pos[0] + "/" + pos[1], Values: map[string]stateValue{}}
+	for _, v := range resp.Msg.GetValues() {
+		sv := stateValue{Typename: v.GetValue().GetTypename(), Value: renderValue(v.GetValue().GetTypename(), v.GetValue().GetValue())}
+		if ms := v.GetExpiresAtUnixMillis(); ms > 0 {
+			sv.ExpiresAt = time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
+		}
+		doc.Values[v.GetName()] = sv
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(doc)
+}
+
+type stateDoc struct {
+	Address string                `json:"address"`
+	Values  map[string]stateValue `json:"values"`
+}
+
+type stateValue struct {
+	Typename  string          `json:"typename"`
+	Value     json.RawMessage `json:"value"`
+	ExpiresAt string          `json:"expiresAt,omitempty"`
+}
+
+// renderValue shows a value as JSON: as it is when it is JSON, through its
+// descriptor when it is a protobuf message this binary knows, else as a
+// base64 string.
+func renderValue(typename string, b []byte) json.RawMessage {
+	if full, ok := strings.CutPrefix(typename, "proto/"); ok {
+		if mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(full)); err == nil {
+			m := mt.New().Interface()
+			if proto.Unmarshal(b, m) == nil {
+				if j, err := protojson.Marshal(m); err == nil {
+					return j
+				}
+			}
+		}
+	} else if json.Valid(b) {
+		return b
+	}
+	j, _ := json.Marshal(base64.StdEncoding.EncodeToString(b))
+	return j
+}
+
+func printRecord(out io.Writer, typename string, data []byte) error {
+	_, err := fmt.Fprintf(out, "%s %s\n", typename, renderValue(typename, data))
+	return err
+}
+
+func functionsCmd(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("functions", flag.ContinueOnError)
+	admin := adminFlag(fs)
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	resp, err := adminClient(*admin).ListFunctionTypes(ctx, connect.NewRequest(&twinflowv1.ListFunctionTypesRequest{}))
+	if err != nil {
+		return err
+	}
+	for _, f := range resp.Msg.GetFunctionTypes() {
+		fmt.Fprintf(out, "%s\t%s\n", f.GetType(), f.GetEndpointUrl())
+		for _, s := range f.GetStateSpecs() {
+			fmt.Fprintf(out, "  %s\t%s\t%s %dms\n", s.GetName(), s.GetTypename(), s.GetExpiryMode(), s.GetExpireAfterMillis())
+		}
+	}
+	return nil
+}
+
+func checkpointCmd(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("checkpoint", flag.ContinueOnError)
+	admin := adminFlag(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return errors.New("usage: twinflow checkpoint now | list | status")
+	}
+	c := adminClient(*admin)
+	switch pos[0] {
+	case "now":
+		resp, err := c.TriggerCheckpoint(ctx, connect.NewRequest(&twinflowv1.TriggerCheckpointRequest{}))
+		if err != nil {
+			return err
+		}
+		printCheckpoints(out, resp.Msg.GetCheckpoint())
+	case "list":
+		resp, err := c.ListCheckpoints(ctx, connect.NewRequest(&twinflowv1.ListCheckpointsRequest{}))
+		if err != nil {
+			return err
+		}
+		printCheckpoints(out, resp.Msg.GetCheckpoints()...)
+	case "status":
+		resp, err := c.GetCheckpointStatus(ctx, connect.NewRequest(&twinflowv1.GetCheckpointStatusRequest{}))
+		if err != nil {
+			return err
+		}
+		if resp.Msg.GetLatest() != nil {
+			printCheckpoints(out, resp.Msg.GetLatest())
+		}
+		if id := resp.Msg.GetInProgressId(); id != 0 {
+			fmt.Fprintf(out, "in progress: %d\n", id)
+		}
+	default:
+		return fmt.Errorf("unknown checkpoint command %q: want now, list or status", pos[0])
+	}
+	return nil
+}
+
+func printCheckpoints(out io.Writer, cps ...*twinflowv1.CheckpointInfo) {
+	fmt.Fprintf(out, "%-8s %-24s %12s %12s %10s\n", "ID", "COMPLETED", "BYTES", "DURATION", "PAUSE")
+	for _, cp := range cps {
+		fmt.Fprintf(out, "%-8d %-24s %12d %10.1fms %8.2fms\n", cp.GetId(),
+			time.UnixMilli(cp.GetCompletedAtUnixMillis()).UTC().Format("2006-01-02T15:04:05.000Z"),
+			cp.GetBytes(), cp.GetDurationMillis(), cp.GetPauseMillis())
+	}
+}
+
+func stopCmd(ctx context.Context, args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
+	admin := adminFlag(fs)
+	savepoint := fs.String("savepoint", "", "also write the final checkpoint as a savepoint into this new directory")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	dir := *savepoint
+	if dir != "" {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			return err
+		}
+		dir = abs
+	}
+	resp, err := adminClient(*admin).Stop(ctx, connect.NewRequest(&twinflowv1.StopRequest{SavepointDir: dir}))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "stopped after checkpoint %d\n", resp.Msg.GetCheckpoint().GetId())
+	if dir != "" {
+		fmt.Fprintf(out, "savepoint: %s\n", dir)
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+// Command twinflow runs the Twinflow runtime and talks to it: run a worker,
+// send messages and requests through the direct ingress, tail egresses,
+// read state by address, and take checkpoints and savepoints.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+const usage = `twinflow: stateful functions for digital twins
+
+Usage:
+  twinflow run [-config module.yaml] [-data DIR] [-nats URL] [flags]   start a worker
+  twinflow send TYPE ID (--json DOC | --data TEXT) [--typename T]       publish to the direct ingress
+  twinflow request TYPE ID (--json DOC | --data TEXT) [--typename T]    publish and wait for the reply
+  twinflow tail SUBJECT                                                 print records published on an egress subject
+  twinflow state get TYPE ID [NAME]                                     print an address's state
+  twinflow functions                                                    list function types and their state specs
+  twinflow checkpoint now | list | status                               take or list checkpoints
+  twinflow stop [--savepoint DIR]                                       stop cleanly after a final checkpoint
+
+Client commands take --nats URL (default $TWINFLOW_NATS or nats://127.0.0.1:4222)
+and --admin URL (default $TWINFLOW_ADMIN or http://127.0.0.1:8090).
+Run "twinflow COMMAND -h" for a command's flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := dispatch(ctx, os.Args[1:], os.Stdout); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "twinflow:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func dispatch(ctx context.Context, args []string, out io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return flag.ErrHelp
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "run":
+		return runCmd(ctx, rest)
+	case "send":
+		return sendCmd(ctx, rest, out, false)
+	case "request":
+		return sendCmd(ctx, rest, out, true)
+	case "tail":
+		return tailCmd(ctx, rest, out)
+	case "state":
+		if len(rest) == 0 || rest[0] != "get" {
+			return errors.New(`usage: twinflow state get TYPE ID [NAME]`)
+		}
+		return stateCmd(ctx, rest[1:], out)
+	case "functions":
+		return functionsCmd(ctx, rest, out)
+	case "checkpoint":
+		return checkpointCmd(ctx, rest, out)
+	case "stop":
+		return stopCmd(ctx, rest, out)
+	case "help", "-h", "--help":
+		fmt.Fprint(out, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q; run twinflow help", cmd)
+}
+
+// parse parses flags that may come before, between or after the
+// positional arguments, and returns the positional ones.
+func parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func natsFlag(fs *flag.FlagSet) *string {
+	return fs.String("nats", envOr("TWINFLOW_NATS", "nats://127.0.0.1:4222"), "NATS server URL")
+}
+
+func adminFlag(fs *flag.FlagSet) *string {
+	return fs.String("admin", envOr("TWINFLOW_ADMIN", "http://127.0.0.1:8090"), "admin API URL of the runtime")
+}
+
+// splitType checks a function type argument.
+func splitType(t string) error {
+	if ns, name, ok := strings.Cut(t, "/"); !ok || ns == "" || name == "" {
+		return fmt.Errorf("function type %q: want namespace/name", t)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"connectrpc.com/connect"
+	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
+	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/shard"
+	"github.com/twinflow/twinflow/runtime/state"
+)
+
+// adminService serves the admin/query API.
+type adminService struct {
+	e *Engine
+}
+
+// GetState reads an address's state on the loop of the shard that owns it,
+// so the answer includes writes not yet checkpointed.
+func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinflowv1.GetStateRequest]) (*connect.Response[twinflowv1.GetStateResponse], error) {
+	addr := req.Msg.GetAddress()
+	if addr.GetType() == "" || addr.GetId() == "" {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("address needs a type and an id"))
+	}
+	e := a.e
+	s := keygroup.ShardOf(keygroup.Of(addr.GetId(), e.cfg.KeyGroups), e.cfg.KeyGroups, e.cfg.Shards)
+	var vals map[string]state.Value
+	var rerr error
+	err := e.loops[s].Do(ctx, func(c *shard.Core) {
+		vals, rerr = c.GetState(shard.Address{Type: addr.GetType(), ID: addr.GetId()})
+	})
+	if err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading state of %s/%s: %w", addr.GetType(), addr.GetId(), err))
+	}
+	resp := &twinflowv1.GetStateResponse{Address: addr}
+	for name, v := range vals {
+		if len(req.Msg.GetNames()) > 0 && !slices.Contains(req.Msg.GetNames(), name) {
+			continue
+		}
+		resp.Values = append(resp.Values, &twinflowv1.StateEntry{
+			Name:                name,
+			Value:               &twinflowv1.TypedValue{Typename: v.Typename, Value: v.Data},
+			ExpiresAtUnixMillis: v.ExpiresAtMillis,
+		})
+	}
+	slices.SortFunc(resp.Values, func(x, y *twinflowv1.StateEntry) int {
+		switch {
+		case x.Name < y.Name:
+			return -1
+		case x.Name > y.Name:
+			return 1
+		}
+		return 0
+	})
+	return connect.NewResponse(resp), nil
+}
+
+func (a *adminService) ListFunctionTypes(context.Context, *connect.Request[twinflowv1.ListFunctionTypesRequest]) (*connect.Response[twinflowv1.ListFunctionTypesResponse], error) {
+	all := a.e.specs.All()
+	names := make([]string, 0, len(all))
+	for t := range all {
+		names = append(names, t)
+	}
+	slices.Sort(names)
+	resp := &twinflowv1.ListFunctionTypesResponse{}
+	for _, t := range names {
+		info := &twinflowv1.FunctionTypeInfo{Type: t, StateSpecs: all[t]}
+		if ep, ok := a.e.cfg.Module.EndpointFor(t); ok {
+			info.EndpointUrl = ep.URL
+		}
+		resp.FunctionTypes = append(resp.FunctionTypes, info)
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (a *adminService) GetCheckpointStatus(context.Context, *connect.Request[twinflowv1.GetCheckpointStatusRequest]) (*connect.Response[twinflowv1.GetCheckpointStatusResponse], error) {
+	last, inProgress := a.e.coord.Latest()
+	return connect.NewResponse(&twinflowv1.GetCheckpointStatusResponse{Latest: checkpointInfo(last), InProgressId: inProgress}), nil
+}
+
+func (a *adminService) ListCheckpoints(context.Context, *connect.Request[twinflowv1.ListCheckpointsRequest]) (*connect.Response[twinflowv1.ListCheckpointsResponse], error) {
+	mans, err := a.e.store.Manifests()
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	resp := &twinflowv1.ListCheckpointsResponse{}
+	for i := len(mans) - 1; i >= 0; i-- {
+		resp.Checkpoints = append(resp.Checkpoints, checkpointInfo(mans[i]))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func (a *adminService) TriggerCheckpoint(ctx context.Context, _ *connect.Request[twinflowv1.TriggerCheckpointRequest]) (*connect.Response[twinflowv1.TriggerCheckpointResponse], error) {
+	man, err := a.e.Checkpoint(ctx)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, err)
+	}
+	return connect.NewResponse(&twinflowv1.TriggerCheckpointResponse{Checkpoint: checkpointInfo(man)}), nil
+}
+
+// Stop answers once the final checkpoint is durable; the engine then closes.
+func (a *adminService) Stop(ctx context.Context, req *connect.Request[twinflowv1.StopRequest]) (*connect.Response[twinflowv1.StopResponse], error) {
+	man, err := a.e.finish(ctx, req.Msg.GetSavepointDir())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	go a.e.shutdown()
+	info := checkpointInfo(man)
+	info.SavepointDir = req.Msg.GetSavepointDir()
+	return connect.NewResponse(&twinflowv1.StopResponse{Checkpoint: info}), nil
+}
+
+func checkpointInfo(m *storagev1.Manifest) *twinflowv1.CheckpointInfo {
+	if m == nil {
+		return nil
+	}
+	return &twinflowv1.CheckpointInfo{
+		Id:                    m.GetId(),
+		CompletedAtUnixMillis: m.GetCompletedAtUnixMillis(),
+		DurationMillis:        m.GetDurationMillis(),
+		Bytes:                 m.GetBytes(),
+		PauseMillis:           m.GetPauseMillis(),
+	}
+}

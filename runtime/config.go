@@ -1,0 +1,209 @@
+// Package runtime wires the engine together: the embedded or external NATS
+// server, the Pebble store, the shard loops, the ingress readers, the
+// checkpoint coordinator, the egress publisher and the admin API.
+package runtime
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	goruntime "runtime"
+	"strings"
+	"time"
+
+	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/spec"
+)
+
+// Config configures an engine. The zero value plus a data dir is a complete
+// platform on a laptop: embedded NATS, one shard per core, 1 GiB of memory.
+type Config struct {
+	// DataDir holds the Pebble store and the embedded NATS server's data.
+	DataDir string
+	// Module is the module spec: endpoints, ingresses, egresses.
+	Module *spec.Module
+	// NATSURL is an external NATS server; empty starts an embedded one.
+	NATSURL string
+	// NATSCredsFile authenticates to an external NATS server.
+	NATSCredsFile string
+	// NATSPort is the embedded server's port on 127.0.0.1; 0 means 4222, or
+	// a free port when 4222 is taken; -1 means always a free port.
+	NATSPort int
+	// NATSSyncInterval is how often the embedded server fsyncs JetStream
+	// writes. Zero, the default, fsyncs every write, so an acknowledged
+	// publish is on disk: NATS's own default (2 minutes) can lose
+	// acknowledged messages on power loss. A positive interval trades that
+	// for throughput.
+	NATSSyncInterval time.Duration
+	// AdminAddr is where the admin/query API, /metrics and /healthz listen;
+	// default 127.0.0.1:8090 ("127.0.0.1:0" picks a free port).
+	AdminAddr string
+	// Shards is the number of shard loops; default the number of cores.
+	Shards int
+	// KeyGroups is K, fixed when the data dir is created; default 128.
+	KeyGroups int
+	// CheckpointInterval is the time between checkpoints; default 1s.
+	CheckpointInterval time.Duration
+	// MaxPayload bounds a message's size; default 1 MiB.
+	MaxPayload int
+	// MaxAddressQueue bounds the messages queued for one address before
+	// intake pauses; default 10,000.
+	MaxAddressQueue int
+	// RetryAttempts is how many times a failing batch is tried before it is
+	// dead-lettered; default 8. RetryBase and RetryMax bound the backoff.
+	RetryAttempts int
+	RetryBase     time.Duration
+	RetryMax      time.Duration
+	// Memory is the process's memory budget.
+	Memory Memory
+	// Logger receives structured logs; default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock; default time.Now. Tests inject one to drive expiry.
+	Now func() time.Time
+}
+
+// Memory splits one total into parts, as Flink budgets a TaskManager. Each
+// part is a hard bound: reaching it pauses intake rather than growing.
+type Memory struct {
+	// Total is the process's whole budget; default 1 GiB.
+	Total int64
+	// Fractions of Total; zero means the default in parentheses.
+	BlockCache  float64 // Pebble block cache (0.25)
+	MemTables   float64 // Pebble memtables (0.10)
+	Queues      float64 // messages in inboxes and mailboxes (0.15)
+	Uncommitted float64 // state written since the last checkpoint (0.15)
+	Reserve     float64 // Go runtime, connections, everything else (0.35)
+}
+
+// Budget is Memory resolved to bytes.
+type Budget struct {
+	Total, BlockCache, MemTables, Queues, Uncommitted, Reserve int64
+}
+
+// String lists the parts, for the start-up log.
+func (b Budget) String() string {
+	mib := func(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
+	return fmt.Sprintf("total %s = block cache %s + memtables %s + queues %s + uncommitted state %s + runtime reserve %s",
+		mib(b.Total), mib(b.BlockCache), mib(b.MemTables), mib(b.Queues), mib(b.Uncommitted), mib(b.Reserve))
+}
+
+// Minimum sizes under which a part cannot do its job.
+const (
+	minBlockCache  = 8 << 20
+	minMemTables   = 4 << 20
+	minQueues      = 8 << 20
+	minUncommitted = 8 << 20
+	minReserve     = 64 << 20
+)
+
+// Resolve computes the parts and checks that they fit.
+func (m Memory) Resolve() (Budget, error) {
+	def := func(v, d float64) float64 {
+		if v == 0 {
+			return d
+		}
+		return v
+	}
+	total := m.Total
+	if total == 0 {
+		total = 1 << 30
+	}
+	f := [5]float64{def(m.BlockCache, 0.25), def(m.MemTables, 0.10), def(m.Queues, 0.15), def(m.Uncommitted, 0.15), def(m.Reserve, 0.35)}
+	names := [5]string{"block cache", "memtables", "queues", "uncommitted state", "runtime reserve"}
+	mins := [5]int64{minBlockCache, minMemTables, minQueues, minUncommitted, minReserve}
+	var sum float64
+	var problems []string
+	for i, v := range f {
+		if v < 0 || v > 1 {
+			problems = append(problems, fmt.Sprintf("%s fraction %.2f is not within [0,1]", names[i], v))
+		}
+		sum += v
+	}
+	if sum > 1.0001 {
+		problems = append(problems, fmt.Sprintf("fractions add up to %.2f (%s %.2f + %s %.2f + %s %.2f + %s %.2f + %s %.2f), more than 1",
+			sum, names[0], f[0], names[1], f[1], names[2], f[2], names[3], f[3], names[4], f[4]))
+	}
+	var parts [5]int64
+	for i, v := range f {
+		parts[i] = int64(float64(total) * v)
+		if parts[i] < mins[i] {
+			problems = append(problems, fmt.Sprintf("%s would get %d MiB of %d MiB total, below its minimum of %d MiB",
+				names[i], parts[i]>>20, total>>20, mins[i]>>20))
+		}
+	}
+	if len(problems) > 0 {
+		return Budget{}, fmt.Errorf("memory budget does not fit: %s", strings.Join(problems, "; "))
+	}
+	return Budget{Total: total, BlockCache: parts[0], MemTables: parts[1], Queues: parts[2], Uncommitted: parts[3], Reserve: parts[4]}, nil
+}
+
+// withDefaults fills in the zero fields.
+func (c Config) withDefaults() Config {
+	if c.Module == nil {
+		c.Module = &spec.Module{}
+	}
+	if c.AdminAddr == "" {
+		c.AdminAddr = "127.0.0.1:8090"
+	}
+	if c.Shards == 0 {
+		c.Shards = goruntime.NumCPU()
+	}
+	if c.KeyGroups == 0 {
+		c.KeyGroups = keygroup.DefaultK
+	}
+	if c.CheckpointInterval == 0 {
+		c.CheckpointInterval = time.Second
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = 1 << 20
+	}
+	if c.MaxAddressQueue == 0 {
+		c.MaxAddressQueue = 10_000
+	}
+	if c.RetryAttempts == 0 {
+		c.RetryAttempts = 8
+	}
+	if c.RetryBase == 0 {
+		c.RetryBase = 100 * time.Millisecond
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate checks the configuration and names every problem found.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is required"))
+	}
+	if c.Shards < 1 || c.Shards > 1024 {
+		errs = append(errs, fmt.Errorf("shards must be within [1,1024], got %d", c.Shards))
+	}
+	if err := keygroup.Validate(c.KeyGroups); err != nil {
+		errs = append(errs, err)
+	} else if c.Shards > c.KeyGroups {
+		errs = append(errs, fmt.Errorf("shards (%d) must not exceed key groups (%d)", c.Shards, c.KeyGroups))
+	}
+	if c.CheckpointInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("checkpoint interval must be at least 10ms, got %s", c.CheckpointInterval))
+	}
+	if c.MaxPayload < 1 {
+		errs = append(errs, fmt.Errorf("max payload must be positive, got %d", c.MaxPayload))
+	}
+	if c.RetryAttempts < 1 {
+		errs = append(errs, fmt.Errorf("retry attempts must be at least 1, got %d", c.RetryAttempts))
+	}
+	if _, err := c.Memory.Resolve(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

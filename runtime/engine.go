@@ -1,0 +1,524 @@
+package runtime
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
+	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
+	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/checkpoint"
+	"github.com/twinflow/twinflow/runtime/ingress"
+	"github.com/twinflow/twinflow/runtime/invoke"
+	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/shard"
+	"github.com/twinflow/twinflow/runtime/state"
+)
+
+// Stream names.
+const (
+	DirectStream     = "TWINFLOW_IN"
+	DeadLetterStream = "TWINFLOW_DLQ"
+	ingressStreamPfx = "TWINFLOW_INGRESS_"
+	egressStreamPfx  = "TWINFLOW_EGRESS_"
+)
+
+// Engine is a running worker.
+type Engine struct {
+	cfg    Config
+	log    *slog.Logger
+	budget Budget
+
+	server *natsbus.Server // nil with an external NATS
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	store  *state.Store
+	specs  *shard.Specs
+	ranges []keygroup.Range
+	loops  []*shard.Loop
+	cores  []*shard.Core
+	coord  *checkpoint.Coordinator
+	reads  []*ingress.Reader
+	pub    *publisher
+	calls  *invoke.Client
+	admin  *http.Server
+	adminL net.Listener
+	reg    *prometheus.Registry
+
+	cancel      context.CancelFunc // stops the loops, readers and coordinator
+	callCtx     context.Context    // function calls; cancelled on shutdown
+	cancelCalls context.CancelFunc
+	wg          sync.WaitGroup
+	callWG      sync.WaitGroup // function calls in flight
+	stopOnce    sync.Once
+	stopped     chan struct{}
+
+	finishMu sync.Mutex
+	finished bool
+	finalMan *storagev1.Manifest
+	finalErr error
+}
+
+// Start opens the data dir, restores the last complete checkpoint, and
+// starts processing.
+func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	budget, _ := cfg.Memory.Resolve()
+	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			e.closeAll()
+		}
+	}()
+	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	e.registerBudget()
+	// Pebble's cache and memtables live outside the Go heap.
+	debug.SetMemoryLimit(budget.Total - budget.BlockCache - budget.MemTables)
+	e.log.Info("memory budget", "budget", budget.String())
+
+	e.store, err = state.Open(filepath.Join(cfg.DataDir, "state"), state.Options{
+		// Pebble reserves its memtables inside its cache; two memtables may
+		// be live at once (one being flushed).
+		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2, Logger: e.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := e.startNATS(ctx); err != nil {
+		return nil, err
+	}
+	if err := e.ensureStreams(ctx); err != nil {
+		return nil, err
+	}
+	specs, err := e.store.LoadSpecs()
+	if err != nil {
+		return nil, err
+	}
+	e.specs = shard.NewSpecs(specs)
+	deployment, err := deploymentID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	e.pub = newPublisher(e.nc, e.js, e.log)
+	e.calls = invoke.New(64)
+	e.callCtx, e.cancelCalls = context.WithCancel(context.Background())
+	if err := e.build(deployment); err != nil {
+		return nil, err
+	}
+	// Publish what a crash left between a checkpoint and its egress.
+	if err := e.coord.Recover(ctx); err != nil {
+		return nil, fmt.Errorf("publishing egress of the restored checkpoint: %w", err)
+	}
+	if err := e.startAdmin(); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	for _, l := range e.loops {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); l.Run(runCtx) }()
+	}
+	for _, r := range e.reads {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); r.Run(runCtx) }()
+	}
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
+	last, _ := e.coord.Latest()
+	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(),
+		"shards", cfg.Shards, "key_groups", cfg.KeyGroups, "restored_checkpoint", last.GetId())
+	return e, nil
+}
+
+func (e *Engine) startNATS(ctx context.Context) error {
+	url := e.cfg.NATSURL
+	if url == "" {
+		srv, err := natsbus.StartServer(natsbus.ServerOptions{
+			Dir:          filepath.Join(e.cfg.DataDir, "nats"),
+			Port:         e.cfg.NATSPort,
+			SyncInterval: e.cfg.NATSSyncInterval,
+			MaxPayload:   int32(e.cfg.MaxPayload + 64<<10),
+			Logger:       e.log,
+		})
+		if err != nil {
+			return err
+		}
+		e.server = srv
+		url = srv.ClientURL()
+	}
+	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: url, CredsFile: e.cfg.NATSCredsFile, Name: "twinflow-runtime", Logger: e.log})
+	if err != nil {
+		return err
+	}
+	e.nc, e.js = nc, js
+	return nil
+}
+
+// deploymentID returns the id of the data dir, made at its first use. It
+// prefixes egress message ids, so that a wiped data dir never reuses the ids
+// of records still in the streams' duplicate windows.
+func deploymentID(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "deployment-id")
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", err
+	}
+	b := make([]byte, 8)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("writing deployment id: %w", err)
+	}
+	return id, nil
+}
+
+// checkStart guards against a stream that no longer holds what the
+// checkpoint read: after a restore into a new data dir the embedded server's
+// streams start empty again, and a reader waiting for sequences past the
+// stream's end would skip the first new messages.
+func (e *Engine) checkStart(stream string, start uint64) (uint64, error) {
+	s, err := e.js.Stream(context.Background(), stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	last := s.CachedInfo().State.LastSeq
+	if start > last {
+		e.log.Warn("stream is behind the checkpoint (it was recreated); reading it from its start",
+			"stream", stream, "checkpoint_sequence", start, "stream_last_sequence", last)
+		return 0, nil
+	}
+	return start, nil
+}
+
+// dupWindow covers recovery: a record re-published after a crash and
+// restart within this window is dropped as a duplicate.
+const dupWindow = 10 * time.Minute
+
+func (e *Engine) ensureStreams(ctx context.Context) error {
+	streams := []natsbus.StreamSpec{
+		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: dupWindow},
+		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: dupWindow},
+	}
+	for _, in := range e.cfg.Module.Ingresses {
+		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: dupWindow})
+	}
+	for _, eg := range e.cfg.Module.Egresses {
+		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: dupWindow})
+	}
+	for _, s := range streams {
+		if _, err := natsbus.EnsureStream(ctx, e.js, s); err != nil {
+			return fmt.Errorf("stream %s: %w", s.Name, err)
+		}
+	}
+	return nil
+}
+
+// build creates the shards, readers and coordinator.
+func (e *Engine) build(deployment string) error {
+	cfg := e.cfg
+	rt, err := router.New(cfg.Module.Ingresses, router.Limits{MaxPayload: cfg.MaxPayload})
+	if err != nil {
+		return err
+	}
+	egresses, err := router.NewEgresses(cfg.Module.Egresses)
+	if err != nil {
+		return err
+	}
+	e.ranges = keygroup.Assign(cfg.KeyGroups, cfg.Shards)
+	shardMetrics := shard.NewMetrics(e.reg)
+	endpoints := newEndpoints(cfg.Module, cfg.Shards)
+	locate := func(id string) (int, int) {
+		kg := keygroup.Of(id, cfg.KeyGroups)
+		return keygroup.ShardOf(kg, cfg.KeyGroups, cfg.Shards), kg
+	}
+	readerStreams := []struct{ stream, ingress string }{{DirectStream, router.DirectIngress}}
+	for _, in := range cfg.Module.Ingresses {
+		readerStreams = append(readerStreams, struct{ stream, ingress string }{ingressStreamPfx + in.Name, in.Name})
+	}
+	sources := len(readerStreams) + 1 // readers and the coordinator
+	e.loops = make([]*shard.Loop, cfg.Shards)
+	e.cores = make([]*shard.Core, cfg.Shards)
+	envs := make([]*shardEnv, cfg.Shards)
+	for i := range e.loops {
+		scfg := shard.Config{
+			Index: i, Shards: cfg.Shards, KeyGroups: cfg.KeyGroups, KGLo: e.ranges[i].Lo, KGHi: e.ranges[i].Hi,
+			Sources: sources, Locate: locate, EndpointFor: endpoints.For, Egress: egresses,
+			MaxAddressQueue: cfg.MaxAddressQueue,
+			MaxQueueBytes:   e.budget.Queues / int64(cfg.Shards),
+			MaxOverlayBytes: e.budget.Uncommitted / int64(2*cfg.Shards),
+			RetryBase:       cfg.RetryBase, RetryMax: cfg.RetryMax, RetryAttempts: cfg.RetryAttempts,
+			TimerScanLimit: 1024,
+		}
+		envs[i] = &shardEnv{e: e, index: i}
+		e.cores[i] = shard.NewCore(scfg, envs[i], e.store, e.specs, shardMetrics, e.log, cfg.Now)
+		e.loops[i] = shard.NewLoop(e.cores[i], shard.NewInbox(), 10*time.Millisecond)
+		envs[i].loop = e.loops[i]
+	}
+	last, _, err := e.store.LatestManifest()
+	if err != nil {
+		return err
+	}
+	readerMetrics := ingress.NewMetrics(e.reg)
+	shardsView := &shardSet{e: e}
+	readers := make([]checkpoint.Reader, 0, len(readerStreams))
+	for i, rs := range readerStreams {
+		start := last.GetReaderSequences()[rs.stream]
+		start, err = e.checkStart(rs.stream, start)
+		if err != nil {
+			return err
+		}
+		bus, err := natsbus.NewReader(context.Background(), e.js, rs.stream, start, natsbus.ReaderOptions{Logger: e.log})
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", rs.stream, err)
+		}
+		r := ingress.New(ingress.Config{Name: rs.stream, Ingress: rs.ingress, Source: cfg.Shards + i},
+			bus, start, rt, shardsView, nil, e.pub, readerMetrics, e.log)
+		e.reads = append(e.reads, r)
+		readers = append(readers, r)
+	}
+	coordShards := make([]checkpoint.Shard, len(e.loops))
+	for i, l := range e.loops {
+		coordShards[i] = l
+	}
+	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment},
+		e.store, coordShards, readers, e.pub, checkpoint.NewMetrics(e.reg), e.log)
+	for _, r := range e.reads {
+		r.SetBarriers(e.coord)
+	}
+	for _, c := range e.cores {
+		if err := c.Restore(); err != nil {
+			return fmt.Errorf("restoring mailboxes: %w", err)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) registerBudget() {
+	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "twinflow_memory_budget_bytes", Help: "The memory budget's parts."}, []string{"part"})
+	b := e.budget
+	for part, v := range map[string]int64{"total": b.Total, "block_cache": b.BlockCache, "memtables": b.MemTables,
+		"queues": b.Queues, "uncommitted": b.Uncommitted, "reserve": b.Reserve} {
+		g.WithLabelValues(part).Set(float64(v))
+	}
+	e.reg.MustRegister(g)
+}
+
+func (e *Engine) startAdmin() error {
+	l, err := net.Listen("tcp", e.cfg.AdminAddr)
+	if err != nil {
+		return fmt.Errorf("admin address %s: %w", e.cfg.AdminAddr, err)
+	}
+	e.adminL = l
+	mux := http.NewServeMux()
+	path, h := twinflowv1connect.NewAdminServiceHandler(&adminService{e: e})
+	mux.Handle(path, h)
+	mux.Handle("/metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-e.stopped:
+			http.Error(w, "stopped", http.StatusServiceUnavailable)
+		default:
+			_, _ = w.Write([]byte("ok\n"))
+		}
+	})
+	e.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = e.admin.Serve(l) }()
+	return nil
+}
+
+// AdminURL is the base URL of the admin API.
+func (e *Engine) AdminURL() string { return "http://" + e.adminL.Addr().String() }
+
+// NATSURL is the URL of the NATS server in use.
+func (e *Engine) NATSURL() string { return e.nc.ConnectedUrl() }
+
+// Budget is the resolved memory budget.
+func (e *Engine) Budget() Budget { return e.budget }
+
+// Done is closed when the engine has stopped.
+func (e *Engine) Done() <-chan struct{} { return e.stopped }
+
+// Checkpoint takes a checkpoint now.
+func (e *Engine) Checkpoint(ctx context.Context) (*storagev1.Manifest, error) {
+	return e.coord.Checkpoint(ctx)
+}
+
+// Stop finishes cleanly, as Flink's FLIP-147 asks of a job that ends: intake
+// stops, in-flight and queued work finishes, a final checkpoint commits
+// everything processed and its egress is published; with a savepoint dir the
+// result is also copied there. Then everything closes.
+func (e *Engine) Stop(ctx context.Context, savepointDir string) (*storagev1.Manifest, error) {
+	man, err := e.finish(ctx, savepointDir)
+	e.shutdown()
+	return man, err
+}
+
+// finish does the clean part of stopping, once; later calls return the
+// first outcome.
+func (e *Engine) finish(ctx context.Context, savepointDir string) (*storagev1.Manifest, error) {
+	e.finishMu.Lock()
+	defer e.finishMu.Unlock()
+	if e.finished {
+		return e.finalMan, e.finalErr
+	}
+	e.finished = true
+	e.finalMan, e.finalErr = e.drainAndCheckpoint(ctx)
+	if e.finalErr == nil && savepointDir != "" {
+		e.finalErr = e.store.Savepoint(savepointDir)
+		if e.finalErr == nil {
+			e.log.Info("savepoint written", "dir", savepointDir, "checkpoint", e.finalMan.GetId())
+		}
+	}
+	return e.finalMan, e.finalErr
+}
+
+// shutdown closes everything, once.
+func (e *Engine) shutdown() {
+	e.stopOnce.Do(func() {
+		e.closeAll()
+		close(e.stopped)
+	})
+}
+
+func (e *Engine) drainAndCheckpoint(ctx context.Context) (*storagev1.Manifest, error) {
+	for _, r := range e.reads {
+		r.Pause()
+	}
+	e.log.Info("stopping: intake paused, finishing queued work")
+	// Work queued in mailboxes may produce more work for other shards, so
+	// wait until every shard is idle at once.
+	for {
+		idle := true
+		for _, l := range e.loops {
+			var busy bool
+			if err := l.Do(ctx, func(c *shard.Core) { busy = !c.Idle() }); err != nil {
+				return nil, err
+			}
+			if busy || l.Inbox().Bytes() > 0 {
+				idle = false
+			}
+		}
+		if idle {
+			break
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			e.log.Warn("stopping before queued work finished; it stays in the final checkpoint's mailboxes")
+			ctx = context.Background()
+			goto final
+		}
+	}
+final:
+	man, err := e.coord.Checkpoint(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("final checkpoint: %w", err)
+	}
+	e.log.Info("final checkpoint complete", "id", man.GetId())
+	return man, nil
+}
+
+// closeAll stops every part without a final checkpoint: what is not
+// committed is lost, exactly as in a crash.
+func (e *Engine) closeAll() {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	if e.cancelCalls != nil {
+		e.cancelCalls()
+	}
+	e.wg.Wait()
+	e.callWG.Wait()
+	if e.admin != nil {
+		// Shutdown lets a Stop request being answered finish first.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = e.admin.Shutdown(ctx)
+		cancel()
+	}
+	if e.calls != nil {
+		e.calls.Close()
+	}
+	if e.nc != nil {
+		e.nc.Close()
+	}
+	if e.server != nil {
+		e.server.Shutdown()
+	}
+	if e.store != nil {
+		if err := e.store.Close(); err != nil {
+			e.log.Error("closing store", "err", err)
+		}
+	}
+}
+
+// Kill stops at once without a checkpoint: what is not committed is lost,
+// as in a crash.
+func (e *Engine) Kill() { e.shutdown() }
+
+// shardEnv is a shard's view of the engine.
+type shardEnv struct {
+	e     *Engine
+	index int
+	loop  *shard.Loop
+}
+
+func (s *shardEnv) Send(to int, it shard.Item) { s.e.loops[to].Inbox().Push(it) }
+
+func (s *shardEnv) Call(c *shard.Call) {
+	s.e.callWG.Add(1)
+	go func() {
+		defer s.e.callWG.Done()
+		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint, c.Request)
+		s.loop.Completed(c, resp, err)
+	}()
+}
+
+func (s *shardEnv) PublishNow(recs []*storagev1.EgressRecord) { s.e.pub.PublishAsync(recs) }
+
+func (s *shardEnv) Reply(rec *storagev1.EgressRecord) { s.e.pub.Reply(rec) }
+
+func (s *shardEnv) Part(p *shard.Part) { s.e.coord.Part(p) }
+
+func (s *shardEnv) SaveSpecs(functionType string, specs []*twinflowv1.StateSpec) error {
+	_, err := s.e.store.SaveSpecs(functionType, specs)
+	return err
+}
+
+func (s *shardEnv) WantCheckpoint() { s.e.coord.Want() }
+
+// shardSet is the readers' view of the shards.
+type shardSet struct{ e *Engine }
+
+func (s *shardSet) Locate(id string) int {
+	return keygroup.ShardOf(keygroup.Of(id, s.e.cfg.KeyGroups), s.e.cfg.KeyGroups, s.e.cfg.Shards)
+}
+func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
+func (s *shardSet) Saturated(i int) bool     { return s.e.loops[i].Saturated() }
+func (s *shardSet) Count() int               { return len(s.e.loops) }

@@ -1,0 +1,226 @@
+// Package ingress runs the ingress readers: each reads one JetStream stream
+// in order, routes its messages to the shards that own their targets, dead-
+// letters what cannot be routed, waits while a shard is at a memory bound,
+// and emits checkpoint barriers in line with its messages.
+package ingress
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/shard"
+)
+
+// Shards is what a reader needs of the shards.
+type Shards interface {
+	// Locate returns the shard owning an id.
+	Locate(id string) int
+	// Inbox returns a shard's inbox.
+	Inbox(shard int) *shard.Inbox
+	// Saturated reports whether a shard is at a memory bound.
+	Saturated(shard int) bool
+	// Count is the number of shards.
+	Count() int
+}
+
+// Barriers receives the sequence a reader had delivered when it emitted a
+// barrier.
+type Barriers interface {
+	ReaderBarrier(id uint64, name string, seq uint64)
+}
+
+// Publisher publishes dead letters.
+type Publisher interface {
+	Publish(ctx context.Context, recs []*storagev1.EgressRecord) error
+}
+
+// Config configures a Reader.
+type Config struct {
+	Name    string // stream name; also the reader's name in manifests
+	Ingress string // the router's ingress name
+	Source  int    // barrier source number
+}
+
+// Reader moves one stream's messages into the shards.
+type Reader struct {
+	cfg      Config
+	bus      *natsbus.Reader
+	router   *router.Router
+	shards   Shards
+	barriers Barriers
+	dlq      Publisher
+	log      *slog.Logger
+	m        *Metrics
+
+	barrier atomic.Uint64 // requested barrier, 0 when none
+	paused  atomic.Bool   // intake stopped for shutdown
+	lastSeq uint64
+	batches [][]shard.Item
+}
+
+// New returns a reader that starts after startAfter, the sequence recorded
+// in the last checkpoint.
+func New(cfg Config, bus *natsbus.Reader, startAfter uint64, rt *router.Router, shards Shards, barriers Barriers, dlq Publisher, m *Metrics, log *slog.Logger) *Reader {
+	return &Reader{
+		cfg: cfg, bus: bus, router: rt, shards: shards, barriers: barriers, dlq: dlq, m: m,
+		log:     log.With("stream", cfg.Name),
+		lastSeq: startAfter,
+		batches: make([][]shard.Item, shards.Count()),
+	}
+}
+
+// SetBarriers sets where barrier sequences go; the coordinator is built
+// after its readers.
+func (r *Reader) SetBarriers(b Barriers) { r.barriers = b }
+
+// Name identifies the reader in checkpoint manifests.
+func (r *Reader) Name() string { return r.cfg.Name }
+
+// RequestBarrier asks for barrier id between two batches.
+func (r *Reader) RequestBarrier(id uint64) { r.barrier.Store(id) }
+
+// Pause stops intake; barriers are still emitted.
+func (r *Reader) Pause() { r.paused.Store(true) }
+
+// Run reads until ctx ends.
+func (r *Reader) Run(ctx context.Context) {
+	wait := time.Millisecond
+	for ctx.Err() == nil {
+		r.emitBarrier()
+		if r.paused.Load() || r.anySaturated() {
+			r.m.waits.Inc()
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return
+			}
+			wait = min(2*wait, 20*time.Millisecond)
+			continue
+		}
+		wait = time.Millisecond
+		msgs, err := r.bus.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			r.log.Error("reading stream failed; retrying", "err", err)
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		r.deliver(ctx, msgs)
+	}
+}
+
+func (r *Reader) emitBarrier() {
+	id := r.barrier.Swap(0)
+	if id == 0 {
+		return
+	}
+	for s := 0; s < r.shards.Count(); s++ {
+		r.shards.Inbox(s).Push(shard.Item{Source: r.cfg.Source, Barrier: id})
+	}
+	r.barriers.ReaderBarrier(id, r.cfg.Name, r.lastSeq)
+}
+
+func (r *Reader) anySaturated() bool {
+	for s := 0; s < r.shards.Count(); s++ {
+		if r.shards.Saturated(s) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
+	if len(msgs) == 0 {
+		return
+	}
+	var dead []*storagev1.EgressRecord
+	for i := range msgs {
+		msg := &msgs[i]
+		routed, err := r.router.Route(r.cfg.Ingress, router.Message{
+			Subject: msg.Subject, Header: msg.Header, Data: msg.Data, Reply: msg.Reply,
+		})
+		if err != nil {
+			dead = append(dead, r.deadLetter(msg, err))
+			continue
+		}
+		for _, t := range routed.Targets {
+			s := r.shards.Locate(t.ID)
+			r.batches[s] = append(r.batches[s], shard.Item{Source: r.cfg.Source, Msg: shard.Envelope{
+				Target:    shard.Address(t),
+				Typename:  routed.Typename,
+				Payload:   routed.Payload,
+				ReplyTo:   routed.ReplyTo,
+				Published: msg.Time.UnixNano(),
+			}})
+		}
+	}
+	for s, b := range r.batches {
+		if len(b) > 0 {
+			r.shards.Inbox(s).Push(b...)
+			clear(b)
+			r.batches[s] = b[:0]
+		}
+	}
+	if len(dead) > 0 {
+		// Dead letters carry a message id made of the stream and sequence,
+		// so a replay after a crash does not publish them twice.
+		if err := r.dlq.Publish(ctx, dead); err != nil {
+			r.log.Error("publishing dead letters failed", "count", len(dead), "err", err)
+		}
+	}
+	r.lastSeq = msgs[len(msgs)-1].Seq
+	r.m.messages.Add(float64(len(msgs)))
+	r.m.deadLetters.Add(float64(len(dead)))
+}
+
+func (r *Reader) deadLetter(msg *natsbus.Msg, err error) *storagev1.EgressRecord {
+	subject, hdr := router.DeadLetter(err, router.Message{Subject: msg.Subject, Header: msg.Header, Data: msg.Data})
+	r.log.Warn("dead-lettering ingress message", "subject", msg.Subject, "seq", msg.Seq, "err", err)
+	flat := make(map[string]string, len(hdr))
+	for k, v := range hdr {
+		if len(v) > 0 {
+			flat[k] = v[0]
+		}
+	}
+	return &storagev1.EgressRecord{
+		Subject: subject,
+		Headers: flat,
+		Data:    msg.Data,
+		MsgId:   "ingress-" + r.cfg.Name + "-" + strconv.FormatUint(msg.Seq, 10),
+	}
+}
+
+// Metrics are the readers' Prometheus collectors.
+type Metrics struct {
+	messages    prometheus.Counter
+	deadLetters prometheus.Counter
+	waits       prometheus.Counter
+}
+
+// NewMetrics creates the collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		messages: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "twinflow_ingress_messages_total", Help: "Messages read from ingress streams."}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "twinflow_ingress_dead_letters_total", Help: "Ingress messages that could not be routed."}),
+		waits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "twinflow_ingress_backpressure_waits_total", Help: "Times a reader waited for a shard at a memory bound."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.messages, m.deadLetters, m.waits)
+	}
+	return m
+}

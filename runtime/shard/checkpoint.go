@@ -1,0 +1,160 @@
+package shard
+
+import (
+	"time"
+
+	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	"github.com/twinflow/twinflow/runtime/state"
+)
+
+// Checkpoints: a shard's side of the barrier protocol.
+//
+// The inputs of a shard are channels from numbered sources: every peer
+// shard (messages between addresses), every ingress reader, and the
+// checkpoint coordinator. Messages between shards form cycles, which is why
+// this is Chandy–Lamport rather than Flink's aligned barriers: a shard that
+// waited for barrier n from a peer before snapshotting could wait forever on
+// a peer that waits for it.
+//
+//  1. The coordinator starts checkpoint n by asking every reader to emit
+//     barrier n (a reader records the stream sequence it has delivered up to
+//     and sends the barrier to every shard, in line with its messages) and
+//     by sending barrier n itself to every shard.
+//  2. The first barrier n a shard receives, from whichever source, makes it
+//     snapshot at once: its uncommitted writes (the overlay) are set aside as
+//     checkpoint n's and a fresh overlay takes the writes that follow; the
+//     messages in its mailboxes (queued, and in flight to functions: their
+//     effects have not been applied) are copied; the exactly-once egress
+//     buffered so far is set aside. Then it sends barrier n to every peer.
+//     The pause is this copy, proportional to what is queued, not to state.
+//  3. Until barrier n arrives from a source, every message from that source
+//     is processed as usual and also recorded: it was sent before the
+//     sender's snapshot (or, from a reader, before the recorded sequence) and
+//     arrived after ours, so neither side's snapshot holds its effect.
+//  4. When barrier n has come from every source, the recorded messages are
+//     appended to the copied mailboxes, the mailboxes are written per key
+//     group into checkpoint n's overlay, and the part goes to the
+//     coordinator. The coordinator commits all parts, the readers' sequences
+//     and a manifest as one synced Pebble batch; only then does it publish
+//     the egress the parts hold and tell the shards, which drop the overlay
+//     from their read path.
+//
+// On restore, Pebble holds exactly the last complete checkpoint; the shard
+// queues the stored mailboxes again and the readers resume after their
+// recorded sequences.
+//
+// Tried and dropped: aligned barriers on the ingress inputs (holding back a
+// reader's messages until the others' barriers come) add pause for nothing,
+// since the reader's messages can be recorded like any channel's; pausing the
+// readers during the snapshot made pause depend on the slowest shard.
+
+// Part is a shard's share of a checkpoint.
+type Part struct {
+	ID      uint64
+	Shard   int
+	Overlay *state.Overlay               // state writes up to the snapshot and the mailbox snapshots
+	Egress  []*storagev1.EgressRecord    // exactly-once records buffered up to the snapshot
+	Pause   time.Duration                // how long the shard stopped for the snapshot
+	Pending int                          // messages in the mailbox snapshots
+	queued  map[int][]*storagev1.Pending // mailbox snapshot per key group
+}
+
+// pendingCheckpoint is a checkpoint this shard has snapshotted for and
+// whose barriers it is still collecting.
+type pendingCheckpoint struct {
+	part    *Part
+	seen    []bool // by source: barrier delivered
+	waiting int
+}
+
+func (c *Core) barrier(source int, id uint64) {
+	if c.ckpt == nil {
+		c.snapshot(id)
+	}
+	p := c.ckpt
+	if p.part.ID != id {
+		c.log.Error("barrier of another checkpoint ignored", "got", id, "in_progress", p.part.ID, "source", source)
+		return
+	}
+	if p.seen[source] {
+		return
+	}
+	p.seen[source] = true
+	p.waiting--
+	if p.waiting == 0 {
+		c.finishPart()
+	}
+}
+
+func (c *Core) snapshot(id uint64) {
+	start := c.nowFn()
+	part := &Part{
+		ID:      id,
+		Shard:   c.cfg.Index,
+		Overlay: c.overlay,
+		Egress:  c.egressBuf,
+		queued:  make(map[int][]*storagev1.Pending),
+	}
+	for _, b := range c.boxes {
+		for i := range b.inflight {
+			part.queued[b.kg] = append(part.queued[b.kg], pendingFromEnvelope(&b.inflight[i]))
+		}
+		for i := range b.queue {
+			part.queued[b.kg] = append(part.queued[b.kg], pendingFromEnvelope(&b.queue[i]))
+		}
+	}
+	c.committing = append([]*state.Overlay{c.overlay}, c.committing...)
+	c.overlay = state.NewOverlay()
+	c.egressBuf = nil
+	for j := 0; j < c.cfg.Shards; j++ {
+		if j != c.cfg.Index {
+			c.env.Send(j, Item{Source: c.cfg.Index, Barrier: id})
+		}
+	}
+	n := c.cfg.Shards + c.cfg.Sources
+	c.ckpt = &pendingCheckpoint{part: part, seen: make([]bool, n), waiting: n - 1}
+	c.ckpt.seen[c.cfg.Index] = true
+	part.Pause = c.nowFn().Sub(start)
+	c.m.pauseSeconds.Observe(part.Pause.Seconds())
+}
+
+// record keeps a message that arrived between this shard's snapshot and the
+// barrier from its source.
+func (c *Core) record(source int, msg *Envelope) {
+	p := c.ckpt
+	if p == nil || p.seen[source] {
+		return
+	}
+	_, kg := c.cfg.Locate(msg.Target.ID)
+	p.part.queued[kg] = append(p.part.queued[kg], pendingFromEnvelope(msg))
+}
+
+func (c *Core) finishPart() {
+	part := c.ckpt.part
+	c.ckpt = nil
+	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
+		q := part.queued[kg]
+		if len(q) == 0 && !c.mailboxKGs[kg] {
+			continue
+		}
+		// An empty mailbox deletes the stored one.
+		if err := state.PutMailbox(part.Overlay, kg, &storagev1.Mailbox{Pending: q}); err != nil {
+			c.log.Error("recording mailbox failed", "key_group", kg, "err", err)
+		}
+		c.mailboxKGs[kg] = len(q) > 0
+		part.Pending += len(q)
+	}
+	part.queued = nil
+	c.env.Part(part)
+}
+
+// Committed tells the shard that a checkpoint's parts are durable, so its
+// overlay leaves the read path.
+func (c *Core) Committed(p *Part) {
+	for i, o := range c.committing {
+		if o == p.Overlay {
+			c.committing = append(c.committing[:i], c.committing[i+1:]...)
+			return
+		}
+	}
+}

@@ -1,0 +1,703 @@
+package shard
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"connectrpc.com/connect"
+	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
+	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/state"
+)
+
+// Endpoint is where a function type is served, with its limits.
+type Endpoint struct {
+	URL               string
+	Timeout           time.Duration
+	MaxBatchAddresses int // address batches per call
+	MaxBatchMessages  int // invocations per address batch
+	MaxInFlight       int // concurrent calls from this shard
+}
+
+// Config is what a Core needs to know about its place in the engine.
+type Config struct {
+	Index     int // this shard's number
+	Shards    int // number of shards
+	KeyGroups int // K
+	KGLo      int // first key group owned
+	KGHi      int // one past the last key group owned
+	// Sources is the number of barrier sources besides the peer shards:
+	// the ingress readers and the checkpoint coordinator. Their source
+	// numbers are Shards, Shards+1, ...
+	Sources int
+	// Locate returns the shard and key group of an id.
+	Locate func(id string) (shard, kg int)
+	// EndpointFor returns the endpoint serving a function type.
+	EndpointFor func(functionType string) (*Endpoint, bool)
+	// Egress resolves an egress record to where it is published.
+	Egress *router.Egresses
+
+	MaxAddressQueue int   // queued messages per address before intake pauses
+	MaxQueueBytes   int64 // queued message bytes per shard before intake pauses
+	MaxOverlayBytes int64 // uncommitted state bytes before intake pauses and a checkpoint is asked for
+
+	RetryBase     time.Duration // first retry delay
+	RetryMax      time.Duration // longest retry delay
+	RetryAttempts int           // attempts before a batch is dead-lettered
+
+	TimerScanLimit int // delayed messages fired per key group per tick
+}
+
+// Env is how a Core acts on the world. Its methods must not block for long:
+// they run inside the shard loop.
+type Env interface {
+	// Send delivers an item to another shard's inbox.
+	Send(shard int, it Item)
+	// Call starts a function call; its outcome must come back through
+	// Core.Complete on the shard loop.
+	Call(c *Call)
+	// PublishNow publishes at-least-once egress records to JetStream.
+	PublishNow(recs []*storagev1.EgressRecord)
+	// Reply publishes an answer to a request's reply subject on core NATS
+	// (no stream captures reply subjects).
+	Reply(rec *storagev1.EgressRecord)
+	// Part hands this shard's finished part of a checkpoint to the
+	// coordinator, which calls Core.Committed once it is durable.
+	Part(p *Part)
+	// SaveSpecs durably records the state specs of a function type.
+	SaveSpecs(functionType string, specs []*twinflowv1.StateSpec) error
+	// WantCheckpoint asks the coordinator for a checkpoint soon, because the
+	// uncommitted state is at its budget.
+	WantCheckpoint()
+}
+
+// Call is one function call in flight: a request for one endpoint and the
+// mailboxes it serves.
+type Call struct {
+	Endpoint *Endpoint
+	Request  *twinflowv1.InvokeRequest
+	Started  time.Time
+	boxes    []*mailbox
+}
+
+// Core is a shard's logic. All methods are called from one goroutine.
+type Core struct {
+	cfg    Config
+	env    Env
+	store  *state.Store
+	specs  *Specs
+	log    *slog.Logger
+	m      *Metrics
+	rng    *rand.Rand
+	nowFn  func() time.Time
+	shardL string // shard label for metrics
+
+	overlay    *state.Overlay   // writes since the last snapshot
+	committing []*state.Overlay // snapshots handed off, not yet durable, newest first
+
+	boxes     map[Address]*mailbox
+	ready     []*mailbox // have queued messages and no call in flight
+	retrying  []*mailbox // waiting for a retry time
+	inflight  map[*Endpoint]int
+	queued    int64 // bytes of messages in mailboxes
+	overFull  int   // mailboxes over MaxAddressQueue
+	egressBuf []*storagev1.EgressRecord
+
+	ckpt       *pendingCheckpoint
+	mailboxKGs map[int]bool // key groups whose mailbox snapshot is stored
+
+}
+
+// mailbox is the work of one address. It exists only while the address has
+// messages queued or a call in flight.
+type mailbox struct {
+	addr     Address
+	kg       int
+	queue    []Envelope // waiting, in arrival order
+	inflight []Envelope // in the current call, or waiting to be retried
+	values   map[string]state.Value
+	attempts int
+	retryAt  time.Time
+	isReady  bool
+	inCall   bool
+}
+
+// NewCore returns a core with empty mailboxes. Restore loads what the last
+// checkpoint left.
+func NewCore(cfg Config, env Env, store *state.Store, specs *Specs, m *Metrics, log *slog.Logger, now func() time.Time) *Core {
+	return &Core{
+		cfg:        cfg,
+		env:        env,
+		store:      store,
+		specs:      specs,
+		log:        log.With("shard", cfg.Index),
+		m:          m,
+		rng:        rand.New(rand.NewPCG(uint64(now().UnixNano()), uint64(cfg.Index))),
+		nowFn:      now,
+		shardL:     fmt.Sprint(cfg.Index),
+		overlay:    state.NewOverlay(),
+		boxes:      make(map[Address]*mailbox),
+		inflight:   make(map[*Endpoint]int),
+		mailboxKGs: make(map[int]bool),
+	}
+}
+
+// view reads through the uncommitted layers to Pebble.
+func (c *Core) view() state.View {
+	layers := make([]*state.Overlay, 0, 1+len(c.committing))
+	layers = append(layers, c.overlay)
+	layers = append(layers, c.committing...)
+	return state.NewView(c.store, layers...)
+}
+
+// Restore queues the inputs that the last checkpoint recorded in the
+// mailboxes of this shard's key groups, so that they are processed again.
+func (c *Core) Restore() error {
+	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
+		mb, err := state.LoadMailbox(c.view(), kg)
+		if err != nil {
+			return err
+		}
+		if len(mb.GetPending()) == 0 {
+			continue
+		}
+		c.mailboxKGs[kg] = true
+		for _, p := range mb.GetPending() {
+			c.enqueue(envelopeFromPending(p))
+		}
+	}
+	return nil
+}
+
+// Deliver takes one item from the inbox.
+func (c *Core) Deliver(it Item) {
+	if it.Barrier != 0 {
+		c.barrier(it.Source, it.Barrier)
+		return
+	}
+	c.record(it.Source, &it.Msg)
+	c.enqueue(it.Msg)
+}
+
+// route sends a message to the shard owning its target.
+func (c *Core) route(env Envelope) {
+	shard, _ := c.cfg.Locate(env.Target.ID)
+	if shard == c.cfg.Index {
+		c.enqueue(env)
+		return
+	}
+	c.env.Send(shard, Item{Source: c.cfg.Index, Msg: env})
+}
+
+func (c *Core) enqueue(env Envelope) {
+	b := c.boxes[env.Target]
+	if b == nil {
+		_, kg := c.cfg.Locate(env.Target.ID)
+		b = &mailbox{addr: env.Target, kg: kg}
+		c.boxes[env.Target] = b
+	}
+	b.queue = append(b.queue, env)
+	c.queued += env.size()
+	if len(b.queue) == c.cfg.MaxAddressQueue+1 {
+		c.overFull++
+	}
+	c.markReady(b)
+}
+
+func (c *Core) markReady(b *mailbox) {
+	if b.isReady || b.inCall || len(b.inflight) > 0 || len(b.queue) == 0 {
+		return
+	}
+	b.isReady = true
+	c.ready = append(c.ready, b)
+}
+
+// Dispatch starts calls for the addresses that have work, batching many
+// addresses of one endpoint into each call.
+func (c *Core) Dispatch() {
+	now := c.nowFn()
+	c.dueRetries(now)
+	if len(c.ready) == 0 {
+		return
+	}
+	calls := make(map[*Endpoint]*Call)
+	keep := c.ready[:0]
+	for _, b := range c.ready {
+		ep, ok := c.cfg.EndpointFor(b.addr.Type)
+		if !ok {
+			b.isReady = false
+			c.takeBatch(b, 1<<30)
+			c.deadLetter(b, fmt.Sprintf("no endpoint serves function type %q", b.addr.Type))
+			continue
+		}
+		call := calls[ep]
+		if call == nil {
+			if c.inflight[ep] >= ep.MaxInFlight {
+				keep = append(keep, b)
+				continue
+			}
+			call = &Call{Endpoint: ep, Request: &twinflowv1.InvokeRequest{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1}}
+			calls[ep] = call
+			c.inflight[ep]++
+		}
+		b.isReady = false
+		if len(b.inflight) == 0 {
+			c.takeBatch(b, ep.MaxBatchMessages)
+		}
+		if err := c.addBatch(call, b, now); err != nil {
+			c.log.Error("reading state failed; retrying", "address", b.addr.String(), "err", err)
+			c.scheduleRetry(b, now)
+			continue
+		}
+		if len(call.boxes) >= ep.MaxBatchAddresses {
+			c.start(call, now)
+			delete(calls, ep)
+		}
+	}
+	c.ready = keep
+	for _, call := range calls {
+		if len(call.boxes) == 0 {
+			c.inflight[call.Endpoint]--
+			continue
+		}
+		c.start(call, now)
+	}
+}
+
+func (c *Core) start(call *Call, now time.Time) {
+	call.Started = now
+	c.m.batchAddresses.Observe(float64(len(call.boxes)))
+	c.env.Call(call)
+}
+
+// takeBatch moves up to n queued messages into the in-flight batch.
+func (c *Core) takeBatch(b *mailbox, n int) {
+	if n > len(b.queue) {
+		n = len(b.queue)
+	}
+	before := len(b.queue)
+	b.inflight = append(b.inflight[:0], b.queue[:n]...)
+	b.queue = append(b.queue[:0], b.queue[n:]...)
+	if before > c.cfg.MaxAddressQueue && len(b.queue) <= c.cfg.MaxAddressQueue {
+		c.overFull--
+	}
+}
+
+// addBatch reads an address's state (one scan) and adds its batch to a call.
+func (c *Core) addBatch(call *Call, b *mailbox, now time.Time) error {
+	specs := c.specs.Of(b.addr.Type)
+	ab := &twinflowv1.AddressBatch{
+		Target:      &twinflowv1.Address{Type: b.addr.Type, Id: b.addr.ID},
+		Invocations: make([]*twinflowv1.Invocation, len(b.inflight)),
+	}
+	if len(specs) > 0 {
+		vals, expired, err := state.ReadAddress(c.view(), b.kg, state.Address(b.addr), now.UnixMilli())
+		if err != nil {
+			return err
+		}
+		for _, k := range expired {
+			c.overlay.Delete(k)
+		}
+		b.values = vals
+		ab.State = make([]*twinflowv1.StateValue, len(specs))
+		for i, s := range specs {
+			sv := &twinflowv1.StateValue{Name: s.GetName()}
+			if v, ok := vals[s.GetName()]; ok {
+				sv.Value = &twinflowv1.TypedValue{Typename: v.Typename, Value: v.Data}
+			}
+			ab.State[i] = sv
+		}
+	}
+	for i := range b.inflight {
+		e := &b.inflight[i]
+		inv := &twinflowv1.Invocation{
+			Argument: &twinflowv1.TypedValue{Typename: e.Typename, Value: e.Payload},
+			ReplyTo:  e.ReplyTo,
+		}
+		if e.Caller.Type != "" {
+			inv.Caller = &twinflowv1.Address{Type: e.Caller.Type, Id: e.Caller.ID}
+		}
+		ab.Invocations[i] = inv
+	}
+	b.inCall = true
+	call.Request.Batches = append(call.Request.Batches, ab)
+	call.boxes = append(call.boxes, b)
+	return nil
+}
+
+// Complete applies the outcome of a call: for each address, its effects,
+// its missing state specs, or its failure.
+func (c *Core) Complete(call *Call, resp *twinflowv1.InvokeResponse, err error) {
+	now := c.nowFn()
+	c.inflight[call.Endpoint]--
+	c.m.callSeconds.Observe(now.Sub(call.Started).Seconds())
+	if err == nil && len(resp.GetResults()) != len(call.boxes) {
+		err = connect.NewError(connect.CodeInternal, fmt.Errorf("endpoint returned %d results for %d address batches", len(resp.GetResults()), len(call.boxes)))
+	}
+	for i, b := range call.boxes {
+		b.inCall = false
+		if err != nil {
+			c.fail(b, callErrorRetryable(err), fmt.Sprintf("call to %s failed: %v", call.Endpoint.URL, err), now)
+			continue
+		}
+		res := resp.GetResults()[i]
+		switch o := res.GetOutcome().(type) {
+		case *twinflowv1.AddressResult_Effects:
+			c.apply(b, o.Effects, now)
+		case *twinflowv1.AddressResult_MissingStates:
+			c.registerSpecs(b, call.Request.GetBatches()[i], o.MissingStates.GetSpecs(), now)
+		case *twinflowv1.AddressResult_Error:
+			retry := o.Error.GetKind() != twinflowv1.InvocationError_KIND_TERMINAL
+			c.fail(b, retry, fmt.Sprintf("function failed at invocation %d: %s", o.Error.GetInvocationIndex(), o.Error.GetMessage()), now)
+		default:
+			c.fail(b, true, "endpoint returned an empty result", now)
+		}
+	}
+}
+
+// callErrorRetryable says whether a failed call is worth retrying: transient
+// codes (and HTTP 5xx, which Connect maps to them) are; a request the
+// endpoint rejects as invalid or unsupported is not.
+func callErrorRetryable(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodeUnimplemented,
+		connect.CodePermissionDenied, connect.CodeUnauthenticated, connect.CodeNotFound, connect.CodeOutOfRange:
+		return false
+	}
+	return true
+}
+
+func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
+	nowMs := now.UnixMilli()
+	addr := state.Address(b.addr)
+	specs := c.specs.Of(b.addr.Type)
+	mutated := make(map[string]bool, len(eff.GetStateMutations()))
+	for _, mu := range eff.GetStateMutations() {
+		mutated[mu.GetName()] = true
+		if mu.GetKind() == twinflowv1.StateMutation_KIND_DELETE {
+			state.DeleteValue(c.overlay, b.kg, addr, mu.GetName())
+			continue
+		}
+		v := state.Value{Typename: mu.GetValue().GetTypename(), Data: mu.GetValue().GetValue()}
+		if s := specByName(specs, mu.GetName()); s != nil {
+			v.Expiry = s.GetExpiryMode()
+			v.ExpireAfterMillis = s.GetExpireAfterMillis()
+		}
+		state.PutValue(c.overlay, b.kg, addr, mu.GetName(), v.Refreshed(nowMs))
+	}
+	// Values that expire after invoke live on while their address is used.
+	for name := range mutated {
+		delete(b.values, name)
+	}
+	state.Touch(c.overlay, b.kg, addr, b.values, nowMs)
+	for _, o := range eff.GetOutgoing() {
+		c.route(Envelope{
+			Target:    Address{Type: o.GetTarget().GetType(), ID: o.GetTarget().GetId()},
+			Caller:    b.addr,
+			Typename:  o.GetArgument().GetTypename(),
+			Payload:   o.GetArgument().GetValue(),
+			ReplyTo:   o.GetReplyTo(),
+			Published: now.UnixNano(),
+		})
+	}
+	for _, cn := range eff.GetCancellations() {
+		c.cancelTimer(b, cn.GetCancellationToken())
+	}
+	for _, d := range eff.GetDelayed() {
+		c.addTimer(b, d, nowMs)
+	}
+	for _, e := range eff.GetEgress() {
+		c.egress(b, e)
+	}
+	c.m.invocations.Add(float64(len(b.inflight)))
+	for i := range b.inflight {
+		if p := b.inflight[i].Published; p > 0 {
+			c.m.latency.Observe(float64(now.UnixNano()-p) / 1e9)
+		}
+	}
+	c.finishBatch(b)
+}
+
+func specByName(specs []*twinflowv1.StateSpec, name string) *twinflowv1.StateSpec {
+	for _, s := range specs {
+		if s.GetName() == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// finishBatch frees an address for its next batch, and forgets it when it
+// has nothing left.
+func (c *Core) finishBatch(b *mailbox) {
+	for i := range b.inflight {
+		c.queued -= b.inflight[i].size()
+	}
+	clear(b.inflight)
+	b.inflight = b.inflight[:0]
+	b.attempts = 0
+	b.values = nil
+	if len(b.queue) == 0 {
+		delete(c.boxes, b.addr)
+		return
+	}
+	c.markReady(b)
+}
+
+func (c *Core) registerSpecs(b *mailbox, sent *twinflowv1.AddressBatch, missing []*twinflowv1.StateSpec, now time.Time) {
+	for _, s := range missing {
+		for _, st := range sent.GetState() {
+			if st.GetName() == s.GetName() {
+				c.fail(b, false, fmt.Sprintf("endpoint reports state %q of %s missing although it was sent", s.GetName(), b.addr.Type), now)
+				return
+			}
+		}
+	}
+	merged, changed := c.specs.Merge(b.addr.Type, missing)
+	if changed {
+		if err := c.env.SaveSpecs(b.addr.Type, merged); err != nil {
+			c.log.Error("recording state specs failed; retrying", "function_type", b.addr.Type, "err", err)
+			c.scheduleRetry(b, now)
+			return
+		}
+		c.log.Info("registered state specs", "function_type", b.addr.Type, "specs", len(merged))
+	}
+	// Send the same batch again, now with the declared state.
+	b.isReady = true
+	c.ready = append(c.ready, b)
+}
+
+// fail handles a failed batch: retried with backoff, or dead-lettered when
+// the failure is terminal or the retries are used up.
+func (c *Core) fail(b *mailbox, retryable bool, reason string, now time.Time) {
+	if retryable && b.attempts+1 < c.cfg.RetryAttempts {
+		b.attempts++
+		c.m.retries.Inc()
+		c.log.Warn("invocation failed; retrying", "address", b.addr.String(), "attempt", b.attempts, "reason", reason)
+		c.scheduleRetry(b, now)
+		return
+	}
+	if retryable {
+		reason = fmt.Sprintf("gave up after %d attempts: %s", b.attempts+1, reason)
+	}
+	c.deadLetter(b, reason)
+}
+
+func (c *Core) scheduleRetry(b *mailbox, now time.Time) {
+	d := c.cfg.RetryBase << min(b.attempts, 20)
+	if d > c.cfg.RetryMax || d <= 0 {
+		d = c.cfg.RetryMax
+	}
+	// Full jitter keeps many failing addresses from retrying in lockstep.
+	d = d/2 + time.Duration(c.rng.Int64N(int64(d/2)+1))
+	b.retryAt = now.Add(d)
+	c.retrying = append(c.retrying, b)
+}
+
+func (c *Core) dueRetries(now time.Time) {
+	keep := c.retrying[:0]
+	for _, b := range c.retrying {
+		if now.Before(b.retryAt) {
+			keep = append(keep, b)
+			continue
+		}
+		b.retryAt = time.Time{}
+		b.isReady = true
+		c.ready = append(c.ready, b)
+	}
+	clear(c.retrying[len(keep):])
+	c.retrying = keep
+}
+
+// deadLetter parks an address's in-flight batch on the dead-letter subject
+// with the reason, and lets the address go on with its next messages.
+func (c *Core) deadLetter(b *mailbox, reason string) {
+	c.m.deadLetters.Add(float64(len(b.inflight)))
+	c.log.Error("dead-lettering batch", "address", b.addr.String(), "messages", len(b.inflight), "reason", reason)
+	for i := range b.inflight {
+		e := &b.inflight[i]
+		hdr := map[string]string{
+			HeaderError:    reason,
+			HeaderTarget:   b.addr.String(),
+			HeaderTypename: e.Typename,
+		}
+		if e.Caller.Type != "" {
+			hdr[HeaderCaller] = e.Caller.String()
+		}
+		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Headers: hdr, Data: e.Payload})
+	}
+	c.finishBatch(b)
+}
+
+// Dead-letter subject and headers.
+const (
+	DeadLetterSubject = "twinflow.dlq.function"
+	HeaderError       = "Twinflow-Error"
+	HeaderTarget      = "Twinflow-Target"
+	HeaderCaller      = "Twinflow-Caller"
+	HeaderTypename    = "Twinflow-Typename"
+	HeaderSource      = "Twinflow-Source"
+)
+
+func (c *Core) egress(b *mailbox, e *twinflowv1.EgressRecord) {
+	subject, hdr, delivery, err := c.cfg.Egress.Resolve(router.EgressRecord{
+		Egress:   e.GetEgress(),
+		Typename: e.GetValue().GetTypename(),
+		Payload:  e.GetValue().GetValue(),
+		ReplyTo:  e.GetReplyTo(),
+		Key:      e.GetKey(),
+		Source:   router.Address(b.addr),
+	})
+	if err != nil {
+		c.m.deadLetters.Inc()
+		c.log.Error("egress record rejected", "address", b.addr.String(), "egress", e.GetEgress(), "err", err)
+		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Data: e.GetValue().GetValue(), Headers: map[string]string{
+			HeaderError: err.Error(), HeaderSource: b.addr.String(), HeaderTypename: e.GetValue().GetTypename(),
+		}})
+		return
+	}
+	rec := &storagev1.EgressRecord{Subject: subject, Data: e.GetValue().GetValue(), Headers: flatten(hdr)}
+	c.m.egress.Inc()
+	if e.GetEgress() == router.ReplyEgress {
+		c.env.Reply(rec)
+		return
+	}
+	if delivery == router.AtLeastOnce {
+		c.env.PublishNow([]*storagev1.EgressRecord{rec})
+		return
+	}
+	c.buffer(rec)
+}
+
+// buffer holds an exactly-once record until the checkpoint that covers it
+// is complete.
+func (c *Core) buffer(rec *storagev1.EgressRecord) {
+	c.egressBuf = append(c.egressBuf, rec)
+}
+
+func flatten(h map[string][]string) map[string]string {
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		if len(v) > 0 {
+			out[k] = v[0]
+		}
+	}
+	return out
+}
+
+// Tick fires due delayed messages.
+func (c *Core) Tick() {
+	now := c.nowFn()
+	v := c.view()
+	type due struct {
+		key []byte
+		t   *storagev1.Timer
+	}
+	var fired []due
+	err := state.DueTimers(v, keygroup.Range{Lo: c.cfg.KGLo, Hi: c.cfg.KGHi}, now.UnixMilli(), c.cfg.TimerScanLimit,
+		func(key []byte, t *storagev1.Timer) error {
+			fired = append(fired, due{bytes.Clone(key), t})
+			return nil
+		})
+	if err != nil {
+		c.log.Error("scanning delayed messages failed", "err", err)
+	}
+	for _, d := range fired {
+		if err := state.DeleteTimer(c.view(), c.overlay, d.key, d.t); err != nil {
+			c.log.Error("removing fired delayed message failed", "err", err)
+			continue
+		}
+		c.m.timersFired.Inc()
+		t := d.t
+		c.route(Envelope{
+			Target:    Address{Type: t.GetTarget().GetType(), ID: t.GetTarget().GetId()},
+			Caller:    Address{Type: t.GetOwner().GetType(), ID: t.GetOwner().GetId()},
+			Typename:  t.GetArgument().GetTypename(),
+			Payload:   t.GetArgument().GetValue(),
+			ReplyTo:   t.GetReplyTo(),
+			Published: now.UnixNano(),
+		})
+	}
+}
+
+func (c *Core) addTimer(b *mailbox, d *twinflowv1.DelayedMessage, nowMs int64) {
+	t := &storagev1.Timer{
+		Owner:         &twinflowv1.Address{Type: b.addr.Type, Id: b.addr.ID},
+		Token:         d.GetCancellationToken(),
+		Target:        d.GetTarget(),
+		Argument:      d.GetArgument(),
+		DueUnixMillis: nowMs + max(d.GetDelayMillis(), 0),
+	}
+	// A new message with the token of a pending one replaces it.
+	if _, err := state.PutTimer(c.view(), c.overlay, b.kg, t); err != nil {
+		c.log.Error("storing delayed message failed", "address", b.addr.String(), "err", err)
+		return
+	}
+	c.m.timersSet.Inc()
+}
+
+func (c *Core) cancelTimer(b *mailbox, token string) {
+	ok, err := state.CancelTimer(c.view(), c.overlay, b.kg, state.Address(b.addr), token)
+	if err != nil {
+		c.log.Error("cancelling delayed message failed", "address", b.addr.String(), "token", token, "err", err)
+		return
+	}
+	if ok { // cancelling a token that is not pending does nothing
+		c.m.timersCancelled.Inc()
+	}
+}
+
+// GetState reads an address's values through the uncommitted layers.
+func (c *Core) GetState(addr Address) (map[string]state.Value, error) {
+	_, kg := c.cfg.Locate(addr.ID)
+	vals, _, err := state.ReadAddress(c.view(), kg, state.Address(addr), c.nowFn().UnixMilli())
+	return vals, err
+}
+
+// Idle reports whether the shard has no work queued or in flight.
+func (c *Core) Idle() bool { return len(c.boxes) == 0 }
+
+// Saturated reports whether the shard is at one of its memory bounds, and
+// which, so that intake pauses. inboxBytes is what waits in its inbox.
+func (c *Core) Saturated(inboxBytes int64) (bool, string) {
+	switch {
+	case c.queued+inboxBytes > c.cfg.MaxQueueBytes:
+		return true, "queued messages at budget"
+	case c.overFull > 0:
+		return true, "an address queue is full"
+	case c.overlay.Bytes() > c.cfg.MaxOverlayBytes:
+		c.env.WantCheckpoint()
+		return true, "uncommitted state at budget"
+	}
+	return false, ""
+}
+
+func envelopeFromPending(p *storagev1.Pending) Envelope {
+	e := Envelope{
+		Target:   Address{Type: p.GetTarget().GetType(), ID: p.GetTarget().GetId()},
+		Typename: p.GetArgument().GetTypename(),
+		Payload:  p.GetArgument().GetValue(),
+		ReplyTo:  p.GetReplyTo(),
+	}
+	if p.GetCaller() != nil {
+		e.Caller = Address{Type: p.GetCaller().GetType(), ID: p.GetCaller().GetId()}
+	}
+	return e
+}
+
+func pendingFromEnvelope(e *Envelope) *storagev1.Pending {
+	p := &storagev1.Pending{
+		Target:   &twinflowv1.Address{Type: e.Target.Type, Id: e.Target.ID},
+		Argument: &twinflowv1.TypedValue{Typename: e.Typename, Value: e.Payload},
+		ReplyTo:  e.ReplyTo,
+	}
+	if e.Caller.Type != "" {
+		p.Caller = &twinflowv1.Address{Type: e.Caller.Type, Id: e.Caller.ID}
+	}
+	return p
+}
