@@ -145,6 +145,9 @@ func (c *Core) finishPart() {
 		part.Pending += len(q)
 	}
 	part.queued = nil
+	// From here the coordinator reads the overlay while this shard still
+	// reads through it; nothing may write to it.
+	part.Overlay.Freeze()
 	c.env.Part(part)
 }
 
