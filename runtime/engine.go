@@ -306,7 +306,8 @@ func (e *Engine) build(deployment string) error {
 	for i, l := range e.loops {
 		coordShards[i] = l
 	}
-	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment},
+	trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
+	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: trim.trim},
 		e.store, coordShards, readers, e.pub, checkpoint.NewMetrics(e.reg), e.log)
 	for _, r := range e.reads {
 		r.SetBarriers(e.coord)
@@ -522,3 +523,32 @@ func (s *shardSet) Locate(id string) int {
 func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
 func (s *shardSet) Saturated(i int) bool     { return s.e.loops[i].Saturated() }
 func (s *shardSet) Count() int               { return len(s.e.loops) }
+
+// streamTrimmer deletes the ingress messages that a complete checkpoint has
+// read past: a restore never reads before the recorded sequence, so they
+// are not needed again, and the streams stay as small as the backlog.
+type streamTrimmer struct {
+	js   jetstream.JetStream
+	log  *slog.Logger
+	done map[string]uint64 // sequence trimmed up to, by stream
+}
+
+func (t *streamTrimmer) trim(man *storagev1.Manifest) {
+	for stream, seq := range man.GetReaderSequences() {
+		if seq == 0 || t.done[stream] == seq {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := t.js.Stream(ctx, stream)
+		if err == nil {
+			// Keep seq+1 onward: everything up to seq is covered by the checkpoint.
+			err = s.Purge(ctx, jetstream.WithPurgeSequence(seq+1))
+		}
+		cancel()
+		if err != nil {
+			t.log.Warn("trimming ingress stream failed", "stream", stream, "up_to", seq, "err", err)
+			continue
+		}
+		t.done[stream] = seq
+	}
+}

@@ -72,6 +72,18 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 			t.Errorf("source header = %q", got)
 		}
 	}
+	// Once a checkpoint covers them, the ingress messages are trimmed.
+	if _, err := h.e.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the ingress stream trimmed", func() bool {
+		s, err := h.js.Stream(context.Background(), runtime.DirectStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(context.Background())
+		return err == nil && info.State.Msgs == 0
+	})
 }
 
 var received = sdk.ValueSpec[[]int64]{Name: "received", Type: sdk.JSONType[[]int64]("test/ints")}

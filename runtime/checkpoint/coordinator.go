@@ -45,6 +45,9 @@ type Config struct {
 	// DeploymentID prefixes message ids, so that ids from a data dir that
 	// was wiped never collide with earlier ones in the duplicate window.
 	DeploymentID string
+	// OnComplete, when set, is called after each checkpoint is complete and
+	// its egress published, on the coordinator's goroutine.
+	OnComplete func(*storagev1.Manifest)
 }
 
 // Coordinator starts and completes checkpoints. One checkpoint is in
@@ -274,6 +277,9 @@ func (c *Coordinator) take(ctx context.Context) (*storagev1.Manifest, error) {
 	c.log.Debug("checkpoint complete", "id", id, "duration", time.Since(start), "bytes", bytes, "egress", len(egress))
 	if err := c.publishPending(ctx); err != nil {
 		return man, err
+	}
+	if c.cfg.OnComplete != nil {
+		c.cfg.OnComplete(man)
 	}
 	return man, nil
 }
