@@ -15,7 +15,7 @@ help: ## Describe the useful make targets
 
 .PHONY: build
 build: ## Build the twinflow binaries into ./bin
-	$(GO) build -o $(BIN)/ ./cmd/...
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/datacenter/cmd/... ./examples/datacenter/simulator
 
 .PHONY: test
 test: ## Run all tests with the race detector
@@ -33,6 +33,7 @@ bench: build ## Run the benchmarks and the end-to-end load driver
 generate: ## Regenerate the protobuf and Connect code from proto/
 	$(GO) tool buf lint
 	$(GO) tool buf generate
+	cd examples/datacenter && $(GO) tool buf lint && $(GO) tool buf generate
 
 .PHONY: check
 check: generate ## gofmt, go vet, and fail when generated code is stale

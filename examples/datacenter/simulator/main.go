@@ -1,0 +1,327 @@
+// Command simulator feeds the data-center twins: it commissions the servers
+// of a simulated data center, publishes one ServerMetricReport per server
+// per interval to datacenter.metrics.<rack>.<server> through JetStream, and
+// injects faults on a schedule so that alerts follow. With -watch it only
+// prints the alerts the twins publish, decoded.
+//
+//	simulator -racks 4 -servers 8 -interval 1s \
+//	    -fault tor:rack-2@10s -fault disk:rack-1/srv-3@15s -fault clear:rack-2@60s
+//	simulator -watch
+//
+// Faults are kind:target@time, the time counted from the start; kinds are
+// tor, power, disk, dead, cpu and clear; a target is a rack (rack-2), a
+// server (srv-1-3, or rack-1/srv-3) or all. See package sim.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/twinflow/twinflow/examples/datacenter"
+	datacenterv1 "github.com/twinflow/twinflow/examples/datacenter/gen/datacenter/v1"
+	"github.com/twinflow/twinflow/examples/datacenter/sim"
+	"github.com/twinflow/twinflow/sdk"
+)
+
+// faultFlags collects repeated -fault flags.
+type faultFlags []string
+
+func (f *faultFlags) String() string     { return strings.Join(*f, ",") }
+func (f *faultFlags) Set(v string) error { *f = append(*f, v); return nil }
+
+type options struct {
+	natsURL    string
+	racks      int
+	servers    int
+	interval   time.Duration
+	duration   time.Duration
+	seed       uint64
+	commission bool
+	faults     []sim.Fault
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(ctx, log, os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			log.Error("simulator failed", "err", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger, args []string) error {
+	fs := flag.NewFlagSet("simulator", flag.ContinueOnError)
+	defaultNATS := os.Getenv("TWINFLOW_NATS")
+	if defaultNATS == "" {
+		defaultNATS = nats.DefaultURL
+	}
+	var o options
+	var faults faultFlags
+	fs.StringVar(&o.natsURL, "nats", defaultNATS, "NATS server URL (default $TWINFLOW_NATS)")
+	fs.IntVar(&o.racks, "racks", 4, "number of racks")
+	fs.IntVar(&o.servers, "servers", 8, "servers per rack")
+	fs.DurationVar(&o.interval, "interval", time.Second, "time between two reports of a server")
+	fs.DurationVar(&o.duration, "duration", 0, "how long to run; 0 runs until interrupted")
+	fs.Uint64Var(&o.seed, "seed", 1, "seed of the generated metrics")
+	fs.BoolVar(&o.commission, "commission", true, "commission every server before its first report")
+	fs.Var(&faults, "fault", "fault to inject, kind:target@time (repeatable, or comma-separated), e.g. tor:rack-2@10s")
+	watch := fs.Bool("watch", false, "only print the alerts published on "+datacenter.AlertsSubject+", decoded")
+	unhealthy := fs.String("unhealthy", "", "only ask the data-center twin with this id (e.g. dc) for the unhealthy racks, and print them")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.interval <= 0 {
+		return errors.New("-interval must be positive")
+	}
+	var err error
+	if o.faults, err = sim.ParseFaults(faults); err != nil {
+		return err
+	}
+
+	nc, err := nats.Connect(o.natsURL, nats.Name("datacenter-simulator"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connecting to NATS at %s: %w", o.natsURL, err)
+	}
+	defer nc.Close()
+	if *watch {
+		return watchAlerts(ctx, nc)
+	}
+	if *unhealthy != "" {
+		return askUnhealthyRacks(ctx, nc, *unhealthy)
+	}
+	return simulate(ctx, log, nc, o)
+}
+
+func simulate(ctx context.Context, log *slog.Logger, nc *nats.Conn, o options) error {
+	dc, err := sim.New(sim.Config{Racks: o.racks, ServersPerRack: o.servers, Seed: o.seed}, o.faults)
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	servers := dc.Servers()
+	if err := awaitStreams(ctx, log, js, servers[0]); err != nil {
+		return err
+	}
+	if o.commission {
+		if err := commission(ctx, js, servers); err != nil {
+			return err
+		}
+		log.Info("commissioned servers", "racks", o.racks, "servers", len(servers))
+	}
+	for _, f := range dc.Pending() {
+		log.Info("fault scheduled", "fault", f.String())
+	}
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
+	}
+
+	start := time.Now()
+	tick := time.NewTicker(o.interval)
+	defer tick.Stop()
+	var rounds, published int
+	for {
+		// Reports carry milliseconds, like most metrics daemons.
+		now := time.Now().Truncate(time.Millisecond)
+		for _, f := range dc.Advance(now.Sub(start)) {
+			log.Info("fault injected", "fault", f.String())
+		}
+		n, err := publishRound(ctx, js, dc.Reports(now), o.interval)
+		published += n
+		rounds++
+		if err != nil && ctx.Err() == nil {
+			// A lost round is a gap in the metrics, which the twins are
+			// built to notice; keep going.
+			log.Warn("publishing reports", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			log.Info("simulation over", "rounds", rounds, "reports", published, "ran", time.Since(start).Round(time.Second))
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// awaitStreams waits until the runtime has created the ingress streams: a
+// JetStream publish to a subject no stream captures fails.
+func awaitStreams(ctx context.Context, log *slog.Logger, js jetstream.JetStream, s sim.Server) error {
+	subjects := []string{datacenter.MetricsSubject(s.Rack, s.ID), datacenter.ProvisioningSubject(s.Rack)}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for i := 0; ; i++ {
+		var missing string
+		for _, subj := range subjects {
+			if _, err := js.StreamNameBySubject(ctx, subj); err != nil {
+				missing = subj
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		if i == 0 {
+			log.Info("waiting for the ingress streams", "subject", missing)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no JetStream stream captures %s: is `twinflow run -config deploy/datacenter/module.yaml` running on this NATS?", missing)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// commission publishes a CommissionServer for every server and waits for
+// the acknowledgements.
+func commission(ctx context.Context, js jetstream.JetStream, servers []sim.Server) error {
+	msgs := make([]*nats.Msg, 0, len(servers))
+	for _, s := range servers {
+		b, err := proto.Marshal(&datacenterv1.CommissionServer{ServerId: s.ID, RackId: s.Rack})
+		if err != nil {
+			return err
+		}
+		m := nats.NewMsg(datacenter.ProvisioningSubject(s.Rack))
+		m.Header.Set(datacenter.TypenameHeader, datacenter.CommissionServerType.Typename())
+		m.Header.Set(datacenter.ServerHeader, s.ID)
+		m.Data = b
+		msgs = append(msgs, m)
+	}
+	_, err := publishAll(ctx, js, msgs, 30*time.Second)
+	return err
+}
+
+// publishRound publishes one round of reports and waits for their
+// acknowledgements, at most one interval.
+func publishRound(ctx context.Context, js jetstream.JetStream, reports []*datacenterv1.ServerMetricReport, interval time.Duration) (int, error) {
+	msgs := make([]*nats.Msg, 0, len(reports))
+	for _, r := range reports {
+		b, err := proto.Marshal(r)
+		if err != nil {
+			return 0, err
+		}
+		m := nats.NewMsg(datacenter.MetricsSubject(r.GetRackId(), r.GetServerId()))
+		m.Data = b
+		// The message id lets JetStream drop a report published twice.
+		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("%s@%d", r.GetServerId(), r.GetReportedAt().AsTime().UnixNano()))
+		msgs = append(msgs, m)
+	}
+	return publishAll(ctx, js, msgs, max(interval, time.Second))
+}
+
+// publishAll publishes msgs asynchronously and waits up to timeout for the
+// acknowledgements. It returns how many were acknowledged and the first
+// error.
+func publishAll(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, timeout time.Duration) (int, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
+	var first error
+	for _, m := range msgs {
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			first = cmpErr(first, fmt.Errorf("publishing to %s: %w", m.Subject, err))
+			continue
+		}
+		futures = append(futures, f)
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	acked := 0
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			acked++
+		case err := <-f.Err():
+			first = cmpErr(first, fmt.Errorf("publishing to %s: %w", f.Msg().Subject, err))
+		case <-timer.C:
+			return acked, cmpErr(first, fmt.Errorf("%d of %d publishes unacknowledged after %v", len(futures)-acked, len(msgs), timeout))
+		case <-ctx.Done():
+			return acked, cmpErr(first, ctx.Err())
+		}
+	}
+	return acked, first
+}
+
+func cmpErr(first, err error) error {
+	if first != nil {
+		return first
+	}
+	return err
+}
+
+// watchAlerts prints the alerts published on the alerts subject until ctx
+// is done.
+func watchAlerts(ctx context.Context, nc *nats.Conn) error {
+	sub, err := nc.Subscribe(datacenter.AlertsSubject, func(m *nats.Msg) {
+		line, err := datacenter.DescribeAlert(m.Header.Get(datacenter.TypenameHeader), m.Data)
+		if err != nil {
+			line = fmt.Sprintf("%s: %v", m.Subject, err)
+		}
+		fmt.Println(line)
+	})
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	fmt.Fprintf(os.Stderr, "watching %s on %s; Ctrl-C to stop\n", datacenter.AlertsSubject, nc.ConnectedUrl())
+	<-ctx.Done()
+	return nil
+}
+
+// askUnhealthyRacks sends GetUnhealthyRacks to the data-center twin as a
+// request through the direct ingress and prints the answer.
+func askUnhealthyRacks(ctx context.Context, nc *nats.Conn, id string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	inbox := nc.NewInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return err
+	}
+	defer sub.Unsubscribe()
+	m := nats.NewMsg(datacenter.DirectSubject(datacenter.DataCenterFunction, id))
+	m.Header.Set(datacenter.TypenameHeader, datacenter.GetUnhealthyRacksType.Typename())
+	m.Header.Set(datacenter.ReplyToHeader, inbox)
+	// GetUnhealthyRacks has no fields: its encoding is empty.
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("asking %s/%s: %w", datacenter.DataCenterFunction, id, err)
+	}
+	reply, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return fmt.Errorf("waiting for the answer of %s/%s: %w", datacenter.DataCenterFunction, id, err)
+	}
+	typename := reply.Header.Get(datacenter.TypenameHeader)
+	if typename == "" {
+		typename = datacenter.UnhealthyRacksType.Typename()
+	}
+	answer, err := sdk.Decode(datacenter.UnhealthyRacksType, sdk.TypedValue{Typename: typename, Bytes: reply.Data})
+	if err != nil {
+		return err
+	}
+	fmt.Print(datacenter.DescribeUnhealthyRacks(answer))
+	return nil
+}
