@@ -111,6 +111,9 @@ type Core struct {
 	ckpt       *pendingCheckpoint
 	mailboxKGs map[int]bool // key groups whose mailbox snapshot is stored
 
+	ticks       int
+	sweepCursor []byte // where the sweep of expired values resumes
+
 }
 
 // mailbox is the work of one address. It exists only while the address has
@@ -590,9 +593,26 @@ func flatten(h map[string][]string) map[string]string {
 	return out
 }
 
-// Tick fires due delayed messages.
+// sweepEvery and sweepLimit pace the deletion of expired values that no
+// read has come across: a bounded slice of the state every few ticks, so
+// the sweep never stalls the loop.
+const (
+	sweepEvery = 50
+	sweepLimit = 512
+)
+
+// Tick fires due delayed messages, and now and then deletes some expired
+// values.
 func (c *Core) Tick() {
 	now := c.nowFn()
+	c.ticks++
+	if c.ticks%sweepEvery == 0 {
+		next, err := state.SweepExpired(c.view(), c.overlay, keygroup.Range{Lo: c.cfg.KGLo, Hi: c.cfg.KGHi}, c.sweepCursor, now.UnixMilli(), sweepLimit)
+		if err != nil {
+			c.log.Error("sweeping expired state failed", "err", err)
+		}
+		c.sweepCursor = next
+	}
 	v := c.view()
 	type due struct {
 		key []byte
