@@ -16,6 +16,9 @@ import (
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	// The bundled example's messages, so that state get, request and tail
+	// print them as JSON.
+	_ "github.com/twinflow/twinflow/examples/datacenter/gen/datacenter/v1"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
