@@ -256,17 +256,19 @@ func (c *Coordinator) take(ctx context.Context) (*storagev1.Manifest, error) {
 	man.CompletedAtUnixMillis = time.Now().UnixMilli()
 	man.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
 	man.PauseMillis = float64(pause.Microseconds()) / 1000
+	for _, o := range overlays {
+		man.Bytes += o.DataBytes()
+	}
+	man.Bytes += meta.DataBytes()
 	if err := state.PutManifest(meta, man); err != nil {
 		return nil, err
 	}
 	if id > uint64(c.cfg.Retain) {
 		state.DeleteManifest(meta, id-uint64(c.cfg.Retain))
 	}
-	bytes, err := c.commit(ctx, overlays, meta)
-	if err != nil {
+	if err := c.commit(ctx, overlays, meta); err != nil {
 		return nil, err
 	}
-	man.Bytes = bytes
 	for i, p := range parts {
 		c.shards[p.Shard].Committed(parts[i])
 	}
@@ -274,7 +276,7 @@ func (c *Coordinator) take(ctx context.Context) (*storagev1.Manifest, error) {
 	c.mu.last = man
 	c.mu.Unlock()
 	c.m.observe(man, len(egress))
-	c.log.Debug("checkpoint complete", "id", id, "duration", time.Since(start), "bytes", bytes, "egress", len(egress))
+	c.log.Debug("checkpoint complete", "id", id, "duration", time.Since(start), "bytes", man.Bytes, "egress", len(egress))
 	if err := c.publishPending(ctx); err != nil {
 		return man, err
 	}
@@ -287,19 +289,19 @@ func (c *Coordinator) take(ctx context.Context) (*storagev1.Manifest, error) {
 // commit writes a checkpoint, retrying while the disk refuses (a full disk
 // is the usual cause): nothing is lost while it waits, and intake pauses as
 // the shards' uncommitted state reaches its budget.
-func (c *Coordinator) commit(ctx context.Context, overlays []*state.Overlay, meta *state.Overlay) (int64, error) {
+func (c *Coordinator) commit(ctx context.Context, overlays []*state.Overlay, meta *state.Overlay) error {
 	backoff := 100 * time.Millisecond
 	for {
-		n, err := c.store.Commit(overlays, meta)
+		_, err := c.store.Commit(overlays, meta)
 		if err == nil {
-			return n, nil
+			return nil
 		}
 		c.m.commitFailures.Inc()
 		c.log.Error("writing checkpoint failed; retrying", "err", err, "retry_in", backoff)
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
-			return 0, errors.Join(err, ctx.Err())
+			return errors.Join(err, ctx.Err())
 		}
 		backoff = min(backoff*2, 10*time.Second)
 	}

@@ -71,6 +71,9 @@ func (o *Overlay) Frozen() bool { return o.frozen }
 // is what a shard checks against its memory budget.
 func (o *Overlay) Bytes() int64 { return o.bytes }
 
+// DataBytes is the size of o's keys and values: what committing it writes.
+func (o *Overlay) DataBytes() int64 { return o.bytes - int64(o.m.Len())*entryOverhead }
+
 // Len returns the number of keys o sets or deletes.
 func (o *Overlay) Len() int { return o.m.Len() }
 
