@@ -30,7 +30,7 @@ bench: build ## Run the benchmarks and the end-to-end load driver
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 .PHONY: generate
-generate: ## Regenerate the protobuf and Connect code from proto/
+generate: ## Regenerate the protobuf and Connect code from proto/ and examples/datacenter/proto/
 	$(GO) tool buf lint
 	$(GO) tool buf generate
 	cd examples/datacenter && $(GO) tool buf lint && $(GO) tool buf generate
@@ -39,4 +39,4 @@ generate: ## Regenerate the protobuf and Connect code from proto/
 check: generate ## gofmt, go vet, and fail when generated code is stale
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	@if [ -n "$$(git status --porcelain -- proto)" ]; then echo "generated code is stale: run make generate and commit"; git status --porcelain -- proto; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- proto examples/datacenter/gen)" ]; then echo "generated code is stale: run make generate and commit"; git status --porcelain -- proto examples/datacenter/gen; exit 1; fi

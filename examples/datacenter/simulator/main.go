@@ -2,7 +2,8 @@
 // of a simulated data center, publishes one ServerMetricReport per server
 // per interval to datacenter.metrics.<rack>.<server> through JetStream, and
 // injects faults on a schedule so that alerts follow. With -watch it only
-// prints the alerts the twins publish, decoded.
+// prints the alerts the twins publish, decoded; with -unhealthy it asks the
+// data-center twin which racks are unhealthy.
 //
 //	simulator -racks 4 -servers 8 -interval 1s \
 //	    -fault tor:rack-2@10s -fault disk:rack-1/srv-3@15s -fault clear:rack-2@60s
@@ -269,21 +270,41 @@ func cmpErr(first, err error) error {
 	return err
 }
 
-// watchAlerts prints the alerts published on the alerts subject until ctx
-// is done.
+// watchAlerts prints the alerts stored in the alerts egress's stream from
+// now on, until ctx is done. It reads the stream rather than subscribing to
+// the subject: JetStream stores each record once, while a record the
+// worker publishes again after a crash reaches plain subscribers twice.
 func watchAlerts(ctx context.Context, nc *nats.Conn) error {
-	sub, err := nc.Subscribe(datacenter.AlertsSubject, func(m *nats.Msg) {
-		line, err := datacenter.DescribeAlert(m.Header.Get(datacenter.TypenameHeader), m.Data)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	lookup, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	stream, err := js.StreamNameBySubject(lookup, datacenter.AlertsSubject)
+	if err != nil {
+		return fmt.Errorf("no JetStream stream holds %s: is `twinflow run -config deploy/datacenter/module.yaml` running on this NATS? %w",
+			datacenter.AlertsSubject, err)
+	}
+	cons, err := js.OrderedConsumer(lookup, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{datacenter.AlertsSubject},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return err
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		line, err := datacenter.DescribeAlert(m.Headers().Get(datacenter.TypenameHeader), m.Data())
 		if err != nil {
-			line = fmt.Sprintf("%s: %v", m.Subject, err)
+			line = fmt.Sprintf("%s: %v", m.Subject(), err)
 		}
 		fmt.Println(line)
 	})
 	if err != nil {
 		return err
 	}
-	defer sub.Unsubscribe()
-	fmt.Fprintf(os.Stderr, "watching %s on %s; Ctrl-C to stop\n", datacenter.AlertsSubject, nc.ConnectedUrl())
+	defer cc.Stop()
+	fmt.Fprintf(os.Stderr, "watching %s (stream %s) on %s; Ctrl-C to stop\n", datacenter.AlertsSubject, stream, nc.ConnectedUrl())
 	<-ctx.Done()
 	return nil
 }

@@ -6,8 +6,10 @@
 //
 // The twins read their settings from the environment: DATACENTER_ID (the
 // data-center twin's id, "dc"), DATACENTER_SILENCE_TIMEOUT (how long a
-// server may be silent before NO_REPORTS, "30s") and
-// DATACENTER_WINDOW_SPACING (least time between kept reports, "5s").
+// server may be silent before NO_REPORTS, "30s"),
+// DATACENTER_WINDOW_SPACING (least time between kept reports, "5s") and
+// DATACENTER_CORRELATION_DELAY (how long a rack lets its servers'
+// incidents settle before it correlates them, "2s").
 //
 // On SIGINT or SIGTERM it stops accepting calls and waits for the running
 // ones, so that the runtime sees no call fail during a clean shutdown.
@@ -71,7 +73,8 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	go func() { served <- srv.Serve(ln) }()
 	log.Info("serving the data-center twins", "url", "http://"+ln.Addr().String(),
 		"functions", []string{datacenter.ServerFunction, datacenter.RackFunction, datacenter.DataCenterFunction},
-		"datacenter", cfg.DataCenterID, "silenceTimeout", cfg.SilenceTimeout)
+		"datacenter", cfg.DataCenterID, "silenceTimeout", cfg.SilenceTimeout,
+		"windowSpacing", cfg.WindowSpacing, "correlationDelay", cfg.CorrelationDelay)
 
 	select {
 	case err := <-served:
