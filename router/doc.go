@@ -37,7 +37,11 @@
 // [Message.Reply]. A message that went through a JetStream stream has lost
 // it, so the publisher may put the reply subject in the Twinflow-Reply-To
 // header instead. Either way it reaches the function, which answers through
-// the built-in "reply" egress.
+// the built-in "reply" egress. The runtime publishes the answer with its own
+// NATS permissions, so a reply subject must be one it is safe to answer
+// ([ValidateReplySubject]): not a "$" API subject, not under "twinflow.",
+// and not read by an ingress or owned by an egress. A message with any
+// other reply subject is not routed (reason bad_reply_to).
 //
 // # Errors
 //

@@ -155,8 +155,15 @@ func (e *Egresses) Resolve(rec EgressRecord) (subject string, header map[string]
 		if rec.ReplyTo == "" {
 			return "", nil, 0, errorf(ReasonMissingReplyTo, "%s: the record has no reply subject; only a message sent as a NATS request can be answered", at)
 		}
-		if err := checkSubject(rec.ReplyTo); err != nil {
-			return "", nil, 0, errorf(ReasonBadReplyTo, "%s: reply %v", at, err)
+		if err := ValidateReplySubject(rec.ReplyTo); err != nil {
+			return "", nil, 0, errorf(ReasonBadReplyTo, "%s: %v", at, err)
+		}
+		if e != nil {
+			for _, r := range e.ordered {
+				if rec.ReplyTo == r.Subject || strings.HasPrefix(rec.ReplyTo, r.Subject+".") {
+					return "", nil, 0, errorf(ReasonBadReplyTo, "%s: reply subject %s belongs to egress %s", at, quote(rec.ReplyTo), quote(r.Name))
+				}
+			}
 		}
 		subject, delivery = rec.ReplyTo, AtLeastOnce
 	} else {
@@ -200,4 +207,30 @@ func (e *Egresses) names() string {
 	}
 	slices.Sort(names)
 	return strings.Join(names, ", ")
+}
+
+// ValidateRules checks the ingress and egress rules of a module together,
+// as the runtime uses them: each set as [New] (with default limits) and
+// [NewEgresses] do, and that no egress publishes where an ingress reads,
+// since its records would come back as messages. It reports every problem
+// it finds, each as a [*ConfigError], joined with [errors.Join].
+func ValidateRules(ingresses []IngressRule, egresses []EgressRule) error {
+	var errs []error
+	if _, err := New(ingresses, Limits{}); err != nil {
+		errs = append(errs, err)
+	}
+	if _, err := NewEgresses(egresses); err != nil {
+		errs = append(errs, err)
+	}
+	for i, eg := range egresses {
+		for _, in := range ingresses {
+			if SubjectsOverlap(eg.Subject, in.Subject) || SubjectsOverlap(eg.Subject+".>", in.Subject) {
+				errs = append(errs, &ConfigError{
+					Path:   fmt.Sprintf("egresses[%d].subject", i),
+					Detail: fmt.Sprintf("%q (with its keyed subjects %s.<key>) overlaps the subject %q of ingress %q", eg.Subject, eg.Subject, in.Subject, in.Name),
+				})
+			}
+		}
+	}
+	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package router
 import (
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -56,6 +57,10 @@ func TestResolveErrors(t *testing.T) {
 		{none, EgressRecord{Egress: "c", Typename: "a/B"}, ReasonUnknownEgress, `no egress named "c"; the module spec declares none`},
 		{e, EgressRecord{Egress: "reply", Typename: "a/B"}, ReasonMissingReplyTo, `egress "reply": the record has no reply subject; only a message sent as a NATS request can be answered`},
 		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "a b"}, ReasonBadReplyTo, `egress "reply": reply subject "a b" is not a valid NATS subject: token 0 "a b" contains a space or control character`},
+		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "$JS.API.STREAM.DELETE.X"}, ReasonBadReplyTo, `egress "reply": reply subject "$JS.API.STREAM.DELETE.X" starts with $, which NATS reserves for its APIs`},
+		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "twinflow.in.a.b.c"}, ReasonBadReplyTo, `egress "reply": reply subject "twinflow.in.a.b.c" is under twinflow., which Twinflow uses`},
+		{e, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "t"}, ReasonBadReplyTo, `egress "reply": reply subject "t" belongs to egress "a"`},
+		{e, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "s.key"}, ReasonBadReplyTo, `egress "reply": reply subject "s.key" belongs to egress "b"`},
 		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "x.y"}, ReasonBadKey, `egress "a": key "x.y" contains "."; a key is one subject token`},
 		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "*"}, ReasonBadKey, `egress "a": key "*" contains '*'`},
 		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "x y"}, ReasonBadKey, `egress "a": key "x y" contains a space or control character`},
@@ -115,5 +120,49 @@ func TestDelivery(t *testing.T) {
 	}
 	if s := Delivery(5).String(); s != "Delivery(5)" {
 		t.Errorf("String = %q", s)
+	}
+}
+
+func TestValidateRules(t *testing.T) {
+	in := []IngressRule{{Name: "in", Subject: "data.>", Typename: "a/B", Targets: []TargetRule{{FunctionType: "a/b", ID: IDFromSubjectToken(1)}}}}
+	if err := ValidateRules(in, []EgressRule{{Name: "out", Subject: "out"}}); err != nil {
+		t.Fatalf("valid rules: %v", err)
+	}
+	err := ValidateRules(append(in, IngressRule{Name: "in", Subject: "twinflow.in.x"}), []EgressRule{
+		{Name: "ok", Subject: "out"},
+		{Name: "loop", Subject: "data.out"},
+		{Name: "under", Subject: "data"},
+		{Name: "bad", Subject: "twinflow.x"},
+	})
+	var paths []string
+	var walk func(error)
+	walk = func(err error) {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				walk(e)
+			}
+			return
+		}
+		var ce *ConfigError
+		if !errors.As(err, &ce) {
+			t.Errorf("error %v is not a *ConfigError", err)
+			return
+		}
+		paths = append(paths, ce.Path)
+	}
+	walk(err)
+	want := []string{"ingresses[1].name", "ingresses[1].subject", "ingresses[1].targets", "egresses[3].subject"}
+	for _, w := range want {
+		if !strings.Contains(strings.Join(paths, " "), w) {
+			t.Errorf("no error at %s; got %v", w, paths)
+		}
+	}
+	for _, w := range []string{
+		`egresses[1].subject: "data.out" (with its keyed subjects data.out.<key>) overlaps the subject "data.>" of ingress "in"`,
+		`egresses[2].subject: "data" (with its keyed subjects data.<key>) overlaps the subject "data.>" of ingress "in"`,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error does not contain %q:\n%v", w, err)
+		}
 	}
 }

@@ -46,8 +46,10 @@ const (
 	// ReasonMissingReplyTo: a record for the "reply" egress has no reply
 	// subject (the message it answers was not a request).
 	ReasonMissingReplyTo Reason = "missing_reply_to"
-	// ReasonBadReplyTo: a record for the "reply" egress has a reply subject
-	// that is not a valid NATS subject.
+	// ReasonBadReplyTo: a message, or a record for the "reply" egress, has
+	// a reply subject that may not be answered: not a valid NATS subject,
+	// starting with "$", under "twinflow.", or read by an ingress or owned
+	// by an egress (see [ValidateReplySubject]).
 	ReasonBadReplyTo Reason = "bad_reply_to"
 	// ReasonUnknown is what [ReasonOf] returns for an error that is not an
 	// [*Error].

@@ -284,14 +284,41 @@ func (r *Router) Route(ingress string, msg Message) (Routed, error) {
 	if len(msg.Data) > r.maxPayload {
 		return Routed{}, errorf(ReasonOversized, "%s: payload of %d bytes exceeds the limit of %d bytes", label(ingress), len(msg.Data), r.maxPayload)
 	}
+	var out Routed
+	var err error
 	if ingress == DirectIngress {
-		return r.routeDirect(msg)
-	}
-	c := r.rules[ingress]
-	if c == nil {
+		out, err = r.routeDirect(msg)
+	} else if c := r.rules[ingress]; c != nil {
+		out, err = c.route(msg)
+	} else {
 		return Routed{}, errorf(ReasonNoRoute, "no ingress named %s", quote(ingress))
 	}
-	return c.route(msg)
+	if err != nil {
+		return Routed{}, err
+	}
+	if out.ReplyTo != "" {
+		if err := r.CheckReplyTo(out.ReplyTo); err != nil {
+			return Routed{}, errorf(ReasonBadReplyTo, "%s: %v", label(ingress), err)
+		}
+	}
+	return out, nil
+}
+
+// CheckReplyTo checks a reply subject before it is answered: it must pass
+// [ValidateReplySubject] and not be read by one of the Router's ingresses,
+// where the answer would come back as a message. [Router.Route] applies it
+// to every message it routes.
+func (r *Router) CheckReplyTo(s string) error {
+	if err := ValidateReplySubject(s); err != nil {
+		return err
+	}
+	// Ingress subjects do not overlap: at most one matches.
+	for _, c := range r.rules {
+		if match(c.pattern, s) {
+			return fmt.Errorf("reply subject %s is read by ingress %s; an answer there would come back as a message", quote(s), quote(c.Name))
+		}
+	}
+	return nil
 }
 
 func label(ingress string) string {

@@ -280,6 +280,16 @@ func TestRouteErrors(t *testing.T) {
 			`direct ingress: envelope: argument has no typename`},
 		{DirectIngress, Message{Subject: EnvelopeSubject, Data: envelope("a/b", "i", "a/", "")}, ReasonBadTypename,
 			`direct ingress: envelope: argument: typename "a/" is not "namespace/name"`},
+		{DirectIngress, Message{Subject: "twinflow.in.a.b.c", Header: typed, Reply: "$JS.API.STREAM.DELETE.X"}, ReasonBadReplyTo,
+			`direct ingress: reply subject "$JS.API.STREAM.DELETE.X" starts with $, which NATS reserves for its APIs`},
+		{DirectIngress, Message{Subject: "twinflow.in.a.b.c", Header: h("Twinflow-Typename", "a/B", "Twinflow-Reply-To", "twinflow.in.a.b.d")}, ReasonBadReplyTo,
+			`direct ingress: reply subject "twinflow.in.a.b.d" is under twinflow., which Twinflow uses`},
+		{DirectIngress, Message{Subject: EnvelopeSubject, Data: envelope("a/b", "i", "a/B", ""), Reply: "a..b"}, ReasonBadReplyTo,
+			`direct ingress: reply subject "a..b" is not a valid NATS subject: token 1 is empty`},
+		{"plain", Message{Subject: "plain.x", Header: typed, Reply: "events.loop"}, ReasonBadReplyTo,
+			`ingress "plain": reply subject "events.loop" is read by ingress "events"; an answer there would come back as a message`},
+		{"plain", Message{Subject: "plain.x", Header: typed, Reply: "plain.y"}, ReasonBadReplyTo,
+			`ingress "plain": reply subject "plain.y" is read by ingress "plain"; an answer there would come back as a message`},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.reason), func(t *testing.T) {

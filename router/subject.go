@@ -23,6 +23,9 @@ const (
 	EnvelopeSubject = "twinflow.envelope"
 	// DeadLetterSubject is where messages that cannot be routed go.
 	DeadLetterSubject = "twinflow.dlq.ingress"
+	// EgressDeadLetterSubject is where egress records that cannot be
+	// published go, such as one larger than the NATS server accepts.
+	EgressDeadLetterSubject = "twinflow.dlq.egress"
 
 	// TypenameHeader holds the typename of a message on the direct ingress,
 	// of a configured ingress without a fixed typename or typename header,
@@ -40,6 +43,10 @@ const (
 	ErrorReasonHeader = "Twinflow-Error-Reason"
 	// OriginalSubjectHeader holds the subject a dead letter was published on.
 	OriginalSubjectHeader = "Twinflow-Original-Subject"
+	// OriginalSizeHeader holds the payload size in bytes of a dead letter
+	// whose payload was cut short or left out to fit the NATS server's
+	// maximum payload.
+	OriginalSizeHeader = "Twinflow-Original-Size"
 
 	// ReplyEgress is the built-in egress that publishes to the reply subject
 	// of the request being handled. No configured egress may use the name.
@@ -128,6 +135,26 @@ func DirectSubject(functionType, id string) (string, error) {
 	}
 	ns, name, _ := strings.Cut(functionType, "/")
 	return DirectSubjectPrefix + ns + "." + name + "." + id, nil
+}
+
+// ValidateReplySubject checks a reply subject that a function's answer is
+// published to: a valid NATS subject without wildcards, not starting with
+// "$" (the JetStream and system APIs: an answer there would be an API
+// request made with the runtime's permissions, such as deleting a stream),
+// and not "twinflow" or under "twinflow." (the runtime's own subjects: an
+// answer there would be injected into the direct ingress or a dead-letter
+// stream).
+func ValidateReplySubject(s string) error {
+	if err := checkSubject(s); err != nil {
+		return fmt.Errorf("reply %w", err)
+	}
+	if strings.HasPrefix(s, "$") {
+		return fmt.Errorf("reply subject %s starts with $, which NATS reserves for its APIs", quote(s))
+	}
+	if s == "twinflow" || strings.HasPrefix(s, "twinflow.") {
+		return fmt.Errorf("reply subject %s is under twinflow., which Twinflow uses", quote(s))
+	}
+	return nil
 }
 
 // validateID checks that an address id is non-empty valid UTF-8 without

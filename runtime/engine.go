@@ -221,6 +221,13 @@ func (e *Engine) checkStart(stream string, start uint64) (uint64, error) {
 const dupWindow = 10 * time.Minute
 
 func (e *Engine) ensureStreams(ctx context.Context) error {
+	// A module built in Go has not been checked the way a parsed spec is.
+	// Check it before creating any stream, so that a mistake is reported
+	// by field instead of as a JetStream error, and leaves nothing behind
+	// on an external server.
+	if err := router.ValidateRules(e.cfg.Module.Ingresses, e.cfg.Module.Egresses); err != nil {
+		return fmt.Errorf("module: %w", err)
+	}
 	streams := []natsbus.StreamSpec{
 		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: dupWindow},
 		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: dupWindow},

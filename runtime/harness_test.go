@@ -150,6 +150,9 @@ func start(t *testing.T, cfg runtime.Config) *harness {
 		t.Fatalf("start: %v", err)
 	}
 	h := &harness{t: t, cfg: cfg, e: e}
+	if cfg.NATSURL != "" && e.NATSURL() != cfg.NATSURL {
+		t.Fatalf("engine connected to %s, want the external server %s", e.NATSURL(), cfg.NATSURL)
+	}
 	h.connect()
 	t.Cleanup(func() { h.nc.Close(); e.Kill() })
 	return h

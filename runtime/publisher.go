@@ -2,13 +2,18 @@ package runtime
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/natsbus"
 )
 
@@ -30,16 +35,108 @@ func newPublisher(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *publ
 // Publish stores records in JetStream and waits for every acknowledgement.
 // Records with a message id are deduplicated by JetStream, which makes a
 // repeat after a crash harmless.
+//
+// A record that NATS can never take (one larger than the server's maximum
+// payload) must not hold up the records behind it: it is published as a
+// dead letter on [router.EgressDeadLetterSubject] instead, with its payload
+// cut to fit, under the same message id. A dead letter that is too large
+// keeps its subject and is cut the same way.
 func (p *publisher) Publish(ctx context.Context, recs []*storagev1.EgressRecord) error {
 	out := make([]natsbus.Record, len(recs))
+	limit := int(p.nc.MaxPayload())
 	for i, r := range recs {
-		h := make(nats.Header, len(r.GetHeaders()))
-		for k, v := range r.GetHeaders() {
-			h.Set(k, v)
-		}
-		out[i] = natsbus.Record{Subject: r.GetSubject(), Header: h, Data: r.GetData(), MsgID: r.GetMsgId()}
+		out[i] = p.fit(toRecord(r), limit)
 	}
-	return p.bus.Publish(ctx, out)
+	err := p.bus.Publish(ctx, out)
+	var rej *natsbus.RejectedError
+	if !errors.As(err, &rej) {
+		return err
+	}
+	// Only the refused records are published again, as dead letters; the
+	// others are stored.
+	again := make([]natsbus.Record, len(rej.Records))
+	for j, i := range rej.Records {
+		reason := router.ReasonUnknown
+		if errors.Is(rej.Errs[j], nats.ErrMaxPayload) {
+			reason = router.ReasonOversized
+		}
+		again[j] = p.deadLetter(out[i], rej.Errs[j], reason, limit)
+	}
+	err = p.bus.Publish(ctx, again)
+	if errors.As(err, &rej) {
+		// Not even the dead letter can be stored. Retrying cannot help, and
+		// must not stop the records after it.
+		for j, i := range rej.Records {
+			p.log.Error("dropping a record that NATS refuses even as a dead letter", "subject", again[i].Subject,
+				"original_subject", again[i].Header.Get(router.OriginalSubjectHeader), "err", rej.Errs[j])
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("publishing dead letters of refused records: %w", err)
+	}
+	return nil
+}
+
+func toRecord(r *storagev1.EgressRecord) natsbus.Record {
+	h := make(nats.Header, len(r.GetHeaders()))
+	for k, v := range r.GetHeaders() {
+		h.Set(k, v)
+	}
+	return natsbus.Record{Subject: r.GetSubject(), Header: h, Data: r.GetData(), MsgID: r.GetMsgId()}
+}
+
+// fit returns rec, or its dead letter when it exceeds limit bytes.
+func (p *publisher) fit(rec natsbus.Record, limit int) natsbus.Record {
+	size := len(rec.Data) + headerBytes(rec.Header, rec.MsgID)
+	if limit <= 0 || size <= limit {
+		return rec
+	}
+	err := fmt.Errorf("a record of %d bytes (with its headers) for %s exceeds the NATS server's maximum payload of %d bytes", size, rec.Subject, limit)
+	return p.deadLetter(rec, err, router.ReasonOversized, limit)
+}
+
+// deadLetter turns rec into a dead letter that fits limit bytes. A record
+// already on a dead-letter subject keeps its subject and headers and only
+// has its payload cut.
+func (p *publisher) deadLetter(rec natsbus.Record, cause error, reason router.Reason, limit int) natsbus.Record {
+	h := make(nats.Header, len(rec.Header)+4)
+	for k, v := range rec.Header {
+		h[k] = v
+	}
+	if !strings.HasPrefix(rec.Subject, "twinflow.dlq.") {
+		p.log.Error("egress record cannot be published; dead-lettering it", "subject", rec.Subject, "err", cause)
+		h.Set(router.ErrorHeader, cause.Error())
+		h.Set(router.ErrorReasonHeader, string(reason))
+		h.Set(router.OriginalSubjectHeader, rec.Subject)
+		rec.Subject = router.EgressDeadLetterSubject
+	}
+	data := rec.Data
+	h.Set(router.OriginalSizeHeader, strconv.Itoa(len(data)))
+	if room := limit - headerBytes(h, rec.MsgID) - 64; len(data) > room {
+		data = data[:max(room, 0)]
+	} else {
+		h.Del(router.OriginalSizeHeader)
+	}
+	rec.Header, rec.Data = h, data
+	return rec
+}
+
+// headerBytes is the size of the NATS header block for h plus a message id.
+func headerBytes(h nats.Header, msgID string) int {
+	if len(h) == 0 && msgID == "" {
+		return 0
+	}
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(": \r\n") + len(v)
+		}
+	}
+	if msgID != "" {
+		n += len(jetstream.MsgIDHeader) + len(": \r\n") + len(msgID)
+	}
+	return n
 }
 
 // PublishAsync publishes at-least-once records in the background, in
@@ -66,14 +163,25 @@ func (p *publisher) drain() {
 
 // Reply answers a request on core NATS: reply subjects are inboxes that no
 // stream captures. A reply is lost if the requester has gone, as with any
-// NATS request.
+// NATS request. A reply too large for NATS is answered with an empty
+// message whose headers say why, so that the requester need not wait for
+// its timeout.
 func (p *publisher) Reply(rec *storagev1.EgressRecord) {
 	msg := nats.NewMsg(rec.GetSubject())
 	for k, v := range rec.GetHeaders() {
 		msg.Header.Set(k, v)
 	}
 	msg.Data = rec.GetData()
-	if err := p.nc.PublishMsg(msg); err != nil {
+	err := p.nc.PublishMsg(msg)
+	if errors.Is(err, nats.ErrMaxPayload) {
+		p.log.Warn("reply too large for NATS; answering with the error", "subject", rec.GetSubject(), "bytes", len(msg.Data))
+		msg.Header.Set(router.ErrorHeader, fmt.Sprintf("the reply of %d bytes exceeds the NATS server's maximum payload of %d bytes", len(msg.Data), p.nc.MaxPayload()))
+		msg.Header.Set(router.ErrorReasonHeader, string(router.ReasonOversized))
+		msg.Header.Set(router.OriginalSizeHeader, strconv.Itoa(len(msg.Data)))
+		msg.Data = nil
+		err = p.nc.PublishMsg(msg)
+	}
+	if err != nil {
 		p.log.Warn("publishing reply failed", "subject", rec.GetSubject(), "err", err)
 	}
 }

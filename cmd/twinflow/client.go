@@ -74,6 +74,9 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 		if err != nil {
 			return fmt.Errorf("request to %s %s: %w", pos[0], pos[1], err)
 		}
+		if e := reply.Header.Get(router.ErrorHeader); e != "" {
+			return fmt.Errorf("request to %s %s: the runtime answered with an error: %s", pos[0], pos[1], e)
+		}
 		return printRecord(out, reply.Header.Get(router.TypenameHeader), reply.Data)
 	}
 	msg := &nats.Msg{Subject: subject, Header: hdr, Data: payload}
@@ -186,10 +189,18 @@ type stateValue struct {
 	ExpiresAt string          `json:"expiresAt,omitempty"`
 }
 
+// bytesTypename is the typename of the SDK's raw bytes (sdk.BytesType).
+const bytesTypename = "twinflow/bytes"
+
 // renderValue shows a value as JSON: as it is when it is JSON, through its
 // descriptor when it is a protobuf message this binary knows, else as a
-// base64 string.
+// base64 string. Raw bytes are always base64, even when they happen to
+// parse as JSON, so that their rendering does not depend on their content.
 func renderValue(typename string, b []byte) json.RawMessage {
+	if typename == bytesTypename {
+		j, _ := json.Marshal(base64.StdEncoding.EncodeToString(b))
+		return j
+	}
 	if full, ok := strings.CutPrefix(typename, "proto/"); ok {
 		if mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(full)); err == nil {
 			m := mt.New().Interface()

@@ -36,9 +36,12 @@ type Barriers interface {
 	ReaderBarrier(id uint64, name string, seq uint64)
 }
 
-// Publisher publishes dead letters.
+// Publisher publishes dead letters, and answers the requests among them.
 type Publisher interface {
+	// Publish stores recs in JetStream.
 	Publish(ctx context.Context, recs []*storagev1.EgressRecord) error
+	// Reply publishes rec on core NATS, at most once.
+	Reply(rec *storagev1.EgressRecord)
 }
 
 // Config configures a Reader.
@@ -145,14 +148,18 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 	if len(msgs) == 0 {
 		return
 	}
-	var dead []*storagev1.EgressRecord
+	var dead, answers []*storagev1.EgressRecord
 	for i := range msgs {
 		msg := &msgs[i]
 		routed, err := r.router.Route(r.cfg.Ingress, router.Message{
 			Subject: msg.Subject, Header: msg.Header, Data: msg.Data, Reply: msg.Reply,
 		})
 		if err != nil {
-			dead = append(dead, r.deadLetter(msg, err))
+			dl := r.deadLetter(msg, err)
+			dead = append(dead, dl)
+			if a := r.errorAnswer(msg, dl); a != nil {
+				answers = append(answers, a)
+			}
 			continue
 		}
 		for _, t := range routed.Targets {
@@ -179,6 +186,11 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 		if err := r.dlq.Publish(ctx, dead); err != nil {
 			r.log.Error("publishing dead letters failed", "count", len(dead), "err", err)
 		}
+		// Requesters learn at once why no function will answer, instead of
+		// waiting for their timeout.
+		for _, a := range answers {
+			r.dlq.Reply(a)
+		}
 	}
 	r.lastSeq = msgs[len(msgs)-1].Seq
 	r.m.messages.Add(float64(len(msgs)))
@@ -200,6 +212,22 @@ func (r *Reader) deadLetter(msg *natsbus.Msg, err error) *storagev1.EgressRecord
 		Data:    msg.Data,
 		MsgId:   "ingress-" + r.cfg.Name + "-" + strconv.FormatUint(msg.Seq, 10),
 	}
+}
+
+// errorAnswer returns the answer to a request that was dead-lettered as
+// dl: no payload, and the dead letter's error headers. It returns nil for a
+// message that is not a request, or whose reply subject may not be
+// answered.
+func (r *Reader) errorAnswer(msg *natsbus.Msg, dl *storagev1.EgressRecord) *storagev1.EgressRecord {
+	if msg.Reply == "" || r.router.CheckReplyTo(msg.Reply) != nil {
+		return nil
+	}
+	h := dl.GetHeaders()
+	return &storagev1.EgressRecord{Subject: msg.Reply, Headers: map[string]string{
+		router.ErrorHeader:           h[router.ErrorHeader],
+		router.ErrorReasonHeader:     h[router.ErrorReasonHeader],
+		router.OriginalSubjectHeader: h[router.OriginalSubjectHeader],
+	}}
 }
 
 // Metrics are the readers' Prometheus collectors.

@@ -413,12 +413,24 @@ func TestPublisherPermanentError(t *testing.T) {
 	big := make([]byte, nc.MaxPayload()+1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err := NewPublisher(js, PublisherOptions{}).Publish(ctx, []Record{{Subject: "pe.x", Data: big}})
+	recs := []Record{{Subject: "pe.x", Data: []byte("1")}, {Subject: "pe.x", Data: big}, {Subject: "pe.x", Data: []byte("2")}, {Subject: "pe.y", Data: big}}
+	err := NewPublisher(js, PublisherOptions{}).Publish(ctx, recs)
 	if !errors.Is(err, nats.ErrMaxPayload) {
 		t.Fatalf("oversized publish: %v", err)
 	}
 	if ctx.Err() != nil {
 		t.Fatal("a permanent error was retried until the context ended")
+	}
+	var rej *RejectedError
+	if !errors.As(err, &rej) || !slices.Equal(rej.Records, []int{1, 3}) || len(rej.Errs) != 2 {
+		t.Fatalf("error %v, want a RejectedError naming records 1 and 3", err)
+	}
+	if !strings.Contains(err.Error(), `2 of 4 records`) || !strings.Contains(err.Error(), `"pe.x"`) {
+		t.Errorf("error text %q", err)
+	}
+	// The records around the refused ones are stored.
+	if got := streamMsgs(t, js, "PE"); got != 2 {
+		t.Fatalf("%d messages stored, want the 2 that fit", got)
 	}
 }
 

@@ -75,9 +75,12 @@ func NewPublisher(js jetstream.JetStream, opts PublisherOptions) *Publisher {
 // acknowledged every one of them. Publishes that fail for a reason that may
 // pass (no stream responding during a restart, a lost connection, a missing
 // acknowledgement, a full stream) are retried with backoff until ctx ends.
-// It returns an error when ctx ends first, or at once for a failure that
-// retrying cannot fix (a payload over the server's limit, an invalid
-// subject, a closed connection, a request JetStream rejects as bad).
+// It returns an error when ctx ends first, or at once when the connection is
+// closed. A record refused for a reason that retrying cannot fix (a payload
+// over the server's limit, an invalid subject or header, a request
+// JetStream rejects as bad) does not hold up the others: they are published
+// and acknowledged, and Publish then returns a [*RejectedError] naming the
+// refused records.
 //
 // Records are stored in order as long as nothing fails. A retried record
 // lands after the records that succeeded meanwhile, and a retried record
@@ -90,12 +93,18 @@ func (p *Publisher) Publish(ctx context.Context, recs []Record) error {
 		todo[i] = i
 	}
 	backoff := p.opts.MinBackoff
+	rejected := &RejectedError{}
 	for round := 1; ; round++ {
-		failed, cause, err := p.publishRound(ctx, recs, todo)
+		failed, cause, err := p.publishRound(ctx, recs, todo, rejected)
 		if err != nil {
 			return err
 		}
 		if len(failed) == 0 {
+			if len(rejected.Records) > 0 {
+				rejected.sort()
+				rejected.total = len(recs)
+				return rejected
+			}
 			return nil
 		}
 		p.log.Debug("publishes failed, retrying", "failed", len(failed), "of", len(todo), "round", round, "err", cause)
@@ -128,8 +137,9 @@ var errAckTimeout = errors.New("natsbus: no acknowledgement within AckTimeout")
 
 // publishRound publishes recs[i] for i in todo and waits for them. It
 // returns the indices that failed and may be retried with the last such
-// failure, or an error that ends Publish.
-func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int) (failed []int, cause error, err error) {
+// failure, or an error that ends Publish. Records refused for good are added
+// to rejected.
+func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int, rejected *RejectedError) (failed []int, cause error, err error) {
 	window := make([]inflight, 0, min(len(todo), p.opts.MaxInFlight))
 	head := 0
 	timer := time.NewTimer(time.Hour)
@@ -148,8 +158,12 @@ func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int)
 		case <-e.f.Ok():
 			return nil
 		case perr := <-e.f.Err():
-			if permanentPublishError(perr) {
+			if errors.Is(perr, nats.ErrConnectionClosed) {
 				return p.fail(recs[e.idx], perr)
+			}
+			if permanentPublishError(perr) {
+				rejected.add(e.idx, recs[e.idx].Subject, perr)
+				return nil
 			}
 			failed, cause = append(failed, e.idx), perr
 		case <-timer.C:
@@ -168,8 +182,12 @@ func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int)
 		}
 		f, perr := p.js.PublishMsgAsync(toNATS(&recs[i]))
 		if perr != nil {
-			if permanentPublishError(perr) {
+			if errors.Is(perr, nats.ErrConnectionClosed) {
 				return nil, nil, p.fail(recs[i], perr)
+			}
+			if permanentPublishError(perr) {
+				rejected.add(i, recs[i].Subject, perr)
+				continue
 			}
 			failed, cause = append(failed, i), perr
 			continue
@@ -187,6 +205,48 @@ func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int)
 func (p *Publisher) fail(rec Record, err error) error {
 	return fmt.Errorf("natsbus: publish to %q failed permanently: %w", rec.Subject, err)
 }
+
+// RejectedError is what [Publisher.Publish] returns when some records were
+// refused for a reason that retrying cannot fix; every other record was
+// acknowledged. errors.Is sees the records' errors, e.g. nats.ErrMaxPayload.
+type RejectedError struct {
+	// Records are the indexes of the refused records in the slice given to
+	// Publish, in increasing order.
+	Records []int
+	// Errs are their errors, in the same order.
+	Errs []error
+
+	subjects []string
+	total    int
+}
+
+func (e *RejectedError) add(i int, subject string, err error) {
+	e.Records = append(e.Records, i)
+	e.Errs = append(e.Errs, err)
+	e.subjects = append(e.subjects, subject)
+}
+
+// sort orders the records by index.
+func (e *RejectedError) sort() {
+	idx := make([]int, len(e.Records))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortFunc(idx, func(a, b int) int { return e.Records[a] - e.Records[b] })
+	recs, errs, subjects := make([]int, len(idx)), make([]error, len(idx)), make([]string, len(idx))
+	for to, from := range idx {
+		recs[to], errs[to], subjects[to] = e.Records[from], e.Errs[from], e.subjects[from]
+	}
+	e.Records, e.Errs, e.subjects = recs, errs, subjects
+}
+
+// Error names the first refused record.
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("natsbus: %d of %d records refused for good; the first, to %q: %v", len(e.Records), e.total, e.subjects[0], e.Errs[0])
+}
+
+// Unwrap returns the records' errors.
+func (e *RejectedError) Unwrap() []error { return e.Errs }
 
 // toNATS builds the message for rec, adding Nats-Msg-Id to a copy of its
 // header.
