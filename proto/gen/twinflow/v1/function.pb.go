@@ -540,6 +540,13 @@ func (*AddressResult_MissingStates) isAddressResult_Outcome() {}
 func (*AddressResult_Error) isAddressResult_Outcome() {}
 
 // Effects are what one batch did: state changes and messages to others.
+// The runtime applies them atomically, in this order: state mutations,
+// outgoing messages, cancellations, delayed messages (in list order, so a
+// later message with a pending token replaces the earlier one), egress.
+// Because cancellations come before delayed messages, an SDK must not list
+// a delayed message that the same batch cancels afterwards: it drops the
+// message instead (and keeps the cancellation, for a message of an earlier
+// batch).
 type Effects struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Changes to the address's state, in order.
