@@ -41,8 +41,10 @@ func openBench(b *testing.B) *Store {
 }
 
 // BenchmarkReadAddress reads one address with 3 values out of 100k
-// addresses, from Pebble's SSTables (flushed and compacted) and through an
-// overlay holding the address.
+// addresses, from Pebble's SSTables (flushed and compacted), through two
+// overlays of unrelated writes, and for addresses without state: with a
+// scan of the address's prefix (ReadAddress), with a scan through a reused
+// iterator (Reader), and by key (ReadValues).
 func BenchmarkReadAddress(b *testing.B) {
 	const addresses = 100_000
 	s := openBench(b)
@@ -64,31 +66,87 @@ func BenchmarkReadAddress(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	run := func(b *testing.B, v View) {
+	// read reads one address and returns how many values it has.
+	type read func(kg int, addr Address) (int, error)
+	run := func(b *testing.B, absent bool, read read) {
 		b.ReportAllocs()
 		n := 0
 		for b.Loop() {
-			kg, addr := benchAddress(rng.IntN(addresses))
-			vals, _, err := ReadAddress(v, kg, addr, 0)
-			if err != nil || len(vals) != 3 {
-				b.Fatalf("ReadAddress(%v) = %d values, %v", addr, len(vals), err)
+			i, want := rng.IntN(addresses), 3
+			if absent { // an address that was never written
+				i, want = addresses+i, 0
 			}
-			n += len(vals)
+			kg, addr := benchAddress(i)
+			got, err := read(kg, addr)
+			if err != nil || got != want {
+				b.Fatalf("read %v: %d values, want %d, %v", addr, got, want, err)
+			}
+			n++
 		}
-		b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "keys/s")
+		b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "addresses/s")
 	}
-	b.Run("store", func(b *testing.B) { run(b, NewView(s, NewOverlay())) })
-	b.Run("overlays", func(b *testing.B) {
-		// Two layers of 10k unrelated writes above the store.
-		cur, old := NewOverlay(), NewOverlay()
-		for i := range 10_000 {
-			kg, addr := benchAddress(addresses + i)
-			PutValue(cur, kg, addr, "metrics", benchValue(rng))
-			kg, addr = benchAddress(2*addresses + i)
-			PutValue(old, kg, addr, "metrics", benchValue(rng))
+	scan := func(v View) read {
+		return func(kg int, addr Address) (int, error) {
+			vals, _, err := ReadAddress(v, kg, addr, 0)
+			return len(vals), err
 		}
-		run(b, NewView(s, cur, old))
-	})
+	}
+	names := benchNames[:]
+	values := func(v View) read {
+		return func(kg int, addr Address) (int, error) {
+			vals, _, err := ReadValues(v, kg, addr, names, 0)
+			return len(vals), err
+		}
+	}
+	// One Reader for all reads, as a shard could read the addresses of a
+	// dispatch round.
+	reader := func(b *testing.B, v View) read {
+		r := v.NewReader()
+		b.Cleanup(func() { _ = r.Close() })
+		return func(kg int, addr Address) (int, error) {
+			vals, _, err := r.ReadAddress(kg, addr, 0)
+			return len(vals), err
+		}
+	}
+	readerValues := func(b *testing.B, v View) read {
+		r := v.NewReader()
+		b.Cleanup(func() { _ = r.Close() })
+		return func(kg int, addr Address) (int, error) {
+			vals, _, err := r.ReadValues(kg, addr, names, 0)
+			return len(vals), err
+		}
+	}
+	store := NewView(s, NewOverlay())
+	// Two layers of 10k unrelated writes above the store.
+	cur, old := NewOverlay(), NewOverlay()
+	for i := range 10_000 {
+		kg, addr := benchAddress(2*addresses + i)
+		PutValue(cur, kg, addr, "metrics", benchValue(rng))
+		kg, addr = benchAddress(3*addresses + i)
+		PutValue(old, kg, addr, "metrics", benchValue(rng))
+	}
+	overlays := NewView(s, cur, old)
+	b.Run("scan", func(b *testing.B) { run(b, false, scan(store)) })
+	b.Run("scan/overlays", func(b *testing.B) { run(b, false, scan(overlays)) })
+	b.Run("scan/absent", func(b *testing.B) { run(b, true, scan(store)) })
+	b.Run("reader", func(b *testing.B) { run(b, false, reader(b, store)) })
+	b.Run("reader/absent", func(b *testing.B) { run(b, true, reader(b, store)) })
+	b.Run("values", func(b *testing.B) { run(b, false, values(store)) })
+	b.Run("values/overlays", func(b *testing.B) { run(b, false, values(overlays)) })
+	b.Run("values/absent", func(b *testing.B) { run(b, true, values(store)) })
+	b.Run("reader/values", func(b *testing.B) { run(b, false, readerValues(b, store)) })
+	b.Run("reader/values/absent", func(b *testing.B) { run(b, true, readerValues(b, store)) })
+	// The addresses were written since the last checkpoint: the overlay
+	// holds their values, and Pebble is not read.
+	o := NewOverlay()
+	for i := range addresses {
+		kg, addr := benchAddress(i)
+		for _, name := range benchNames {
+			PutValue(o, kg, addr, name, benchValue(rng))
+		}
+	}
+	b.Run("reader/values/written", func(b *testing.B) { run(b, false, readerValues(b, NewView(s, o))) })
+	b.Run("reader/written", func(b *testing.B) { run(b, false, reader(b, NewView(s, o))) })
 }
 
 // BenchmarkCommit commits overlays of 1k and 10k value writes (about 150

@@ -37,7 +37,6 @@ package state
 // Key groups are below 2^15, so no key group key starts with 0xFF.
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -226,11 +225,17 @@ func manifestKey(id uint64) []byte {
 // prefixEnd returns the smallest key greater than every key with the given
 // prefix, or nil when there is none (the prefix is all 0xFF).
 func prefixEnd(prefix []byte) []byte {
-	end := bytes.Clone(prefix)
-	for i := len(end) - 1; i >= 0; i-- {
-		if end[i] != 0xFF {
-			end[i]++
-			return end[:i+1]
+	return appendPrefixEnd(nil, prefix)
+}
+
+// appendPrefixEnd appends prefixEnd(prefix) to dst; it returns nil when
+// there is no end.
+func appendPrefixEnd(dst, prefix []byte) []byte {
+	for i := len(prefix) - 1; i >= 0; i-- {
+		if prefix[i] != 0xFF {
+			dst = append(dst, prefix[:i+1]...)
+			dst[len(dst)-1]++
+			return dst
 		}
 	}
 	return nil

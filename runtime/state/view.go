@@ -60,6 +60,18 @@ func (v View) Get(key []byte) (val []byte, ok bool, err error) {
 	return val, true, closer.Close()
 }
 
+// lookup returns the value of key in the newest layer that has an entry
+// for it: found reports whether one has, and val is nil for a delete. The
+// store is not read.
+func (v View) lookup(key []byte) (val []byte, found bool) {
+	for _, o := range v.layers {
+		if val, found := o.lookup(key); found {
+			return val, true
+		}
+	}
+	return nil, false
+}
+
 // Scan calls fn for each key in [lo, hi) that has a value, in key order. A
 // nil hi means no upper bound. key and val are valid only during the call;
 // fn must not modify them nor write to the view's layers. An error from fn
@@ -106,12 +118,13 @@ func (o *ovIter) settle(ok bool, hi []byte) {
 	}
 }
 
+// newIter returns an iterator positioned at the first entry of [lo, hi).
+// It merges every layer, empty or not, so that it stays correct when the
+// layers are written to between repositionings (see reset).
 func (v View) newIter(lo, hi []byte) (*mergeIter, error) {
-	m := &mergeIter{}
-	for _, o := range v.layers {
-		if o.m.Len() > 0 {
-			m.ovs = append(m.ovs, ovIter{it: o.m.Iter()})
-		}
+	m := &mergeIter{ovs: make([]ovIter, len(v.layers))}
+	for i, o := range v.layers {
+		m.ovs[i] = ovIter{it: o.m.Iter()}
 	}
 	if v.store != nil {
 		db, err := v.store.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
@@ -125,7 +138,8 @@ func (v View) newIter(lo, hi []byte) (*mergeIter, error) {
 }
 
 // reset repositions m at the first entry of [lo, hi), reusing its
-// iterators.
+// iterators. Writes to the layers since the last positioning are seen; the
+// store is seen as when m was created.
 func (m *mergeIter) reset(lo, hi []byte) {
 	m.seek(lo, hi, true)
 }
@@ -201,6 +215,18 @@ func (m *mergeIter) advance(key []byte) {
 func (m *mergeIter) next() {
 	m.advance(m.key)
 	m.find()
+}
+
+// error returns the error that stopped m early, if any. An iterator that
+// failed stays failed.
+func (m *mergeIter) error() error {
+	if m.err != nil {
+		return m.err
+	}
+	if m.db != nil {
+		return m.db.Error()
+	}
+	return nil
 }
 
 func (m *mergeIter) close() error {
