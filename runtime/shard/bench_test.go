@@ -71,6 +71,7 @@ func BenchmarkCore(b *testing.B) {
 				RetryBase: time.Millisecond, RetryMax: time.Second, RetryAttempts: 3, TimerScanLimit: 64,
 			}
 			core := NewCore(cfg, env, store, specs, NewMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+			defer core.Close()
 			ids := make([]string, min(addresses, 1<<16))
 			for i := range ids {
 				ids[i] = "addr-" + strconv.Itoa(i)

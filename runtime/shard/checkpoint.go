@@ -105,6 +105,7 @@ func (c *Core) snapshot(id uint64) {
 	}
 	c.committing = append([]*state.Overlay{c.overlay}, c.committing...)
 	c.overlay = state.NewOverlay()
+	c.layersChanged()
 	c.egressBuf = nil
 	for j := 0; j < c.cfg.Shards; j++ {
 		if j != c.cfg.Index {
@@ -157,6 +158,7 @@ func (c *Core) Committed(p *Part) {
 	for i, o := range c.committing {
 		if o == p.Overlay {
 			c.committing = append(c.committing[:i], c.committing[i+1:]...)
+			c.layersChanged()
 			return
 		}
 	}

@@ -91,6 +91,7 @@ func (l *Loop) Do(ctx context.Context, fn func(*Core)) error {
 // Run processes until ctx ends.
 func (l *Loop) Run(ctx context.Context) {
 	defer close(l.stopped)
+	defer l.core.Close()
 	t := time.NewTicker(l.tick)
 	defer t.Stop()
 	var buf []Item

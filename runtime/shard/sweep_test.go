@@ -39,6 +39,7 @@ func TestExpiredValuesAreDeletedWithoutBeingRead(t *testing.T) {
 		EndpointFor: func(string) (*Endpoint, bool) { return nil, false }, Egress: egresses,
 		MaxAddressQueue: 10, MaxQueueBytes: 1 << 20, MaxOverlayBytes: 1 << 30, RetryAttempts: 1, TimerScanLimit: 8}
 	core := NewCore(cfg, env, store, NewSpecs(nil), NewMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
+	defer core.Close()
 
 	count := func() int {
 		k := 0
