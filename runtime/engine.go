@@ -99,6 +99,11 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	debug.SetMemoryLimit(budget.Total - budget.BlockCache - budget.MemTables)
 	e.log.Info("memory budget", "budget", budget.String())
 
+	// A damaged checkpoint must stop the start, naming the file, rather
+	// than restore less than it holds.
+	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), nil); err != nil {
+		return nil, err
+	}
 	e.store, err = state.Open(filepath.Join(cfg.DataDir, "state"), state.Options{
 		// Pebble reserves its memtables inside its cache; two memtables may
 		// be live at once (one being flushed).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
@@ -197,6 +198,12 @@ func (c *invocation) cancelDelayed(token string) error {
 		return errors.New("cancel delayed message: empty cancellation token")
 	}
 	return c.record(func(e *twinflowv1.Effects) {
+		// The runtime applies cancellations before delayed messages: they
+		// cancel messages of earlier batches. One sent earlier in this
+		// batch is cancelled here, by not sending it.
+		e.Delayed = slices.DeleteFunc(e.Delayed, func(d *twinflowv1.DelayedMessage) bool {
+			return d.GetCancellationToken() == token
+		})
 		e.Cancellations = append(e.Cancellations, &twinflowv1.DelayedCancellation{CancellationToken: token})
 	})
 }

@@ -12,7 +12,6 @@ import (
 
 func TestContextEffects(t *testing.T) {
 	f := newTestFunctions(t)
-	self := addr("test/counter", "a")
 	caller := addr("test/caller", "c")
 
 	res := f.reg.RunBatch(t.Context(), counterBatch("a", tv(t, sdk.Int64Type, 5),
@@ -31,14 +30,28 @@ func TestContextEffects(t *testing.T) {
 			{Target: caller, Argument: tv(t, sdk.StringType, "hello test/caller/c")},
 			{Target: addr("test/counter", "other"), Argument: tv(t, sdk.StringType, "reply"), ReplyTo: "_INBOX.2"},
 		},
-		Delayed: []*twinflowv1.DelayedMessage{
-			{Target: self, Argument: tv(t, sdk.StringType, "tick"), DelayMillis: 1500, CancellationToken: "tick-token"},
-		},
+		// "cancel" cancelled the message "delay" sent in the same batch: it
+		// is not sent, and the cancellation covers one of earlier batches.
 		Cancellations: []*twinflowv1.DelayedCancellation{{CancellationToken: "tick-token"}},
 		Egress: []*twinflowv1.EgressRecord{
 			{Egress: "totals", Key: "a", Value: tv(t, sdk.Int64Type, 5)},
 			{Egress: "reply", ReplyTo: "_INBOX.1", Value: tv(t, sdk.Int64Type, 5)},
 		},
+	})
+}
+
+// TestCancelThenSendAfterInOneBatch checks the order the runtime relies
+// on: it applies cancellations before delayed messages, so a message sent
+// after a cancellation of its token in the same batch must stay.
+func TestCancelThenSendAfterInOneBatch(t *testing.T) {
+	f := newTestFunctions(t)
+	res := f.reg.RunBatch(t.Context(), counterBatch("a", nil,
+		inv(tv(t, sdk.StringType, "delay")), inv(tv(t, sdk.StringType, "cancel")), inv(tv(t, sdk.StringType, "delay"))))
+	wantProto(t, "effects", effects(t, res), &twinflowv1.Effects{
+		Delayed: []*twinflowv1.DelayedMessage{
+			{Target: addr("test/counter", "a"), Argument: tv(t, sdk.StringType, "tick"), DelayMillis: 1500, CancellationToken: "tick-token"},
+		},
+		Cancellations: []*twinflowv1.DelayedCancellation{{CancellationToken: "tick-token"}},
 	})
 }
 
