@@ -58,7 +58,9 @@ type Config struct {
 	Memory Memory
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
-	// Now is the clock; default time.Now. Tests inject one to drive expiry.
+	// Now is the clock of state expiry, delayed messages and retry backoff;
+	// default time.Now. Tests inject one to drive them; a clock that stands
+	// still also holds back retries. Metrics use the wall clock.
 	Now func() time.Time
 }
 
@@ -79,6 +81,11 @@ type Memory struct {
 type Budget struct {
 	Total, BlockCache, MemTables, Queues, Uncommitted, Reserve int64
 }
+
+// GoMemoryLimit is the part of the budget for the Go heap: Pebble's cache
+// and memtables live outside it. A process running one engine should set
+// it as its GOMEMLIMIT (debug.SetMemoryLimit), as twinflow run does.
+func (b Budget) GoMemoryLimit() int64 { return b.Total - b.BlockCache - b.MemTables }
 
 // String lists the parts, for the start-up log.
 func (b Budget) String() string {

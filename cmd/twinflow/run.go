@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -64,6 +65,8 @@ func runCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The Go heap gets what Pebble's parts of the budget leave.
+	debug.SetMemoryLimit(e.Budget().GoMemoryLimit())
 	fmt.Fprintf(os.Stderr, "twinflow running\n  nats:    %s\n  admin:   %s\n  metrics: %s/metrics\n  memory:  %s\n",
 		e.NATSURL(), e.AdminURL(), e.AdminURL(), e.Budget())
 	select {

@@ -585,6 +585,10 @@ func callErrorRetryable(err error) bool {
 
 func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 	nowMs := now.UnixMilli()
+	// Latency is measured on the wall clock, as Published is (the time NATS
+	// stored the message, or a send's wall time): the injected clock drives
+	// state and timers, not metrics.
+	wall := time.Now().UnixNano()
 	addr := state.Address(b.addr)
 	specs := c.specs.Of(b.addr.Type)
 	for _, mu := range eff.GetStateMutations() {
@@ -610,7 +614,7 @@ func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 			Typename:  o.GetArgument().GetTypename(),
 			Payload:   o.GetArgument().GetValue(),
 			ReplyTo:   o.GetReplyTo(),
-			Published: now.UnixNano(),
+			Published: wall,
 		})
 	}
 	for _, cn := range eff.GetCancellations() {
@@ -625,7 +629,7 @@ func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 	c.m.invocations.Add(float64(len(b.inflight)))
 	for i := range b.inflight {
 		if p := b.inflight[i].Published; p > 0 {
-			c.m.latency.Observe(float64(now.UnixNano()-p) / 1e9)
+			c.m.latency.Observe(float64(wall-p) / 1e9)
 		}
 	}
 	c.finishBatch(b)
@@ -865,7 +869,7 @@ func (c *Core) Tick() {
 			Typename:  t.GetArgument().GetTypename(),
 			Payload:   t.GetArgument().GetValue(),
 			ReplyTo:   t.GetReplyTo(),
-			Published: now.UnixNano(),
+			Published: time.Now().UnixNano(),
 		})
 	}
 }
