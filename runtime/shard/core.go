@@ -140,8 +140,8 @@ const dueUnknown = math.MinInt64
 type mailbox struct {
 	addr     Address
 	kg       int
-	queue    []Envelope // waiting, in arrival order
-	inflight []Envelope // in the current call, or waiting to be retried
+	queue    []Envelope              // waiting, in arrival order
+	inflight []Envelope              // in the current call, or waiting to be retried
 	specs    []*twinflowv1.StateSpec // declared when the state was read
 	values   map[string]state.Value
 	readErr  error // reading the state for the next call failed
