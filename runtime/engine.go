@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -95,8 +94,6 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}()
 	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e.registerBudget()
-	// Pebble's cache and memtables live outside the Go heap.
-	debug.SetMemoryLimit(budget.Total - budget.BlockCache - budget.MemTables)
 	e.log.Info("memory budget", "budget", budget.String())
 
 	// A damaged checkpoint must stop the start, naming the file, rather
