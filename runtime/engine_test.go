@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
+	"github.com/twinflow/twinflow/runtime/natsbus"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/sdk"
 )
@@ -490,5 +492,35 @@ func TestConfigRejectsBudgetThatDoesNotFit(t *testing.T) {
 	cfg = runtime.Config{DataDir: t.TempDir(), Memory: runtime.Memory{Total: 64 << 20}}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "runtime reserve") {
 		t.Fatalf("err = %v, want the reserve named as too small", err)
+	}
+}
+
+// TestFailedRequestIsAnsweredWithTheError sends a request to a function
+// that fails terminally: the requester gets the error at once rather than
+// waiting out its timeout.
+func TestFailedRequestIsAnsweredWithTheError(t *testing.T) {
+	reg := sdk.NewRegistry()
+	broken := func(ctx sdk.Context, msg sdk.Message) error {
+		return sdk.Terminal(errors.New("no such rack"))
+	}
+	if err := reg.Register("test/broken", sdk.FunctionFunc(broken)); err != nil {
+		t.Fatal(err)
+	}
+	ep := serve(t, reg)
+	h := start(t, baseConfig(t, ep.url()))
+	subject, err := router.DirectSubject("test/broken", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hdr := nats.Header{}
+	hdr.Set(router.TypenameHeader, sdk.StringType.Typename())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	reply, err := natsbus.Request(ctx, h.js, subject, hdr, []byte(`"hi"`))
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	if e := reply.Header.Get(router.ErrorHeader); !strings.Contains(e, "no such rack") {
+		t.Fatalf("reply error header = %q, want the function's error", e)
 	}
 }

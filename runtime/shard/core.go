@@ -742,6 +742,13 @@ func (c *Core) deadLetter(b *mailbox, reason string) {
 			hdr[HeaderCaller] = e.Caller.String()
 		}
 		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Headers: hdr, Data: e.Payload})
+		if e.ReplyTo != "" {
+			// A requester would otherwise wait out its timeout: answer
+			// with the error instead.
+			c.env.Reply(&storagev1.EgressRecord{Subject: e.ReplyTo, Headers: map[string]string{
+				HeaderError: reason, HeaderTarget: b.addr.String(),
+			}})
+		}
 	}
 	c.finishBatch(b)
 }
