@@ -62,13 +62,17 @@ func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinfl
 	return connect.NewResponse(resp), nil
 }
 
+// ListFunctionTypes lists the function types the runtime knows.
 func (a *adminService) ListFunctionTypes(context.Context, *connect.Request[twinflowv1.ListFunctionTypesRequest]) (*connect.Response[twinflowv1.ListFunctionTypesResponse], error) {
+	// The types with registered state, and those invoked since the start
+	// (stateless ones have no specs).
 	all := a.e.specs.All()
-	names := make([]string, 0, len(all))
+	names := a.e.endpoints.seen()
 	for t := range all {
 		names = append(names, t)
 	}
 	slices.Sort(names)
+	names = slices.Compact(names)
 	resp := &twinflowv1.ListFunctionTypesResponse{}
 	for _, t := range names {
 		info := &twinflowv1.FunctionTypeInfo{Type: t, StateSpecs: all[t]}

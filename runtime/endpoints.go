@@ -48,10 +48,15 @@ func (e *endpoints) For(functionType string) (*shard.Endpoint, bool) {
 	return resolved, resolved != nil
 }
 
-// urlOf returns the URL serving a function type, for listings.
-func (e *endpoints) urlOf(functionType string) string {
-	if ep, ok := e.For(functionType); ok {
-		return ep.URL
-	}
-	return ""
+// seen returns the function types looked up so far that an endpoint
+// serves: every type the engine has invoked.
+func (e *endpoints) seen() []string {
+	var out []string
+	e.cache.Range(func(k, v any) bool {
+		if v.(*shard.Endpoint) != nil {
+			out = append(out, k.(string))
+		}
+		return true
+	})
+	return out
 }

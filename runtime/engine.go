@@ -48,21 +48,22 @@ type Engine struct {
 	log    *slog.Logger
 	budget Budget
 
-	server *natsbus.Server // nil with an external NATS
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	store  *state.Store
-	specs  *shard.Specs
-	ranges []keygroup.Range
-	loops  []*shard.Loop
-	cores  []*shard.Core
-	coord  *checkpoint.Coordinator
-	reads  []*ingress.Reader
-	pub    *publisher
-	calls  *invoke.Client
-	admin  *http.Server
-	adminL net.Listener
-	reg    *prometheus.Registry
+	server    *natsbus.Server // nil with an external NATS
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	store     *state.Store
+	specs     *shard.Specs
+	endpoints *endpoints
+	ranges    []keygroup.Range
+	loops     []*shard.Loop
+	cores     []*shard.Core
+	coord     *checkpoint.Coordinator
+	reads     []*ingress.Reader
+	pub       *publisher
+	calls     *invoke.Client
+	admin     *http.Server
+	adminL    net.Listener
+	reg       *prometheus.Registry
 
 	cancel      context.CancelFunc // stops the loops, readers and coordinator
 	callCtx     context.Context    // function calls; cancelled on shutdown
@@ -261,7 +262,8 @@ func (e *Engine) build(deployment string) error {
 	}
 	e.ranges = keygroup.Assign(cfg.KeyGroups, cfg.Shards)
 	shardMetrics := shard.NewMetrics(e.reg)
-	endpoints := newEndpoints(cfg.Module, cfg.Shards)
+	e.endpoints = newEndpoints(cfg.Module, cfg.Shards)
+	endpoints := e.endpoints
 	locate := func(id string) (int, int) {
 		kg := keygroup.Of(id, cfg.KeyGroups)
 		return keygroup.ShardOf(kg, cfg.KeyGroups, cfg.Shards), kg

@@ -242,9 +242,14 @@ func TestFunctionsAndCheckpoints(t *testing.T) {
 	c.run("send", "cli/counter", "f", "--json", `{"add": 1}`)
 	eventually(t, "the first call", func() bool { return len(c.state("cli/counter", "f").Values) > 0 })
 
+	c.run("request", "cli/echo", "e-2", "--json", `{}`)
 	out := c.run("functions")
 	if !strings.Contains(out, "cli/counter\t"+c.endpoint+"\n") {
 		t.Errorf("functions does not list cli/counter with its endpoint:\n%s", out)
+	}
+	// A stateless type has no specs, but it was invoked.
+	if !strings.Contains(out, "cli/echo\t"+c.endpoint+"\n") {
+		t.Errorf("functions does not list the stateless cli/echo:\n%s", out)
 	}
 	for _, want := range []string{"  totals\tcli/Totals", "  last\tproto/twinflow.v1.Address", "  raw\ttwinflow/bytes"} {
 		if !strings.Contains(out, want) {
