@@ -4,6 +4,7 @@ import (
 	"time"
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/runtime/state"
 )
 
@@ -24,9 +25,14 @@ import (
 //     snapshot at once: its uncommitted writes (the overlay) are set aside as
 //     checkpoint n's and a fresh overlay takes the writes that follow; the
 //     messages in its mailboxes (queued, and in flight to functions: their
-//     effects have not been applied) are copied; the exactly-once egress
-//     buffered so far is set aside. Then it sends barrier n to every peer.
-//     The pause is this copy, proportional to what is queued, not to state.
+//     effects have not been applied) belong to the snapshot; the exactly-once
+//     egress buffered so far is set aside. Then it sends barrier n to every
+//     peer. The mailboxes are not copied then: a mailbox's messages are
+//     copied into the snapshot just before they first change (a message
+//     arrives, a batch is taken or done), and those of the mailboxes left
+//     untouched when the last barrier comes. So the pause is constant,
+//     whatever is queued; copying everything at once stopped the loop for
+//     milliseconds per ten thousand queued messages.
 //  3. Until barrier n arrives from a source, every message from that source
 //     is processed as usual and also recorded: it was sent before the
 //     sender's snapshot (or, from a reader, before the recorded sequence) and
@@ -50,13 +56,14 @@ import (
 
 // Part is a shard's share of a checkpoint.
 type Part struct {
-	ID      uint64
-	Shard   int
-	Overlay *state.Overlay               // state writes up to the snapshot and the mailbox snapshots
-	Egress  []*storagev1.EgressRecord    // exactly-once records buffered up to the snapshot
-	Pause   time.Duration                // how long the shard stopped for the snapshot
-	Pending int                          // messages in the mailbox snapshots
-	queued  map[int][]*storagev1.Pending // mailbox snapshot per key group
+	ID       uint64
+	Shard    int
+	Overlay  *state.Overlay            // state writes up to the snapshot and the mailbox snapshots
+	Egress   []*storagev1.EgressRecord // exactly-once records buffered up to the snapshot
+	Pause    time.Duration             // how long the shard stopped for the snapshot
+	Pending  int                       // messages in the mailbox snapshots
+	queued   map[int][]Envelope        // mailbox snapshot per key group
+	recorded map[int][]Envelope        // recorded after the snapshot, per key group
 }
 
 // pendingCheckpoint is a checkpoint this shard has snapshotted for and
@@ -89,20 +96,14 @@ func (c *Core) barrier(source int, id uint64) {
 func (c *Core) snapshot(id uint64) {
 	start := c.nowFn()
 	part := &Part{
-		ID:      id,
-		Shard:   c.cfg.Index,
-		Overlay: c.overlay,
-		Egress:  c.egressBuf,
-		queued:  make(map[int][]*storagev1.Pending),
+		ID:       id,
+		Shard:    c.cfg.Index,
+		Overlay:  c.overlay,
+		Egress:   c.egressBuf,
+		queued:   make(map[int][]Envelope),
+		recorded: make(map[int][]Envelope),
 	}
-	for _, b := range c.boxes {
-		for i := range b.inflight {
-			part.queued[b.kg] = append(part.queued[b.kg], pendingFromEnvelope(&b.inflight[i]))
-		}
-		for i := range b.queue {
-			part.queued[b.kg] = append(part.queued[b.kg], pendingFromEnvelope(&b.queue[i]))
-		}
-	}
+	c.epoch++
 	c.committing = append([]*state.Overlay{c.overlay}, c.committing...)
 	c.overlay = state.NewOverlay()
 	c.layersChanged()
@@ -127,25 +128,43 @@ func (c *Core) record(source int, msg *Envelope) {
 		return
 	}
 	_, kg := c.cfg.Locate(msg.Target.ID)
-	p.part.queued[kg] = append(p.part.queued[kg], pendingFromEnvelope(msg))
+	p.part.recorded[kg] = append(p.part.recorded[kg], *msg)
+}
+
+// preserve copies a mailbox's messages into the snapshot of the checkpoint
+// in progress before they change, unless they are already there or the
+// mailbox came after the snapshot. Envelopes are copied as they are: their
+// strings and payloads are never modified.
+func (c *Core) preserve(b *mailbox) {
+	if c.ckpt == nil || b.saved == c.epoch || b.born == c.epoch {
+		return
+	}
+	b.saved = c.epoch
+	q := append(c.ckpt.part.queued[b.kg], b.inflight...)
+	c.ckpt.part.queued[b.kg] = append(q, b.queue...)
 }
 
 func (c *Core) finishPart() {
+	for _, b := range c.boxes {
+		c.preserve(b)
+	}
 	part := c.ckpt.part
 	c.ckpt = nil
 	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
-		q := part.queued[kg]
+		// An address's messages of the snapshot come before those that
+		// reached it later.
+		q := append(part.queued[kg], part.recorded[kg]...)
 		if len(q) == 0 && !c.mailboxKGs[kg] {
 			continue
 		}
 		// An empty mailbox deletes the stored one.
-		if err := state.PutMailbox(part.Overlay, kg, &storagev1.Mailbox{Pending: q}); err != nil {
+		if err := state.PutMailbox(part.Overlay, kg, &storagev1.Mailbox{Pending: pendings(q)}); err != nil {
 			c.log.Error("recording mailbox failed", "key_group", kg, "err", err)
 		}
 		c.mailboxKGs[kg] = len(q) > 0
 		part.Pending += len(q)
 	}
-	part.queued = nil
+	part.queued, part.recorded = nil, nil
 	// From here the coordinator reads the overlay while this shard still
 	// reads through it; nothing may write to it.
 	part.Overlay.Freeze()
@@ -162,4 +181,34 @@ func (c *Core) Committed(p *Part) {
 			return
 		}
 	}
+}
+
+// pendings converts envelopes for a mailbox snapshot, in a few allocations.
+func pendings(envs []Envelope) []*storagev1.Pending {
+	if len(envs) == 0 {
+		return nil
+	}
+	var (
+		out     = make([]*storagev1.Pending, len(envs))
+		ps      = make([]storagev1.Pending, len(envs))
+		targets = make([]twinflowv1.Address, len(envs))
+		args    = make([]twinflowv1.TypedValue, len(envs))
+		callers []twinflowv1.Address
+	)
+	for i := range envs {
+		e := &envs[i]
+		p := &ps[i]
+		targets[i] = twinflowv1.Address{Type: e.Target.Type, Id: e.Target.ID}
+		args[i] = twinflowv1.TypedValue{Typename: e.Typename, Value: e.Payload}
+		p.Target, p.Argument, p.ReplyTo = &targets[i], &args[i], e.ReplyTo
+		if e.Caller.Type != "" {
+			if callers == nil {
+				callers = make([]twinflowv1.Address, 0, len(envs)-i)
+			}
+			callers = append(callers, twinflowv1.Address{Type: e.Caller.Type, Id: e.Caller.ID})
+			p.Caller = &callers[len(callers)-1]
+		}
+		out[i] = p
+	}
+	return out
 }

@@ -47,6 +47,11 @@ type Config struct {
 
 	MaxAddressQueue int   // queued messages per address before intake pauses
 	MaxQueueBytes   int64 // queued message bytes per shard before intake pauses
+	// MaxQueued is how many messages a shard queues (inbox and
+	// mailboxes) before intake pauses; 0 means DefaultMaxQueued. It bounds
+	// the checkpoint pause, which copies the queued messages, while
+	// keeping enough queued to fill the next calls.
+	MaxQueued       int
 	MaxOverlayBytes int64 // uncommitted state bytes before intake pauses and a checkpoint is asked for
 
 	RetryBase     time.Duration // first retry delay
@@ -55,6 +60,11 @@ type Config struct {
 
 	TimerScanLimit int // delayed messages fired per key group per tick
 }
+
+// DefaultMaxQueued is the default Config.MaxQueued: several rounds of
+// full calls (MaxInFlight × MaxBatchAddresses of the spec's defaults) of
+// one message per address.
+const DefaultMaxQueued = 8192
 
 // Env is how a Core acts on the world. Its methods must not block for long:
 // they run inside the shard loop.
@@ -106,14 +116,18 @@ type Core struct {
 	reader     *state.Reader    // reads addresses through v; nil until needed, closed when v changes
 
 	boxes     map[Address]*mailbox
-	ready     []*mailbox // have queued messages and no call in flight
-	retrying  []*mailbox // waiting for a retry time
+	ready     map[*Endpoint]*readyQueue // by endpoint; nil for function types no endpoint serves
+	queues    []*readyQueue             // the same, in a stable order
+	nReady    int                       // mailboxes in the ready queues
+	retrying  []*mailbox                // waiting for a retry time
 	inflight  map[*Endpoint]int
 	queued    int64 // bytes of messages in mailboxes
+	nQueued   int   // messages in mailboxes
 	overFull  int   // mailboxes over MaxAddressQueue
 	egressBuf []*storagev1.EgressRecord
 
 	ckpt       *pendingCheckpoint
+	epoch      uint64       // snapshots taken
 	mailboxKGs map[int]bool // key groups whose mailbox snapshot is stored
 
 	ticks       int
@@ -126,10 +140,19 @@ type Core struct {
 	names map[string]typeNames // by function type
 
 	// Reused by Dispatch.
-	open   map[*Endpoint]*Call
 	calls  []*Call
 	picked []*mailbox
 	free   []*mailbox // mailboxes to reuse
+}
+
+// readyQueue holds the mailboxes that have messages queued and no call in
+// flight, for one endpoint, in the order they became ready. Dispatch takes
+// from the queues of endpoints below their in-flight limit only, so that a
+// saturated endpoint costs nothing per loop turn however many addresses
+// wait for it.
+type readyQueue struct {
+	ep    *Endpoint
+	boxes []*mailbox
 }
 
 // dueUnknown says that the next due time must be read from the store.
@@ -140,6 +163,9 @@ const dueUnknown = math.MinInt64
 type mailbox struct {
 	addr     Address
 	kg       int
+	ep       *Endpoint               // nil when no endpoint serves the function type
+	born     uint64                  // Core.epoch when the mailbox was made
+	saved    uint64                  // the epoch whose snapshot holds its messages
 	queue    []Envelope              // waiting, in arrival order
 	inflight []Envelope              // in the current call, or waiting to be retried
 	specs    []*twinflowv1.StateSpec // declared when the state was read
@@ -154,6 +180,9 @@ type mailbox struct {
 // NewCore returns a core with empty mailboxes. Restore loads what the last
 // checkpoint left.
 func NewCore(cfg Config, env Env, store *state.Store, specs *Specs, m *Metrics, log *slog.Logger, now func() time.Time) *Core {
+	if cfg.MaxQueued <= 0 {
+		cfg.MaxQueued = DefaultMaxQueued
+	}
 	c := &Core{
 		cfg:        cfg,
 		env:        env,
@@ -166,10 +195,10 @@ func NewCore(cfg Config, env Env, store *state.Store, specs *Specs, m *Metrics, 
 		shardL:     fmt.Sprint(cfg.Index),
 		overlay:    state.NewOverlay(),
 		boxes:      make(map[Address]*mailbox),
+		ready:      make(map[*Endpoint]*readyQueue),
 		inflight:   make(map[*Endpoint]int),
 		mailboxKGs: make(map[int]bool),
 		nextDue:    dueUnknown,
-		open:       make(map[*Endpoint]*Call),
 		names:      make(map[string]typeNames),
 	}
 	c.layersChanged()
@@ -295,8 +324,10 @@ func (c *Core) enqueue(env Envelope) {
 		b = c.newMailbox(env.Target, kg)
 		c.boxes[env.Target] = b
 	}
+	c.preserve(b)
 	b.queue = append(b.queue, env)
 	c.queued += env.size()
+	c.nQueued++
 	if len(b.queue) == c.cfg.MaxAddressQueue+1 {
 		c.overFull++
 	}
@@ -305,14 +336,18 @@ func (c *Core) enqueue(env Envelope) {
 
 // newMailbox returns an empty mailbox, reusing a forgotten one.
 func (c *Core) newMailbox(addr Address, kg int) *mailbox {
+	ep, ok := c.cfg.EndpointFor(addr.Type)
+	if !ok {
+		ep = nil
+	}
 	n := len(c.free)
 	if n == 0 {
-		return &mailbox{addr: addr, kg: kg}
+		return &mailbox{addr: addr, kg: kg, ep: ep, born: c.epoch}
 	}
 	b := c.free[n-1]
 	c.free[n-1] = nil
 	c.free = c.free[:n-1]
-	b.addr, b.kg = addr, kg
+	b.addr, b.kg, b.ep, b.born = addr, kg, ep, c.epoch
 	return b
 }
 
@@ -337,8 +372,20 @@ func (c *Core) markReady(b *mailbox) {
 	if b.isReady || b.inCall || len(b.inflight) > 0 || len(b.queue) == 0 {
 		return
 	}
+	c.pushReady(b)
+}
+
+// pushReady appends b to its endpoint's ready queue.
+func (c *Core) pushReady(b *mailbox) {
 	b.isReady = true
-	c.ready = append(c.ready, b)
+	q := c.ready[b.ep]
+	if q == nil {
+		q = &readyQueue{ep: b.ep}
+		c.ready[b.ep] = q
+		c.queues = append(c.queues, q)
+	}
+	q.boxes = append(q.boxes, b)
+	c.nReady++
 }
 
 // Dispatch starts calls for the addresses that have work, batching many
@@ -350,44 +397,45 @@ func (c *Core) markReady(b *mailbox) {
 func (c *Core) Dispatch() {
 	now := c.nowFn()
 	c.dueRetries(now)
-	if len(c.ready) == 0 {
+	if c.nReady == 0 {
 		return
 	}
 	calls, picked := c.calls[:0], c.picked[:0]
-	keep := c.ready[:0]
-	for _, b := range c.ready {
-		ep, ok := c.cfg.EndpointFor(b.addr.Type)
-		if !ok {
-			b.isReady = false
-			c.takeBatch(b, 1<<30)
-			c.deadLetter(b, fmt.Sprintf("no endpoint serves function type %q", b.addr.Type))
+	for _, q := range c.queues {
+		if len(q.boxes) == 0 {
 			continue
 		}
-		call := c.open[ep]
-		if call == nil {
-			if c.inflight[ep] >= ep.MaxInFlight {
-				keep = append(keep, b)
-				continue
+		ep := q.ep
+		if ep == nil {
+			boxes := q.boxes
+			q.boxes = nil
+			c.nReady -= len(boxes)
+			for _, b := range boxes {
+				b.isReady = false
+				c.takeBatch(b, 1<<30)
+				c.deadLetter(b, fmt.Sprintf("no endpoint serves function type %q", b.addr.Type))
 			}
-			call = &Call{Endpoint: ep}
-			c.open[ep] = call
-			calls = append(calls, call)
+			continue
+		}
+		for len(q.boxes) > 0 && c.inflight[ep] < ep.MaxInFlight {
+			call := &Call{Endpoint: ep}
 			c.inflight[ep]++
-		}
-		b.isReady = false
-		if len(b.inflight) == 0 {
-			c.takeBatch(b, ep.MaxBatchMessages)
-		}
-		b.inCall = true
-		call.boxes = append(call.boxes, b)
-		picked = append(picked, b)
-		if len(call.boxes) >= ep.MaxBatchAddresses {
-			delete(c.open, ep)
+			calls = append(calls, call)
+			n := min(len(q.boxes), max(ep.MaxBatchAddresses, 1))
+			for _, b := range q.boxes[:n] {
+				b.isReady = false
+				if len(b.inflight) == 0 {
+					c.takeBatch(b, ep.MaxBatchMessages)
+				}
+				b.inCall = true
+				call.boxes = append(call.boxes, b)
+				picked = append(picked, b)
+			}
+			clear(q.boxes[:n])
+			q.boxes = q.boxes[n:]
+			c.nReady -= n
 		}
 	}
-	clear(c.ready[len(keep):])
-	c.ready = keep
-	clear(c.open)
 	c.readStates(picked, now)
 	for _, call := range calls {
 		c.buildRequest(call, now)
@@ -444,6 +492,7 @@ func (c *Core) start(call *Call, now time.Time) {
 
 // takeBatch moves up to n queued messages into the in-flight batch.
 func (c *Core) takeBatch(b *mailbox, n int) {
+	c.preserve(b)
 	if n > len(b.queue) {
 		n = len(b.queue)
 	}
@@ -647,9 +696,11 @@ func specByName(specs []*twinflowv1.StateSpec, name string) *twinflowv1.StateSpe
 // finishBatch frees an address for its next batch, and forgets it when it
 // has nothing left.
 func (c *Core) finishBatch(b *mailbox) {
+	c.preserve(b)
 	for i := range b.inflight {
 		c.queued -= b.inflight[i].size()
 	}
+	c.nQueued -= len(b.inflight)
 	clear(b.inflight)
 	b.inflight = b.inflight[:0]
 	b.attempts = 0
@@ -680,8 +731,7 @@ func (c *Core) registerSpecs(b *mailbox, sent *twinflowv1.AddressBatch, missing 
 		c.log.Info("registered state specs", "function_type", b.addr.Type, "specs", len(merged))
 	}
 	// Send the same batch again, now with the declared state.
-	b.isReady = true
-	c.ready = append(c.ready, b)
+	c.pushReady(b)
 }
 
 // fail handles a failed batch: retried with backoff, or dead-lettered when
@@ -719,8 +769,7 @@ func (c *Core) dueRetries(now time.Time) {
 			continue
 		}
 		b.retryAt = time.Time{}
-		b.isReady = true
-		c.ready = append(c.ready, b)
+		c.pushReady(b)
 	}
 	clear(c.retrying[len(keep):])
 	c.retrying = keep
@@ -921,12 +970,15 @@ func (c *Core) GetState(addr Address) (map[string]state.Value, error) {
 // Idle reports whether the shard has no work queued or in flight.
 func (c *Core) Idle() bool { return len(c.boxes) == 0 }
 
-// Saturated reports whether the shard is at one of its memory bounds, and
-// which, so that intake pauses. inboxBytes is what waits in its inbox.
-func (c *Core) Saturated(inboxBytes int64) (bool, string) {
+// Saturated reports whether the shard is at one of its bounds, and which,
+// so that intake pauses. inboxBytes and inboxMsgs are what waits in its
+// inbox.
+func (c *Core) Saturated(inboxBytes, inboxMsgs int64) (bool, string) {
 	switch {
 	case c.queued+inboxBytes > c.cfg.MaxQueueBytes:
 		return true, "queued messages at budget"
+	case int64(c.nQueued)+inboxMsgs > int64(c.cfg.MaxQueued):
+		return true, "queued messages at their number bound"
 	case c.overFull > 0:
 		return true, "an address queue is full"
 	case c.overlay.Bytes() > c.cfg.MaxOverlayBytes:
@@ -947,16 +999,4 @@ func envelopeFromPending(p *storagev1.Pending) Envelope {
 		e.Caller = Address{Type: p.GetCaller().GetType(), ID: p.GetCaller().GetId()}
 	}
 	return e
-}
-
-func pendingFromEnvelope(e *Envelope) *storagev1.Pending {
-	p := &storagev1.Pending{
-		Target:   &twinflowv1.Address{Type: e.Target.Type, Id: e.Target.ID},
-		Argument: &twinflowv1.TypedValue{Typename: e.Typename, Value: e.Payload},
-		ReplyTo:  e.ReplyTo,
-	}
-	if e.Caller.Type != "" {
-		p.Caller = &twinflowv1.Address{Type: e.Caller.Type, Id: e.Caller.ID}
-	}
-	return p
 }

@@ -53,6 +53,7 @@ type Inbox struct {
 	}
 	notify chan struct{} // one pending wake-up at most
 	bytes  atomic.Int64  // size of the queued messages
+	msgs   atomic.Int64  // number of the queued messages
 }
 
 // NewInbox returns an empty inbox.
@@ -62,13 +63,15 @@ func NewInbox() *Inbox {
 
 // Push appends items, in order, and wakes the consumer.
 func (in *Inbox) Push(items ...Item) {
-	var n int64
+	var n, m int64
 	for i := range items {
 		if items[i].Barrier == 0 {
 			n += items[i].Msg.size()
+			m++
 		}
 	}
 	in.bytes.Add(n)
+	in.msgs.Add(m)
 	in.mu.Lock()
 	in.mu.items = append(in.mu.items, items...)
 	in.mu.Unlock()
@@ -88,15 +91,20 @@ func (in *Inbox) Drain(buf []Item) []Item {
 	items := in.mu.items
 	in.mu.items = buf[:0]
 	in.mu.Unlock()
-	var n int64
+	var n, m int64
 	for i := range items {
 		if items[i].Barrier == 0 {
 			n += items[i].Msg.size()
+			m++
 		}
 	}
 	in.bytes.Add(-n)
+	in.msgs.Add(-m)
 	return items
 }
 
 // Bytes is the size of the messages queued.
 func (in *Inbox) Bytes() int64 { return in.bytes.Load() }
+
+// Len is the number of messages queued.
+func (in *Inbox) Len() int64 { return in.msgs.Load() }

@@ -120,7 +120,7 @@ func (l *Loop) Run(ctx context.Context) {
 			c.m.mailboxes.WithLabelValues(label).Set(float64(len(c.boxes)))
 		}
 		c.Dispatch()
-		sat, _ := c.Saturated(l.inbox.Bytes())
+		sat, _ := c.Saturated(l.inbox.Bytes(), l.inbox.Len())
 		if sat != l.saturated.Load() {
 			l.saturated.Store(sat)
 			v := 0.0
