@@ -26,8 +26,10 @@ run: build ## Run the platform with the data-center example
 	./deploy/run-example.sh
 
 .PHONY: bench
-bench: build ## Run the benchmarks and the end-to-end load driver
-	$(GO) test -run '^$$' -bench . -benchmem ./...
+bench: ## Run the micro-benchmarks, then the end-to-end benchmark (under 10 minutes; see docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchmem ./runtime/shard/ ./runtime/state/ ./runtime/natsbus/ ./sdk/
+	$(GO) build -o $(BIN)/ ./cmd/twinflow-bench ./internal/bench/cmd/benchfn
+	$(BIN)/twinflow-bench -json $(BIN)/benchmarks.json
 
 .PHONY: generate
 generate: ## Regenerate the protobuf and Connect code from proto/ and examples/datacenter/proto/
