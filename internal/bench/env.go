@@ -481,3 +481,47 @@ func readPeakRSS() int64 {
 	}
 	return 0
 }
+
+// cpuTime returns the CPU time (user and system) a process has used, 0 when
+// unknown (Linux only).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: fields count from
+	// its end. utime and stime are fields 14 and 15, in clock ticks.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	const ticks = 100 // USER_HZ
+	return time.Duration(u+st) * time.Second / ticks
+}
+
+// cpuMark is a moment's CPU times of the driver's process (engine, NATS
+// server, publishers) and of the function endpoint.
+type cpuMark struct {
+	at         time.Time
+	driver, fn time.Duration
+}
+
+func (d *driver) cpuMark() cpuMark {
+	return cpuMark{at: time.Now(), driver: cpuTime(os.Getpid()), fn: cpuTime(d.fn.cmd.Process.Pid)}
+}
+
+// cores returns the cores each process used on average since m.
+func (d *driver) cores(m cpuMark) (driver, function float64) {
+	el := time.Since(m.at).Seconds()
+	n := d.cpuMark()
+	return (n.driver - m.driver).Seconds() / el, (n.fn - m.fn).Seconds() / el
+}

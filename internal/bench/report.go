@@ -30,6 +30,15 @@ type Result struct {
 	OfferedPerSec     float64 `json:"offered_per_sec,omitempty"`
 	AchievedPerSec    float64 `json:"achieved_per_sec,omitempty"`
 
+	// Cores used on average during the measured phase: the driver's
+	// process (runtime, embedded NATS server, publishers) and the
+	// function endpoint's.
+	CoresRuntime  float64 `json:"cores_runtime,omitempty"`
+	CoresFunction float64 `json:"cores_function,omitempty"`
+	// Calls to the endpoint, and message invocations per call.
+	Calls           int     `json:"calls,omitempty"`
+	MessagesPerCall float64 `json:"messages_per_call,omitempty"`
+
 	Invoke        *Latency `json:"publish_to_invocation_ms,omitempty"`
 	EgressLatency *Latency `json:"publish_to_egress_ms,omitempty"`
 
@@ -141,34 +150,34 @@ func (r *Report) print(out io.Writer) {
 		return out
 	}
 	section("Processing throughput (stream pre-filled, then the runtime started)",
-		"mode\taddresses\tmessages\tsent on\tseconds\tmsgs/s\tinvocations/s\tstate checked\t", func(w io.Writer) int {
+		"mode\taddresses\tmessages\tsent on\tseconds\tmsgs/s\tinvocations/s\tmsgs/call\tcores rt+fn\tstate checked\t", func(w io.Writer) int {
 			rows := pick("processing")
 			for _, res := range rows {
-				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%s\t%s\t%s\t\n", res.Mode, res.Addresses, res.Messages, res.Sends,
-					res.Seconds, rate(res.MsgsPerSec), rate(res.InvocationsPerSec), status(res))
+				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%.1f\t%s\t%s\t%.0f\t%s\t%s\t\n", res.Mode, res.Addresses, res.Messages, res.Sends,
+					res.Seconds, rate(res.MsgsPerSec), rate(res.InvocationsPerSec), res.MessagesPerCall, cores(res), status(res))
 			}
 			return len(rows)
 		})
 	section("End-to-end throughput (async publishers and runtime together)",
-		"mode\taddresses\tpublished\tpublish msgs/s\tend-to-end msgs/s\tstate checked\t", func(w io.Writer) int {
+		"mode\taddresses\tpublished\tpublish msgs/s\tend-to-end msgs/s\tmsgs/call\tcores rt+fn\tstate checked\t", func(w io.Writer) int {
 			rows := pick("e2e")
 			for _, res := range rows {
-				fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\t\n", res.Mode, res.Addresses, res.Messages,
-					rate(res.PublishPerSec), rate(res.MsgsPerSec), status(res))
+				fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%.0f\t%s\t%s\t\n", res.Mode, res.Addresses, res.Messages,
+					rate(res.PublishPerSec), rate(res.MsgsPerSec), res.MessagesPerCall, cores(res), status(res))
 			}
 			return len(rows)
 		})
 	section("Latency at a fixed offered load (ms)",
-		"mode\taddresses\toffered msgs/s\tachieved\tinvoke p50\tp99\tp999\tegress p50\tp99\tp999\t", func(w io.Writer) int {
+		"mode\taddresses\toffered msgs/s\tachieved\tinvoke p50\tp99\tp999\tegress p50\tp99\tp999\tmsgs/call\tcores rt+fn\t", func(w io.Writer) int {
 			rows := pick("latency", "latency-hot")
 			for _, res := range rows {
 				if res.Invoke == nil || res.EgressLatency == nil {
-					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t\t\t\t\t\t\t\n", res.Mode, res.Addresses, rate(res.OfferedPerSec), status(res))
+					fmt.Fprintf(w, "%s\t%d\t%s\t%s\t\t\t\t\t\t\t\t\t\n", res.Mode, res.Addresses, rate(res.OfferedPerSec), status(res))
 					continue
 				}
-				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t\n", res.Mode, res.Addresses,
+				fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%.1f\t%.1f\t%.1f\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", res.Mode, res.Addresses,
 					rate(res.OfferedPerSec), rate(res.AchievedPerSec), res.Invoke.P50, res.Invoke.P99, res.Invoke.P999,
-					res.EgressLatency.P50, res.EgressLatency.P99, res.EgressLatency.P999)
+					res.EgressLatency.P50, res.EgressLatency.P99, res.EgressLatency.P999, res.MessagesPerCall, cores(res))
 			}
 			return len(rows)
 		})
@@ -202,6 +211,13 @@ func (r *Report) print(out io.Writer) {
 	if err := r.failures(); err != nil {
 		fmt.Fprintf(out, "\nFAILED:\n%v\n", err)
 	}
+}
+
+func cores(r Result) string {
+	if r.CoresRuntime == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f+%.2f", r.CoresRuntime, r.CoresFunction)
 }
 
 func status(r Result) string {

@@ -43,8 +43,9 @@ func (d *driver) processing(ctx context.Context, mode Mode, scenario string, add
 		return res.fail(err)
 	}
 	defer v.close()
-	start := time.Now()
+	start, cpu := time.Now(), d.cpuMark()
 	err = v.waitInvocations(ctx, float64(messages+sends))
+	res.CoresRuntime, res.CoresFunction = d.cores(cpu)
 	stop()
 	if err != nil {
 		return res.fail(err)
@@ -77,10 +78,15 @@ func (d *driver) finish(ctx context.Context, v *env, res Result, counts []int32)
 	if n != res.Egress {
 		return res.fail(fmt.Errorf("egress stream holds %d records, want %d", n, res.Egress))
 	}
-	dead, err := v.metric(ctx, "twinflow_dead_letters_total")
+	m, err := v.metrics(ctx)
 	if err != nil {
 		return res.fail(err)
 	}
+	if calls := m["twinflow_call_addresses_count"]; calls > 0 {
+		res.Calls = int(calls)
+		res.MessagesPerCall = m["twinflow_invocations_total"] / calls
+	}
+	dead := m["twinflow_dead_letters_total"]
 	if dead > 0 {
 		return res.fail(fmt.Errorf("%.0f dead letters", dead))
 	}
@@ -105,7 +111,7 @@ func (d *driver) endToEnd(ctx context.Context, mode Mode) (res Result) {
 	d.progress("e2e/%s: publishing for %s", mode.Name, d.o.Duration)
 	stop := d.profile("e2e-" + mode.Name)
 	defer stop()
-	start := time.Now()
+	start, cpu := time.Now(), d.cpuMark()
 	n, err := v.pub.publishFor(ctx, plan, 0, d.o.Duration, 0, d.o.PayloadSize, false)
 	if err == nil {
 		err = v.pub.complete(ctx)
@@ -120,6 +126,7 @@ func (d *driver) endToEnd(ctx context.Context, mode Mode) (res Result) {
 		return res.fail(err)
 	}
 	el := time.Since(start)
+	res.CoresRuntime, res.CoresFunction = d.cores(cpu)
 	stop()
 	res.Seconds = el.Seconds()
 	res.PublishPerSec = float64(n) / acked.Seconds()
@@ -167,7 +174,11 @@ func (d *driver) latency(ctx context.Context, mode Mode, scenario string, addres
 		return res.fail(err)
 	}
 	from.Store(time.Now().UnixNano())
+	cpu := d.cpuMark()
+	stop := d.profile(scenario + "-" + mode.Name)
 	n2, err := v.pub.publishFor(ctx, plan, n1, d.o.LatencyDuration, rate, d.o.PayloadSize, true)
+	res.CoresRuntime, res.CoresFunction = d.cores(cpu)
+	stop()
 	if err == nil {
 		err = v.pub.complete(ctx)
 	}
