@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -162,15 +163,23 @@ func (s *service) runAll(ctx context.Context, batches []*twinflowv1.AddressBatch
 		}
 		return results
 	}
-	sem := make(chan struct{}, s.concurrency)
-	var wg sync.WaitGroup
-	for i, b := range batches {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			results[i] = s.reg.runValidBatch(ctx, b)
-		})
+	// A few workers take the batches in turn: a goroutine per batch cost
+	// more than running a small function's batch.
+	var next atomic.Int64
+	work := func() {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= len(batches) {
+				return
+			}
+			results[i] = s.reg.runValidBatch(ctx, batches[i])
+		}
 	}
+	var wg sync.WaitGroup
+	for range min(s.concurrency, len(batches)) - 1 {
+		wg.Go(work)
+	}
+	work()
 	wg.Wait()
 	return results
 }
