@@ -37,6 +37,12 @@ const (
 	// SourceHeader holds the address ("namespace/name/id") of the function
 	// that wrote a published egress record.
 	SourceHeader = "Twinflow-Source"
+	// TargetHeader holds the address ("namespace/name/id") a function dead
+	// letter was for.
+	TargetHeader = "Twinflow-Target"
+	// CallerHeader holds the address of the function that sent a message
+	// that was dead-lettered, when a function sent it.
+	CallerHeader = "Twinflow-Caller"
 	// ErrorHeader holds the error message of a dead letter.
 	ErrorHeader = "Twinflow-Error"
 	// ErrorReasonHeader holds the [Reason] of a dead letter.

@@ -236,7 +236,7 @@ func TestFailingAddressIsIsolated(t *testing.T) {
 	if !strings.Contains(reason, "disk on fire") || !strings.Contains(reason, "4 attempts") {
 		t.Errorf("dead letter reason = %q, want the function's error and the attempts", reason)
 	}
-	if got := m.Header.Get(shard.HeaderTarget); got != "test/flaky/bad" {
+	if got := m.Header.Get(router.TargetHeader); got != "test/flaky/bad" {
 		t.Errorf("dead letter target = %q", got)
 	}
 	if string(m.Data) != "1" {

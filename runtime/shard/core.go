@@ -783,34 +783,28 @@ func (c *Core) deadLetter(b *mailbox, reason string) {
 	for i := range b.inflight {
 		e := &b.inflight[i]
 		hdr := map[string]string{
-			HeaderError:    reason,
-			HeaderTarget:   b.addr.String(),
-			HeaderTypename: e.Typename,
+			router.ErrorHeader:    reason,
+			router.TargetHeader:   b.addr.String(),
+			router.TypenameHeader: e.Typename,
 		}
 		if e.Caller.Type != "" {
-			hdr[HeaderCaller] = e.Caller.String()
+			hdr[router.CallerHeader] = e.Caller.String()
 		}
 		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Headers: hdr, Data: e.Payload})
 		if e.ReplyTo != "" {
 			// A requester would otherwise wait out its timeout: answer
 			// with the error instead.
 			c.env.Reply(&storagev1.EgressRecord{Subject: e.ReplyTo, Headers: map[string]string{
-				HeaderError: reason, HeaderTarget: b.addr.String(),
+				router.ErrorHeader: reason, router.TargetHeader: b.addr.String(),
 			}})
 		}
 	}
 	c.finishBatch(b)
 }
 
-// Dead-letter subject and headers.
-const (
-	DeadLetterSubject = "twinflow.dlq.function"
-	HeaderError       = "Twinflow-Error"
-	HeaderTarget      = "Twinflow-Target"
-	HeaderCaller      = "Twinflow-Caller"
-	HeaderTypename    = "Twinflow-Typename"
-	HeaderSource      = "Twinflow-Source"
-)
+// DeadLetterSubject is where the messages of failed batches go, with the
+// router's error, target and caller headers.
+const DeadLetterSubject = "twinflow.dlq.function"
 
 func (c *Core) egress(b *mailbox, e *twinflowv1.EgressRecord) {
 	subject, hdr, delivery, err := c.cfg.Egress.Resolve(router.EgressRecord{
@@ -825,7 +819,7 @@ func (c *Core) egress(b *mailbox, e *twinflowv1.EgressRecord) {
 		c.m.deadLetters.Inc()
 		c.log.Error("egress record rejected", "address", b.addr.String(), "egress", e.GetEgress(), "err", err)
 		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Data: e.GetValue().GetValue(), Headers: map[string]string{
-			HeaderError: err.Error(), HeaderSource: b.addr.String(), HeaderTypename: e.GetValue().GetTypename(),
+			router.ErrorHeader: err.Error(), router.SourceHeader: b.addr.String(), router.TypenameHeader: e.GetValue().GetTypename(),
 		}})
 		return
 	}
