@@ -89,6 +89,7 @@ type Options struct {
 	FnPath     string // benchfn binary; empty: next to this binary, else go build
 	JSONPath   string
 	CPUProfile string
+	MemProfile string
 	Verbose    bool
 }
 
@@ -141,6 +142,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.FnPath, "fn", "", "benchfn binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&o.JSONPath, "json", "", "also write the results as JSON to this file")
 	fs.StringVar(&o.CPUProfile, "cpuprofile", "", "write CPU profiles of each run's measured phase: this process (runtime, NATS server, publishers) to FILE-RUN, the function endpoint to FILE-fn-RUN")
+	fs.StringVar(&o.MemProfile, "memprofile", "", "write a heap profile of this process after each run's work to FILE-RUN")
 	fs.BoolVar(&o.Verbose, "v", false, "log the runtime's info messages and the driver's progress")
 	if err := fs.Parse(args); err != nil {
 		return o, err

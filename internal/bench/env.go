@@ -15,6 +15,7 @@ import (
 	goruntime "runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -280,8 +281,14 @@ func (v *env) checkpointStats() CheckpointStats {
 
 // memory returns the process's peak RSS since the engine started, its
 // peak heap, and its live heap now, less what the driver held before.
-func (v *env) memory() (peakRSS, heapPeak, heapLive int64) {
+func (v *env) memory(name string) (peakRSS, heapPeak, heapLive int64) {
 	goruntime.GC()
+	if v.d.o.MemProfile != "" {
+		if f, err := os.Create(v.d.o.MemProfile + "-" + name); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			_ = f.Close()
+		}
+	}
 	var ms goruntime.MemStats
 	goruntime.ReadMemStats(&ms)
 	v.mu.Lock()
