@@ -84,6 +84,7 @@ type Options struct {
 	EgressFraction float64
 	PayloadSize    int
 	Shards         int
+	Checkpoints    time.Duration // checkpoint interval
 	Seed           uint64
 
 	FnPath     string // benchfn binary; empty: next to this binary, else go build
@@ -138,6 +139,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.Float64Var(&o.EgressFraction, "egress", 0.01, "fraction of messages the function writes to the exactly-once egress")
 	fs.IntVar(&o.PayloadSize, "payload", 100, "message payload size in bytes")
 	fs.IntVar(&o.Shards, "shards", 0, "runtime shards (0: number of cores)")
+	fs.DurationVar(&o.Checkpoints, "checkpoint-interval", time.Second, "runtime checkpoint interval")
 	seed := fs.Uint64("seed", 1, "workload seed")
 	fs.StringVar(&o.FnPath, "fn", "", "benchfn binary (default: next to this binary, else built with go build)")
 	fs.StringVar(&o.JSONPath, "json", "", "also write the results as JSON to this file")

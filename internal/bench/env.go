@@ -192,13 +192,14 @@ func (d *driver) startEngine(ctx context.Context, dir string, mode Mode) (*env, 
 	goruntime.ReadMemStats(&ms)
 	resetPeakRSS()
 	cfg := runtime.Config{
-		DataDir:          dir,
-		Module:           module(d.fn.url),
-		NATSPort:         -1,
-		NATSSyncInterval: mode.Sync,
-		AdminAddr:        "127.0.0.1:0",
-		Shards:           d.o.Shards,
-		Logger:           d.log.With("component", "runtime"),
+		DataDir:            dir,
+		Module:             module(d.fn.url),
+		NATSPort:           -1,
+		NATSSyncInterval:   mode.Sync,
+		AdminAddr:          "127.0.0.1:0",
+		Shards:             d.o.Shards,
+		CheckpointInterval: d.o.Checkpoints,
+		Logger:             d.log.With("component", "runtime"),
 	}
 	e, err := runtime.Start(ctx, cfg)
 	if err != nil {
