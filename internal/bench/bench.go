@@ -1,14 +1,17 @@
 // Package bench is the end-to-end benchmark driver behind cmd/twinflow-bench.
 //
-// It runs the runtime in its own process (runtime.Start: embedded NATS, a
-// temporary data dir, checkpoints every second, the default 1 GiB memory
-// budget) and the function endpoint in a child process (internal/bench/
-// cmd/benchfn, a keyed counter written with the SDK), connected over
-// loopback. Publishers are in the driver's process, on their own NATS
-// connection. Every scenario runs once per ingress durability mode: the
-// embedded NATS server fsyncing every JetStream write ("fsync", the
-// runtime's default), and fsyncing every 2 minutes ("default", NATS's own
-// default).
+// It runs the runtime inside the driver's process (runtime.Start: embedded
+// NATS, a temporary data dir, checkpoints every second, the default 1 GiB
+// memory budget and its GOMEMLIMIT, as twinflow run sets them) and the
+// function endpoint in a child process (internal/bench/cmd/benchfn, a keyed
+// counter written with the SDK), connected over loopback. Publishers are in
+// the driver's process, on their own NATS connection. The runtime is in
+// process so that -cpuprofile and -memprofile see it; its memory is still
+// its own: the driver resets the process's peak RSS (/proc/self/clear_refs)
+// and measures its heap just before starting it, and holds little beside.
+// Every scenario runs once per ingress durability mode: the embedded NATS
+// server fsyncing every JetStream write ("fsync", the runtime's default),
+// and fsyncing every 2 minutes ("default", NATS's own default).
 //
 // Scenarios:
 //
