@@ -11,7 +11,7 @@ import (
 )
 
 // Benchmarks of the storage hot paths. Results are recorded in
-// BENCHMARKS.md; run them with
+// docs/benchmarks.md; run them with
 //
 //	go test -run '^$' -bench . -benchmem ./runtime/state/
 
