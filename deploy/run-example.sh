@@ -42,10 +42,6 @@ for b in twinflow datacenter-functions simulator; do
 		exit 1
 	fi
 done
-if ! command -v curl >/dev/null; then
-	echo "curl is needed to wait for the services" >&2
-	exit 1
-fi
 
 if [[ -n ${DATA:-} ]]; then
 	KEEP_DATA=1
@@ -95,12 +91,20 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_for URL PID NAME LOG: waits up to a minute for URL to answer while
-# the process PID lives.
+# listening URL: whether something accepts connections on the URL's host
+# and port (bash's /dev/tcp, so that nothing else needs installing).
+listening() {
+	local hp=${1#*://}
+	hp=${hp%%/*}
+	(exec 3<>"/dev/tcp/${hp%:*}/${hp##*:}") 2>/dev/null
+}
+
+# wait_for URL PID NAME LOG: waits up to a minute for URL's port to accept
+# connections while the process PID lives.
 wait_for() {
 	local url=$1 pid=$2 name=$3 log=$4
 	for _ in $(seq 1 120); do
-		if curl -s -o /dev/null --max-time 1 "$url"; then
+		if listening "$url"; then
 			return 0
 		fi
 		if ! kill -0 "$pid" 2>/dev/null; then
