@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -114,6 +115,7 @@ type Core struct {
 	committing []*state.Overlay // snapshots handed off, not yet durable, newest first
 	v          state.View       // overlay, committing, store; rebuilt when they change
 	reader     *state.Reader    // reads addresses through v; nil until needed, closed when v changes
+	closing    sync.WaitGroup   // readers being closed
 
 	boxes     map[Address]*mailbox
 	ready     map[*Endpoint]*readyQueue // by endpoint; nil for function types no endpoint serves
@@ -266,16 +268,26 @@ type typeNames struct {
 
 // Close releases what the core holds in the store. The loop calls it when
 // it ends; the store must not be closed before.
-func (c *Core) Close() { c.closeReader() }
+func (c *Core) Close() {
+	c.closeReader()
+	c.closing.Wait()
+}
 
+// closeReader drops the reader. Its iterator is closed on another
+// goroutine: releasing the last reference to a Pebble version can wait for
+// Pebble's own work, and stopped the loop for tens of milliseconds at a
+// checkpoint.
 func (c *Core) closeReader() {
-	if c.reader == nil {
+	r := c.reader
+	if r == nil {
 		return
 	}
-	if err := c.reader.Close(); err != nil {
-		c.log.Error("closing state reader", "err", err)
-	}
 	c.reader = nil
+	c.closing.Go(func() {
+		if err := r.Close(); err != nil {
+			c.log.Error("closing state reader", "err", err)
+		}
+	})
 }
 
 // Restore queues the inputs that the last checkpoint recorded in the
