@@ -112,3 +112,48 @@ func BenchmarkCore(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkSnapshot measures a shard's side of checkpoints with messages
+// queued in its mailboxes, and reports the pause (pause-ns: what the shard
+// does when the first barrier arrives) apart from the rest (the other
+// barriers, and encoding the mailboxes into the part).
+func BenchmarkSnapshot(b *testing.B) {
+	for _, queued := range []int{1000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("queued=%d", queued), func(b *testing.B) {
+			store, err := state.Open(b.TempDir(), state.Options{KeyGroups: 128})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer store.Close()
+			egresses, _ := router.NewEgresses(nil)
+			env := &benchEnv{}
+			cfg := Config{
+				Index: 0, Shards: 1, KeyGroups: 128, KGLo: 0, KGHi: 128, Sources: 2,
+				Locate:          func(id string) (int, int) { return 0, keygroup.Of(id, 128) },
+				EndpointFor:     func(string) (*Endpoint, bool) { return nil, false },
+				Egress:          egresses,
+				MaxAddressQueue: 1 << 30, MaxQueueBytes: 1 << 40, MaxOverlayBytes: 1 << 40,
+				RetryBase: time.Millisecond, RetryMax: time.Second, RetryAttempts: 3,
+			}
+			core := NewCore(cfg, env, store, NewSpecs(nil), NewMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
+			defer core.Close()
+			payload := make([]byte, 100)
+			for i := range queued {
+				core.Deliver(Item{Source: 1, Msg: Envelope{Target: Address{Type: "b/counter", ID: "addr-" + strconv.Itoa(i)}, Typename: "b/m", Payload: payload}})
+			}
+			var pause time.Duration
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				id := uint64(i + 1)
+				core.Deliver(Item{Source: 1, Barrier: id})
+				core.Deliver(Item{Source: 2, Barrier: id})
+				for _, p := range env.parts {
+					pause += p.Pause
+					core.Committed(p)
+				}
+				env.parts = nil
+			}
+			b.ReportMetric(float64(pause.Nanoseconds())/float64(b.N), "pause-ns")
+		})
+	}
+}
