@@ -1,6 +1,7 @@
 package router
 
 import (
+	"fmt"
 	"strings"
 	"unicode/utf8"
 )
@@ -32,6 +33,17 @@ func DeadLetter(err error, msg Message) (subject string, header map[string][]str
 	header[ErrorReasonHeader] = []string{string(ReasonOf(err))}
 	header[OriginalSubjectHeader] = []string{headerSafe(msg.Subject, maxErrorHeader)}
 	return DeadLetterSubject, header
+}
+
+// ErrorText makes an error message a valid dead-letter header value of at
+// most 4 KiB, saying how much was cut: a function's error message is the
+// function's to choose, and NATS refuses a message whose headers exceed its
+// maximum payload.
+func ErrorText(s string) string {
+	if len(s) <= maxErrorHeader {
+		return headerSafe(s, maxErrorHeader)
+	}
+	return headerSafe(s, maxErrorHeader-40) + fmt.Sprintf(" … (cut; %d bytes in all)", len(s))
 }
 
 // headerSafe makes s a valid header value of at most max bytes: control

@@ -163,6 +163,16 @@ func ValidateReplySubject(s string) error {
 	return nil
 }
 
+// ValidateAddress checks the address of a function instance: its type per
+// [ValidateFunctionType], its id non-empty valid UTF-8 without control
+// characters.
+func ValidateAddress(functionType, id string) error {
+	if err := ValidateFunctionType(functionType); err != nil {
+		return err
+	}
+	return validateID(id)
+}
+
 // validateID checks that an address id is non-empty valid UTF-8 without
 // control characters.
 func validateID(id string) error {

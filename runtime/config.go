@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/spec"
 )
 
@@ -46,14 +47,18 @@ type Config struct {
 	CheckpointInterval time.Duration
 	// MaxPayload bounds a message's size; default 1 MiB.
 	MaxPayload int
-	// MaxAddressQueue bounds the messages queued for one address before
-	// intake pauses; default 10,000.
+	// MaxAddressQueue bounds the messages of one address held in memory;
+	// more spill to the store and come back in order. Default 1024.
 	MaxAddressQueue int
-	// RetryAttempts is how many times a failing batch is tried before it is
-	// dead-lettered; default 8. RetryBase and RetryMax bound the backoff.
-	RetryAttempts int
-	RetryBase     time.Duration
-	RetryMax      time.Duration
+	// MaxSpillBytes bounds the address backlogs spilled to the store; at
+	// it, intake pauses. Default 16 GiB.
+	MaxSpillBytes int64
+	// RetryBase and RetryMax bound the backoff between retries of an
+	// address whose function reported a retryable error; defaults 100ms and
+	// 30s. How many attempts a batch gets is the endpoint's (module spec:
+	// maxAttempts, maxAge); by default, unlimited.
+	RetryBase time.Duration
+	RetryMax  time.Duration
 	// Memory is the process's memory budget.
 	Memory Memory
 	// Logger receives structured logs; default slog.Default().
@@ -63,6 +68,9 @@ type Config struct {
 	// still also holds back retries. Metrics use the wall clock.
 	Now func() time.Time
 }
+
+// DefaultMaxSpillBytes is the default Config.MaxSpillBytes.
+const DefaultMaxSpillBytes = 16 << 30
 
 // Memory splits one total into parts, as Flink budgets a TaskManager. Each
 // part is a hard bound: reaching it pauses intake rather than growing.
@@ -165,10 +173,10 @@ func (c Config) withDefaults() Config {
 		c.MaxPayload = 1 << 20
 	}
 	if c.MaxAddressQueue == 0 {
-		c.MaxAddressQueue = 10_000
+		c.MaxAddressQueue = shard.DefaultMaxAddressQueue
 	}
-	if c.RetryAttempts == 0 {
-		c.RetryAttempts = 8
+	if c.MaxSpillBytes == 0 {
+		c.MaxSpillBytes = DefaultMaxSpillBytes
 	}
 	if c.RetryBase == 0 {
 		c.RetryBase = 100 * time.Millisecond
@@ -206,8 +214,11 @@ func (c Config) Validate() error {
 	if c.MaxPayload < 1 {
 		errs = append(errs, fmt.Errorf("max payload must be positive, got %d", c.MaxPayload))
 	}
-	if c.RetryAttempts < 1 {
-		errs = append(errs, fmt.Errorf("retry attempts must be at least 1, got %d", c.RetryAttempts))
+	if c.MaxAddressQueue < 1 {
+		errs = append(errs, fmt.Errorf("max address queue must be at least 1, got %d", c.MaxAddressQueue))
+	}
+	if c.MaxSpillBytes < 0 {
+		errs = append(errs, fmt.Errorf("spill budget must not be negative, got %d", c.MaxSpillBytes))
 	}
 	if _, err := c.Memory.Resolve(); err != nil {
 		errs = append(errs, err)

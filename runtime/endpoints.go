@@ -28,6 +28,8 @@ func newEndpoints(m *spec.Module, shards int) *endpoints {
 			MaxBatchAddresses: ep.MaxBatchAddresses,
 			MaxBatchMessages:  ep.MaxBatchMessages,
 			MaxInFlight:       max(1, ep.MaxInFlight/shards),
+			MaxAttempts:       ep.MaxAttempts,
+			MaxAge:            ep.MaxAge,
 		}
 	}
 	return e

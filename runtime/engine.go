@@ -21,10 +21,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/invoke"
@@ -283,11 +285,13 @@ func (e *Engine) build(deployment string) error {
 			MaxAddressQueue: cfg.MaxAddressQueue,
 			MaxQueueBytes:   e.budget.Queues / int64(cfg.Shards),
 			MaxOverlayBytes: e.budget.Uncommitted / int64(2*cfg.Shards),
-			RetryBase:       cfg.RetryBase, RetryMax: cfg.RetryMax, RetryAttempts: cfg.RetryAttempts,
-			TimerScanLimit: 1024,
+			MaxSpillBytes:   cfg.MaxSpillBytes / int64(cfg.Shards),
+			Retry:           backoff.Policy{Base: cfg.RetryBase, Max: cfg.RetryMax},
+			Limits:          shard.Limits{MaxPayload: cfg.MaxPayload},
+			TimerScanLimit:  1024,
 		}
 		envs[i] = &shardEnv{e: e, index: i}
-		e.cores[i] = shard.NewCore(scfg, envs[i], e.store, e.specs, shardMetrics, e.log, cfg.Now)
+		e.cores[i] = shard.NewCore(scfg, envs[i], state.NewLayers(e.store, e.log), e.specs, shardMetrics, e.log)
 		e.loops[i] = shard.NewLoop(e.cores[i], shard.NewInbox(), 10*time.Millisecond)
 		envs[i].loop = e.loops[i]
 	}
@@ -501,6 +505,9 @@ type shardEnv struct {
 	loop  *shard.Loop
 }
 
+func (s *shardEnv) Now() time.Time  { return s.e.cfg.Now() }
+func (s *shardEnv) Wall() time.Time { return time.Now() }
+
 func (s *shardEnv) Send(to int, it shard.Item) { s.e.loops[to].Inbox().Push(it) }
 
 func (s *shardEnv) Call(c *shard.Call) {
@@ -508,11 +515,14 @@ func (s *shardEnv) Call(c *shard.Call) {
 	go func() {
 		defer s.e.callWG.Done()
 		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint, c.Request)
+		if err != nil && invoke.Rejected(err) {
+			err = &shard.RejectedError{Err: err}
+		}
 		s.loop.Completed(c, resp, err)
 	}()
 }
 
-func (s *shardEnv) PublishNow(recs []*storagev1.EgressRecord) { s.e.pub.PublishAsync(recs) }
+func (s *shardEnv) PublishNow(recs []*storagev1.EgressRecord) bool { return s.e.pub.PublishAsync(recs) }
 
 func (s *shardEnv) Reply(rec *storagev1.EgressRecord) { s.e.pub.Reply(rec) }
 

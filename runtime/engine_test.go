@@ -22,6 +22,33 @@ import (
 
 var count = sdk.ValueSpec[int64]{Name: "count", Type: sdk.Int64Type}
 
+// last is the sequence number of the last message orderFn applied.
+var last = sdk.ValueSpec[int64]{Name: "last", Type: sdk.Int64Type}
+
+// orderFn takes messages numbered 1, 2, ... and fails terminally on a
+// message out of order; it counts the messages.
+func orderFn(ctx sdk.Context, msg sdk.Message) error {
+	n, err := sdk.As(msg, sdk.Int64Type)
+	if err != nil {
+		return sdk.Terminal(err)
+	}
+	l, _, err := last.Get(ctx)
+	if err != nil {
+		return err
+	}
+	if n != l+1 {
+		return sdk.Terminal(fmt.Errorf("message %d after %d: out of order", n, l))
+	}
+	c, _, err := count.Get(ctx)
+	if err != nil {
+		return err
+	}
+	if err := last.Set(ctx, n); err != nil {
+		return err
+	}
+	return count.Set(ctx, c+1)
+}
+
 // counter adds each int64 message to its count and writes the new count to
 // the "out" egress.
 func counter(ctx sdk.Context, msg sdk.Message) error {
@@ -204,8 +231,9 @@ func TestSlowFunctionGetsBacklogAsOneBatch(t *testing.T) {
 	}
 }
 
-// TestFailingAddressIsIsolated makes one address fail every call: it ends in
-// the dead-letter subject with the reason, and the others are processed.
+// TestFailingAddressIsIsolated makes one address fail every call, with an
+// endpoint that allows 4 attempts: it ends in the dead-letter subject with
+// the reason, and the others are processed.
 func TestFailingAddressIsIsolated(t *testing.T) {
 	reg := sdk.NewRegistry()
 	flaky := func(ctx sdk.Context, msg sdk.Message) error {
@@ -219,7 +247,7 @@ func TestFailingAddressIsIsolated(t *testing.T) {
 	}
 	ep := serve(t, reg)
 	cfg := baseConfig(t, ep.url())
-	cfg.RetryAttempts = 4
+	cfg.Module.Endpoints[0].MaxAttempts = 4
 	h := start(t, cfg)
 	dlq := h.subscribe(shard.DeadLetterSubject)
 	h.sendInt("test/flaky", "bad", 1)
@@ -392,16 +420,17 @@ func TestExpiryWithInjectedClock(t *testing.T) {
 }
 
 // TestBackpressureBoundsQueues blocks a function while far more messages
-// than an address may queue are published: intake pauses instead of
-// queueing them all, and nothing is lost once the function resumes.
-func TestBackpressureBoundsQueues(t *testing.T) {
+// than an address may hold in memory are published: the backlog spills to
+// the store, intake goes on, and once the function resumes every message is
+// applied, in order.
+func TestHotAddressBacklogSpills(t *testing.T) {
 	release := make(chan struct{})
 	reg := sdk.NewRegistry()
 	blocked := func(ctx sdk.Context, msg sdk.Message) error {
 		<-release
-		return counter(ctx, msg)
+		return orderFn(ctx, msg)
 	}
-	if err := reg.Register("test/blocked", sdk.FunctionFunc(blocked), count); err != nil {
+	if err := reg.Register("test/blocked", sdk.FunctionFunc(blocked), last, count); err != nil {
 		t.Fatal(err)
 	}
 	ep := serve(t, reg)
@@ -410,17 +439,19 @@ func TestBackpressureBoundsQueues(t *testing.T) {
 	h := start(t, cfg)
 	const total = 3000
 	for i := 0; i < total; i++ {
-		h.sendInt("test/blocked", "hot", 1)
+		h.sendInt("test/blocked", "hot", int64(i+1))
 	}
-	eventually(t, "intake to pause", func() bool { return h.metric("twinflow_ingress_backpressure_waits_total") > 0 })
-	read := h.metric("twinflow_ingress_messages_total")
-	// A reader delivers whole fetches, so the queue may overshoot the bound by
-	// one fetch, but it cannot have taken everything.
-	if read >= total {
-		t.Fatalf("the reader took all %v messages while the function was blocked", read)
+	eventually(t, "every message read while the function is blocked", func() bool {
+		return h.metric("twinflow_ingress_messages_total") == total
+	})
+	if n := h.metric("twinflow_spilled_messages_total"); n < total-2*100-256 {
+		t.Fatalf("%v messages spilled, want all but those in memory and in the call", n)
 	}
 	close(release)
 	eventually(t, "every message applied", func() bool { return h.stateInt("test/blocked", "hot", "count") == total })
+	if got := h.stateInt("test/blocked", "hot", "last"); got != total {
+		t.Fatalf("last message applied %d, want %d", got, total)
+	}
 }
 
 // TestStateSpecsAreNotRenegotiatedAfterRestart checks that after a restart

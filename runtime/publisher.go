@@ -12,8 +12,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/natsbus"
 )
 
@@ -26,10 +28,20 @@ type publisher struct {
 
 	once  sync.Once
 	async chan []*storagev1.EgressRecord
+	stop  chan struct{}
+	mu    struct {
+		sync.Mutex
+		queued, done uint64        // batches queued by PublishAsync, and stored
+		progress     chan struct{} // closed when done grows
+		closed       bool
+	}
 }
 
 func newPublisher(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *publisher {
-	return &publisher{nc: nc, js: js, bus: natsbus.NewPublisher(js, natsbus.PublisherOptions{Logger: log}), log: log, async: make(chan []*storagev1.EgressRecord, 1024)}
+	p := &publisher{nc: nc, js: js, bus: natsbus.NewPublisher(js, natsbus.PublisherOptions{Logger: log}), log: log,
+		async: make(chan []*storagev1.EgressRecord, 1024), stop: make(chan struct{})}
+	p.mu.progress = make(chan struct{})
+	return p
 }
 
 // Publish stores records in JetStream and waits for every acknowledgement.
@@ -139,25 +151,98 @@ func headerBytes(h nats.Header, msgID string) int {
 	return n
 }
 
-// PublishAsync publishes at-least-once records in the background, in
-// order, retrying until they are stored.
-func (p *publisher) PublishAsync(recs []*storagev1.EgressRecord) {
+// PublishAsync queues at-least-once records to be published in the
+// background, in order, retrying until they are stored. It never blocks: it
+// returns false when the queue is full, and the caller keeps the records
+// for its next checkpoint instead.
+func (p *publisher) PublishAsync(recs []*storagev1.EgressRecord) bool {
 	p.once.Do(func() { go p.drain() })
-	p.async <- recs
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed {
+		return false
+	}
+	select {
+	case p.async <- recs:
+		p.mu.queued++
+		return true
+	default:
+		return false
+	}
+}
+
+// Flush waits until every record queued by PublishAsync before the call is
+// stored. The coordinator calls it before it commits a checkpoint, so that a
+// checkpoint never covers an at-least-once record that was not published.
+func (p *publisher) Flush(ctx context.Context) error {
+	p.mu.Lock()
+	target := p.mu.queued
+	for p.mu.done < target && !p.mu.closed {
+		if err := ctx.Err(); err != nil {
+			p.mu.Unlock()
+			return err
+		}
+		wait := p.mu.progress
+		p.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+		}
+		p.mu.Lock()
+	}
+	closed := p.mu.closed && p.mu.done < target
+	p.mu.Unlock()
+	if closed {
+		return errors.New("publisher closed before the at-least-once egress was published")
+	}
+	return nil
 }
 
 func (p *publisher) drain() {
-	for recs := range p.async {
+	for {
+		var recs []*storagev1.EgressRecord
+		select {
+		case recs = <-p.async:
+		case <-p.stop:
+			return
+		}
+		retry := backoff.Retrier{Policy: backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second}}
 		for {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			err := p.Publish(ctx, recs)
 			cancel()
-			if err == nil || p.nc.IsClosed() {
+			if err == nil {
 				break
 			}
 			p.log.Error("publishing at-least-once egress failed; retrying", "records", len(recs), "err", err)
-			time.Sleep(time.Second)
+			select {
+			case <-time.After(retry.Next()):
+			case <-p.stop:
+				return
+			}
 		}
+		p.mu.Lock()
+		if p.mu.closed {
+			p.mu.Unlock()
+			return
+		}
+		p.mu.done++
+		close(p.mu.progress)
+		p.mu.progress = make(chan struct{})
+		p.mu.Unlock()
+	}
+}
+
+// Close stops the background publishing. Records still queued are not
+// published; the checkpoint that would cover them never completes, so they
+// are produced again after a restart.
+func (p *publisher) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.mu.closed {
+		p.mu.closed = true
+		close(p.stop)
+		close(p.mu.progress)
 	}
 }
 

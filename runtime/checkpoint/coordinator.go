@@ -14,6 +14,7 @@ import (
 	"time"
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
 )
@@ -36,6 +37,10 @@ type Reader interface {
 // Publisher publishes egress records, waiting until JetStream stored them.
 type Publisher interface {
 	Publish(ctx context.Context, recs []*storagev1.EgressRecord) error
+	// Flush waits until the at-least-once records handed to the publisher
+	// so far are stored: a checkpoint must not cover a record that was
+	// never published.
+	Flush(ctx context.Context) error
 }
 
 // Config configures a Coordinator.
@@ -50,8 +55,10 @@ type Config struct {
 	OnComplete func(*storagev1.Manifest)
 }
 
-// Coordinator starts and completes checkpoints. One checkpoint is in
-// progress at a time.
+// Coordinator drives a [Core]: it starts checkpoints on the interval and on
+// demand, passes barriers, parts and reader sequences, commits what the
+// core seals, tells the shards, and publishes the egress. One checkpoint is
+// in progress at a time.
 type Coordinator struct {
 	cfg     Config
 	store   *state.Store
@@ -68,8 +75,11 @@ type Coordinator struct {
 
 	mu struct {
 		sync.Mutex
-		last       *storagev1.Manifest // latest complete
-		inProgress uint64
+		// core is changed by Run's goroutine; what Latest reads of it
+		// changes under mu.
+		core           *Core
+		commitErr      error // of the last failed write, while writes fail
+		commitErrSince time.Time
 	}
 }
 
@@ -93,6 +103,10 @@ func New(cfg Config, store *state.Store, shards []Shard, readers []Reader, pub P
 	if cfg.Retain <= 0 {
 		cfg.Retain = 10
 	}
+	names := make([]string, len(readers))
+	for i, r := range readers {
+		names[i] = r.Name()
+	}
 	c := &Coordinator{
 		cfg: cfg, store: store, shards: shards, readers: readers, pub: pub, m: m, log: log,
 		parts:  make(chan *shard.Part, len(shards)),
@@ -100,6 +114,7 @@ func New(cfg Config, store *state.Store, shards []Shard, readers []Reader, pub P
 		want:   make(chan struct{}, 1),
 		demand: make(chan chan result),
 	}
+	c.mu.core = NewCore(len(shards), names, cfg.DeploymentID, cfg.Retain, nil)
 	return c
 }
 
@@ -123,23 +138,25 @@ func (c *Coordinator) Want() {
 	}
 }
 
-// Latest returns the latest complete checkpoint, nil when there is none.
+// Latest returns the latest complete checkpoint, nil when there is none,
+// and the id of the one in progress, 0 when none is.
 func (c *Coordinator) Latest() (*storagev1.Manifest, uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.mu.last, c.mu.inProgress
+	return c.mu.core.Latest(), c.mu.core.InProgress()
 }
 
-// Recover publishes the egress of the last complete checkpoint that a crash
-// may have left unpublished. Message ids are stable, so a record published
-// before the crash is dropped by JetStream as a duplicate.
+// Recover resumes after the last complete checkpoint, and publishes the
+// egress a crash may have left unpublished. Message ids are stable, so a
+// record published before the crash is dropped by JetStream as a
+// duplicate.
 func (c *Coordinator) Recover(ctx context.Context) error {
 	last, _, err := c.store.LatestManifest()
 	if err != nil {
 		return err
 	}
 	c.mu.Lock()
-	c.mu.last = last
+	c.mu.core.last = last
 	c.mu.Unlock()
 	return c.publishPending(ctx)
 }
@@ -191,18 +208,20 @@ func (c *Coordinator) Run(ctx context.Context) error {
 func (c *Coordinator) take(ctx context.Context) (*storagev1.Manifest, error) {
 	start := time.Now()
 	c.mu.Lock()
-	id := uint64(1)
-	if c.mu.last != nil {
-		id = c.mu.last.GetId() + 1
-	}
-	c.mu.inProgress = id
+	core := c.mu.core
+	id, err := core.Begin()
 	c.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	done := false
 	defer func() {
-		c.mu.Lock()
-		c.mu.inProgress = 0
-		c.mu.Unlock()
+		if !done {
+			c.mu.Lock()
+			core.Abort()
+			c.mu.Unlock()
+		}
 	}()
-
 	for _, r := range c.readers {
 		r.RequestBarrier(id)
 	}
@@ -210,101 +229,89 @@ func (c *Coordinator) take(ctx context.Context) (*storagev1.Manifest, error) {
 	for _, s := range c.shards {
 		s.Inbox().Push(shard.Item{Source: src, Barrier: id})
 	}
-	man := &storagev1.Manifest{Id: id, ReaderSequences: map[string]uint64{}, Shards: uint32(len(c.shards))}
-	if c.mu.last != nil {
-		// Readers that emit nothing keep their sequence.
-		for k, v := range c.mu.last.GetReaderSequences() {
-			man.ReaderSequences[k] = v
-		}
-	}
-	parts := make([]*shard.Part, 0, len(c.shards))
-	answered := make(map[string]bool, len(c.readers))
-	for len(parts) < len(c.shards) || len(answered) < len(c.readers) {
+	for !core.Ready() {
 		select {
 		case p := <-c.parts:
-			if p.ID != id {
-				return nil, fmt.Errorf("checkpoint %d: shard %d sent a part of checkpoint %d", id, p.Shard, p.ID)
+			if err := core.AddPart(p); err != nil {
+				return nil, err
 			}
-			parts = append(parts, p)
 		case s := <-c.seqs:
-			if s.id == id {
-				man.ReaderSequences[s.name] = s.seq
-				answered[s.name] = true
-			}
+			core.AddReader(s.id, s.name, s.seq)
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
-	overlays := make([]*state.Overlay, len(parts))
-	var egress []*storagev1.EgressRecord
-	var pause time.Duration
-	for i, p := range parts {
-		overlays[i] = p.Overlay
-		pause = max(pause, p.Pause)
-		for j, rec := range p.Egress {
-			// Zero-padded, so that pending records list in publication order.
-			rec.MsgId = fmt.Sprintf("%s-%020d-%05d-%010d", c.cfg.DeploymentID, id, p.Shard, j)
-			egress = append(egress, rec)
-		}
+	// At-least-once egress that the parts' effects produced must be stored
+	// before those effects are.
+	if err := c.pub.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("checkpoint %d: waiting for at-least-once egress: %w", id, err)
 	}
-	meta := state.NewOverlay()
-	for _, rec := range egress {
-		if err := state.PutEgress(meta, rec); err != nil {
-			return nil, err
-		}
-	}
-	man.CompletedAtUnixMillis = time.Now().UnixMilli()
-	man.DurationMillis = float64(time.Since(start).Microseconds()) / 1000
-	man.PauseMillis = float64(pause.Microseconds()) / 1000
-	for _, o := range overlays {
-		man.Bytes += o.DataBytes()
-	}
-	man.Bytes += meta.DataBytes()
-	if err := state.PutManifest(meta, man); err != nil {
+	cm, err := core.Seal(time.Now(), time.Since(start))
+	if err != nil {
 		return nil, err
 	}
-	if id > uint64(c.cfg.Retain) {
-		state.DeleteManifest(meta, id-uint64(c.cfg.Retain))
-	}
-	if err := c.commit(ctx, overlays, meta); err != nil {
+	if err := c.commit(ctx, cm.Overlays, cm.Meta); err != nil {
 		return nil, err
 	}
-	for i, p := range parts {
-		c.shards[p.Shard].Committed(parts[i])
+	for _, p := range cm.Parts {
+		c.shards[p.Shard].Committed(p)
 	}
 	c.mu.Lock()
-	c.mu.last = man
+	core.Done()
 	c.mu.Unlock()
-	c.m.observe(man, len(egress))
-	c.log.Debug("checkpoint complete", "id", id, "duration", time.Since(start), "bytes", man.Bytes, "egress", len(egress))
+	done = true
+	c.m.observe(cm.Manifest, cm.Egress)
+	c.log.Debug("checkpoint complete", "id", id, "duration", time.Since(start), "bytes", cm.Manifest.GetBytes(), "egress", cm.Egress)
 	if err := c.publishPending(ctx); err != nil {
-		return man, err
+		return cm.Manifest, err
 	}
 	if c.cfg.OnComplete != nil {
-		c.cfg.OnComplete(man)
+		c.cfg.OnComplete(cm.Manifest)
 	}
-	return man, nil
+	return cm.Manifest, nil
 }
 
 // commit writes a checkpoint, retrying while the disk refuses (a full disk
-// is the usual cause): nothing is lost while it waits, and intake pauses as
-// the shards' uncommitted state reaches its budget.
+// is the usual cause): nothing is lost while it waits, intake pauses as
+// the shards' uncommitted state reaches its budget, and readiness reports
+// the failure.
 func (c *Coordinator) commit(ctx context.Context, overlays []*state.Overlay, meta *state.Overlay) error {
-	backoff := 100 * time.Millisecond
+	retry := backoff.Retrier{Policy: backoff.Policy{Base: 100 * time.Millisecond, Max: 10 * time.Second}}
 	for {
 		_, err := c.store.Commit(overlays, meta)
+		c.mu.Lock()
 		if err == nil {
+			c.mu.commitErr = nil
+		} else if c.mu.commitErr == nil {
+			c.mu.commitErr, c.mu.commitErrSince = err, time.Now()
+		}
+		c.mu.Unlock()
+		if err == nil {
+			if retry.Retries() > 0 {
+				c.log.Info("writing checkpoint succeeded again", "failed_attempts", retry.Retries())
+			}
 			return nil
 		}
 		c.m.commitFailures.Inc()
-		c.log.Error("writing checkpoint failed; retrying", "err", err, "retry_in", backoff)
+		d := retry.Next()
+		if retry.Retries() == 1 || retry.Retries()%10 == 0 {
+			c.log.Error("writing checkpoint failed; intake pauses as memory fills, queries go on; retrying",
+				"err", err, "attempts", retry.Retries(), "retry_in", d)
+		}
 		select {
-		case <-time.After(backoff):
+		case <-time.After(d):
 		case <-ctx.Done():
 			return errors.Join(err, ctx.Err())
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
+}
+
+// CommitError returns the error of the last failed attempt to write a
+// checkpoint, and since when writes fail, while they do; nil otherwise.
+func (c *Coordinator) CommitError() (error, time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.mu.commitErr, c.mu.commitErrSince
 }
 
 // publishPending publishes the egress of complete checkpoints in order,

@@ -71,5 +71,18 @@ func (c *Client) Invoke(ctx context.Context, ep *shard.Endpoint, req *twinflowv1
 	return resp.Msg, nil
 }
 
+// Rejected reports whether a call failed because the endpoint refused the
+// request for good: it found it invalid, and sending it again cannot
+// succeed. Every other error (no connection, a timeout, an HTTP 5xx, an
+// endpoint that does not know the protocol version or the caller's
+// credentials) may pass once the endpoint is fixed, redeployed or back.
+func Rejected(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeInvalidArgument, connect.CodeOutOfRange:
+		return true
+	}
+	return false
+}
+
 // Close releases idle connections.
 func (c *Client) Close() { c.http.CloseIdleConnections() }

@@ -2,34 +2,13 @@ package shard
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"strconv"
 	"testing"
 	"time"
 
-	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
-	"github.com/twinflow/twinflow/router"
-	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/state"
 )
-
-// benchEnv completes calls in place with counter effects, so that the
-// benchmark measures the core: mailboxes, batching, state reads and
-// writes, and checkpoint snapshots, without a network.
-type benchEnv struct {
-	calls []*Call
-	parts []*Part
-}
-
-func (e *benchEnv) Send(int, Item)                                  {}
-func (e *benchEnv) Call(c *Call)                                    { e.calls = append(e.calls, c) }
-func (e *benchEnv) PublishNow([]*storagev1.EgressRecord)            {}
-func (e *benchEnv) Reply(*storagev1.EgressRecord)                   {}
-func (e *benchEnv) Part(p *Part)                                    { e.parts = append(e.parts, p) }
-func (e *benchEnv) WantCheckpoint()                                 {}
-func (e *benchEnv) SaveSpecs(string, []*twinflowv1.StateSpec) error { return nil }
 
 func counterResponse(req *twinflowv1.InvokeRequest) *twinflowv1.InvokeResponse {
 	resp := &twinflowv1.InvokeResponse{Results: make([]*twinflowv1.AddressResult, len(req.GetBatches()))}
@@ -57,21 +36,13 @@ func BenchmarkCore(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer store.Close()
+			b.Cleanup(func() { store.Close() })
 			specs := NewSpecs(map[string][]*twinflowv1.StateSpec{"b/counter": {{Name: "count", Typename: "twinflow/int64"}}})
-			egresses, _ := router.NewEgresses(nil)
 			ep := &Endpoint{URL: "bench", MaxBatchAddresses: 256, MaxBatchMessages: 128, MaxInFlight: 1 << 20}
-			env := &benchEnv{}
-			cfg := Config{
-				Index: 0, Shards: 1, KeyGroups: 128, KGLo: 0, KGHi: 128, Sources: 1,
-				Locate:          func(id string) (int, int) { return 0, keygroup.Of(id, 128) },
-				EndpointFor:     func(string) (*Endpoint, bool) { return ep, true },
-				Egress:          egresses,
-				MaxAddressQueue: 1 << 30, MaxQueueBytes: 1 << 40, MaxOverlayBytes: 1 << 40,
-				RetryBase: time.Millisecond, RetryMax: time.Second, RetryAttempts: 3, TimerScanLimit: 64,
-			}
-			core := NewCore(cfg, env, store, specs, NewMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-			defer core.Close()
+			env := newRecEnv()
+			cfg := testConfig(128, map[string]*Endpoint{"b/counter": ep}, nil)
+			cfg.MaxAddressQueue, cfg.MaxQueued = 1<<30, 1<<30
+			core := newTestCore(b, cfg, env, store, specs)
 			ids := make([]string, min(addresses, 1<<16))
 			for i := range ids {
 				ids[i] = "addr-" + strconv.Itoa(i)
@@ -89,9 +60,7 @@ func BenchmarkCore(b *testing.B) {
 				if i%1024 == 1023 || i == b.N-1 {
 					for len(env.calls) > 0 || !core.Idle() {
 						core.Dispatch()
-						calls := env.calls
-						env.calls = nil
-						for _, c := range calls {
+						for _, c := range env.takeCalls() {
 							core.Complete(c, counterResponse(c.Request), nil)
 						}
 					}
@@ -124,19 +93,12 @@ func BenchmarkSnapshot(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer store.Close()
-			egresses, _ := router.NewEgresses(nil)
-			env := &benchEnv{}
-			cfg := Config{
-				Index: 0, Shards: 1, KeyGroups: 128, KGLo: 0, KGHi: 128, Sources: 2,
-				Locate:          func(id string) (int, int) { return 0, keygroup.Of(id, 128) },
-				EndpointFor:     func(string) (*Endpoint, bool) { return nil, false },
-				Egress:          egresses,
-				MaxAddressQueue: 1 << 30, MaxQueueBytes: 1 << 40, MaxOverlayBytes: 1 << 40,
-				RetryBase: time.Millisecond, RetryMax: time.Second, RetryAttempts: 3,
-			}
-			core := NewCore(cfg, env, store, NewSpecs(nil), NewMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)), time.Now)
-			defer core.Close()
+			b.Cleanup(func() { store.Close() })
+			env := newRecEnv()
+			cfg := testConfig(128, nil, nil)
+			cfg.Sources = 2
+			cfg.MaxAddressQueue, cfg.MaxQueued = 1<<30, 1<<30
+			core := newTestCore(b, cfg, env, store, nil)
 			payload := make([]byte, 100)
 			for i := range queued {
 				core.Deliver(Item{Source: 1, Msg: Envelope{Target: Address{Type: "b/counter", ID: "addr-" + strconv.Itoa(i)}, Typename: "b/m", Payload: payload}})

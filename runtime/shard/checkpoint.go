@@ -63,7 +63,8 @@ type Part struct {
 	Pause    time.Duration             // how long the shard stopped for the snapshot
 	Pending  int                       // messages in the mailbox snapshots
 	queued   map[int][]Envelope        // mailbox snapshot per key group
-	recorded map[int][]Envelope        // recorded after the snapshot, per key group
+	spilled  map[Address]*storagev1.SpilledBacklog
+	recorded map[int][]Envelope // recorded after the snapshot, per key group
 }
 
 // pendingCheckpoint is a checkpoint this shard has snapshotted for and
@@ -94,19 +95,17 @@ func (c *Core) barrier(source int, id uint64) {
 }
 
 func (c *Core) snapshot(id uint64) {
-	start := c.nowFn()
+	start := c.env.Wall()
 	part := &Part{
 		ID:       id,
 		Shard:    c.cfg.Index,
-		Overlay:  c.overlay,
+		Overlay:  c.store.HandOff(),
 		Egress:   c.egressBuf,
 		queued:   make(map[int][]Envelope),
+		spilled:  make(map[Address]*storagev1.SpilledBacklog),
 		recorded: make(map[int][]Envelope),
 	}
 	c.epoch++
-	c.committing = append([]*state.Overlay{c.overlay}, c.committing...)
-	c.overlay = state.NewOverlay()
-	c.layersChanged()
 	c.egressBuf = nil
 	for j := 0; j < c.cfg.Shards; j++ {
 		if j != c.cfg.Index {
@@ -116,7 +115,7 @@ func (c *Core) snapshot(id uint64) {
 	n := c.cfg.Shards + c.cfg.Sources
 	c.ckpt = &pendingCheckpoint{part: part, seen: make([]bool, n), waiting: n - 1}
 	c.ckpt.seen[c.cfg.Index] = true
-	part.Pause = c.nowFn().Sub(start)
+	part.Pause = c.env.Wall().Sub(start)
 	c.m.pauseSeconds.Observe(part.Pause.Seconds())
 }
 
@@ -134,7 +133,8 @@ func (c *Core) record(source int, msg *Envelope) {
 // preserve copies a mailbox's messages into the snapshot of the checkpoint
 // in progress before they change, unless they are already there or the
 // mailbox came after the snapshot. Envelopes are copied as they are: their
-// strings and payloads are never modified.
+// strings and payloads are never modified. A spilled backlog is in the
+// store already; its bounds are copied.
 func (c *Core) preserve(b *mailbox) {
 	if c.ckpt == nil || b.saved == c.epoch || b.born == c.epoch {
 		return
@@ -142,6 +142,12 @@ func (c *Core) preserve(b *mailbox) {
 	b.saved = c.epoch
 	q := append(c.ckpt.part.queued[b.kg], b.inflight...)
 	c.ckpt.part.queued[b.kg] = append(q, b.queue...)
+	if b.spilledCount() > 0 {
+		c.ckpt.part.spilled[b.addr] = &storagev1.SpilledBacklog{
+			Address: &twinflowv1.Address{Type: b.addr.Type, Id: b.addr.ID},
+			Head:    b.spillHead, Tail: b.spillTail, Bytes: b.spillBytes,
+		}
+	}
 }
 
 func (c *Core) finishPart() {
@@ -150,21 +156,40 @@ func (c *Core) finishPart() {
 	}
 	part := c.ckpt.part
 	c.ckpt = nil
+	// A recorded message for an address whose backlog had spilled at the
+	// snapshot is newer than the spilled messages: on restore it goes after
+	// them.
+	spilledKG := make(map[int][]*storagev1.SpilledBacklog)
+	for _, s := range part.spilled {
+		_, kg := c.cfg.Locate(s.GetAddress().GetId())
+		spilledKG[kg] = append(spilledKG[kg], s)
+	}
 	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
 		// An address's messages of the snapshot come before those that
 		// reached it later.
-		q := append(part.queued[kg], part.recorded[kg]...)
-		if len(q) == 0 && !c.mailboxKGs[kg] {
+		q := part.queued[kg]
+		for _, e := range part.recorded[kg] {
+			if s := part.spilled[e.Target]; s != nil {
+				s.After = append(s.After, pendingOf(&e))
+				continue
+			}
+			q = append(q, e)
+		}
+		sp := spilledKG[kg]
+		if len(q) == 0 && len(sp) == 0 && !c.mailboxKGs[kg] {
 			continue
 		}
 		// An empty mailbox deletes the stored one.
-		if err := state.PutMailbox(part.Overlay, kg, &storagev1.Mailbox{Pending: pendings(q)}); err != nil {
+		if err := state.PutMailbox(part.Overlay, kg, &storagev1.Mailbox{Pending: pendings(q), Spilled: sp}); err != nil {
 			c.log.Error("recording mailbox failed", "key_group", kg, "err", err)
 		}
-		c.mailboxKGs[kg] = len(q) > 0
+		c.mailboxKGs[kg] = len(q) > 0 || len(sp) > 0
 		part.Pending += len(q)
+		for _, s := range sp {
+			part.Pending += int(s.GetTail()-s.GetHead()) + len(s.GetAfter())
+		}
 	}
-	part.queued, part.recorded = nil, nil
+	part.queued, part.recorded, part.spilled = nil, nil, nil
 	// From here the coordinator reads the overlay while this shard still
 	// reads through it; nothing may write to it.
 	part.Overlay.Freeze()
@@ -173,14 +198,43 @@ func (c *Core) finishPart() {
 
 // Committed tells the shard that a checkpoint's parts are durable, so its
 // overlay leaves the read path.
-func (c *Core) Committed(p *Part) {
-	for i, o := range c.committing {
-		if o == p.Overlay {
-			c.committing = append(c.committing[:i], c.committing[i+1:]...)
-			c.layersChanged()
-			return
+func (c *Core) Committed(p *Part) { c.store.Committed(p.Overlay) }
+
+// Restore queues the inputs that the last checkpoint recorded in the
+// mailboxes of this shard's key groups, so that they are processed again:
+// for each address, its messages held in memory, then its spilled backlog,
+// then the messages that reached it after the snapshot.
+func (c *Core) Restore() error {
+	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
+		mb, err := c.store.LoadMailbox(kg)
+		if err != nil {
+			return err
+		}
+		if len(mb.GetPending()) == 0 && len(mb.GetSpilled()) == 0 {
+			continue
+		}
+		c.mailboxKGs[kg] = true
+		for _, s := range mb.GetSpilled() {
+			b := c.mailbox(Address{Type: s.GetAddress().GetType(), ID: s.GetAddress().GetId()})
+			b.spillHead, b.spillTail, b.spillBytes = s.GetHead(), s.GetTail(), s.GetBytes()
+			c.spilled += s.GetBytes()
+			c.nSpilled += b.spilledCount()
+		}
+		for _, p := range mb.GetPending() {
+			e := envelopeFromPending(p)
+			c.push(c.mailbox(e.Target), e)
+		}
+		for _, s := range mb.GetSpilled() {
+			b := c.mailbox(Address{Type: s.GetAddress().GetType(), ID: s.GetAddress().GetId()})
+			for _, p := range s.GetAfter() {
+				c.spillBack(b, envelopeFromPending(p))
+			}
 		}
 	}
+	for _, b := range c.boxes {
+		c.markReady(b)
+	}
+	return nil
 }
 
 // pendings converts envelopes for a mailbox snapshot, in a few allocations.

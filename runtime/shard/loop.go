@@ -18,6 +18,8 @@ type Loop struct {
 	committed chan *Part
 	tick      time.Duration
 	saturated atomic.Bool
+	reason    atomic.Pointer[string] // why intake pauses, while it does
+	status    atomic.Pointer[Status]
 	stopped   chan struct{}
 }
 
@@ -65,6 +67,27 @@ func (l *Loop) Committed(p *Part) {
 // wait while it is.
 func (l *Loop) Saturated() bool { return l.saturated.Load() }
 
+// SaturatedReason says why intake pauses for this shard, or "" when it
+// does not.
+func (l *Loop) SaturatedReason() string {
+	if r := l.reason.Load(); r != nil {
+		return *r
+	}
+	return ""
+}
+
+// Status returns the shard's health summary as of its last update, at most
+// statusEvery ticks old.
+func (l *Loop) Status() Status {
+	if s := l.status.Load(); s != nil {
+		return *s
+	}
+	return Status{}
+}
+
+// statusEvery is how many ticks pass between updates of Status.
+const statusEvery = 50
+
 // ErrStopped is returned by Do once the loop has ended.
 var ErrStopped = errors.New("shard loop stopped")
 
@@ -97,6 +120,9 @@ func (l *Loop) Run(ctx context.Context) {
 	var buf []Item
 	c := l.core
 	label := c.shardL
+	ticks := 0
+	st := c.Status()
+	l.status.Store(&st)
 	for {
 		select {
 		case <-ctx.Done():
@@ -118,10 +144,21 @@ func (l *Loop) Run(ctx context.Context) {
 			c.Tick()
 			c.m.queuedBytes.WithLabelValues(label).Set(float64(c.queued + l.inbox.Bytes()))
 			c.m.mailboxes.WithLabelValues(label).Set(float64(len(c.boxes)))
+			if ticks++; ticks%statusEvery == 0 {
+				st := c.Status()
+				l.status.Store(&st)
+				c.m.spilledBytes.WithLabelValues(label).Set(float64(st.SpilledBytes))
+				c.m.spilledMessages.WithLabelValues(label).Set(float64(st.SpilledMessages))
+			}
 		}
 		c.Dispatch()
-		sat, _ := c.Saturated(l.inbox.Bytes(), l.inbox.Len())
+		sat, why := c.Saturated(l.inbox.Bytes(), l.inbox.Len())
 		if sat != l.saturated.Load() {
+			if sat {
+				l.reason.Store(&why)
+			} else {
+				l.reason.Store(nil)
+			}
 			l.saturated.Store(sat)
 			v := 0.0
 			if sat {

@@ -1,4 +1,4 @@
-package shard
+package shard_test
 
 import (
 	"encoding/json"
@@ -15,17 +15,22 @@ import (
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/checkpoint"
 	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
 )
 
 var modelSeed = flag.Uint64("model.seed", 0, "seed for TestCoresAgainstModel (0: random)")
 
-// TestCoresAgainstModel steps two shard cores through random interleavings
-// of ingress reads, cross-shard deliveries, function calls that succeed,
-// fail transiently or permanently, delayed messages, checkpoints and
-// crashes, with a real Pebble store. The test plays the ingress reader, the
-// coordinator and the function. At the end every message must have affected
+// TestCoresAgainstModel steps two shard cores and the checkpoint
+// coordinator's core through random interleavings of ingress reads,
+// cross-shard deliveries, function calls that succeed, fail transiently or
+// permanently, delayed messages, checkpoints and crashes, with a real
+// Pebble store. Shards spill backlogs to the store when an address holds
+// more than a few messages. The test plays the ingress reader, the
+// coordinator's driver and the function. At the end every message must have affected
 // state exactly once, or have been dead-lettered exactly once.
 func TestCoresAgainstModel(t *testing.T) {
 	seed := *modelSeed
@@ -33,11 +38,16 @@ func TestCoresAgainstModel(t *testing.T) {
 		seed = rand.Uint64()
 	}
 	t.Logf("seed %d (rerun with -model.seed=%d)", seed, seed)
+	spilled := 0
 	for round := 0; round < 4; round++ {
 		w := newWorld(t, seed+uint64(round))
 		w.run(3000)
 		w.drain()
 		w.check()
+		spilled += w.spilled
+	}
+	if spilled == 0 {
+		t.Error("no backlog ever spilled: the model did not exercise spilling")
 	}
 }
 
@@ -61,21 +71,23 @@ type world struct {
 	t     *testing.T
 	rng   *rand.Rand
 	store *state.Store
-	specs *Specs
+	specs *shard.Specs
 	now   time.Time
 
-	cores   []*Core
-	inboxes [][]Item
-	calls   []*Call
+	cores   []*shard.Core
+	inboxes [][]shard.Item
+	calls   []*shard.Call
 
 	log     []node // the ingress stream
 	readPos int    // next log entry to read
 
-	ckpt      uint64 // in progress, 0 when none
-	lastCkpt  uint64
-	parts     []*Part
-	ckptRead  int                                // reader position at the barrier
-	published map[string]*storagev1.EgressRecord // by message id, as JetStream dedups
+	coord         *checkpoint.Core
+	ckpt          uint64 // in progress, 0 when none
+	readerBarrier uint64 // asked of the reader, not yet emitted
+	parts         []*shard.Part
+	published     map[string]*storagev1.EgressRecord // by message id, as JetStream dedups
+
+	spilled int // most messages seen spilled at once
 
 	expect map[string]int64 // good address → count
 	bad    map[int]bool     // ids of nodes that must be dead-lettered
@@ -146,36 +158,39 @@ func (w *world) forget(n node) {
 
 // boot builds the cores from what the store holds, as after a restart.
 func (w *world) boot() {
-	w.specs = NewSpecs(must(w.store.LoadSpecs()))
+	w.specs = shard.NewSpecs(must(w.store.LoadSpecs()))
 	egresses, err := router.NewEgresses(nil)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	ranges := keygroup.Assign(modelK, modelShards)
-	ep := &Endpoint{URL: "model", MaxBatchAddresses: 4, MaxBatchMessages: 3, MaxInFlight: 2}
+	ep := &shard.Endpoint{URL: "model", MaxBatchAddresses: 4, MaxBatchMessages: 3, MaxInFlight: 2}
 	for _, c := range w.cores {
 		c.Close() // the crashed process's
 	}
-	w.cores = make([]*Core, modelShards)
-	w.inboxes = make([][]Item, modelShards)
+	w.cores = make([]*shard.Core, modelShards)
+	w.inboxes = make([][]shard.Item, modelShards)
 	w.calls = nil
-	w.ckpt, w.parts = 0, nil
+	w.ckpt, w.readerBarrier, w.parts = 0, 0, nil
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	for i := range w.cores {
-		cfg := Config{
+		cfg := shard.Config{
 			Index: i, Shards: modelShards, KeyGroups: modelK, KGLo: ranges[i].Lo, KGHi: ranges[i].Hi,
 			Sources: 2, // the reader, then the coordinator
 			Locate: func(id string) (int, int) {
 				kg := keygroup.Of(id, modelK)
 				return keygroup.ShardOf(kg, modelK, modelShards), kg
 			},
-			EndpointFor:     func(string) (*Endpoint, bool) { return ep, true },
-			Egress:          egresses,
-			MaxAddressQueue: 1 << 20, MaxQueueBytes: 1 << 30, MaxOverlayBytes: 1 << 30,
-			RetryBase: time.Millisecond, RetryMax: 10 * time.Millisecond, RetryAttempts: 1000,
+			EndpointFor: func(string) (*shard.Endpoint, bool) { return ep, true },
+			Egress:      egresses,
+			// Backlogs of more than a few messages spill, so spilling is
+			// crossed with everything else.
+			MaxAddressQueue: 4, MaxQueueBytes: 1 << 30, MaxOverlayBytes: 1 << 30,
+			Retry:          backoff.Policy{Base: time.Millisecond, Max: 10 * time.Millisecond},
+			Probe:          backoff.Policy{Base: time.Millisecond, Max: 10 * time.Millisecond},
 			TimerScanLimit: 16,
 		}
-		w.cores[i] = NewCore(cfg, &modelEnv{w: w, i: i}, w.store, w.specs, NewMetrics(nil),
-			slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return w.now })
+		w.cores[i] = shard.NewCore(cfg, &modelEnv{w: w, i: i}, state.NewLayers(w.store, log), w.specs, shard.NewMetrics(nil), log)
 		if err := w.cores[i].Restore(); err != nil {
 			w.t.Fatal(err)
 		}
@@ -186,9 +201,9 @@ func (w *world) boot() {
 	}
 	w.readPos = 0
 	if ok {
-		w.lastCkpt = man.GetId()
 		w.readPos = int(man.GetReaderSequences()["r"])
 	}
+	w.coord = checkpoint.NewCore(modelShards, []string{"r"}, "model", 10, man)
 	w.publishPending()
 }
 
@@ -204,13 +219,16 @@ type modelEnv struct {
 	i int
 }
 
-func (e *modelEnv) Send(to int, it Item) { e.w.inboxes[to] = append(e.w.inboxes[to], it) }
-func (e *modelEnv) Call(c *Call)         { e.w.calls = append(e.w.calls, c) }
-func (e *modelEnv) PublishNow([]*storagev1.EgressRecord) {
+func (e *modelEnv) Send(to int, it shard.Item) { e.w.inboxes[to] = append(e.w.inboxes[to], it) }
+func (e *modelEnv) Call(c *shard.Call)         { e.w.calls = append(e.w.calls, c) }
+func (e *modelEnv) Now() time.Time             { return e.w.now }
+func (e *modelEnv) Wall() time.Time            { return e.w.now }
+func (e *modelEnv) PublishNow([]*storagev1.EgressRecord) bool {
 	e.w.t.Fatal("no at-least-once egress in the model")
+	return false
 }
 func (e *modelEnv) Reply(*storagev1.EgressRecord) { e.w.t.Fatal("no replies in the model") }
-func (e *modelEnv) Part(p *Part)                  { e.w.parts = append(e.w.parts, p) }
+func (e *modelEnv) Part(p *shard.Part)            { e.w.parts = append(e.w.parts, p) }
 func (e *modelEnv) WantCheckpoint()               {}
 func (e *modelEnv) SaveSpecs(ft string, s []*twinflowv1.StateSpec) error {
 	_, err := e.w.store.SaveSpecs(ft, s)
@@ -244,24 +262,35 @@ func (w *world) step(crashes bool) {
 	}
 	for _, c := range w.cores {
 		c.Dispatch()
+		w.spilled = max(w.spilled, c.Status().SpilledMessages)
 	}
 	w.finishCheckpoint()
 }
 
 // read plays the ingress reader.
+// read plays the ingress reader: it reads up to k messages, and emits the
+// barrier of the checkpoint in progress, if it was asked for one, in line
+// after them.
 func (w *world) read(k int) {
 	for ; k > 0 && w.readPos < len(w.log); k-- {
 		n := w.log[w.readPos]
 		w.readPos++
-		w.route(modelShards, n, Address{})
+		w.route(modelShards, n, shard.Address{})
+	}
+	if id := w.readerBarrier; id != 0 {
+		w.readerBarrier = 0
+		w.coord.AddReader(id, "r", uint64(w.readPos))
+		for s := range w.inboxes {
+			w.inboxes[s] = append(w.inboxes[s], shard.Item{Source: modelShards, Barrier: id})
+		}
 	}
 }
 
-func (w *world) route(source int, n node, caller Address) {
+func (w *world) route(source int, n node, caller shard.Address) {
 	b, _ := json.Marshal(n)
-	env := Envelope{Target: Address{Type: counterType, ID: n.To}, Caller: caller, Typename: "m/node", Payload: b}
+	env := shard.Envelope{Target: shard.Address{Type: counterType, ID: n.To}, Caller: caller, Typename: "m/node", Payload: b}
 	s := keygroup.ShardOf(keygroup.Of(n.To, modelK), modelK, modelShards)
-	w.inboxes[s] = append(w.inboxes[s], Item{Source: source, Msg: env})
+	w.inboxes[s] = append(w.inboxes[s], shard.Item{Source: source, Msg: env})
 }
 
 func (w *world) deliver(s int) {
@@ -293,16 +322,37 @@ func (w *world) complete() {
 	core.Complete(call, resp, nil)
 }
 
-func ownerOf(c *Call) int {
+func ownerOf(c *shard.Call) int {
 	return keygroup.ShardOf(keygroup.Of(c.Request.GetBatches()[0].GetTarget().GetId(), modelK), modelK, modelShards)
 }
 
-var countSpec = &twinflowv1.StateSpec{Name: "count", Typename: "twinflow/int64"}
+// count is the number of messages an address received; last is the id of
+// the last ingress message it received, which must grow: the ingress is one
+// sender, whose messages to one address arrive in order, whatever spilled
+// and however often the shards crashed.
+var (
+	countSpec = &twinflowv1.StateSpec{Name: "count", Typename: "twinflow/int64"}
+	lastSpec  = &twinflowv1.StateSpec{Name: "last", Typename: "twinflow/int64"}
+)
+
+func stateInt(b *twinflowv1.AddressBatch, name string) int64 {
+	for _, st := range b.GetState() {
+		if st.GetName() == name && st.GetValue() != nil {
+			n, _ := strconv.ParseInt(string(st.GetValue().GetValue()), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func intValue(n int64) *twinflowv1.TypedValue {
+	return &twinflowv1.TypedValue{Typename: "twinflow/int64", Value: []byte(strconv.FormatInt(n, 10))}
+}
 
 func (w *world) invoke(b *twinflowv1.AddressBatch) *twinflowv1.AddressResult {
 	res := &twinflowv1.AddressResult{Target: b.GetTarget()}
 	if len(b.GetState()) == 0 {
-		res.Outcome = &twinflowv1.AddressResult_MissingStates{MissingStates: &twinflowv1.MissingStates{Specs: []*twinflowv1.StateSpec{countSpec}}}
+		res.Outcome = &twinflowv1.AddressResult_MissingStates{MissingStates: &twinflowv1.MissingStates{Specs: []*twinflowv1.StateSpec{countSpec, lastSpec}}}
 		return res
 	}
 	if b.GetTarget().GetId()[0] == 'b' {
@@ -313,18 +363,20 @@ func (w *world) invoke(b *twinflowv1.AddressBatch) *twinflowv1.AddressResult {
 		res.Outcome = &twinflowv1.AddressResult_Error{Error: &twinflowv1.InvocationError{Kind: twinflowv1.InvocationError_KIND_RETRYABLE, Message: "flaky"}}
 		return res
 	}
-	var count int64
-	if v := b.GetState()[0].GetValue(); v != nil {
-		count, _ = strconv.ParseInt(string(v.GetValue()), 10, 64)
-	}
+	count, last := stateInt(b, "count"), stateInt(b, "last")
 	eff := &twinflowv1.Effects{}
-	self := b.GetTarget()
 	for _, inv := range b.GetInvocations() {
 		var n node
 		if err := json.Unmarshal(inv.GetArgument().GetValue(), &n); err != nil {
 			w.t.Fatal(err)
 		}
 		count++
+		if inv.GetCaller() == nil {
+			if int64(n.ID) <= last {
+				w.t.Errorf("%s received ingress message %d after %d: out of order", b.GetTarget().GetId(), n.ID, last)
+			}
+			last = int64(n.ID)
+		}
 		for _, c := range n.Children {
 			cb, _ := json.Marshal(c)
 			arg := &twinflowv1.TypedValue{Typename: "m/node", Value: cb}
@@ -336,59 +388,59 @@ func (w *world) invoke(b *twinflowv1.AddressBatch) *twinflowv1.AddressResult {
 			}
 		}
 	}
-	_ = self
-	eff.StateMutations = []*twinflowv1.StateMutation{{
-		Name: "count", Kind: twinflowv1.StateMutation_KIND_SET,
-		Value: &twinflowv1.TypedValue{Typename: "twinflow/int64", Value: []byte(strconv.FormatInt(count, 10))},
-	}}
+	eff.StateMutations = []*twinflowv1.StateMutation{
+		{Name: "count", Kind: twinflowv1.StateMutation_KIND_SET, Value: intValue(count)},
+		{Name: "last", Kind: twinflowv1.StateMutation_KIND_SET, Value: intValue(last)},
+	}
 	res.Outcome = &twinflowv1.AddressResult_Effects{Effects: eff}
 	return res
 }
 
-// checkpoint plays the coordinator and the reader: barrier n goes to every
-// shard from the reader (in line with its messages) and from the
+// checkpoint plays the coordinator's driver and the reader: barrier n goes
+// to every shard from the reader (in line with its messages) and from the
 // coordinator.
 func (w *world) checkpoint() {
 	if w.ckpt != 0 {
 		return
 	}
-	w.ckpt = w.lastCkpt + 1
-	w.ckptRead = w.readPos
+	id, err := w.coord.Begin()
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.ckpt = id
+	w.readerBarrier = id
 	for s := range w.inboxes {
-		w.inboxes[s] = append(w.inboxes[s], Item{Source: modelShards, Barrier: w.ckpt})
-		w.inboxes[s] = append(w.inboxes[s], Item{Source: modelShards + 1, Barrier: w.ckpt})
+		w.inboxes[s] = append(w.inboxes[s], shard.Item{Source: modelShards + 1, Barrier: id})
 	}
 }
 
+// finishCheckpoint commits what the coordinator's core seals once every
+// part came, as the driver does.
 func (w *world) finishCheckpoint() {
-	if w.ckpt == 0 || len(w.parts) < modelShards {
+	if w.ckpt == 0 {
 		return
 	}
-	meta := state.NewOverlay()
-	overlays := make([]*state.Overlay, len(w.parts))
-	for i, p := range w.parts {
-		if p.ID != w.ckpt {
-			w.t.Fatalf("part of checkpoint %d during %d", p.ID, w.ckpt)
-		}
-		overlays[i] = p.Overlay
-		for j, rec := range p.Egress {
-			rec.MsgId = fmt.Sprintf("%020d-%d-%06d", w.ckpt, p.Shard, j)
-			if err := state.PutEgress(meta, rec); err != nil {
-				w.t.Fatal(err)
-			}
-		}
-	}
-	man := &storagev1.Manifest{Id: w.ckpt, ReaderSequences: map[string]uint64{"r": uint64(w.ckptRead)}}
-	if err := state.PutManifest(meta, man); err != nil {
-		w.t.Fatal(err)
-	}
-	if _, err := w.store.Commit(overlays, meta); err != nil {
-		w.t.Fatal(err)
-	}
 	for _, p := range w.parts {
+		if err := w.coord.AddPart(p); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	w.parts = nil
+	if !w.coord.Ready() {
+		return
+	}
+	cm, err := w.coord.Seal(w.now, 0)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if _, err := w.store.Commit(cm.Overlays, cm.Meta); err != nil {
+		w.t.Fatal(err)
+	}
+	for _, p := range cm.Parts {
 		w.cores[p.Shard].Committed(p)
 	}
-	w.lastCkpt, w.ckpt, w.parts = w.ckpt, 0, nil
+	w.coord.Done()
+	w.ckpt = 0
 	// A crash may come between the commit and the publication.
 	if w.rng.IntN(3) > 0 {
 		w.publishPending()
@@ -461,7 +513,7 @@ func (w *world) quiet() bool {
 		return false
 	}
 	for s, c := range w.cores {
-		if !c.Idle() || len(w.inboxes[s]) > 0 || c.overlay.Len() > 0 || len(c.egressBuf) > 0 {
+		if !c.Settled() || len(w.inboxes[s]) > 0 {
 			return false
 		}
 	}
@@ -486,7 +538,7 @@ func (w *world) check() {
 	}
 	dead := map[int]int{}
 	for _, r := range w.published {
-		if r.GetSubject() != DeadLetterSubject {
+		if r.GetSubject() != shard.DeadLetterSubject {
 			w.t.Errorf("unexpected egress on %s", r.GetSubject())
 			continue
 		}

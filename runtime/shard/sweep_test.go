@@ -1,13 +1,10 @@
 package shard
 
 import (
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
-	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/state"
 )
@@ -15,11 +12,7 @@ import (
 // TestExpiredValuesAreDeletedWithoutBeingRead stores values that expire,
 // never reads them, and checks that the shard's ticks delete them.
 func TestExpiredValuesAreDeletedWithoutBeingRead(t *testing.T) {
-	store, err := state.Open(t.TempDir(), state.Options{KeyGroups: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store := memStore(t, 16)
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
 	seed := state.NewOverlay()
 	const n = 2000
@@ -32,14 +25,9 @@ func TestExpiredValuesAreDeletedWithoutBeingRead(t *testing.T) {
 	if _, err := store.Commit([]*state.Overlay{seed}, nil); err != nil {
 		t.Fatal(err)
 	}
-	egresses, _ := router.NewEgresses(nil)
-	env := &benchEnv{}
-	cfg := Config{Index: 0, Shards: 1, KeyGroups: 16, KGLo: 0, KGHi: 16, Sources: 1,
-		Locate:      func(id string) (int, int) { return 0, keygroup.Of(id, 16) },
-		EndpointFor: func(string) (*Endpoint, bool) { return nil, false }, Egress: egresses,
-		MaxAddressQueue: 10, MaxQueueBytes: 1 << 20, MaxOverlayBytes: 1 << 30, RetryAttempts: 1, TimerScanLimit: 8}
-	core := NewCore(cfg, env, store, NewSpecs(nil), NewMetrics(nil), slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
-	defer core.Close()
+	env := newRecEnv()
+	env.now = now
+	core := newTestCore(t, testConfig(16, nil, nil), env, store, nil)
 
 	count := func() int {
 		k := 0
@@ -58,7 +46,7 @@ func TestExpiredValuesAreDeletedWithoutBeingRead(t *testing.T) {
 	if got := count(); got != n {
 		t.Fatalf("%d values stored, want %d", got, n)
 	}
-	now = now.Add(2 * time.Second)
+	env.now = now.Add(2 * time.Second)
 	for i := 0; i < sweepEvery*(n/sweepLimit+2); i++ {
 		core.Tick()
 	}

@@ -107,7 +107,8 @@ func (d *decoder) endpoints(m *Module, n *yaml.Node) {
 	seen := map[string]int{}
 	for i, item := range d.sequence(n, "endpoints") {
 		at := fmt.Sprintf("endpoints[%d]", i)
-		f := d.fields(item, at, "functions", "url", "timeout", "maxBatchAddresses", "maxBatchMessages", "maxInFlight")
+		f := d.fields(item, at, "functions", "url", "timeout", "maxBatchAddresses", "maxBatchMessages", "maxInFlight",
+			"maxAttempts", "maxAge")
 		if f == nil {
 			continue
 		}
@@ -142,6 +143,11 @@ func (d *decoder) endpoints(m *Module, n *yaml.Node) {
 				ep.Timeout = t
 			}
 		}
+		if v := f["maxAge"]; v != nil {
+			if t, ok := d.duration(v, at+".maxAge"); ok {
+				ep.MaxAge = t
+			}
+		}
 		for _, field := range []struct {
 			name string
 			dst  *int
@@ -149,6 +155,7 @@ func (d *decoder) endpoints(m *Module, n *yaml.Node) {
 			{"maxBatchAddresses", &ep.MaxBatchAddresses},
 			{"maxBatchMessages", &ep.MaxBatchMessages},
 			{"maxInFlight", &ep.MaxInFlight},
+			{"maxAttempts", &ep.MaxAttempts},
 		} {
 			if v := f[field.name]; v != nil {
 				if x, ok := d.integer(v, at+"."+field.name, 1); ok {

@@ -15,6 +15,8 @@
 //	    maxBatchAddresses: 256         # addresses per call; default 256
 //	    maxBatchMessages: 128          # messages per address in one call; default 128
 //	    maxInFlight: 8                 # concurrent calls to this endpoint; default 8
+//	    maxAttempts: 20                # dead-letter a batch after 20 failed attempts; default: no limit
+//	    maxAge: 1h                     # dead-letter a batch failing for an hour; default: no limit
 //
 //	ingresses:
 //	  - name: metrics                  # [A-Za-z0-9_-]+, unique; names the JetStream stream
@@ -34,6 +36,14 @@
 // A function type is served by the endpoint that names it exactly, else by
 // the one that names its namespace with "namespace/*". No two endpoints may
 // name the same thing. Every ingress target must be served by an endpoint.
+//
+// Failures are waited out by default. A call that gets no answer (the
+// endpoint is down or being redeployed, a timeout, an HTTP 5xx) marks the
+// endpoint unreachable: its addresses wait, their backlog moves out of
+// memory into the store, and the endpoint is probed (backoff up to 5 s)
+// until it answers. An address whose function reports a retryable error is
+// retried with backoff (up to 30 s). Neither is ever dead-lettered unless
+// maxAttempts or maxAge says so; a terminal error is dead-lettered at once.
 //
 // # Ingresses
 //

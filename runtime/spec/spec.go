@@ -41,6 +41,13 @@ type Endpoint struct {
 	MaxBatchMessages int
 	// MaxInFlight is how many calls to the endpoint run at once at most.
 	MaxInFlight int
+	// MaxAttempts dead-letters a batch of messages after it failed this
+	// many times; 0, the default, retries until it succeeds or fails
+	// terminally.
+	MaxAttempts int
+	// MaxAge dead-letters a batch that has kept failing for this long; 0,
+	// the default, sets no limit.
+	MaxAge time.Duration
 }
 
 // Module is a parsed, valid module spec. Ingresses and Egresses are ready for

@@ -174,7 +174,7 @@ func TestParseErrors(t *testing.T) {
 		{"not a list", "endpoints: {}\n",
 			"m.yaml:1: endpoints: must be a list, not a mapping"},
 		{"endpoint not a mapping", "endpoints:\n  - a/*\n",
-			`m.yaml:2: endpoints[0]: must be a mapping with the fields functions, url, timeout, maxBatchAddresses, maxBatchMessages, maxInFlight, not the string "a/*"`},
+			`m.yaml:2: endpoints[0]: must be a mapping with the fields functions, url, timeout, maxBatchAddresses, maxBatchMessages, maxInFlight, maxAttempts, maxAge, not the string "a/*"`},
 		{"unknown endpoint field", ep + "    maxInflight: 3\n",
 			"m.yaml:4: endpoints[0].maxInflight: unknown field (did you mean maxInFlight?)"},
 		{"unknown endpoint field, snake case", ep + "    max_in_flight: 3\n",

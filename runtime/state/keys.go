@@ -16,6 +16,7 @@ package state
 //	[kg][0x03][enc(owner)][token]          cancellation token -> the timer's key
 //	[kg][0x04]                             mailbox snapshot  -> storagev1.Mailbox
 //	[kg][0x05]                             timer sequence    -> next unique, u64 BE
+//	[kg][0x06][enc(address)][seq u64 BE]   spilled message   -> storagev1.Pending
 //
 // The address prefix [kg][0x01][enc(address)] covers all values of one
 // address, so reading an address is one range scan. Timers sort by due time
@@ -23,7 +24,9 @@ package state
 // unique comes from the key group's timer sequence, which is written in the
 // same overlay as the timer and so restored consistently with it. A timer
 // lives in the key group of its owner, the address that sent it, because
-// only the owner's shard cancels it.
+// only the owner's shard cancels it. Spilled messages are the part of an
+// address's backlog kept out of memory, in order by seq; the mailbox
+// snapshot says which sequences are live.
 //
 // Metadata of the whole data directory belongs to no key group:
 //
@@ -60,6 +63,7 @@ const (
 	kindToken    = 0x03
 	kindMailbox  = 0x04
 	kindTimerSeq = 0x05
+	kindSpill    = 0x06
 )
 
 // Metadata keys.

@@ -13,10 +13,11 @@ import (
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 )
 
-// PutMailbox records the pending inputs of key group kg for the checkpoint
-// that o is part of. An empty mailbox deletes the record.
+// PutMailbox records the pending inputs and spilled backlogs of key group
+// kg for the checkpoint that o is part of. An empty mailbox deletes the
+// record.
 func PutMailbox(o *Overlay, kg int, m *storagev1.Mailbox) error {
-	if len(m.GetPending()) == 0 {
+	if len(m.GetPending()) == 0 && len(m.GetSpilled()) == 0 {
 		o.Delete(mailboxKey(kg))
 		return nil
 	}

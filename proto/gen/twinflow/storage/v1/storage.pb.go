@@ -198,8 +198,11 @@ func (x *Pending) GetReplyTo() string {
 // order they are delivered after a restore.
 type Mailbox struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The inputs, oldest first.
-	Pending       []*Pending `protobuf:"bytes,1,rep,name=pending,proto3" json:"pending,omitempty"`
+	// The inputs held in memory, oldest first. An address's inputs here are
+	// older than its spilled backlog, if it has one.
+	Pending []*Pending `protobuf:"bytes,1,rep,name=pending,proto3" json:"pending,omitempty"`
+	// The addresses of the key group whose backlog spilled to the store.
+	Spilled       []*SpilledBacklog `protobuf:"bytes,2,rep,name=spilled,proto3" json:"spilled,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -241,6 +244,99 @@ func (x *Mailbox) GetPending() []*Pending {
 	return nil
 }
 
+func (x *Mailbox) GetSpilled() []*SpilledBacklog {
+	if x != nil {
+		return x.Spilled
+	}
+	return nil
+}
+
+// SpilledBacklog is the part of an address's backlog that is kept in the
+// store rather than in memory: the messages with sequences [head, tail),
+// oldest first, stored under the address's spill keys.
+type SpilledBacklog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The address.
+	Address *v1.Address `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Sequence of the oldest spilled message.
+	Head uint64 `protobuf:"varint,2,opt,name=head,proto3" json:"head,omitempty"`
+	// One past the sequence of the newest spilled message.
+	Tail uint64 `protobuf:"varint,3,opt,name=tail,proto3" json:"tail,omitempty"`
+	// Bytes of the spilled messages as stored.
+	Bytes int64 `protobuf:"varint,4,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	// Messages that reached the address after the checkpoint's snapshot and
+	// before the barrier of their source: on restore they are appended to the
+	// spilled backlog, after its newest message.
+	After         []*Pending `protobuf:"bytes,5,rep,name=after,proto3" json:"after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SpilledBacklog) Reset() {
+	*x = SpilledBacklog{}
+	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SpilledBacklog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SpilledBacklog) ProtoMessage() {}
+
+func (x *SpilledBacklog) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SpilledBacklog.ProtoReflect.Descriptor instead.
+func (*SpilledBacklog) Descriptor() ([]byte, []int) {
+	return file_twinflow_storage_v1_storage_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SpilledBacklog) GetAddress() *v1.Address {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *SpilledBacklog) GetHead() uint64 {
+	if x != nil {
+		return x.Head
+	}
+	return 0
+}
+
+func (x *SpilledBacklog) GetTail() uint64 {
+	if x != nil {
+		return x.Tail
+	}
+	return 0
+}
+
+func (x *SpilledBacklog) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *SpilledBacklog) GetAfter() []*Pending {
+	if x != nil {
+		return x.After
+	}
+	return nil
+}
+
 // Manifest records one complete checkpoint. It is committed in the same
 // batch as the checkpoint's state, so a manifest exists exactly when its
 // checkpoint is durable.
@@ -271,7 +367,7 @@ type Manifest struct {
 
 func (x *Manifest) Reset() {
 	*x = Manifest{}
-	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[3]
+	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +379,7 @@ func (x *Manifest) String() string {
 func (*Manifest) ProtoMessage() {}
 
 func (x *Manifest) ProtoReflect() protoreflect.Message {
-	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[3]
+	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +392,7 @@ func (x *Manifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Manifest.ProtoReflect.Descriptor instead.
 func (*Manifest) Descriptor() ([]byte, []int) {
-	return file_twinflow_storage_v1_storage_proto_rawDescGZIP(), []int{3}
+	return file_twinflow_storage_v1_storage_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Manifest) GetId() uint64 {
@@ -382,7 +478,7 @@ type EgressRecord struct {
 
 func (x *EgressRecord) Reset() {
 	*x = EgressRecord{}
-	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[4]
+	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -394,7 +490,7 @@ func (x *EgressRecord) String() string {
 func (*EgressRecord) ProtoMessage() {}
 
 func (x *EgressRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[4]
+	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -407,7 +503,7 @@ func (x *EgressRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EgressRecord.ProtoReflect.Descriptor instead.
 func (*EgressRecord) Descriptor() ([]byte, []int) {
-	return file_twinflow_storage_v1_storage_proto_rawDescGZIP(), []int{4}
+	return file_twinflow_storage_v1_storage_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EgressRecord) GetSubject() string {
@@ -449,7 +545,7 @@ type StateSpecs struct {
 
 func (x *StateSpecs) Reset() {
 	*x = StateSpecs{}
-	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[5]
+	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +557,7 @@ func (x *StateSpecs) String() string {
 func (*StateSpecs) ProtoMessage() {}
 
 func (x *StateSpecs) ProtoReflect() protoreflect.Message {
-	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[5]
+	mi := &file_twinflow_storage_v1_storage_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +570,7 @@ func (x *StateSpecs) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSpecs.ProtoReflect.Descriptor instead.
 func (*StateSpecs) Descriptor() ([]byte, []int) {
-	return file_twinflow_storage_v1_storage_proto_rawDescGZIP(), []int{5}
+	return file_twinflow_storage_v1_storage_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StateSpecs) GetSpecs() []*v1.StateSpec {
@@ -500,9 +596,16 @@ const file_twinflow_storage_v1_storage_proto_rawDesc = "" +
 	"\x06target\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\x06target\x12,\n" +
 	"\x06caller\x18\x02 \x01(\v2\x14.twinflow.v1.AddressR\x06caller\x123\n" +
 	"\bargument\x18\x03 \x01(\v2\x17.twinflow.v1.TypedValueR\bargument\x12\x19\n" +
-	"\breply_to\x18\x04 \x01(\tR\areplyTo\"A\n" +
+	"\breply_to\x18\x04 \x01(\tR\areplyTo\"\x80\x01\n" +
 	"\aMailbox\x126\n" +
-	"\apending\x18\x01 \x03(\v2\x1c.twinflow.storage.v1.PendingR\apending\"\xb4\x03\n" +
+	"\apending\x18\x01 \x03(\v2\x1c.twinflow.storage.v1.PendingR\apending\x12=\n" +
+	"\aspilled\x18\x02 \x03(\v2#.twinflow.storage.v1.SpilledBacklogR\aspilled\"\xb2\x01\n" +
+	"\x0eSpilledBacklog\x12.\n" +
+	"\aaddress\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\aaddress\x12\x12\n" +
+	"\x04head\x18\x02 \x01(\x04R\x04head\x12\x12\n" +
+	"\x04tail\x18\x03 \x01(\x04R\x04tail\x12\x14\n" +
+	"\x05bytes\x18\x04 \x01(\x03R\x05bytes\x122\n" +
+	"\x05after\x18\x05 \x03(\v2\x1c.twinflow.storage.v1.PendingR\x05after\"\xb4\x03\n" +
 	"\bManifest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x127\n" +
 	"\x18completed_at_unix_millis\x18\x02 \x01(\x03R\x15completedAtUnixMillis\x12'\n" +
@@ -541,36 +644,40 @@ func file_twinflow_storage_v1_storage_proto_rawDescGZIP() []byte {
 	return file_twinflow_storage_v1_storage_proto_rawDescData
 }
 
-var file_twinflow_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_twinflow_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_twinflow_storage_v1_storage_proto_goTypes = []any{
-	(*Timer)(nil),         // 0: twinflow.storage.v1.Timer
-	(*Pending)(nil),       // 1: twinflow.storage.v1.Pending
-	(*Mailbox)(nil),       // 2: twinflow.storage.v1.Mailbox
-	(*Manifest)(nil),      // 3: twinflow.storage.v1.Manifest
-	(*EgressRecord)(nil),  // 4: twinflow.storage.v1.EgressRecord
-	(*StateSpecs)(nil),    // 5: twinflow.storage.v1.StateSpecs
-	nil,                   // 6: twinflow.storage.v1.Manifest.ReaderSequencesEntry
-	nil,                   // 7: twinflow.storage.v1.EgressRecord.HeadersEntry
-	(*v1.Address)(nil),    // 8: twinflow.v1.Address
-	(*v1.TypedValue)(nil), // 9: twinflow.v1.TypedValue
-	(*v1.StateSpec)(nil),  // 10: twinflow.v1.StateSpec
+	(*Timer)(nil),          // 0: twinflow.storage.v1.Timer
+	(*Pending)(nil),        // 1: twinflow.storage.v1.Pending
+	(*Mailbox)(nil),        // 2: twinflow.storage.v1.Mailbox
+	(*SpilledBacklog)(nil), // 3: twinflow.storage.v1.SpilledBacklog
+	(*Manifest)(nil),       // 4: twinflow.storage.v1.Manifest
+	(*EgressRecord)(nil),   // 5: twinflow.storage.v1.EgressRecord
+	(*StateSpecs)(nil),     // 6: twinflow.storage.v1.StateSpecs
+	nil,                    // 7: twinflow.storage.v1.Manifest.ReaderSequencesEntry
+	nil,                    // 8: twinflow.storage.v1.EgressRecord.HeadersEntry
+	(*v1.Address)(nil),     // 9: twinflow.v1.Address
+	(*v1.TypedValue)(nil),  // 10: twinflow.v1.TypedValue
+	(*v1.StateSpec)(nil),   // 11: twinflow.v1.StateSpec
 }
 var file_twinflow_storage_v1_storage_proto_depIdxs = []int32{
-	8,  // 0: twinflow.storage.v1.Timer.owner:type_name -> twinflow.v1.Address
-	8,  // 1: twinflow.storage.v1.Timer.target:type_name -> twinflow.v1.Address
-	9,  // 2: twinflow.storage.v1.Timer.argument:type_name -> twinflow.v1.TypedValue
-	8,  // 3: twinflow.storage.v1.Pending.target:type_name -> twinflow.v1.Address
-	8,  // 4: twinflow.storage.v1.Pending.caller:type_name -> twinflow.v1.Address
-	9,  // 5: twinflow.storage.v1.Pending.argument:type_name -> twinflow.v1.TypedValue
+	9,  // 0: twinflow.storage.v1.Timer.owner:type_name -> twinflow.v1.Address
+	9,  // 1: twinflow.storage.v1.Timer.target:type_name -> twinflow.v1.Address
+	10, // 2: twinflow.storage.v1.Timer.argument:type_name -> twinflow.v1.TypedValue
+	9,  // 3: twinflow.storage.v1.Pending.target:type_name -> twinflow.v1.Address
+	9,  // 4: twinflow.storage.v1.Pending.caller:type_name -> twinflow.v1.Address
+	10, // 5: twinflow.storage.v1.Pending.argument:type_name -> twinflow.v1.TypedValue
 	1,  // 6: twinflow.storage.v1.Mailbox.pending:type_name -> twinflow.storage.v1.Pending
-	6,  // 7: twinflow.storage.v1.Manifest.reader_sequences:type_name -> twinflow.storage.v1.Manifest.ReaderSequencesEntry
-	7,  // 8: twinflow.storage.v1.EgressRecord.headers:type_name -> twinflow.storage.v1.EgressRecord.HeadersEntry
-	10, // 9: twinflow.storage.v1.StateSpecs.specs:type_name -> twinflow.v1.StateSpec
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 7: twinflow.storage.v1.Mailbox.spilled:type_name -> twinflow.storage.v1.SpilledBacklog
+	9,  // 8: twinflow.storage.v1.SpilledBacklog.address:type_name -> twinflow.v1.Address
+	1,  // 9: twinflow.storage.v1.SpilledBacklog.after:type_name -> twinflow.storage.v1.Pending
+	7,  // 10: twinflow.storage.v1.Manifest.reader_sequences:type_name -> twinflow.storage.v1.Manifest.ReaderSequencesEntry
+	8,  // 11: twinflow.storage.v1.EgressRecord.headers:type_name -> twinflow.storage.v1.EgressRecord.HeadersEntry
+	11, // 12: twinflow.storage.v1.StateSpecs.specs:type_name -> twinflow.v1.StateSpec
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_twinflow_storage_v1_storage_proto_init() }
@@ -584,7 +691,7 @@ func file_twinflow_storage_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_twinflow_storage_v1_storage_proto_rawDesc), len(file_twinflow_storage_v1_storage_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
