@@ -59,6 +59,16 @@ type Config struct {
 	// maxAttempts, maxAge); by default, unlimited.
 	RetryBase time.Duration
 	RetryMax  time.Duration
+	// StopTimeout bounds each of the two phases of a clean stop: finishing
+	// the queued work, and the final checkpoint with its egress. Work left
+	// when the first ends stays in the final checkpoint. Default 30s.
+	StopTimeout time.Duration
+	// DedupWindow is how long a publisher may repeat a message with the
+	// same Nats-Msg-Id and have the repeat dropped, across restarts of the
+	// runtime and of NATS: the duplicate window of every stream, and the
+	// age below which ingress messages are kept after a checkpoint read
+	// them. Default 10 minutes.
+	DedupWindow time.Duration
 	// Memory is the process's memory budget.
 	Memory Memory
 	// Logger receives structured logs; default slog.Default().
@@ -178,6 +188,12 @@ func (c Config) withDefaults() Config {
 	if c.MaxSpillBytes == 0 {
 		c.MaxSpillBytes = DefaultMaxSpillBytes
 	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 30 * time.Second
+	}
+	if c.DedupWindow == 0 {
+		c.DedupWindow = 10 * time.Minute
+	}
 	if c.RetryBase == 0 {
 		c.RetryBase = 100 * time.Millisecond
 	}
@@ -213,6 +229,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxPayload < 1 {
 		errs = append(errs, fmt.Errorf("max payload must be positive, got %d", c.MaxPayload))
+	}
+	if c.StopTimeout < 0 {
+		errs = append(errs, fmt.Errorf("stop timeout must not be negative, got %s", c.StopTimeout))
+	}
+	if c.DedupWindow < time.Second {
+		errs = append(errs, fmt.Errorf("dedup window must be at least 1s, got %s", c.DedupWindow))
 	}
 	if c.MaxAddressQueue < 1 {
 		errs = append(errs, fmt.Errorf("max address queue must be at least 1, got %d", c.MaxAddressQueue))

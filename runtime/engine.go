@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -75,10 +76,13 @@ type Engine struct {
 	stopOnce    sync.Once
 	stopped     chan struct{}
 
-	finishMu sync.Mutex
-	finished bool
-	finalMan *storagev1.Manifest
-	finalErr error
+	started time.Time
+
+	finishing  atomic.Bool // a clean stop began
+	finishOnce sync.Once
+	finishDone chan struct{} // closed when the clean stop has its outcome
+	finalMan   *storagev1.Manifest
+	finalErr   error
 }
 
 // Start opens the data dir, restores the last complete checkpoint, and
@@ -89,7 +93,8 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	cfg = cfg.withDefaults()
 	budget, _ := cfg.Memory.Resolve()
-	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), reg: prometheus.NewRegistry()}
+	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), reg: prometheus.NewRegistry(), started: time.Now(),
+		finishDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			e.closeAll()
@@ -137,6 +142,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if err := e.coord.Recover(ctx); err != nil {
 		return nil, fmt.Errorf("publishing egress of the restored checkpoint: %w", err)
 	}
+	e.reg.MustRegister(newReadinessCollector(e))
 	if err := e.startAdmin(); err != nil {
 		return nil, err
 	}
@@ -221,10 +227,6 @@ func (e *Engine) checkStart(stream string, start uint64) (uint64, error) {
 	return start, nil
 }
 
-// dupWindow covers recovery: a record re-published after a crash and
-// restart within this window is dropped as a duplicate.
-const dupWindow = 10 * time.Minute
-
 func (e *Engine) ensureStreams(ctx context.Context) error {
 	// A module built in Go has not been checked the way a parsed spec is.
 	// Check it before creating any stream, so that a mistake is reported
@@ -234,14 +236,14 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 		return fmt.Errorf("module: %w", err)
 	}
 	streams := []natsbus.StreamSpec{
-		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: dupWindow},
-		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: dupWindow},
+		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: e.cfg.DedupWindow},
+		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: e.cfg.DedupWindow},
 	}
 	for _, in := range e.cfg.Module.Ingresses {
-		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: dupWindow})
+		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: e.cfg.DedupWindow})
 	}
 	for _, eg := range e.cfg.Module.Egresses {
-		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: dupWindow})
+		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: e.cfg.DedupWindow})
 	}
 	for _, s := range streams {
 		if _, err := natsbus.EnsureStream(ctx, e.js, s); err != nil {
@@ -321,7 +323,7 @@ func (e *Engine) build(deployment string) error {
 	for i, l := range e.loops {
 		coordShards[i] = l
 	}
-	trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
+	trim := &streamTrimmer{js: e.js, log: e.log, window: cfg.DedupWindow, done: map[string]uint64{}}
 	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: trim.trim},
 		e.store, coordShards, readers, e.pub, checkpoint.NewMetrics(e.reg), e.log)
 	for _, r := range e.reads {
@@ -356,14 +358,9 @@ func (e *Engine) startAdmin() error {
 	path, h := twinflowv1connect.NewAdminServiceHandler(&adminService{e: e})
 	mux.Handle(path, h)
 	mux.Handle("/metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		select {
-		case <-e.stopped:
-			http.Error(w, "stopped", http.StatusServiceUnavailable)
-		default:
-			_, _ = w.Write([]byte("ok\n"))
-		}
-	})
+	mux.HandleFunc("/livez", e.handleLive)
+	mux.HandleFunc("/healthz", e.handleLive) // the name of earlier releases
+	mux.HandleFunc("/readyz", e.handleReady)
 	e.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = e.admin.Serve(l) }()
 	return nil
@@ -396,23 +393,28 @@ func (e *Engine) Stop(ctx context.Context, savepointDir string) (*storagev1.Mani
 	return man, err
 }
 
-// finish does the clean part of stopping, once; later calls return the
-// first outcome.
+// finish does the clean part of stopping, once; later calls wait for the
+// first one's outcome, or for ctx.
 func (e *Engine) finish(ctx context.Context, savepointDir string) (*storagev1.Manifest, error) {
-	e.finishMu.Lock()
-	defer e.finishMu.Unlock()
-	if e.finished {
+	e.finishing.Store(true)
+	e.finishOnce.Do(func() {
+		go func() {
+			defer close(e.finishDone)
+			e.finalMan, e.finalErr = e.drainAndCheckpoint()
+			if e.finalErr == nil && savepointDir != "" {
+				e.finalErr = e.store.Savepoint(savepointDir)
+				if e.finalErr == nil {
+					e.log.Info("savepoint written", "dir", savepointDir, "checkpoint", e.finalMan.GetId())
+				}
+			}
+		}()
+	})
+	select {
+	case <-e.finishDone:
 		return e.finalMan, e.finalErr
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the clean stop: %w", ctx.Err())
 	}
-	e.finished = true
-	e.finalMan, e.finalErr = e.drainAndCheckpoint(ctx)
-	if e.finalErr == nil && savepointDir != "" {
-		e.finalErr = e.store.Savepoint(savepointDir)
-		if e.finalErr == nil {
-			e.log.Info("savepoint written", "dir", savepointDir, "checkpoint", e.finalMan.GetId())
-		}
-	}
-	return e.finalMan, e.finalErr
 }
 
 // shutdown closes everything, once.
@@ -423,42 +425,55 @@ func (e *Engine) shutdown() {
 	})
 }
 
-func (e *Engine) drainAndCheckpoint(ctx context.Context) (*storagev1.Manifest, error) {
+// drainAndCheckpoint stops intake, lets the queued and in-flight work
+// finish for up to StopTimeout, and then takes the final checkpoint of what
+// is consistent: work that did not finish stays in its mailboxes and runs
+// after the next start. The final checkpoint and its egress get another
+// StopTimeout.
+func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 	for _, r := range e.reads {
 		r.Pause()
 	}
-	e.log.Info("stopping: intake paused, finishing queued work")
-	// Work queued in mailboxes may produce more work for other shards, so
-	// wait until every shard is idle at once.
-	for {
-		idle := true
-		for _, l := range e.loops {
-			var busy bool
-			if err := l.Do(ctx, func(c *shard.Core) { busy = !c.Idle() }); err != nil {
-				return nil, err
-			}
-			if busy || l.Inbox().Bytes() > 0 {
-				idle = false
-			}
-		}
-		if idle {
-			break
-		}
-		select {
-		case <-time.After(10 * time.Millisecond):
-		case <-ctx.Done():
-			e.log.Warn("stopping before queued work finished; it stays in the final checkpoint's mailboxes")
-			ctx = context.Background()
-			goto final
-		}
+	e.log.Info("stopping: intake paused, finishing queued work", "deadline", e.cfg.StopTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	defer cancel()
+	if busy := e.waitIdle(ctx); busy > 0 {
+		e.log.Warn("stopping before queued work finished; it stays in the final checkpoint's mailboxes",
+			"shards_busy", busy, "waited", e.cfg.StopTimeout)
 	}
-final:
+	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	defer cancel()
 	man, err := e.coord.Checkpoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("final checkpoint: %w", err)
 	}
 	e.log.Info("final checkpoint complete", "id", man.GetId())
 	return man, nil
+}
+
+// waitIdle waits until no shard has work that can progress, at once (work
+// queued in mailboxes may produce more work for other shards), or ctx
+// ends; it returns how many shards were busy at the end. The backlog of
+// failing addresses and unreachable endpoints does not hold a stop up.
+func (e *Engine) waitIdle(ctx context.Context) int {
+	for {
+		busy := 0
+		for _, l := range e.loops {
+			working := true
+			_ = l.Do(ctx, func(c *shard.Core) { working = c.Working() })
+			if working || l.Inbox().Bytes() > 0 {
+				busy++
+			}
+		}
+		if busy == 0 {
+			return 0
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return busy
+		}
+	}
 }
 
 // closeAll stops every part without a final checkpoint: what is not
@@ -480,6 +495,9 @@ func (e *Engine) closeAll() {
 	}
 	if e.calls != nil {
 		e.calls.Close()
+	}
+	if e.pub != nil {
+		e.pub.Close()
 	}
 	if e.nc != nil {
 		e.nc.Close()
@@ -545,18 +563,46 @@ func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
 func (s *shardSet) Saturated(i int) bool     { return s.e.loops[i].Saturated() }
 func (s *shardSet) Count() int               { return len(s.e.loops) }
 
-// streamTrimmer deletes the ingress messages that a complete checkpoint has
-// read past: a restore never reads before the recorded sequence, so they
-// are not needed again, and the streams stay as small as the backlog.
+// streamTrimmer deletes the ingress messages that a complete checkpoint
+// has read past and that are older than the dedup window, so that the
+// streams hold the backlog and the last window of messages.
+//
+// The window matters across restarts: JetStream rebuilds its duplicate
+// map from the messages a stream still holds, so a message trimmed as soon
+// as a checkpoint read it would be forgotten, and a publisher repeating it
+// after a restart (its acknowledgement lost in the crash) would have it
+// stored and counted again. Keeping a window's worth costs disk (the
+// ingress rate times the window), not time.
 type streamTrimmer struct {
-	js   jetstream.JetStream
-	log  *slog.Logger
-	done map[string]uint64 // sequence trimmed up to, by stream
+	js      jetstream.JetStream
+	log     *slog.Logger
+	window  time.Duration
+	history []trimPoint       // complete checkpoints' sequences, oldest first
+	done    map[string]uint64 // sequence trimmed up to, by stream
+}
+
+// trimPoint is what a complete checkpoint had read, and when.
+type trimPoint struct {
+	at   time.Time
+	seqs map[string]uint64
 }
 
 func (t *streamTrimmer) trim(man *storagev1.Manifest) {
-	for stream, seq := range man.GetReaderSequences() {
-		if seq == 0 || t.done[stream] == seq {
+	now := time.Now()
+	t.history = append(t.history, trimPoint{at: now, seqs: man.GetReaderSequences()})
+	// The newest checkpoint older than the window: every message it read
+	// was stored before that.
+	i := 0
+	for i < len(t.history) && now.Sub(t.history[i].at) >= t.window {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	point := t.history[i-1]
+	t.history = t.history[i-1:]
+	for stream, seq := range point.seqs {
+		if seq == 0 || t.done[stream] >= seq {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -73,7 +73,9 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep := serve(t, reg)
-	h := start(t, baseConfig(t, ep.url()))
+	cfg := baseConfig(t, ep.url())
+	cfg.DedupWindow = time.Second
+	h := start(t, cfg)
 	out := h.subscribe("test.out")
 
 	const addresses, perAddress = 20, 10
@@ -101,10 +103,8 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 			t.Errorf("source header = %q", got)
 		}
 	}
-	// Once a checkpoint covers them, the ingress messages are trimmed.
-	if _, err := h.e.Checkpoint(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	// Once a checkpoint covers them and they are older than the dedup
+	// window, the ingress messages are trimmed.
 	eventually(t, "the ingress stream trimmed", func() bool {
 		s, err := h.js.Stream(context.Background(), runtime.DirectStream)
 		if err != nil {

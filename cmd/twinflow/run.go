@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/twinflow/twinflow/runtime"
@@ -31,6 +33,9 @@ func runCmd(ctx context.Context, args []string) error {
 	interval := fs.Duration("checkpoint-interval", time.Second, "time between checkpoints")
 	memory := fs.String("memory", "1GiB", "total memory budget (e.g. 512MiB, 2GiB)")
 	restore := fs.String("restore", "", "start from this savepoint (the data dir must have no state yet)")
+	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "on stop, how long queued work may take to finish before the final checkpoint (and how long that may take)")
+	dedupWindow := fs.Duration("dedup-window", 10*time.Minute, "how long a publish repeated with the same Nats-Msg-Id is dropped, across restarts")
+	spillBudget := fs.String("spill-budget", "16GiB", "disk for address backlogs moved out of memory; intake pauses when it is used up")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if _, err := parse(fs, args); err != nil {
 		return err
@@ -43,6 +48,10 @@ func runCmd(ctx context.Context, args []string) error {
 	total, err := parseBytes(*memory)
 	if err != nil {
 		return fmt.Errorf("-memory: %w", err)
+	}
+	spill, err := parseBytes(*spillBudget)
+	if err != nil {
+		return fmt.Errorf("-spill-budget: %w", err)
 	}
 	module := &spec.Module{}
 	if *configPath != "" {
@@ -60,6 +69,7 @@ func runCmd(ctx context.Context, args []string) error {
 		DataDir: *dataDir, Module: module, NATSURL: *natsURL, NATSCredsFile: *natsCreds, NATSPort: *natsPort,
 		NATSSyncInterval: *natsSync, AdminAddr: *admin, Shards: *shards, KeyGroups: *keyGroups,
 		CheckpointInterval: *interval, Memory: runtime.Memory{Total: total}, Logger: log,
+		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill,
 	}
 	e, err := runtime.Start(ctx, cfg)
 	if err != nil {
@@ -71,13 +81,26 @@ func runCmd(ctx context.Context, args []string) error {
 		e.NATSURL(), e.AdminURL(), e.AdminURL(), e.Budget())
 	select {
 	case <-ctx.Done():
-		log.Info("signal received; stopping cleanly")
-		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		_, err := e.Stop(stopCtx, "")
-		return err
 	case <-e.Done():
 		return nil
+	}
+	// A second signal ends the process at once: the last complete
+	// checkpoint is where the next start resumes.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
+	log.Info("signal received; stopping cleanly (a second signal stops at once)", "deadline", 2**stopTimeout)
+	stopped := make(chan error, 1)
+	go func() {
+		_, err := e.Stop(context.Background(), "")
+		stopped <- err
+	}()
+	select {
+	case err := <-stopped:
+		return err
+	case sig := <-again:
+		log.Warn("second signal; exiting without a final checkpoint: the next start resumes from the last complete one", "signal", sig.String())
+		return errors.New("stopped at once by a second signal")
 	}
 }
 

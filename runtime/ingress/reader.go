@@ -64,9 +64,20 @@ type Reader struct {
 
 	barrier atomic.Uint64 // requested barrier, 0 when none
 	paused  atomic.Bool   // intake stopped for shutdown
+	failing atomic.Pointer[Failure]
 	lastSeq uint64
 	batches [][]shard.Item
 }
+
+// Failure is why a reader cannot read its stream, and since when.
+type Failure struct {
+	Err   error
+	Since time.Time
+}
+
+// Failing returns why the reader cannot read its stream (a deleted stream,
+// a NATS server that is gone), or nil while it reads.
+func (r *Reader) Failing() *Failure { return r.failing.Load() }
 
 // New returns a reader that starts after startAfter, the sequence recorded
 // in the last checkpoint.
@@ -113,12 +124,19 @@ func (r *Reader) Run(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			r.log.Error("reading stream failed; retrying", "err", err)
+			if r.failing.Load() == nil {
+				r.failing.Store(&Failure{Err: err, Since: time.Now()})
+				r.log.Error("reading stream failed; retrying every second", "err", err)
+			}
 			select {
 			case <-time.After(time.Second):
 			case <-ctx.Done():
 			}
 			continue
+		}
+		if f := r.failing.Load(); f != nil {
+			r.failing.Store(nil)
+			r.log.Info("reading stream again", "failed_for", time.Since(f.Since).Round(time.Millisecond))
 		}
 		r.deliver(ctx, msgs)
 	}

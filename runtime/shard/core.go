@@ -238,6 +238,17 @@ func (c *Core) GetState(addr Address) (map[string]state.Value, error) {
 // Idle reports whether the shard has no work queued, spilled or in flight.
 func (c *Core) Idle() bool { return len(c.boxes) == 0 }
 
+// Working reports whether the shard has work that can progress: a call in
+// flight, or messages for an address that is not failing.
+func (c *Core) Working() bool {
+	for _, b := range c.boxes {
+		if b.inCall || !b.failing() {
+			return true
+		}
+	}
+	return false
+}
+
 // Settled reports whether the shard is idle and everything it did is in a
 // checkpoint handed off: no uncommitted writes, no buffered egress.
 func (c *Core) Settled() bool {

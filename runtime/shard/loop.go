@@ -18,7 +18,7 @@ type Loop struct {
 	committed chan *Part
 	tick      time.Duration
 	saturated atomic.Bool
-	reason    atomic.Pointer[string] // why intake pauses, while it does
+	sat       atomic.Pointer[saturation] // why and since when intake pauses, while it does
 	status    atomic.Pointer[Status]
 	stopped   chan struct{}
 }
@@ -67,13 +67,18 @@ func (l *Loop) Committed(p *Part) {
 // wait while it is.
 func (l *Loop) Saturated() bool { return l.saturated.Load() }
 
-// SaturatedReason says why intake pauses for this shard, or "" when it
-// does not.
-func (l *Loop) SaturatedReason() string {
-	if r := l.reason.Load(); r != nil {
-		return *r
+type saturation struct {
+	since time.Time
+	why   string
+}
+
+// SaturatedSince says since when and why intake pauses for this shard; a
+// zero time when it does not.
+func (l *Loop) SaturatedSince() (time.Time, string) {
+	if s := l.sat.Load(); s != nil {
+		return s.since, s.why
 	}
-	return ""
+	return time.Time{}, ""
 }
 
 // Status returns the shard's health summary as of its last update, at most
@@ -155,9 +160,9 @@ func (l *Loop) Run(ctx context.Context) {
 		sat, why := c.Saturated(l.inbox.Bytes(), l.inbox.Len())
 		if sat != l.saturated.Load() {
 			if sat {
-				l.reason.Store(&why)
+				l.sat.Store(&saturation{since: time.Now(), why: why})
 			} else {
-				l.reason.Store(nil)
+				l.sat.Store(nil)
 			}
 			l.saturated.Store(sat)
 			v := 0.0
