@@ -359,7 +359,9 @@ func (hostile) Invoke(_ context.Context, req *connect.Request[twinflowv1.InvokeR
 		}
 		eff := &twinflowv1.Effects{}
 		self := b.GetTarget()
-		str := func(s string) *twinflowv1.TypedValue { return &twinflowv1.TypedValue{Typename: "twinflow/string", Value: []byte(s)} }
+		str := func(s string) *twinflowv1.TypedValue {
+			return &twinflowv1.TypedValue{Typename: "twinflow/string", Value: []byte(s)}
+		}
 		inv := b.GetInvocations()[0]
 		switch string(inv.GetArgument().GetValue()) {
 		case "undeclared state":
