@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,6 +85,7 @@ func TestCrashRecovery(t *testing.T) {
 	// The faults run while the driver publishes.
 	faultsDone := make(chan error, 1)
 	var kills [2]int // runtime, function
+	var rtRestarted atomic.Bool
 	var faults sync.WaitGroup
 	defer faults.Wait() // after cancel, before the cleanups kill the processes
 	defer cancel()
@@ -113,6 +115,9 @@ func TestCrashRecovery(t *testing.T) {
 				if err := restart(ctx); err != nil {
 					return err
 				}
+				if f.runtime {
+					rtRestarted.Store(true)
+				}
 				t.Logf("killed %s at %v; back after %v (%v down by plan)", p.name,
 					killed.Sub(begin).Round(time.Millisecond), time.Since(killed).Round(time.Millisecond), f.down.Round(time.Millisecond))
 			}
@@ -121,9 +126,20 @@ func TestCrashRecovery(t *testing.T) {
 	})
 
 	// Batches go out on a schedule; after a stall (the runtime was down)
-	// the driver catches up.
+	// the driver catches up. After each restart of the runtime the driver
+	// publishes the batches of the last second again, with the same message
+	// ids, as a publisher does whose acknowledgements the crash lost: the
+	// repeats must be dropped, however long ago a checkpoint read them.
 	perTick := (len(w.Commands)*int(publishTick) + int(publishPeriod) - 1) / int(publishPeriod)
+	repeated := 0
 	for i, next := 0, time.Now(); i < len(w.Commands); i += perTick {
+		if rtRestarted.Swap(false) {
+			again := w.Commands[max(0, i-4*perTick):i]
+			if err := d.publish(ctx, again); err != nil {
+				t.Fatalf("publishing %d commands again: %v", len(again), err)
+			}
+			repeated += len(again)
+		}
 		batch := w.Commands[i:min(i+perTick, len(w.Commands))]
 		if err := d.publish(ctx, batch); err != nil {
 			t.Fatalf("publishing commands %d..%d: %v", i, i+len(batch)-1, err)
@@ -210,8 +226,8 @@ func TestCrashRecovery(t *testing.T) {
 	if st, err := admin.GetCheckpointStatus(ctx, connect.NewRequest(&twinflowv1.GetCheckpointStatusRequest{})); err == nil {
 		checkpoints = st.Msg.GetLatest().GetId()
 	}
-	t.Logf("%d commands (%d messages) published in %v; %d runtime and %d function kills by %v; states exact at %v; "+
+	t.Logf("%d commands (%d messages, %d published again after restarts) published in %v; %d runtime and %d function kills by %v; states exact at %v; "+
 		"checked again and egress (%d records) at %v; last checkpoint %d",
-		len(w.Commands), w.Messages(), published.Round(time.Millisecond), kills[0], kills[1], faulted.Round(time.Millisecond),
+		len(w.Commands), w.Messages(), repeated, published.Round(time.Millisecond), kills[0], kills[1], faulted.Round(time.Millisecond),
 		converged.Round(time.Millisecond), len(w.Egress), time.Since(begin).Round(time.Millisecond), checkpoints)
 }

@@ -28,6 +28,10 @@ type Options struct {
 	// Prefix starts the command ids (and so the egress ids), so that
 	// workloads published to one deployment do not collide; default "c".
 	Prefix string
+	// NoLateCancels leaves out cancels sent in a later invocation: they
+	// assume the function runs before the cancelled message falls due,
+	// which an endpoint outage breaks.
+	NoLateCancels bool
 }
 
 func (o *Options) setDefaults() {
@@ -140,7 +144,7 @@ func (g *gen) command(id, at string, depth int) *Command {
 				Ops: []Op{{Op: OpIncrement}, {Op: OpEgress, ID: "x-" + opID}},
 			}}
 			g.w.Cancelled["x-"+opID] = true
-			if g.rng.IntN(2) == 0 {
+			if !g.o.NoLateCancels && g.rng.IntN(2) == 0 {
 				op.Later = true
 				op.DelayMs = LateCancelDelay.Milliseconds()
 				g.w.Msgs[at]++ // the cancel it sends itself
