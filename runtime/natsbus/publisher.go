@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinflow/twinflow/runtime/backoff"
 )
 
 // Record is one message for a [Publisher].
@@ -92,7 +93,7 @@ func (p *Publisher) Publish(ctx context.Context, recs []Record) error {
 	for i := range todo {
 		todo[i] = i
 	}
-	backoff := p.opts.MinBackoff
+	retry := backoff.Retrier{Policy: backoff.Policy{Base: p.opts.MinBackoff, Max: p.opts.MaxBackoff}}
 	rejected := &RejectedError{}
 	for round := 1; ; round++ {
 		failed, cause, err := p.publishRound(ctx, recs, todo, rejected)
@@ -111,15 +112,13 @@ func (p *Publisher) Publish(ctx context.Context, recs []Record) error {
 		if round == 3 {
 			p.log.Warn("publishes keep failing, retrying", "failed", len(failed), "err", cause)
 		}
-		d := backoff/2 + rand.N(backoff/2+1)
-		t := time.NewTimer(d)
+		t := time.NewTimer(retry.Next())
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("natsbus: %d of %d records not acknowledged: %w (last failure: %v)", len(failed), len(recs), ctx.Err(), cause)
 		}
-		backoff = min(2*backoff, p.opts.MaxBackoff)
 		slices.Sort(failed)
 		todo = failed
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +13,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+
+	"github.com/twinflow/twinflow/runtime/backoff"
 )
 
 // ReplyToHeader names the inbox a client waits on for an answer. JetStream
@@ -137,7 +138,7 @@ type Reader struct {
 		gen     int    // consumers created so far
 		cur     *pull  // nil while there is no consumer
 		retryAt time.Time
-		backoff time.Duration
+		retry   backoff.Retrier
 		lost    bool // logged a loss and not yet a recovery
 		timer   *time.Timer
 		reqBuf  []byte
@@ -184,6 +185,7 @@ func NewReader(ctx context.Context, js jetstream.JetStream, stream string, start
 		namePrefix: "twinflow_" + nuid.Next(),
 	}
 	r.mu.last = startAfterSeq
+	r.mu.retry.Policy = backoff.Policy{Base: 50 * time.Millisecond, Max: 2 * time.Second}
 	r.mu.timer = time.NewTimer(time.Hour)
 	r.mu.timer.Stop()
 	if err := r.open(ctx); err != nil {
@@ -484,7 +486,7 @@ func (r *Reader) drop(reason string) {
 		// Lost again right after creation: back off instead of spinning.
 		r.backOff()
 	} else {
-		r.mu.backoff = 0
+		r.mu.retry.Reset()
 		r.mu.retryAt = time.Time{}
 	}
 	_ = p.sub.Unsubscribe()
@@ -523,15 +525,7 @@ func (r *Reader) retryLater(err error) {
 // backOff schedules the next consumer creation with jittered exponential
 // backoff, from 50ms up to 2s.
 func (r *Reader) backOff() {
-	b := r.mu.backoff
-	switch {
-	case b == 0:
-		b = 50 * time.Millisecond
-	case b < 2*time.Second:
-		b *= 2
-	}
-	r.mu.backoff = b
-	r.mu.retryAt = time.Now().Add(b/2 + rand.N(b/2+1))
+	r.mu.retryAt = time.Now().Add(r.mu.retry.Next())
 }
 
 // sleep waits for d or until ctx ends; it reports whether ctx is still live.
