@@ -67,6 +67,27 @@ type Reader struct {
 	failing atomic.Pointer[Failure]
 	lastSeq uint64
 	batches [][]shard.Item
+	// dead letters since they were last logged: they are logged together,
+	// never one line per message
+	dead struct {
+		count             int
+		last, lastSubject string
+		logged            time.Time
+	}
+}
+
+// deadLogEvery is how often dead letters are logged, at most.
+const deadLogEvery = 5 * time.Second
+
+// logDead logs the dead letters counted since the last log, at most every
+// deadLogEvery.
+func (r *Reader) logDead(now time.Time) {
+	if r.dead.count == 0 || now.Sub(r.dead.logged) < deadLogEvery {
+		return
+	}
+	r.log.Warn("ingress messages dead-lettered", "messages", r.dead.count, "last_error", r.dead.last,
+		"last_subject", r.dead.lastSubject, "subject", router.DeadLetterSubject)
+	r.dead.count, r.dead.last, r.dead.lastSubject, r.dead.logged = 0, "", "", now
 }
 
 // Failure is why a reader cannot read its stream, and since when.
@@ -108,6 +129,7 @@ func (r *Reader) Run(ctx context.Context) {
 	wait := time.Millisecond
 	for ctx.Err() == nil {
 		r.emitBarrier()
+		r.logDead(time.Now())
 		if r.paused.Load() || r.anySaturated() {
 			r.m.waits.Inc()
 			select {
@@ -217,7 +239,8 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 
 func (r *Reader) deadLetter(msg *natsbus.Msg, err error) *storagev1.EgressRecord {
 	subject, hdr := router.DeadLetter(err, router.Message{Subject: msg.Subject, Header: msg.Header, Data: msg.Data})
-	r.log.Warn("dead-lettering ingress message", "subject", msg.Subject, "seq", msg.Seq, "err", err)
+	r.dead.count++
+	r.dead.last, r.dead.lastSubject = err.Error(), msg.Subject
 	flat := make(map[string]string, len(hdr))
 	for k, v := range hdr {
 		if len(v) > 0 {
