@@ -160,11 +160,31 @@ func expectMissing(i int, r *twinflowv1.AddressResult, want ...*twinflowv1.State
 	if m == nil {
 		return fmt.Errorf("%s: %s, want missing states %s", where, outcomeString(r), listString(want, specString))
 	}
-	got := m.GetSpecs()
-	byName := func(a, b *twinflowv1.StateSpec) int { return strings.Compare(a.GetName(), b.GetName()) }
-	got, want = slices.SortedFunc(slices.Values(got), byName), slices.SortedFunc(slices.Values(want), byName)
-	return sameList(where, "missing specs", got, want, specString, func(a, b *twinflowv1.StateSpec) bool {
-		return a.GetName() == b.GetName() && a.GetTypename() == b.GetTypename() &&
-			a.GetExpiryMode() == b.GetExpiryMode() && a.GetExpireAfterMillis() == b.GetExpireAfterMillis()
-	})
+	got := make(map[string]*twinflowv1.StateSpec)
+	for _, spec := range m.GetSpecs() {
+		if _, dup := got[spec.GetName()]; dup {
+			return fmt.Errorf("%s: missing states name %q twice", where, spec.GetName())
+		}
+		got[spec.GetName()] = spec
+	}
+	wanted := make(map[string]*twinflowv1.StateSpec)
+	for _, spec := range want {
+		wanted[spec.GetName()] = spec
+	}
+	for _, name := range slices.Sorted(maps.Keys(got)) {
+		w, ok := wanted[name]
+		if !ok {
+			return fmt.Errorf("%s: missing states name %s, which the request sent or the function does not declare (want %s)",
+				where, specString(got[name]), listString(want, specString))
+		}
+		if g := got[name]; g.GetTypename() != w.GetTypename() || g.GetExpiryMode() != w.GetExpiryMode() || g.GetExpireAfterMillis() != w.GetExpireAfterMillis() {
+			return fmt.Errorf("%s: missing spec %s, want %s", where, specString(g), specString(w))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(wanted)) {
+		if _, ok := got[name]; !ok {
+			return fmt.Errorf("%s: missing states do not name %s, which the request did not send", where, specString(wanted[name]))
+		}
+	}
+	return nil
 }

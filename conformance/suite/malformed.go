@@ -20,7 +20,9 @@ type malformedRequest struct {
 
 func malformedRequests() []malformedRequest {
 	ok := i64(1)
-	valid := func(id string) *twinflowv1.AddressBatch { return counterBatch(id, counterState(nil, nil, nil), inv(ok)) }
+	valid := func(id string) *twinflowv1.AddressBatch {
+		return counterBatch(id, counterState(nil, nil, nil), inv(ok))
+	}
 	withTarget := func(typ, id string) *twinflowv1.InvokeRequest {
 		return request(batch(addr(typ, id), counterState(nil, nil, nil), inv(ok)))
 	}

@@ -106,8 +106,8 @@ func Failed(results []Result) []Result {
 
 // client calls the endpoint under test.
 type client struct {
-	cfg  Config
-	url  string
+	cfg Config
+	url string
 	// http signs its requests when the suite signs; plain never does.
 	http  *http.Client
 	plain *http.Client
