@@ -218,7 +218,7 @@ func (c *client) send(ctx context.Context, hc *http.Client, path string, body []
 	for k, v := range header {
 		req.Header[k] = v
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return rawResponse{}, err
 	}
