@@ -309,7 +309,7 @@ export class Invocation implements Context, Message {
   }
 
   /** Remembers the first misuse and throws it. */
-  private misuse(message: string): never {
+  misuse(message: string): never {
     const err = new TerminalError(message);
     if (this.misused === undefined && !this.done) {
       this.misused = err;
@@ -320,6 +320,18 @@ export class Invocation implements Context, Message {
 
 function toProto(a: Address) {
   return create(AddressSchema, { type: a.type, id: a.id });
+}
+
+/** Records a misuse of ctx and returns the error to throw. */
+export function misuse(ctx: Context, message: string): TerminalError {
+  if (ctx instanceof Invocation) {
+    try {
+      ctx.misuse(message);
+    } catch (e) {
+      return e as TerminalError;
+    }
+  }
+  return new TerminalError(message);
 }
 
 /** Returns the state of spec in the invocation behind ctx. */

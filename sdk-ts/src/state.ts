@@ -4,7 +4,7 @@ import { StateSpecSchema } from "./gen/twinflow/v1/types_pb.js";
 import { typenameProblem, quote } from "./address.js";
 import type { Type } from "./types.js";
 import type { Context } from "./context.js";
-import { stateAccess } from "./context.js";
+import { misuse, stateAccess } from "./context.js";
 
 /**
  * When a state value expires. The runtime, not the SDK, expires values: an
@@ -85,9 +85,19 @@ export class ValueSpec<T> {
     s.set({ typename: this.type.typename, bytes });
   }
 
-  /** Deletes the value. */
+  /**
+   * Deletes the value. Clearing a state the function did not declare is a
+   * misuse: it throws a TerminalError and fails the invocation terminally,
+   * as in the Go SDK.
+   */
   clear(ctx: Context): void {
-    stateAccess(ctx, this).set(undefined);
+    let s: ReturnType<typeof stateAccess>;
+    try {
+      s = stateAccess(ctx, this);
+    } catch (e) {
+      throw misuse(ctx, (e as Error).message);
+    }
+    s.set(undefined);
   }
 
   /** The spec as the runtime records it; throws when the spec is invalid. */

@@ -88,6 +88,13 @@ test("error kinds: thrown errors retry, terminal ones do not, and the batch's ef
         return;
       case "bad-delay":
         ctx.sendAfter(-1, self, StringType, "x");
+        return;
+      case "clear-undeclared":
+        try {
+          new ValueSpec({ name: "other", type: StringType }).clear(ctx);
+        } catch {
+          // caught, yet still a misuse
+        }
     }
   });
   for (const [cmd, kind, message] of [
@@ -97,6 +104,7 @@ test("error kinds: thrown errors retry, terminal ones do not, and the batch's ef
     ["not-an-error", InvocationError_Kind.RETRYABLE, "a string"],
     ["bad-send", InvocationError_Kind.TERMINAL, `misuse of the Context: send to no-slash/x: function type "no-slash": want "namespace/name" with both parts non-empty`],
     ["bad-delay", InvocationError_Kind.TERMINAL, "misuse of the Context: send to test/counter/a after -1ms: the delay must be"],
+    ["clear-undeclared", InvocationError_Kind.TERMINAL, `misuse of the Context: state "other" is not declared by function type test/counter`],
   ] as const) {
     const e = errorOf(await reg.runBatch(batch(self, allState(), inv(tv(StringType, "ok")), inv(tv(StringType, cmd)))));
     assert.equal(e.kind, kind, cmd);
