@@ -23,6 +23,8 @@ var forbidden = []struct {
 	{"/sdk", []string{"/runtime", "/router", "/cmd", "/examples"}},
 	{"/proto", []string{"/runtime", "/router", "/sdk", "/cmd", "/examples"}},
 	{"/examples", []string{"/runtime", "/cmd"}},
+	// The conformance suite judges every SDK through the wire alone.
+	{"/conformance/suite", []string{"/sdk", "/runtime", "/router", "/examples"}},
 }
 
 func TestForbiddenImports(t *testing.T) {
