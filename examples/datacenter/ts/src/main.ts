@@ -12,6 +12,7 @@
  * stops accepting calls and finishes the running ones.
  */
 import { parseArgs } from "node:util";
+import { pathToFileURL } from "node:url";
 import type { AddressInfo } from "node:net";
 import { Registry, createServer } from "@twinflow/sdk";
 import { parseDuration } from "./gotime.js";
@@ -71,7 +72,8 @@ function main(): void {
   }
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+// Run only as a program, not when a test imports configFromEnv.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   try {
     main();
   } catch (e) {
