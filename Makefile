@@ -7,7 +7,13 @@ SHELL := bash
 MAKEFLAGS += --no-print-directory
 
 GO ?= go
+NPM ?= npm
 BIN := $(CURDIR)/bin
+# The npm packages of the TypeScript SDK and example, installed by npm ci
+# from package-lock.json; again whenever the lock file changes.
+NODE_MODULES := node_modules/.package-lock.json
+# Which rack twin `make run` uses: go, or ts for the TypeScript one.
+RACKFUN ?= go
 
 .PHONY: help
 help: ## Describe the useful make targets
@@ -17,13 +23,21 @@ help: ## Describe the useful make targets
 build: ## Build the twinflow binaries into ./bin
 	$(GO) build -o $(BIN)/ ./cmd/... ./examples/datacenter/cmd/... ./examples/datacenter/simulator
 
+$(NODE_MODULES): package-lock.json
+	$(NPM) ci --no-audit --no-fund
+
+.PHONY: ts
+ts: $(NODE_MODULES) ## Install the npm packages if needed and build the TypeScript SDK (sdk-ts) and rack twin
+	$(NPM) run --silent build
+
 .PHONY: test
-test: ## Run all tests with the race detector
+test: ts ## Run all tests with the race detector, the TypeScript tests, and the conformance suite against the Go and TypeScript SDKs
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(NPM) test
 
 .PHONY: run
-run: build ## Run the platform with the data-center example
-	./deploy/run-example.sh
+run: build $(if $(filter ts,$(RACKFUN)),ts) ## Run the platform with the data-center example (RACKFUN=ts: the rack twin in TypeScript)
+	RACKFUN=$(RACKFUN) ./deploy/run-example.sh
 
 .PHONY: bench
 bench: ## Run the micro-benchmarks, then the end-to-end benchmark (under 10 minutes; see docs/benchmarks.md)
@@ -32,13 +46,14 @@ bench: ## Run the micro-benchmarks, then the end-to-end benchmark (under 10 minu
 	$(BIN)/twinflow-bench -json $(BIN)/benchmarks.json
 
 .PHONY: generate
-generate: ## Regenerate the protobuf and Connect code from proto/ and examples/datacenter/proto/
+generate: $(NODE_MODULES) ## Regenerate the protobuf, Connect and TypeScript code from proto/ and examples/datacenter/proto/
 	$(GO) tool buf lint
 	$(GO) tool buf generate
-	cd examples/datacenter && $(GO) tool buf lint && $(GO) tool buf generate
+	$(GO) tool buf generate --template sdk-ts/buf.gen.yaml
+	cd examples/datacenter && $(GO) tool buf lint && $(GO) tool buf generate && $(GO) tool buf generate --template ts/buf.gen.yaml
 
 .PHONY: check
 check: generate ## gofmt, go vet, and fail when generated code is stale
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	@if [ -n "$$(git status --porcelain -- proto examples/datacenter/gen)" ]; then echo "generated code is stale: run make generate and commit"; git status --porcelain -- proto examples/datacenter/gen; exit 1; fi
+	@if [ -n "$$(git status --porcelain -- proto examples/datacenter/gen sdk-ts/src/gen examples/datacenter/ts/src/gen)" ]; then echo "generated code is stale: run make generate and commit"; git status --porcelain -- proto examples/datacenter/gen sdk-ts/src/gen examples/datacenter/ts/src/gen; exit 1; fi

@@ -13,6 +13,8 @@
 #   RACKS, SERVERS, INTERVAL   the simulated data center (default 4 racks of 8
 #              servers, one report per server per second)
 #   FAULTS     the fault schedule, kind:target@time,... (see examples/datacenter/sim)
+#   RACKFUN    which rack twin serves datacenter/rack: "go" (default) or "ts", the
+#              TypeScript one (examples/datacenter/ts, built by make ts)
 #   ALERTS     how to print the alerts: "decoded" (default; bin/simulator -watch,
 #              one readable line each) or "tail" (bin/twinflow tail datacenter.alerts,
 #              the raw records: protobuf the CLI does not know prints as base64)
@@ -35,6 +37,27 @@ ALERTS=${ALERTS:-decoded}
 # replaced at 30s (its alert resolves two minutes after the last error), the
 # switch at 60s, and the dead server comes back at 90s.
 FAULTS=${FAULTS:-tor:rack-2@10s,disk:rack-1/srv-3@15s,dead:rack-0/srv-5@20s,clear:rack-1/srv-3@30s,clear:rack-2@60s,clear:rack-0/srv-5@90s}
+
+# RACKFUN=ts: the TypeScript rack twin serves datacenter/rack on
+# 127.0.0.1:8001, as deploy/datacenter/module-ts-rack.yaml says; the Go
+# endpoint serves the other twins.
+RACKFUN=${RACKFUN:-go}
+TS_RACK=examples/datacenter/ts/dist/src/main.js
+TS_RACK_ENDPOINT=127.0.0.1:8001
+case $RACKFUN in
+go) ;;
+ts)
+	MODULE=deploy/datacenter/module-ts-rack.yaml
+	if [[ ! -f $TS_RACK ]]; then
+		echo "$TS_RACK is missing: run make ts first" >&2
+		exit 1
+	fi
+	;;
+*)
+	echo "RACKFUN=$RACKFUN: want go or ts" >&2
+	exit 2
+	;;
+esac
 
 for b in twinflow datacenter-functions simulator; do
 	if [[ ! -x $BIN/$b ]]; then
@@ -62,7 +85,7 @@ export TWINFLOW_ADMIN=http://$ADMIN
 # (its final checkpoint still needs the endpoint), then the endpoint.
 # Without it they would all stop at once.
 
-FN_PID= TF_PID= SIM_PID= TAIL_PID=
+FN_PID= TS_PID= TF_PID= SIM_PID= TAIL_PID=
 stopping=
 cleanup() {
 	[[ -n $stopping ]] && return
@@ -80,6 +103,7 @@ cleanup() {
 		wait "$TF_PID" 2>/dev/null || true
 	fi
 	[[ -n $FN_PID ]] && kill "$FN_PID" 2>/dev/null || true
+	[[ -n $TS_PID ]] && kill "$TS_PID" 2>/dev/null || true
 	wait 2>/dev/null || true
 	if [[ -z $KEEP_DATA ]]; then
 		rm -rf "$DATA"
@@ -125,6 +149,15 @@ set -m
 FN_PID=$!
 set +m
 wait_for "http://$ENDPOINT/" "$FN_PID" "the function endpoint" "$LOGS/functions.log"
+
+if [[ $RACKFUN == ts ]]; then
+	set -m
+	node "$TS_RACK" --listen "$TS_RACK_ENDPOINT" >"$LOGS/rack-ts.log" 2>&1 &
+	TS_PID=$!
+	set +m
+	wait_for "http://$TS_RACK_ENDPOINT/" "$TS_PID" "the TypeScript rack endpoint" "$LOGS/rack-ts.log"
+	echo "the rack twin is served by the TypeScript endpoint http://$TS_RACK_ENDPOINT (log: $LOGS/rack-ts.log)"
+fi
 
 set -m
 "$BIN/twinflow" run -config "$MODULE" -data "$DATA/twinflow" -nats-port "$NATS_PORT" -admin "$ADMIN" \

@@ -1,6 +1,7 @@
 package datacenter_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/twinflow/twinflow/examples/datacenter"
 	datacenterv1 "github.com/twinflow/twinflow/examples/datacenter/gen/datacenter/v1"
 	"github.com/twinflow/twinflow/examples/datacenter/sim"
+	"github.com/twinflow/twinflow/internal/tsendpoint"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
@@ -48,6 +50,24 @@ func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a worker with an embedded NATS server")
 	}
+	endToEnd(t, false)
+}
+
+// TestEndToEndTypeScriptRack is TestEndToEnd with
+// deploy/datacenter/module-ts-rack.yaml: the rack twins are served by the
+// TypeScript endpoint (examples/datacenter/ts, in a Node process), the
+// other twins by the Go one. The twin behaves the same: the same alerts,
+// rack state and answers.
+func TestEndToEndTypeScriptRack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a worker with an embedded NATS server")
+	}
+	endToEnd(t, true)
+}
+
+// endToEnd runs the scenario of TestEndToEnd, with the rack twins served
+// by the TypeScript endpoint when tsRack is true.
+func endToEnd(t *testing.T, tsRack bool) {
 	const (
 		interval   = 5 * time.Second
 		failAt     = 30 * time.Second
@@ -69,7 +89,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	slices.Sort(faulty)
 
-	d := deploy(t)
+	d := deploy(t, tsRack)
 	d.commission(dc.Servers())
 	next := time.Duration(0) // the time of the next round
 	runUntil := func(end time.Duration) {
@@ -232,8 +252,10 @@ type deployment struct {
 }
 
 // deploy starts the twins' endpoint and a worker with the example's module
-// spec, pointed at the endpoint, and starts reading the alerts.
-func deploy(t *testing.T) *deployment {
+// spec, pointed at the endpoint, and starts reading the alerts. With
+// tsRack the rack twins are served by the TypeScript endpoint instead, as
+// deploy/datacenter/module-ts-rack.yaml says.
+func deploy(t *testing.T, tsRack bool) *deployment {
 	t.Helper()
 	clock := &simClock{}
 	clock.Set(t0)
@@ -241,15 +263,26 @@ func deploy(t *testing.T) *deployment {
 	if err := datacenter.Register(reg, datacenter.Config{Now: clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	endpoint := httptest.NewServer(sdk.Handler(reg))
+	var h http.Handler = sdk.Handler(reg)
+	specPath := "../../deploy/datacenter/module.yaml"
+	tsURL := ""
+	if tsRack {
+		specPath = "../../deploy/datacenter/module-ts-rack.yaml"
+		tsURL = tsendpoint.Start(t, "../..", tsRackScript, "--listen")
+		h = refusing(t, datacenter.RackFunction, h)
+	}
+	endpoint := httptest.NewServer(h)
 	t.Cleanup(endpoint.Close)
 
-	module, err := spec.Load("../../deploy/datacenter/module.yaml")
+	module, err := spec.Load(specPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range module.Endpoints {
 		module.Endpoints[i].URL = endpoint.URL
+		if module.Endpoints[i].Functions == datacenter.RackFunction {
+			module.Endpoints[i].URL = tsURL
+		}
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -288,6 +321,28 @@ func deploy(t *testing.T) *deployment {
 	}
 	d.alerts = readAlerts(t, js)
 	return d
+}
+
+// refusing wraps the Go endpoint's handler in a check that no call for
+// functionType reaches it.
+func refusing(t *testing.T, functionType string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var req twinflowv1.InvokeRequest
+		if proto.Unmarshal(body, &req) == nil {
+			for _, b := range req.GetBatches() {
+				if b.GetTarget().GetType() == functionType {
+					t.Errorf("a call for %s reached the Go endpoint", functionType)
+				}
+			}
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		h.ServeHTTP(w, r)
+	})
 }
 
 // testLog writes the worker's log to the test's.
