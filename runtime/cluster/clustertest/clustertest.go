@@ -53,13 +53,13 @@ type Cluster struct {
 
 // Server is one server of a Cluster.
 type Server struct {
-	Name        string // server name, n0, n1 or n2
-	dir         string // holds the config file and the JetStream store
-	client      int    // client port
-	route       int    // cluster (route) port
-	monitor     int    // HTTP monitoring port
-	proc        *process
-	logs        *logBuffer
+	Name    string // server name, n0, n1 or n2
+	dir     string // holds the config file and the JetStream store
+	client  int    // client port
+	route   int    // cluster (route) port
+	monitor int    // HTTP monitoring port
+	proc    *process
+	logs    *logBuffer
 }
 
 // Start starts a three-server cluster with JetStream and waits until every
