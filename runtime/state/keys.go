@@ -36,6 +36,7 @@ package state
 //	[0xFF][0x03][id u64 BE] manifest         -> storagev1.Manifest
 //	[0xFF][0x04][reader]    reader sequence  -> u64 BE
 //	[0xFF][0x05][msg id]    unpublished egress -> storagev1.EgressRecord
+//	[0xFF][0x06][kg u16 BE] changelog position -> seq u64 BE, epoch u64 BE
 //
 // Key groups are below 2^15, so no key group key starts with 0xFF.
 
@@ -75,6 +76,7 @@ const (
 	metaManifest  = 0x03
 	metaReader    = 0x04
 	metaEgress    = 0x05
+	metaPosition  = 0x06
 )
 
 // layoutVersion is the version of this key layout and of the value

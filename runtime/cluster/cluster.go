@@ -1,0 +1,212 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinflow/twinflow/runtime/keygroup"
+)
+
+// Config names a cluster and shapes its NATS resources.
+type Config struct {
+	// Name identifies the cluster: every worker started with the same name
+	// on the same NATS cluster is part of it. Letters, digits, '-' and '_',
+	// at most 32 of them. Required.
+	Name string
+	// KeyGroups is the number of key groups K, a power of two (see
+	// keygroup.Validate). The first worker of a cluster records it in NATS;
+	// joining with another K fails. Zero means the recorded K, or
+	// keygroup.DefaultK for a new cluster.
+	KeyGroups int
+	// Replicas is the number of servers that store each of the cluster's
+	// streams and buckets. Default 3: one server can fail, or be restarted,
+	// without losing anything or stopping the cluster.
+	Replicas int
+	// MemberTTL is how long a worker stays a member after its last
+	// heartbeat: the time it takes the others to notice that a worker died.
+	// Heartbeats are sent every MemberTTL/4. Default 4s; at least 1s, the
+	// server's resolution for expiring keys.
+	MemberTTL time.Duration
+}
+
+// Defaults for [Config].
+const (
+	DefaultReplicas  = 3
+	DefaultMemberTTL = 4 * time.Second
+)
+
+var (
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+	// keyTokenRE matches worker ids and incarnations: one token of a key.
+	keyTokenRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
+
+// Validate checks c and fills in the defaults.
+func (c *Config) Validate() error {
+	if !nameRE.MatchString(c.Name) {
+		return fmt.Errorf("cluster: name %q: use 1 to 32 letters, digits, '-' or '_'", c.Name)
+	}
+	if c.KeyGroups != 0 {
+		if err := keygroup.Validate(c.KeyGroups); err != nil {
+			return fmt.Errorf("cluster %s: %w", c.Name, err)
+		}
+	}
+	if c.Replicas == 0 {
+		c.Replicas = DefaultReplicas
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		return fmt.Errorf("cluster %s: %d replicas: JetStream keeps 1 to 5", c.Name, c.Replicas)
+	}
+	if c.MemberTTL == 0 {
+		c.MemberTTL = DefaultMemberTTL
+	}
+	if c.MemberTTL < time.Second {
+		return fmt.Errorf("cluster %s: member TTL %s is below 1s, the resolution at which NATS expires keys", c.Name, c.MemberTTL)
+	}
+	return nil
+}
+
+// Cluster is a worker's handle on the NATS resources of one cluster:
+//
+//   - the bucket TWINFLOW_<name> (KV): the number of key groups, a key per
+//     live worker (member.<worker>, kept alive by heartbeats), a lease per
+//     key group (lease.<kg>), and a pointer to each key group's latest
+//     snapshot (snapshot.<kg>);
+//   - the stream TWINFLOW_<name>_CHANGELOG: the changelog of each key
+//     group on subject twinflow.cluster.<name>.changelog.<kg>;
+//   - the object store TWINFLOW_<name>_SNAPSHOTS: compacted snapshots of
+//     key groups.
+//
+// Its methods are safe for concurrent use.
+type Cluster struct {
+	cfg  Config
+	k    int
+	js   jetstream.JetStream
+	kv   jetstream.KeyValue
+	log  jetstream.Stream
+	snap jetstream.ObjectStore
+}
+
+// Open creates the cluster's resources, or checks and reuses them, and
+// records the number of key groups or checks it against the recorded one.
+func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, js: js}
+	var err error
+	c.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      c.bucketName(),
+		Description: "Twinflow cluster " + cfg.Name + ": key groups, members, leases, snapshot pointers",
+		History:     1,
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+		// Keys expired by their TTL (members) leave a marker for this long,
+		// so that watchers learn of the expiry.
+		LimitMarkerTTL: max(time.Minute, 2*cfg.MemberTTL),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), err)
+	}
+	c.log, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        c.changelogStream(),
+		Description: "Twinflow cluster " + cfg.Name + ": changelog of every key group",
+		Subjects:    []string{c.changelogSubject(-1)},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxMsgs:     -1,
+		MaxBytes:    -1,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		// A checkpoint of many key groups is one atomic batch.
+		AllowAtomicPublish: true,
+		// Restores read the last record of a subject from any replica.
+		AllowDirect: true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: stream %s: %w", cfg.Name, c.changelogStream(), err)
+	}
+	c.snap, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      c.snapshotBucket(),
+		Description: "Twinflow cluster " + cfg.Name + ": snapshots of key groups",
+		Replicas:    cfg.Replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: object store %s: %w", cfg.Name, c.snapshotBucket(), err)
+	}
+	if c.k, err = c.recordKeyGroups(ctx, cfg.KeyGroups); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// recordKeyGroups records k in the bucket, or checks it against the
+// recorded value; it returns the cluster's K.
+func (c *Cluster) recordKeyGroups(ctx context.Context, k int) (int, error) {
+	want := k
+	if want == 0 {
+		want = keygroup.DefaultK
+	}
+	_, err := c.kv.Create(ctx, keyKeyGroups, []byte(strconv.Itoa(want)))
+	if err == nil {
+		return want, nil
+	}
+	if !errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, fmt.Errorf("cluster %s: record the number of key groups: %w", c.cfg.Name, err)
+	}
+	e, err := c.kv.Get(ctx, keyKeyGroups)
+	if err != nil {
+		return 0, fmt.Errorf("cluster %s: read the number of key groups: %w", c.cfg.Name, err)
+	}
+	stored, err := strconv.Atoi(string(e.Value()))
+	if err != nil || keygroup.Validate(stored) != nil {
+		return 0, fmt.Errorf("cluster %s: the recorded number of key groups %q is corrupt", c.cfg.Name, e.Value())
+	}
+	if k != 0 && stored != k {
+		return 0, fmt.Errorf("cluster %s has %d key groups but %d were requested; "+
+			"the number of key groups cannot change: configure %d, or use another cluster name", c.cfg.Name, stored, k, stored)
+	}
+	return stored, nil
+}
+
+// Name returns the cluster's name.
+func (c *Cluster) Name() string { return c.cfg.Name }
+
+// KeyGroups returns the cluster's number of key groups K.
+func (c *Cluster) KeyGroups() int { return c.k }
+
+// Keys of the cluster bucket.
+const (
+	keyKeyGroups   = "keygroups"
+	memberPrefix   = "member."
+	leasePrefix    = "lease."
+	snapshotPrefix = "snapshot."
+)
+
+func (c *Cluster) bucketName() string      { return "TWINFLOW_" + c.cfg.Name }
+func (c *Cluster) changelogStream() string { return "TWINFLOW_" + c.cfg.Name + "_CHANGELOG" }
+func (c *Cluster) snapshotBucket() string  { return "TWINFLOW_" + c.cfg.Name + "_SNAPSHOTS" }
+
+// changelogSubject returns the subject of key group kg's changelog, or the
+// wildcard of all key groups when kg < 0.
+func (c *Cluster) changelogSubject(kg int) string {
+	p := "twinflow.cluster." + c.cfg.Name + ".changelog."
+	if kg < 0 {
+		return p + "*"
+	}
+	return p + strconv.Itoa(kg)
+}
+
+func (c *Cluster) checkKeyGroup(kg int) error {
+	if kg < 0 || kg >= c.k {
+		return fmt.Errorf("cluster %s: key group %d is not in [0, %d)", c.cfg.Name, kg, c.k)
+	}
+	return nil
+}
