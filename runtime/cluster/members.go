@@ -99,11 +99,11 @@ func randomHex(n int) string {
 // Membership is a worker's membership of its cluster: it sends the
 // heartbeats until Leave, or until they are refused.
 type Membership struct {
-	c    *Cluster
-	self Member
-	log  *slog.Logger
-	stop context.CancelFunc
-	done chan struct{}
+	c     *Cluster
+	self  Member
+	log   *slog.Logger
+	stop  context.CancelFunc
+	done  chan struct{}
 	lostc chan struct{}
 
 	mu struct {
@@ -139,8 +139,8 @@ func (c *Cluster) Join(ctx context.Context, worker, address string, log *slog.Lo
 	hctx, stop := context.WithCancel(context.Background())
 	m := &Membership{
 		c: c, self: self, stop: stop,
-		log:  log.With("cluster", c.cfg.Name, "worker", worker, "incarnation", self.Incarnation),
-		done: make(chan struct{}),
+		log:   log.With("cluster", c.cfg.Name, "worker", worker, "incarnation", self.Incarnation),
+		done:  make(chan struct{}),
 		lostc: make(chan struct{}),
 	}
 	go m.run(hctx, key, val, rev)
