@@ -126,8 +126,10 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 		Replicas:    cfg.Replicas,
 		// A checkpoint of many key groups is one atomic batch.
 		AllowAtomicPublish: true,
-		// Restores read the last record of a subject from any replica.
-		AllowDirect: true,
+		// No direct gets: a follower could answer them with an older last
+		// record, and deciding whether a write was fenced needs the
+		// leader's answer.
+		AllowDirect: false,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: stream %s: %w", cfg.Name, c.changelogStream(), err)

@@ -105,6 +105,9 @@ type Membership struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	lostc chan struct{}
+	// gate is held around each heartbeat; a test holds it to stop the
+	// heartbeats the way a paused process would.
+	gate sync.Mutex
 
 	mu struct {
 		sync.Mutex
@@ -175,9 +178,11 @@ func (m *Membership) run(ctx context.Context, key string, val []byte, rev uint64
 			return
 		case <-t.C:
 		}
+		m.gate.Lock()
 		hctx, cancel := context.WithTimeout(ctx, interval)
 		next, err := m.c.heartbeat(hctx, key, val, rev)
 		cancel()
+		m.gate.Unlock()
 		switch {
 		case err == nil:
 			if !failingSince.IsZero() {
