@@ -230,13 +230,15 @@ func (c *Cluster) Commit(ctx context.Context, id uint64, parts []Part) (CommitSt
 			"checkpoint more often, or raise the servers' max_batch_size and max_payload", c.cfg.Name, id, len(msgs), chunkSize, maxBatch)
 	}
 
-	retry := backoff.Retrier{Policy: backoff.Policy{Base: 50 * time.Millisecond, Max: time.Second}}
+	r := backoff.Retrier{Policy: retryPolicy}
 	var lastErr error
 	for {
 		if ctx.Err() != nil {
 			break
 		}
-		seq, err := c.publishBatch(ctx, msgs, first, heads)
+		actx, cancel := context.WithTimeout(ctx, requestTimeout)
+		seq, err := c.publishBatch(actx, msgs, first, heads)
+		cancel()
 		if err == nil {
 			c.committed(parts, msgs, first, seq, sizes)
 			return st, nil
@@ -268,7 +270,7 @@ func (c *Cluster) Commit(ctx context.Context, id uint64, parts []Part) (CommitSt
 		// flight. Write again.
 		select {
 		case <-ctx.Done():
-		case <-time.After(retry.Next()):
+		case <-time.After(r.Next()):
 		}
 	}
 	for _, p := range parts {
@@ -293,7 +295,7 @@ func (o *Owned) message(kind string, data []byte) *nats.Msg {
 // each part expecting its key group's head, and returns the sequence of the
 // last message.
 func (c *Cluster) publishBatch(ctx context.Context, msgs []*nats.Msg, first []int, heads []uint64) (uint64, error) {
-	b, err := jetstreamext.NewBatchPublisher(c.js, jetstreamext.BatchFlowControl{AckFirst: true, AckTimeout: 5 * time.Second})
+	b, err := jetstreamext.NewBatchPublisher(c.js, jetstreamext.BatchFlowControl{AckFirst: true, AckTimeout: requestTimeout})
 	if err != nil {
 		return 0, err
 	}
@@ -437,7 +439,11 @@ type element struct {
 // lastElement reads the last message of a changelog subject, from the
 // stream's leader; seq is 0 when there is none.
 func (c *Cluster) lastElement(ctx context.Context, subject string) (element, error) {
-	m, err := c.log.GetLastMsgForSubject(ctx, subject)
+	var m *jetstream.RawStreamMsg
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		m, err = c.log.GetLastMsgForSubject(ctx, subject)
+		return err
+	})
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return element{}, nil
 	}

@@ -28,10 +28,9 @@ type Config struct {
 	// streams and buckets. Default 3: one server can fail, or be restarted,
 	// without losing anything or stopping the cluster.
 	Replicas int
-	// MemberTTL is how long a worker stays a member after its last
-	// heartbeat: the time it takes the others to notice that a worker died.
-	// Heartbeats are sent every MemberTTL/4. Default 4s; at least 1s, the
-	// server's resolution for expiring keys.
+	// MemberTTL is how long the others wait for a worker's heartbeat before
+	// they judge it dead: most of the time it takes to notice that a worker
+	// died. Heartbeats are sent every MemberTTL/4. Default 4s, at least 1s.
 	MemberTTL time.Duration
 }
 
@@ -67,7 +66,7 @@ func (c *Config) Validate() error {
 		c.MemberTTL = DefaultMemberTTL
 	}
 	if c.MemberTTL < time.Second {
-		return fmt.Errorf("cluster %s: member TTL %s is below 1s, the resolution at which NATS expires keys", c.Name, c.MemberTTL)
+		return fmt.Errorf("cluster %s: member TTL %s is below 1s: heartbeats every quarter of it would be judged by delays of the network and of NATS", c.Name, c.MemberTTL)
 	}
 	return nil
 }
@@ -75,7 +74,7 @@ func (c *Config) Validate() error {
 // Cluster is a worker's handle on the NATS resources of one cluster:
 //
 //   - the bucket TWINFLOW_<name> (KV): the number of key groups, a key per
-//     live worker (member.<worker>, kept alive by heartbeats), a lease per
+//     member worker (member.<worker>, rewritten by its heartbeats), a lease per
 //     key group (lease.<kg>), and a pointer to each key group's latest
 //     snapshot (snapshot.<kg>);
 //   - the stream TWINFLOW_<name>_CHANGELOG: the changelog of each key
@@ -107,9 +106,6 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 		History:     1,
 		Replicas:    cfg.Replicas,
 		Storage:     jetstream.FileStorage,
-		// Keys expired by their TTL (members) leave a marker for this long,
-		// so that watchers learn of the expiry.
-		LimitMarkerTTL: max(time.Minute, 2*cfg.MemberTTL),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), err)

@@ -171,3 +171,45 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// commitLocal writes kv into key group kg of s, at the owner's head, as
+// the engine commits a checkpoint locally once NATS stored it.
+func commitLocal(t *testing.T, s *state.Store, o *Owned, kv map[string]string) {
+	t.Helper()
+	ov := state.NewOverlay()
+	for k, v := range kv {
+		if v == "" {
+			ov.Delete([]byte(k))
+		} else {
+			ov.Set([]byte(k), []byte(v))
+		}
+	}
+	state.PutPosition(ov, o.KeyGroup(), state.Position{Seq: o.Head(), Epoch: o.Epoch()})
+	ov.Freeze()
+	if _, err := s.Commit([]*state.Overlay{ov}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkpoint commits kv as checkpoint id of o's key group, in NATS and then
+// in s, and records it in m.
+func checkpoint(t *testing.T, c *Cluster, o *Owned, s *state.Store, m model, id uint64, kv map[string]string) CommitStats {
+	t.Helper()
+	st, err := c.Commit(testContext(t), id, []Part{{Owned: o, Changes: changes(kv)}})
+	if err != nil {
+		t.Fatalf("commit %d: %v", id, err)
+	}
+	commitLocal(t, s, o, kv)
+	m.apply(kv)
+	return st
+}
+
+// subjectMessages counts the messages of key group kg's changelog.
+func subjectMessages(t *testing.T, c *Cluster, kg int) uint64 {
+	t.Helper()
+	info, err := c.log.Info(testContext(t), jetstream.WithSubjectFilter(c.changelogSubject(kg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[c.changelogSubject(kg)]
+}

@@ -114,7 +114,11 @@ func (c *Cluster) LeaseOf(ctx context.Context, kg int) (Lease, error) {
 	if err := c.checkKeyGroup(kg); err != nil {
 		return Lease{}, err
 	}
-	e, err := c.kv.Get(ctx, leaseKey(kg))
+	var e jetstream.KeyValueEntry
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		e, err = c.kv.Get(ctx, leaseKey(kg))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Lease{KeyGroup: kg}, nil
 	}

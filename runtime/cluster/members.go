@@ -15,21 +15,19 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Membership
 //
 // A worker is a member of its cluster while its key member.<worker> exists
-// in the cluster bucket. The key carries a per-message TTL (MemberTTL): the
-// worker rewrites it every MemberTTL/4, and NATS itself deletes it, leaving
-// a marker that watchers see, when the worker stops doing so. Every rewrite
-// is a compare-and-set on the key's revision, so a worker whose key expired
-// (it was paused or cut off for longer than the TTL) learns it at its next
-// heartbeat: the marker changed the revision. It is then no longer a member,
-// whatever it believes, and its key groups are being taken over; see
-// [Membership.Lost].
+// in the cluster bucket. The worker rewrites the key every MemberTTL/4 (a
+// heartbeat), each time a compare-and-set on the key's revision; the other
+// members delete the key of a worker whose heartbeats stopped (see
+// detect.go). A worker whose key was deleted, because it was paused or cut
+// off for longer than the TTL, learns it at its next heartbeat: it is then
+// no longer a member, whatever it believes, and its key groups are being
+// taken over; see [Membership.Lost].
 //
 // A worker's id is stable: it is kept in its data directory (see
 // [WorkerID]). A worker that restarts therefore comes back under the same
@@ -38,9 +36,9 @@ import (
 // Each process is a new incarnation of its worker (a random id made at
 // [Cluster.Join]); leases name the incarnation, so that a restarted worker
 // takes over its own leases from its dead incarnation at once, without
-// waiting for them to expire.
+// waiting for its old key to be judged dead.
 
-// Member describes a live worker.
+// Member describes a member worker, as its key says.
 type Member struct {
 	Worker      string    `json:"worker"`
 	Incarnation string    `json:"incarnation"`
@@ -52,9 +50,9 @@ type Member struct {
 func (m Member) Holder() Holder { return Holder{Worker: m.Worker, Incarnation: m.Incarnation} }
 
 // ErrNotMember is the reason [Membership.Lost] gives when the worker's key
-// expired or was deleted: the others consider it dead.
-var ErrNotMember = errors.New("the worker's membership expired: it missed its heartbeats for longer than the member TTL, " +
-	"and its key groups are taken over; rejoin as a new incarnation")
+// was deleted: the others judged it dead.
+var ErrNotMember = errors.New("the worker is no longer a member: the others saw no heartbeat of it for longer than the member TTL " +
+	"and take its key groups over; rejoin as a new incarnation")
 
 // DuplicateWorkerError is the reason [Membership.Lost] gives when another
 // process joined with the same worker id: two processes share a data
@@ -97,10 +95,13 @@ func randomHex(n int) string {
 }
 
 // Membership is a worker's membership of its cluster: it sends the
-// heartbeats until Leave, or until they are refused.
+// heartbeats, keeps the table of members and leases, and judges the other
+// members, until Leave or until its own heartbeats are refused.
 type Membership struct {
 	c     *Cluster
 	self  Member
+	key   string
+	w     *Watcher
 	log   *slog.Logger
 	stop  context.CancelFunc
 	done  chan struct{}
@@ -111,13 +112,14 @@ type Membership struct {
 
 	mu struct {
 		sync.Mutex
-		err error // why the membership was lost
+		rev uint64 // of the key's latest heartbeat
+		err error  // why the membership was lost
 	}
 }
 
-// Join makes the worker a member of the cluster as a new incarnation and
-// starts its heartbeats. A key left by an earlier incarnation of the same
-// worker is taken over at once.
+// Join makes the worker a member of the cluster as a new incarnation,
+// starts its heartbeats and returns once it has read the table. A key left
+// by an earlier incarnation of the same worker is taken over at once.
 func (c *Cluster) Join(ctx context.Context, worker, address string, log *slog.Logger) (*Membership, error) {
 	if !keyTokenRE.MatchString(worker) {
 		return nil, fmt.Errorf("cluster %s: worker id %q: use letters, digits, '-' and '_'", c.cfg.Name, worker)
@@ -128,50 +130,45 @@ func (c *Cluster) Join(ctx context.Context, worker, address string, log *slog.Lo
 		return nil, err
 	}
 	key := memberPrefix + worker
-	rev, err := c.kv.Create(ctx, key, val, jetstream.KeyTTL(c.cfg.MemberTTL))
+	rev, err := c.kv.Create(ctx, key, val)
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		// An earlier incarnation's key, not yet expired.
+		// An earlier incarnation's key.
 		var e jetstream.KeyValueEntry
 		if e, err = c.kv.Get(ctx, key); err == nil {
-			rev, err = c.heartbeat(ctx, key, val, e.Revision())
+			rev, err = c.kv.Update(ctx, key, val, e.Revision())
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: join as %s: %w", c.cfg.Name, worker, err)
 	}
+	log = log.With("cluster", c.cfg.Name, "worker", worker, "incarnation", self.Incarnation)
+	w, err := c.Watch(ctx, log)
+	if err != nil {
+		return nil, err
+	}
 	hctx, stop := context.WithCancel(context.Background())
 	m := &Membership{
-		c: c, self: self, stop: stop,
-		log:   log.With("cluster", c.cfg.Name, "worker", worker, "incarnation", self.Incarnation),
+		c: c, self: self, key: key, w: w, log: log, stop: stop,
 		done:  make(chan struct{}),
 		lostc: make(chan struct{}),
 	}
-	go m.run(hctx, key, val, rev)
+	m.mu.rev = rev
+	go m.run(hctx, val)
 	m.log.Info("joined the cluster", "member_ttl", c.cfg.MemberTTL)
 	return m, nil
 }
 
-// heartbeat rewrites the member key with a fresh TTL if its revision is
-// still rev, and returns the new revision. The KV API's Update drops a
-// key's TTL, so this publishes the KV write itself.
-func (c *Cluster) heartbeat(ctx context.Context, key string, val []byte, rev uint64) (uint64, error) {
-	msg := &nats.Msg{Subject: "$KV." + c.bucketName() + "." + key, Data: val, Header: nats.Header{}}
-	ack, err := c.js.PublishMsg(ctx, msg,
-		jetstream.WithExpectLastSequencePerSubject(rev),
-		jetstream.WithMsgTTL(c.cfg.MemberTTL))
-	if err != nil {
-		return 0, err
-	}
-	return ack.Sequence, nil
-}
-
-// run sends heartbeats every MemberTTL/4 until stopped or refused.
-func (m *Membership) run(ctx context.Context, key string, val []byte, rev uint64) {
+// run sends heartbeats and judges the others every MemberTTL/4, until
+// stopped or refused.
+func (m *Membership) run(ctx context.Context, val []byte) {
 	defer close(m.done)
-	interval := m.c.cfg.MemberTTL / 4
+	ttl := m.c.cfg.MemberTTL
+	interval := ttl / 4
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	var failingSince time.Time
+	resumed := time.Now() // others are judged from when this worker started watching
+	healthy := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,8 +176,9 @@ func (m *Membership) run(ctx context.Context, key string, val []byte, rev uint64
 		case <-t.C:
 		}
 		m.gate.Lock()
+		rev := m.rev()
 		hctx, cancel := context.WithTimeout(ctx, interval)
-		next, err := m.c.heartbeat(hctx, key, val, rev)
+		next, err := m.c.kv.Update(hctx, m.key, val, rev)
 		cancel()
 		m.gate.Unlock()
 		switch {
@@ -189,42 +187,84 @@ func (m *Membership) run(ctx context.Context, key string, val []byte, rev uint64
 				m.log.Info("heartbeats resumed", "failed_for", time.Since(failingSince).Round(time.Millisecond))
 				failingSince = time.Time{}
 			}
-			rev = next
-		case isWrongLastSequence(err):
-			if m.lost(ctx, key, rev) {
+			m.mu.Lock()
+			m.mu.rev = next
+			m.mu.Unlock()
+		case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err):
+			if m.lost(ctx) {
 				return
 			}
 		case ctx.Err() != nil:
 			return
 		default:
-			// NATS is unreachable or electing a leader: keep trying. If
-			// this lasts past the TTL the key expires, and the next
-			// heartbeat that gets through is refused.
+			// NATS is unreachable or electing a leader: keep trying. If this
+			// lasts past the TTL while the others' heartbeats go on, they
+			// delete this worker's key, and the next heartbeat that gets
+			// through is refused.
 			if failingSince.IsZero() {
 				failingSince = time.Now()
 				m.log.Warn("heartbeat failed; retrying", "err", err)
 			}
 		}
+
+		now := time.Now()
+		table := m.w.Table()
+		own, ok := table.Members[m.self.Worker]
+		switch seen := ok && own.Incarnation == m.self.Incarnation && now.Sub(own.Seen) <= ttl/2; {
+		case seen && !healthy:
+			resumed, healthy = now, true
+		case !seen:
+			healthy = false
+		}
+		for _, dead := range suspects(table, m.self.Holder(), now, resumed, ttl) {
+			m.declareDead(ctx, dead, now)
+		}
 	}
 }
 
+// declareDead deletes a member's key if it is still at the revision seen.
+func (m *Membership) declareDead(ctx context.Context, e MemberEntry, now time.Time) {
+	dctx, cancel := context.WithTimeout(ctx, m.c.cfg.MemberTTL/4)
+	defer cancel()
+	err := m.c.kv.Delete(dctx, memberPrefix+e.Worker, jetstream.LastRevision(e.Revision))
+	switch {
+	case err == nil:
+		m.log.Warn("declared a worker dead: no heartbeat seen for longer than the member TTL",
+			"dead_worker", e.Worker, "dead_incarnation", e.Incarnation, "silent_for", now.Sub(e.Seen).Round(time.Millisecond))
+	case errors.Is(err, jetstream.ErrKeyRevisionMismatch) || isWrongLastSequence(err):
+		// It sent a heartbeat meanwhile, or another member declared it dead.
+	default:
+		m.log.Warn("could not declare a silent worker dead; trying again", "dead_worker", e.Worker, "err", err)
+	}
+}
+
+func (m *Membership) rev() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.mu.rev
+}
+
 // lost checks, after a heartbeat was refused, whether the key is still
-// this incarnation's at revision rev (JetStream also refuses a
-// compare-and-set while another write of the key is in flight); if it is
-// not, it records why the membership ended, closes Lost and returns true.
-func (m *Membership) lost(ctx context.Context, key string, rev uint64) bool {
+// this incarnation's: JetStream also refuses a compare-and-set while
+// another write of the key is in flight, and an earlier heartbeat that
+// timed out may have been stored after all, moving the revision on. If the
+// key is another incarnation's or gone, it records why the membership
+// ended, closes Lost and returns true.
+func (m *Membership) lost(ctx context.Context) bool {
 	reason := ErrNotMember
 	gctx, cancel := context.WithTimeout(ctx, m.c.cfg.MemberTTL)
 	defer cancel()
-	e, err := m.c.kv.Get(gctx, key)
+	e, err := m.c.kv.Get(gctx, m.key)
 	switch {
-	case err == nil && e.Revision() == rev:
-		return false
 	case err == nil:
-		var other Member
-		if json.Unmarshal(e.Value(), &other) == nil && other.Incarnation != m.self.Incarnation {
-			reason = &DuplicateWorkerError{Worker: m.self.Worker, Other: other}
+		var cur Member
+		if err := json.Unmarshal(e.Value(), &cur); err == nil && cur.Incarnation == m.self.Incarnation {
+			m.mu.Lock()
+			m.mu.rev = e.Revision()
+			m.mu.Unlock()
+			return false
 		}
+		reason = &DuplicateWorkerError{Worker: m.self.Worker, Other: cur}
 	case !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted):
 		return false // cannot tell: try again at the next heartbeat
 	}
@@ -239,6 +279,12 @@ func (m *Membership) lost(ctx context.Context, key string, rev uint64) bool {
 // Self returns the member this worker is.
 func (m *Membership) Self() Member { return m.self }
 
+// Table returns the current table of members and leases.
+func (m *Membership) Table() Table { return m.w.Table() }
+
+// Changed receives a value after the table changed (see [Watcher.Changed]).
+func (m *Membership) Changed() <-chan struct{} { return m.w.Changed() }
+
 // Lost is closed when the heartbeats were refused: the worker is no longer
 // a member, and must stop processing every key group it owns at once (its
 // writes would be refused anyway, see [ErrFenced]). Err says why.
@@ -252,15 +298,17 @@ func (m *Membership) Err() error {
 }
 
 // Leave stops the heartbeats and deletes the member key, so that the
-// others need not wait for it to expire. Release the worker's leases first.
+// others need not wait to judge the worker dead. Release the worker's
+// leases first.
 func (m *Membership) Leave(ctx context.Context) error {
 	m.stop()
 	<-m.done
+	m.w.Stop()
 	if m.Err() != nil {
 		return nil // the key is gone or another incarnation's
 	}
-	err := m.c.kv.Delete(ctx, memberPrefix+m.self.Worker)
-	if err != nil {
+	err := m.c.kv.Delete(ctx, m.key, jetstream.LastRevision(m.rev()))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return fmt.Errorf("cluster %s: leave as %s: %w", m.c.cfg.Name, m.self.Worker, err)
 	}
 	m.log.Info("left the cluster")

@@ -29,33 +29,34 @@ func TestOpenRecordsKeyGroups(t *testing.T) {
 	}
 }
 
-// TestMembership shows members coming and going in a watched table: a
-// worker that leaves at once, and one whose heartbeats stop (as when its
-// process is paused) after its TTL; when the paused one resumes, its next
-// heartbeat is refused and it learns that it is no longer a member.
+// TestMembership shows members coming and going: a worker that leaves is
+// gone at once; one whose heartbeats stop (as when its process is paused)
+// is judged dead by the others after the member TTL and its key deleted;
+// when it resumes, its next heartbeat is refused and it learns that it is
+// no longer a member.
 func TestMembership(t *testing.T) {
 	e := newEnv(t)
 	c := e.open("m", 8)
-	w, err := c.Watch(testContext(t), testLog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	a, b := join(t, c, "a"), join(t, c, "b")
-	waitFor(t, "a and b to be live", func() bool {
-		tb := w.Table()
-		return tb.Live(a.Self().Holder()) && tb.Live(b.Self().Holder())
+	a, b, d := join(t, c, "a"), join(t, c, "b"), join(t, c, "d")
+	waitFor(t, "a, b and d to see each other", func() bool {
+		for _, m := range []*Membership{a, b, d} {
+			tb := m.Table()
+			if !tb.Live(a.Self().Holder()) || !tb.Live(b.Self().Holder()) || !tb.Live(d.Self().Holder()) {
+				return false
+			}
+		}
+		return true
 	})
 
 	if err := b.Leave(testContext(t)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to be gone after it left", func() bool { return !w.Table().Live(b.Self().Holder()) })
+	waitFor(t, "b to be gone after it left", func() bool { return !d.Table().Live(b.Self().Holder()) })
 
 	a.gate.Lock() // a stops sending heartbeats
 	paused := time.Now()
-	waitFor(t, "a to expire", func() bool { return !w.Table().Live(a.Self().Holder()) })
-	t.Logf("a expired %s after its heartbeats stopped (TTL %s)", time.Since(paused).Round(time.Millisecond), c.cfg.MemberTTL)
+	waitFor(t, "d to judge a dead", func() bool { return !d.Table().Live(a.Self().Holder()) })
+	t.Logf("a was judged dead %s after its heartbeats stopped (TTL %s)", time.Since(paused).Round(time.Millisecond), c.cfg.MemberTTL)
 	select {
 	case <-a.Lost():
 		t.Fatal("a learned it was lost while paused")
@@ -69,6 +70,9 @@ func TestMembership(t *testing.T) {
 	}
 	if !errors.Is(a.Err(), ErrNotMember) {
 		t.Fatalf("a lost its membership with %v, want ErrNotMember", a.Err())
+	}
+	if !d.Table().Live(d.Self().Holder()) {
+		t.Fatal("d is not live in its own table")
 	}
 }
 

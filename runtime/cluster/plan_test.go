@@ -24,9 +24,11 @@ func splitAB(t *testing.T) (ofA, ofB []int) {
 func TestPlanFor(t *testing.T) {
 	a1, a2 := Holder{"a", "1"}, Holder{"a", "2"}
 	b1 := Holder{"b", "1"}
-	member := func(h Holder) Member { return Member{Worker: h.Worker, Incarnation: h.Incarnation} }
+	member := func(h Holder) MemberEntry {
+		return MemberEntry{Member: Member{Worker: h.Worker, Incarnation: h.Incarnation}}
+	}
 	table := func(live []Holder, held map[Holder][]int) Table {
-		t := Table{Members: map[string]Member{}, Leases: map[int]Lease{}}
+		t := Table{Members: map[string]MemberEntry{}, Leases: map[int]Lease{}}
 		for _, h := range live {
 			t.Members[h.Worker] = member(h)
 		}
@@ -87,7 +89,7 @@ func TestPlanFor(t *testing.T) {
 func TestPlanAcquiresAsSeen(t *testing.T) {
 	a := Holder{"a", "1"}
 	tb := Table{
-		Members: map[string]Member{"a": {Worker: "a", Incarnation: "1"}},
+		Members: map[string]MemberEntry{"a": {Member: Member{Worker: "a", Incarnation: "1"}}},
 		Leases:  map[int]Lease{3: {KeyGroup: 3, Revision: 42}}, // released
 	}
 	p := PlanFor(4, a, tb)

@@ -135,7 +135,16 @@ func (c *Cluster) restoreOnce(ctx context.Context, o *Owned, store *state.Store,
 
 // loadSnapshot loads a snapshot object into l.
 func (c *Cluster) loadSnapshot(ctx context.Context, snap SnapshotInfo, l *state.Loader, st *RestoreStats) error {
-	r, err := c.snap.Get(ctx, snap.Object)
+	// The object's reader lives on the context Get is given, so only the
+	// look-up is retried with short attempts.
+	err := retry(ctx, func(ctx context.Context) error {
+		_, err := c.snap.GetInfo(ctx, snap.Object)
+		return err
+	})
+	var r jetstream.ObjectResult
+	if err == nil {
+		r, err = c.snap.Get(ctx, snap.Object)
+	}
 	if errors.Is(err, jetstream.ErrObjectNotFound) {
 		return fmt.Errorf("%w: snapshot %s was replaced meanwhile", errGap, snap.Object)
 	}
@@ -159,7 +168,7 @@ func (c *Cluster) loadSnapshot(ctx context.Context, snap SnapshotInfo, l *state.
 // sequence.
 func (c *Cluster) catchUp(ctx context.Context, o *Owned, l *state.Loader, base state.Position, st *RestoreStats) (uint64, error) {
 	at := base
-	retry := backoff.Retrier{Policy: backoff.Policy{Base: 20 * time.Millisecond, Max: time.Second}}
+	r := backoff.Retrier{Policy: retryPolicy}
 	for {
 		last, err := c.lastElement(ctx, o.subject)
 		if err != nil {
@@ -180,12 +189,12 @@ func (c *Cluster) catchUp(ctx context.Context, o *Owned, l *state.Loader, base s
 		case err == nil:
 			return seq, nil
 		case errors.Is(err, errMoved):
-			retry.Reset() // read what was written, then try again
+			r.Reset() // read what was written, then try again
 		default:
 			select {
 			case <-ctx.Done():
 				return 0, fmt.Errorf("append the epoch marker: %w", err)
-			case <-time.After(retry.Next()):
+			case <-time.After(r.Next()):
 			}
 		}
 	}
@@ -199,7 +208,9 @@ var errMoved = errors.New("the changelog moved on")
 func (c *Cluster) appendMarker(ctx context.Context, o *Owned, prev uint64) (uint64, error) {
 	m := o.message(kindEpoch, nil)
 	m.Header.Set(hdrPrev, strconv.FormatUint(prev, 10))
-	ack, err := c.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(prev))
+	actx, cancel := context.WithTimeout(ctx, requestTimeout)
+	ack, err := c.js.PublishMsg(actx, m, jetstream.WithExpectLastSequencePerSubject(prev))
+	cancel()
 	if err == nil {
 		return ack.Sequence, nil
 	}
@@ -219,10 +230,14 @@ func (c *Cluster) appendMarker(ctx context.Context, o *Owned, prev uint64) (uint
 // readElements applies the elements of the changelog in (at, to] to l and
 // returns the position of the last one.
 func (c *Cluster) readElements(ctx context.Context, o *Owned, l *state.Loader, at state.Position, to uint64, st *RestoreStats) (state.Position, error) {
-	cons, err := c.log.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{o.subject},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    at.Seq + 1,
+	var cons jetstream.Consumer
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		cons, err = c.log.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{o.subject},
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    at.Seq + 1,
+		})
+		return err
 	})
 	if err != nil {
 		return at, fmt.Errorf("read the changelog: %w", err)

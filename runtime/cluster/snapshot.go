@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/state"
 )
 
@@ -113,28 +114,13 @@ func (c *Cluster) Snapshot(ctx context.Context, o *Owned, store *state.Store) (S
 	info.Bytes = int64(obj.Size)
 
 	// Point at it, unless a newer snapshot is there already.
-	cur, rev, err := c.snapshotPointer(ctx, kg)
-	if err != nil {
-		_ = c.snap.Delete(ctx, info.Object)
-		return fail(err)
-	}
-	if cur.Seq >= info.Seq && cur.Object != "" {
-		_ = c.snap.Delete(ctx, info.Object)
-		return cur, nil
-	}
-	val, err := json.Marshal(info)
-	if err != nil {
-		return fail(err)
-	}
-	key := snapshotPrefix + strconv.Itoa(kg)
-	if rev == 0 {
-		_, err = c.kv.Create(ctx, key, val)
-	} else {
-		_, err = c.kv.Update(ctx, key, val, rev)
-	}
-	if err != nil {
-		_ = c.snap.Delete(ctx, info.Object)
-		return fail(fmt.Errorf("record the snapshot: %w", err))
+	cur, err := c.pointAt(ctx, info)
+	if err != nil || cur.Object != info.Object {
+		_ = retry(ctx, func(ctx context.Context) error { return c.snap.Delete(ctx, info.Object) })
+		if err != nil {
+			return fail(fmt.Errorf("record the snapshot: %w", err))
+		}
+		return cur.SnapshotInfo, nil
 	}
 	o.mu.Lock()
 	o.mu.snapshotBytes = info.Bytes
@@ -142,22 +128,82 @@ func (c *Cluster) Snapshot(ctx context.Context, o *Owned, store *state.Store) (S
 	o.mu.Unlock()
 
 	// What the new snapshot replaces. A failure here leaves garbage, not
-	// damage: the next snapshot cleans up again.
-	if cur.Object != "" {
-		if err := c.snap.Delete(ctx, cur.Object); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+	// damage: the next snapshot compacts again.
+	if cur.replaced != "" {
+		err := retry(ctx, func(ctx context.Context) error { return c.snap.Delete(ctx, cur.replaced) })
+		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
 			return info, fmt.Errorf("cluster %s: snapshot of key group %d taken, but the one it replaces stays: %w", c.cfg.Name, kg, err)
 		}
 	}
-	if err := c.log.Purge(ctx, jetstream.WithPurgeSubject(o.subject), jetstream.WithPurgeSequence(info.Seq)); err != nil {
+	err = retry(ctx, func(ctx context.Context) error {
+		return c.log.Purge(ctx, jetstream.WithPurgeSubject(o.subject), jetstream.WithPurgeSequence(info.Seq))
+	})
+	if err != nil {
 		return info, fmt.Errorf("cluster %s: snapshot of key group %d taken, but its changelog was not compacted: %w", c.cfg.Name, kg, err)
 	}
 	return info, nil
 }
 
+// pointed is the snapshot pointer after pointAt, and the object it
+// replaced.
+type pointed struct {
+	SnapshotInfo
+	replaced string
+}
+
+// pointAt moves key group info.KeyGroup's snapshot pointer to info unless
+// it points at a snapshot at least as new, and returns what it points at
+// then. A write whose outcome was unknown is found out by reading the
+// pointer again, so the pointer never moves back.
+func (c *Cluster) pointAt(ctx context.Context, info SnapshotInfo) (pointed, error) {
+	val, err := json.Marshal(info)
+	if err != nil {
+		return pointed{}, err
+	}
+	key := snapshotPrefix + strconv.Itoa(info.KeyGroup)
+	replaced := ""
+	r := backoff.Retrier{Policy: retryPolicy}
+	for {
+		cur, rev, err := c.snapshotPointer(ctx, info.KeyGroup)
+		if err != nil {
+			return pointed{}, err
+		}
+		if cur.Object == info.Object {
+			return pointed{cur, replaced}, nil // written, maybe by an attempt that timed out
+		}
+		if cur.Object != "" && cur.Seq >= info.Seq {
+			return pointed{SnapshotInfo: cur}, nil
+		}
+		replaced = cur.Object
+		actx, cancel := context.WithTimeout(ctx, requestTimeout)
+		if rev == 0 {
+			_, err = c.kv.Create(actx, key, val)
+		} else {
+			_, err = c.kv.Update(actx, key, val, rev)
+		}
+		cancel()
+		if err == nil {
+			return pointed{info, replaced}, nil
+		}
+		if ctx.Err() != nil {
+			return pointed{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return pointed{}, err
+		case <-time.After(r.Next()):
+		}
+	}
+}
+
 // snapshotPointer reads key group kg's snapshot pointer and its revision;
 // a zero SnapshotInfo and revision when there is none.
 func (c *Cluster) snapshotPointer(ctx context.Context, kg int) (SnapshotInfo, uint64, error) {
-	e, err := c.kv.Get(ctx, snapshotPrefix+strconv.Itoa(kg))
+	var e jetstream.KeyValueEntry
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		e, err = c.kv.Get(ctx, snapshotPrefix+strconv.Itoa(kg))
+		return err
+	})
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return SnapshotInfo{}, 0, nil
 	}

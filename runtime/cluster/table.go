@@ -9,17 +9,25 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Table is what a worker knows of its cluster at one moment: the live
-// members and the state of every lease. Views of different workers agree
-// once the same writes have reached them; until then they may differ, which
+// Table is what a worker knows of its cluster at one moment: the members
+// and the state of every lease. Views of different workers agree once the
+// same writes have reached them; until then they may differ, which
 // compare-and-set on leases and changelogs makes harmless.
 type Table struct {
-	Members map[string]Member // live members by worker id
-	Leases  map[int]Lease     // by key group; a key group never leased is absent
+	Members map[string]MemberEntry // by worker id
+	Leases  map[int]Lease          // by key group; a key group never leased is absent
+}
+
+// MemberEntry is a member's key as last seen.
+type MemberEntry struct {
+	Member
+	Revision uint64    // of the key: its latest heartbeat
+	Seen     time.Time // when this worker saw that heartbeat (its own clock)
 }
 
 // Live reports whether h is a live member: its worker is a member with that
@@ -69,7 +77,7 @@ func (c *Cluster) Watch(ctx context.Context, log *slog.Logger) (*Watcher, error)
 		return nil, fmt.Errorf("cluster %s: watch members and leases: %w", c.cfg.Name, err)
 	}
 	w := &Watcher{w: kw, cancel: cancel, log: log.With("cluster", c.cfg.Name), changed: make(chan struct{}, 1), done: make(chan struct{})}
-	w.mu.t = Table{Members: map[string]Member{}, Leases: map[int]Lease{}}
+	w.mu.t = Table{Members: map[string]MemberEntry{}, Leases: map[int]Lease{}}
 	// Read the initial values: the watcher sends nil after them.
 	for {
 		select {
@@ -118,7 +126,7 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 			w.log.Error("member entry ignored: not a member of this worker", "key", key, "value", string(e.Value()), "err", err)
 			return
 		}
-		w.mu.t.Members[id] = m
+		w.mu.t.Members[id] = MemberEntry{Member: m, Revision: e.Revision(), Seen: time.Now()}
 	case strings.HasPrefix(key, leasePrefix):
 		kg, err := strconv.Atoi(strings.TrimPrefix(key, leasePrefix))
 		if err != nil {

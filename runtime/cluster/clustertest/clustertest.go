@@ -421,3 +421,19 @@ func (l *logBuffer) String() string {
 
 // String formats s for failure messages.
 func (s *Server) String() string { return s.Name + " (client port " + strconv.Itoa(s.client) + ")" }
+
+// MoveLeader makes server i the leader of the stream (a KV bucket's stream
+// is KV_<bucket>, an object store's OBJ_<bucket>) and waits until it is, so
+// that a test can kill the leaders of several streams at once.
+func (c *Cluster) MoveLeader(js jetstream.JetStream, stream string, i int) {
+	c.t.Helper()
+	req := fmt.Sprintf(`{"placement":{"preferred":%q}}`, c.servers[i].Name)
+	deadline := time.Now().Add(readyTimeout)
+	for c.StreamLeader(js, stream) != i {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("clustertest: server %s did not become the leader of %s", c.servers[i].Name, stream)
+		}
+		_, _ = js.Conn().Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, []byte(req), 2*time.Second)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
