@@ -65,8 +65,8 @@ func TestAssignDeterministic(t *testing.T) {
 // worst of the trials.
 func TestAssignMovement(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
-	const trials = 50
-	for _, k := range []int{128, 1024} {
+	for _, tc := range []struct{ k, trials int }{{128, 50}, {1024, 10}} {
+		k, trials := tc.k, tc.trials
 		for _, n := range []int{2, 3, 5, 8, 16} {
 			var sum, worst [2]int // leave, join
 			for range trials {
@@ -108,9 +108,9 @@ func TestAssignMovement(t *testing.T) {
 				worst[1] = max(worst[1], between)
 			}
 			t.Logf("k=%d n=%d: moves between staying workers on a leave: mean %.1f worst %d; on a join: mean %.1f worst %d",
-				k, n, float64(sum[0])/trials, worst[0], float64(sum[1])/trials, worst[1])
+				k, n, float64(sum[0])/float64(trials), worst[0], float64(sum[1])/float64(trials), worst[1])
 			for i, what := range []string{"leave", "join"} {
-				if mean := float64(sum[i]) / trials; mean > float64(k)/10 {
+				if mean := float64(sum[i]) / float64(trials); mean > float64(k)/10 {
 					t.Errorf("k=%d n=%d: %.1f key groups move between staying workers on a %s on average, more than k/10", k, n, mean, what)
 				}
 				if worst[i] > k/6 {

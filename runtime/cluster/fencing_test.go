@@ -6,15 +6,14 @@ import (
 	"time"
 )
 
-// TestPausedOwnerIsFenced is the deterministic test of ownership and
+// testPausedOwnerIsFenced is the deterministic test of ownership and
 // fencing. Worker a owns key group 5 and commits. Its heartbeats stop, as
 // when its process is paused; b's plan takes key group 5 over once a's
 // membership expired, restores it and commits. When a resumes, every commit
 // it attempts is refused by NATS with ErrFenced, and a third owner's
 // restore sees b's writes and none of a's after b took over.
-func TestPausedOwnerIsFenced(t *testing.T) {
-	e := newEnv(t)
-	c := e.open("fence", 8)
+func testPausedOwnerIsFenced(t *testing.T, e *env) {
+	c := e.open(t, "fence", 8)
 	ctx := testContext(t)
 	const kg = 5
 	ma, mb := join(t, c, "a"), join(t, c, "b")
@@ -98,13 +97,12 @@ func TestPausedOwnerIsFenced(t *testing.T) {
 	checkStore(t, storeC, kg, want)
 }
 
-// TestWriteBeforeMarkerIsHistory shows the order the fence imposes when the
+// testWriteBeforeMarkerIsHistory shows the order the fence imposes when the
 // old owner writes after the lease moved but before the new owner's marker:
 // the write is stored, and is part of what the new owner restores; after
 // the marker nothing of the old owner's is stored.
-func TestWriteBeforeMarkerIsHistory(t *testing.T) {
-	e := newEnv(t)
-	c := e.open("order", 4)
+func testWriteBeforeMarkerIsHistory(t *testing.T, e *env) {
+	c := e.open(t, "order", 4)
 	ctx := testContext(t)
 	const kg = 2
 	ma, mb := join(t, c, "a"), join(t, c, "b")
@@ -130,12 +128,11 @@ func TestWriteBeforeMarkerIsHistory(t *testing.T) {
 	}
 }
 
-// TestCommitIsAtomicAcrossKeyGroups shows that a checkpoint of several key
+// testCommitIsAtomicAcrossKeyGroups shows that a checkpoint of several key
 // groups is stored whole or not at all: when one of them was taken over,
 // none of the others' records is stored either.
-func TestCommitIsAtomicAcrossKeyGroups(t *testing.T) {
-	e := newEnv(t)
-	c := e.open("atomic", 8)
+func testCommitIsAtomicAcrossKeyGroups(t *testing.T, e *env) {
+	c := e.open(t, "atomic", 8)
 	ctx := testContext(t)
 	ma, mb := join(t, c, "a"), join(t, c, "b")
 	storeA := newStore(t, 8)

@@ -17,9 +17,8 @@ import (
 // testLog shows warnings and errors of the code under test.
 var testLog = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-// env is a test's NATS cluster and a connection to it.
+// env is a NATS cluster of tests and a connection to it.
 type env struct {
-	t  *testing.T
 	nc *clustertest.Cluster
 	js jetstream.JetStream
 }
@@ -27,8 +26,35 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	nc := clustertest.Start(t)
-	_, js := nc.Connect()
-	return &env{t: t, nc: nc, js: js}
+	_, js := nc.Connect(t)
+	return &env{nc: nc, js: js}
+}
+
+// TestOnOneCluster runs the tests that need a NATS cluster, and leave its
+// servers alone, on one cluster, in parallel: each works in a Twinflow
+// cluster of its own name. Starting three servers for each would cost more
+// than most of the tests.
+func TestOnOneCluster(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T, *env)
+	}{
+		{"OpenRecordsKeyGroups", testOpenRecordsKeyGroups},
+		{"Membership", testMembership},
+		{"DuplicateWorker", testDuplicateWorker},
+		{"Leases", testLeases},
+		{"PausedOwnerIsFenced", testPausedOwnerIsFenced},
+		{"WriteBeforeMarkerIsHistory", testWriteBeforeMarkerIsHistory},
+		{"CommitIsAtomicAcrossKeyGroups", testCommitIsAtomicAcrossKeyGroups},
+		{"Restore", testRestore},
+		{"LargeRecord", testLargeRecord},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.test(t, e)
+		})
+	}
 }
 
 func testContext(t *testing.T) context.Context {
@@ -39,12 +65,12 @@ func testContext(t *testing.T) context.Context {
 
 // open opens the cluster called name with k key groups and a short member
 // TTL, over a connection of its own.
-func (e *env) open(name string, k int) *Cluster {
-	e.t.Helper()
-	_, js := e.nc.Connect()
-	c, err := Open(testContext(e.t), js, Config{Name: name, KeyGroups: k, MemberTTL: time.Second})
+func (e *env) open(t *testing.T, name string, k int) *Cluster {
+	t.Helper()
+	_, js := e.nc.Connect(t)
+	c, err := Open(testContext(t), js, Config{Name: name, KeyGroups: k, MemberTTL: time.Second})
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return c
 }

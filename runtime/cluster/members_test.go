@@ -7,10 +7,9 @@ import (
 	"time"
 )
 
-func TestOpenRecordsKeyGroups(t *testing.T) {
-	e := newEnv(t)
+func testOpenRecordsKeyGroups(t *testing.T, e *env) {
 	ctx := testContext(t)
-	c := e.open("k", 16)
+	c := e.open(t, "k", 16)
 	if c.KeyGroups() != 16 {
 		t.Fatalf("K = %d, want 16", c.KeyGroups())
 	}
@@ -29,14 +28,13 @@ func TestOpenRecordsKeyGroups(t *testing.T) {
 	}
 }
 
-// TestMembership shows members coming and going: a worker that leaves is
+// testMembership shows members coming and going: a worker that leaves is
 // gone at once; one whose heartbeats stop (as when its process is paused)
 // is judged dead by the others after the member TTL and its key deleted;
 // when it resumes, its next heartbeat is refused and it learns that it is
 // no longer a member.
-func TestMembership(t *testing.T) {
-	e := newEnv(t)
-	c := e.open("m", 8)
+func testMembership(t *testing.T, e *env) {
+	c := e.open(t, "m", 8)
 	a, b, d := join(t, c, "a"), join(t, c, "b"), join(t, c, "d")
 	waitFor(t, "a, b and d to see each other", func() bool {
 		for _, m := range []*Membership{a, b, d} {
@@ -76,11 +74,10 @@ func TestMembership(t *testing.T) {
 	}
 }
 
-// TestDuplicateWorker shows that of two processes with one worker id, the
+// testDuplicateWorker shows that of two processes with one worker id, the
 // earlier learns that the later took the id over and must stop.
-func TestDuplicateWorker(t *testing.T) {
-	e := newEnv(t)
-	c := e.open("d", 8)
+func testDuplicateWorker(t *testing.T, e *env) {
+	c := e.open(t, "d", 8)
 	first := join(t, c, "same")
 	second := join(t, c, "same")
 	select {
@@ -99,12 +96,11 @@ func TestDuplicateWorker(t *testing.T) {
 	}
 }
 
-// TestLeases shows compare-and-set on leases: an acquisition with a stale
+// testLeases shows compare-and-set on leases: an acquisition with a stale
 // view fails, epochs grow with every change of owner, and a released lease
 // can be acquired again.
-func TestLeases(t *testing.T) {
-	e := newEnv(t)
-	c := e.open("l", 8)
+func testLeases(t *testing.T, e *env) {
+	c := e.open(t, "l", 8)
 	ctx := testContext(t)
 	a, b := Holder{"a", "1"}, Holder{"b", "1"}
 	never := Lease{KeyGroup: 3}

@@ -20,14 +20,13 @@ func changed(kg, from, n int, value string, del ...int) map[string]string {
 	return kv
 }
 
-// TestRestore restores a key group of 10,000 addresses the three ways: from
+// testRestore restores a key group of 10,000 addresses the three ways: from
 // a snapshot and the changelog after it (a new worker), from the store's
 // own copy and the changelog since (a worker that gets its key group back),
 // and from a snapshot when the store's copy is older than it (stale keys
 // must go). It also checks that a snapshot compacts the changelog.
-func TestRestore(t *testing.T) {
-	e := newEnv(t)
-	c := e.open("restore", 8)
+func testRestore(t *testing.T, e *env) {
+	c := e.open(t, "restore", 8)
 	ctx := testContext(t)
 	const kg = 3
 	ma := join(t, c, "a")
@@ -111,8 +110,9 @@ func TestRestore(t *testing.T) {
 // missing too. After the server's restart a new owner restores exactly what
 // was committed, each checkpoint once.
 func TestKilledServer(t *testing.T) {
+	t.Parallel() // on a cluster of its own, alongside TestOnOneCluster
 	e := newEnv(t)
-	c := e.open("kill", 4)
+	c := e.open(t, "kill", 4)
 	ctx := testContext(t)
 	const kg, doomed = 1, 0
 	e.nc.MoveLeader(e.js, c.changelogStream(), doomed)
@@ -160,11 +160,10 @@ func TestKilledServer(t *testing.T) {
 	checkStore(t, storeB, kg, m)
 }
 
-// TestLargeRecord commits a checkpoint larger than a NATS message: it is
+// testLargeRecord commits a checkpoint larger than a NATS message: it is
 // cut into chunks, stored in one batch, and joined again on restore.
-func TestLargeRecord(t *testing.T) {
-	e := newEnv(t)
-	c := e.open("large", 4)
+func testLargeRecord(t *testing.T, e *env) {
+	c := e.open(t, "large", 4)
 	const kg = 2
 	ma := join(t, c, "a")
 	storeA := newStore(t, 4)

@@ -43,8 +43,9 @@ const Size = 3
 // to elect its JetStream meta leader.
 const readyTimeout = 30 * time.Second
 
-// Cluster is a running three-server NATS cluster. Its methods must be
-// called from the test's goroutine.
+// Cluster is a running three-server NATS cluster. Its methods other than
+// Connect and URLs must be called from the goroutine of the test that
+// started it.
 type Cluster struct {
 	t       testing.TB
 	bin     string
@@ -288,23 +289,24 @@ func (c *Cluster) StreamLeader(js jetstream.JetStream, stream string) int {
 }
 
 // Connect connects to the cluster through all its servers and returns the
-// connection and its JetStream context; the connection is closed when the
-// test ends. It reconnects to another server when its server goes away.
-func (c *Cluster) Connect() (*nats.Conn, jetstream.JetStream) {
-	c.t.Helper()
+// connection and its JetStream context; the connection is closed when t
+// ends. It reconnects to another server when its server goes away. t may be
+// a subtest of the test that started the cluster.
+func (c *Cluster) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
 	nc, err := nats.Connect(c.URLs(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(50*time.Millisecond),
 		nats.Timeout(2*time.Second),
-		nats.Name(c.t.Name()),
+		nats.Name(t.Name()),
 	)
 	if err != nil {
-		c.t.Fatalf("clustertest: connect: %v", err)
+		t.Fatalf("clustertest: connect: %v", err)
 	}
-	c.t.Cleanup(nc.Close)
+	t.Cleanup(nc.Close)
 	js, err := jetstream.New(nc)
 	if err != nil {
-		c.t.Fatalf("clustertest: jetstream: %v", err)
+		t.Fatalf("clustertest: jetstream: %v", err)
 	}
 	return nc, js
 }
