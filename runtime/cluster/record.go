@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"io"
 	"iter"
 	"slices"
+	"sync"
 
 	"github.com/klauspost/compress/s2"
 )
@@ -41,6 +41,21 @@ const recordFormat = 0x01
 // state value may be, with room for its encoding.
 const maxEntryPart = 17 << 20
 
+// s2BlockSize is the size of the S2 blocks records are written in. S2
+// allocates its buffers by block, per writer and per reader: with its
+// default (1 MiB) a record of a few entries cost megabytes of allocation and
+// milliseconds. Writers and readers are pooled.
+const s2BlockSize = 64 << 10
+
+var (
+	s2Writers = sync.Pool{New: func() any {
+		return s2.NewWriter(nil, s2.WriterBlockSize(s2BlockSize), s2.WriterConcurrency(1))
+	}}
+	s2Readers = sync.Pool{New: func() any {
+		return s2.NewReader(nil, s2.ReaderMaxBlockSize(s2BlockSize))
+	}}
+)
+
 // errMalformedRecord marks a record or snapshot that does not decode.
 var errMalformedRecord = errors.New("malformed changelog record or snapshot")
 
@@ -58,8 +73,9 @@ func newRecordWriter(w io.Writer, kg int) (*recordWriter, error) {
 	if _, err := w.Write([]byte{recordFormat}); err != nil {
 		return nil, err
 	}
-	r := &recordWriter{kg: kg, prefix: [2]byte{byte(kg >> 8), byte(kg)}, s2: s2.NewWriter(w, s2.WriterConcurrency(1))}
-	return r, nil
+	sw := s2Writers.Get().(*s2.Writer)
+	sw.Reset(w)
+	return &recordWriter{kg: kg, prefix: [2]byte{byte(kg >> 8), byte(kg)}, s2: sw}, nil
 }
 
 // add encodes one entry: val nil is a delete. key must be a key of the key
@@ -89,12 +105,20 @@ func (r *recordWriter) add(key, val []byte) error {
 	return nil
 }
 
-// close flushes the stream.
+// close flushes the stream; the writer is not used afterwards, whatever
+// the outcome.
 func (r *recordWriter) close() error {
-	if r.err != nil {
-		return r.err
+	err := r.err
+	if err == nil {
+		err = r.s2.Close()
 	}
-	return r.s2.Close()
+	r.s2.Reset(nil)
+	s2Writers.Put(r.s2)
+	r.s2 = nil
+	if r.err == nil {
+		r.err = errors.New("record writer closed")
+	}
+	return err
 }
 
 // encodeRecord encodes the changes of key group kg.
@@ -106,13 +130,15 @@ func encodeRecord(kg int, changes iter.Seq2[[]byte, []byte]) (data []byte, entri
 	}
 	for k, v := range changes {
 		if err := w.add(k, v); err != nil {
+			_ = w.close()
 			return nil, 0, err
 		}
 	}
+	n := w.entries
 	if err := w.close(); err != nil {
 		return nil, 0, err
 	}
-	return buf.Bytes(), w.entries, nil
+	return buf.Bytes(), n, nil
 }
 
 // decodeRecord reads the entries of key group kg from r and calls fn with
@@ -126,7 +152,13 @@ func decodeRecord(r io.Reader, kg int, fn func(key, val []byte) error) (entries 
 	if format[0] != recordFormat {
 		return 0, fmt.Errorf("%w: format %d; this build reads format %d only", errMalformedRecord, format[0], recordFormat)
 	}
-	br := bufio.NewReaderSize(s2.NewReader(r, s2.ReaderMaxBlockSize(4<<20)), 64<<10)
+	sr := s2Readers.Get().(*s2.Reader)
+	sr.Reset(r)
+	defer func() {
+		sr.Reset(nil)
+		s2Readers.Put(sr)
+	}()
+	br := sr // buffered, and a ByteReader
 	key := []byte{byte(kg >> 8), byte(kg)}
 	val := []byte{} // never nil: nil is a delete
 	for {

@@ -230,34 +230,68 @@ func (c *Cluster) appendMarker(ctx context.Context, o *Owned, prev uint64) (uint
 // readElements applies the elements of the changelog in (at, to] to l and
 // returns the position of the last one.
 func (c *Cluster) readElements(ctx context.Context, o *Owned, l *state.Loader, at state.Position, to uint64, st *RestoreStats) (state.Position, error) {
+	// An ephemeral consumer of the key group's subject, from the element
+	// after at. The chain check below finds any gap, so it needs none of an
+	// ordered consumer's checks (whose resets cost a consumer each time).
 	var cons jetstream.Consumer
 	err := retry(ctx, func(ctx context.Context) (err error) {
-		cons, err = c.log.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-			FilterSubjects: []string{o.subject},
-			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-			OptStartSeq:    at.Seq + 1,
+		cons, err = c.log.CreateConsumer(ctx, jetstream.ConsumerConfig{
+			FilterSubject:     o.subject,
+			DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:       at.Seq + 1,
+			AckPolicy:         jetstream.AckNonePolicy,
+			MemoryStorage:     true,
+			Replicas:          1,
+			InactiveThreshold: time.Minute,
 		})
 		return err
 	})
 	if err != nil {
 		return at, fmt.Errorf("read the changelog: %w", err)
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(256))
-	if err != nil {
-		return at, fmt.Errorf("read the changelog: %w", err)
+	defer func() {
+		// Not waited for: the consumer also goes by itself once inactive.
+		go func(name string) {
+			dctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			defer cancel()
+			_ = c.log.DeleteConsumer(dctx, name)
+		}(cons.CachedInfo().Name)
+	}()
+	// Fetches that do not wait, repeated while the consumer has nothing
+	// yet: in a cluster, a consumer just created may not serve pulls for a
+	// moment (they get no responders), and a pull that waited would be
+	// retried only after missing heartbeats.
+	var batch []jetstream.Msg
+	next := func() (jetstream.Msg, error) {
+		r := backoff.Retrier{Policy: backoff.Policy{Base: 5 * time.Millisecond, Max: 100 * time.Millisecond}}
+		for len(batch) == 0 {
+			b, err := cons.FetchNoWait(256)
+			if err == nil {
+				for m := range b.Messages() {
+					batch = append(batch, m)
+				}
+				err = b.Error()
+			}
+			if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !transient(err) {
+				return nil, err
+			}
+			if len(batch) == 0 {
+				select {
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				case <-time.After(r.Next()):
+				}
+			}
+		}
+		m := batch[0]
+		batch = batch[1:]
+		return m, nil
 	}
-	defer it.Stop()
-	// Next blocks until a message comes; stop it when ctx ends.
-	stop := context.AfterFunc(ctx, it.Stop)
-	defer stop()
 
 	var rec *pendingRecord // chunks of a record being read
 	for at.Seq < to {
-		m, err := it.Next()
+		m, err := next()
 		if err != nil {
-			if ctx.Err() != nil {
-				err = ctx.Err()
-			}
 			return at, fmt.Errorf("read the changelog after %d: %w", at.Seq, err)
 		}
 		meta, err := m.Metadata()
@@ -305,6 +339,7 @@ func (c *Cluster) readElements(ctx context.Context, o *Owned, l *state.Loader, a
 		if i < n {
 			continue
 		}
+		size := int64(rec.data.Len())
 		entries, err := decodeRecord(&rec.data, o.KeyGroup(), func(key, val []byte) error {
 			if val == nil {
 				return l.Delete(key)
@@ -316,7 +351,7 @@ func (c *Cluster) readElements(ctx context.Context, o *Owned, l *state.Loader, a
 		}
 		st.Records++
 		st.RecordEntries += entries
-		st.RecordBytes += int64(rec.data.Len())
+		st.RecordBytes += size
 		at = state.Position{Seq: seq, Epoch: e.epoch}
 		rec = nil
 	}

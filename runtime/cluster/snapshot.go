@@ -84,17 +84,19 @@ func (c *Cluster) Snapshot(ctx context.Context, o *Owned, store *state.Store) (S
 	go func() {
 		w, err := newRecordWriter(pw, kg)
 		if err == nil {
-			var p state.Position
-			var ok bool
-			p, ok, err = store.ScanKeyGroup(kg, func(key, val []byte) error { return w.add(key, val) })
+			p, ok, serr := store.ScanKeyGroup(kg, func(key, val []byte) error { return w.add(key, val) })
+			entries := w.entries
+			cerr := w.close()
 			switch {
-			case err == nil && !ok:
+			case serr != nil:
+				err = serr
+			case !ok:
 				err = errors.New("the store holds no position for the key group: restore it first")
-			case err == nil && p.Seq > o.Head():
+			case p.Seq > o.Head():
 				err = fmt.Errorf("the store is at %d, past the owner's last element %d", p.Seq, o.Head())
-			case err == nil:
-				info.Seq, info.Epoch, info.Entries = p.Seq, p.Epoch, w.entries
-				err = w.close()
+			default:
+				info.Seq, info.Epoch, info.Entries = p.Seq, p.Epoch, entries
+				err = cerr
 			}
 		}
 		_ = pw.CloseWithError(err)

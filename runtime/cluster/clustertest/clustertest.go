@@ -49,6 +49,7 @@ const readyTimeout = 30 * time.Second
 type Cluster struct {
 	t       testing.TB
 	bin     string
+	opts    Options
 	servers [Size]*Server
 }
 
@@ -63,12 +64,28 @@ type Server struct {
 	logs    *logBuffer
 }
 
+// Options shape a cluster. The zero value is the default.
+type Options struct {
+	// SyncAlways makes the servers fsync every JetStream write
+	// ("sync_interval: always"), as Twinflow's embedded server does. By
+	// default they sync every two minutes, as nats-server does: a killed
+	// process loses nothing (the page cache keeps it), a machine that loses
+	// power may.
+	SyncAlways bool
+}
+
 // Start starts a three-server cluster with JetStream and waits until every
 // server is healthy (JetStream has a meta leader). The servers are killed
 // when the test ends; their logs are shown if it failed.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, bin: natsbus.BuildExternalServer(t)}
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, bin: natsbus.BuildExternalServer(t), opts: opts}
 	root := t.TempDir()
 	ports := freePorts(t, 3*Size)
 	for i := range c.servers {
@@ -115,18 +132,22 @@ func (c *Cluster) config(i int) string {
 			routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", o.route))
 		}
 	}
+	sync := ""
+	if c.opts.SyncAlways {
+		sync = "\n  sync_interval: always"
+	}
 	return fmt.Sprintf(`server_name: %s
 listen: 127.0.0.1:%d
 http: 127.0.0.1:%d
 jetstream {
-  store_dir: %q
+  store_dir: %q%s
 }
 cluster {
   name: twinflow-test
   listen: 127.0.0.1:%d
   routes: [%s]
 }
-`, s.Name, s.client, s.monitor, filepath.Join(s.dir, "js"), s.route, strings.Join(routes, ", "))
+`, s.Name, s.client, s.monitor, filepath.Join(s.dir, "js"), sync, s.route, strings.Join(routes, ", "))
 }
 
 func (s *Server) configPath() string { return filepath.Join(s.dir, "nats.conf") }
