@@ -21,6 +21,7 @@ func TestAssignGolden(t *testing.T) {
 // TestAssignBalanced checks the bound on every worker's share: at most
 // ceil(k/n) key groups, every key group owned by one of the workers.
 func TestAssignBalanced(t *testing.T) {
+	t.Parallel()
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, k := range []int{1, 2, 16, 128, 1024} {
 		for n := 1; n <= 20; n++ {
@@ -64,6 +65,7 @@ func TestAssignDeterministic(t *testing.T) {
 // joiner's share). On average they stay under k/10, and under k/6 in the
 // worst of the trials.
 func TestAssignMovement(t *testing.T) {
+	t.Parallel()
 	r := rand.New(rand.NewPCG(3, 3))
 	for _, tc := range []struct{ k, trials int }{{128, 50}, {1024, 10}} {
 		k, trials := tc.k, tc.trials

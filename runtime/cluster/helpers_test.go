@@ -78,12 +78,16 @@ func (e *env) open(t *testing.T, name string, k int) *Cluster {
 // newStore opens a store in a temporary directory.
 func newStore(t *testing.T, k int) *state.Store {
 	t.Helper()
-	s, err := state.Open(t.TempDir(), state.Options{KeyGroups: k, CacheBytes: 16 << 20, MemTableBytes: 2 << 20, Logger: slog.New(slog.DiscardHandler)})
+	s, err := openStore(t.TempDir(), k)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+func openStore(dir string, k int) (*state.Store, error) {
+	return state.Open(dir, state.Options{KeyGroups: k, CacheBytes: 16 << 20, MemTableBytes: 2 << 20, Logger: slog.New(slog.DiscardHandler)})
 }
 
 // key returns the key of a state value of address id in key group kg.
