@@ -42,6 +42,7 @@ run: build $(if $(filter ts,$(RACKFUN)),ts) ## Run the platform with the data-ce
 .PHONY: bench
 bench: ## Run the micro-benchmarks, then the end-to-end benchmark (under 10 minutes; see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./runtime/shard/ ./runtime/state/ ./runtime/natsbus/ ./sdk/
+	$(GO) test -run '^$$' -bench . -benchtime 50x ./runtime/cluster/
 	$(GO) build -o $(BIN)/ ./cmd/twinflow-bench ./internal/bench/cmd/benchfn
 	$(BIN)/twinflow-bench -json $(BIN)/benchmarks.json
 

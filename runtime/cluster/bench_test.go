@@ -364,3 +364,82 @@ func BenchmarkDecodeRecord(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRestoreShare restores a worker's share of a cluster of three:
+// 43 of the 128 key groups, holding 10,000 addresses between them, each
+// with 10 checkpoints of changes in its changelog and no snapshot. This is
+// the restore part of a failover; the key groups are restored one at a
+// time, or 8 at a time.
+func BenchmarkRestoreShare(b *testing.B) {
+	const share = 43
+	e := newBenchEnv(b, "bench-share")
+	owned := make([]*Owned, share)
+	for kg := range share {
+		owned[kg] = e.own(b, kg)
+	}
+	// The addresses of the first 43 key groups: 10,000 of them.
+	var ids []string
+	for i := 0; len(ids) < benchAddresses; i++ {
+		id := fmt.Sprintf("srv-%06d", i)
+		if keygroup.Of(id, benchK) < share {
+			ids = append(ids, id)
+		}
+	}
+	ctx := context.Background()
+	for ckpt := range 10 {
+		o := state.NewOverlay()
+		for i, id := range ids {
+			if ckpt == 0 || i%10 == ckpt {
+				state.PutValue(o, keygroup.Of(id, benchK), state.Address{Type: "datacenter/server", ID: id}, "seen",
+					state.Value{Typename: "twinflow/int64", Data: []byte(strconv.Itoa(ckpt))})
+			}
+		}
+		o.Freeze()
+		parts := make([]Part, share)
+		for kg := range share {
+			parts[kg] = Part{Owned: owned[kg], Changes: o.KeyGroup(kg)}
+		}
+		if _, err := e.c.Commit(ctx, uint64(ckpt+1), parts); err != nil {
+			b.Fatal(err)
+		}
+	}
+	leases := make([]Lease, share)
+	for kg := range share {
+		leases[kg] = owned[kg].Lease()
+	}
+	for _, parallel := range []int{1, 8} {
+		b.Run(fmt.Sprintf("parallel=%d", parallel), func(b *testing.B) {
+			for i := range b.N {
+				b.StopTimer()
+				fresh, err := state.Open(b.TempDir(), state.Options{KeyGroups: benchK})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for kg := range share {
+					if leases[kg], err = e.c.Acquire(ctx, kg, Holder{"share", fmt.Sprint(parallel, "-", i)}, leases[kg]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				sem := make(chan struct{}, parallel)
+				errs := make(chan error, share)
+				for kg := range share {
+					sem <- struct{}{}
+					go func() {
+						defer func() { <-sem }()
+						_, _, err := e.c.Restore(ctx, leases[kg], fresh)
+						errs <- err
+					}()
+				}
+				for range share {
+					if err := <-errs; err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StopTimer()
+				_ = fresh.Close()
+				b.StartTimer()
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -98,6 +99,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if v := js.Conn().ConnectedServerVersion(); !atLeast(v, 2, 12) {
+		return nil, fmt.Errorf("cluster %s: nats-server %s: cluster mode needs 2.12 or later on every server (atomic batch publish)", cfg.Name, v)
+	}
 	c := &Cluster{cfg: cfg, js: js}
 	var err error
 	c.kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
@@ -143,6 +147,18 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 		return nil, err
 	}
 	return c, nil
+}
+
+// atLeast reports whether the version "major.minor.patch[-...]" is at least
+// major.minor.
+func atLeast(version string, major, minor int) bool {
+	parts := strings.SplitN(version, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(parts[1])
+	return err1 == nil && err2 == nil && (ma > major || ma == major && mi >= minor)
 }
 
 // recordKeyGroups records k in the bucket, or checks it against the
