@@ -19,18 +19,19 @@ import (
 // key group and a worker has a score, XXH64 of the key group (2 bytes, big
 // endian) followed by the worker id; pairs are taken strongest first, and a
 // key group goes to the worker of its strongest pair that still has room.
-// A worker has room for ceil(k/n) key groups, so loads differ by at most
-// one from the mean when n divides k and never exceed ceil(k/n).
+// A worker has room for ceil(k/n) key groups, so no load exceeds it (and
+// every load is k/n when n divides k).
 //
 // Without the bound (plain rendezvous hashing) exactly the key groups of a
 // worker that leaves move, and exactly those a joining worker scores best
 // move to it, but loads spread like a binomial: with 128 key groups on 3
-// workers the largest share is often 50 instead of 43. The bound costs a
-// few extra moves when the membership changes: the key groups a leaving
-// worker frees can fill another worker before the pairs of some of its own
-// key groups come up, which then move on. With 128 key groups and 2 to 16
-// workers that is 2 to 13 key groups on average per join or leave
-// (assign_test.go measures it).
+// workers the largest share is 48 instead of 43 in the median case, and 53
+// or more one time in ten. The bound costs a few extra moves when the
+// membership changes: the key groups a leaving worker frees can fill
+// another worker before the pairs of some of its own key groups come up,
+// which then move on. With 128 key groups and 2 to 16 workers that is, on
+// average, 0 to 9 key groups moving between staying workers on a leave and
+// 2 to 5 on a join (assign_test.go measures it).
 //
 // The assignment is part of the cluster's protocol: workers of different
 // versions must compute the same one, so a change of this function is a
