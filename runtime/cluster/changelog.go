@@ -232,8 +232,11 @@ func (c *Cluster) Commit(ctx context.Context, id uint64, parts []Part) (CommitSt
 
 	r := backoff.Retrier{Policy: retryPolicy}
 	var lastErr error
-	for {
+	for attempt := 0; ; attempt++ {
 		if ctx.Err() != nil {
+			if attempt == 0 {
+				return st, fmt.Errorf("cluster %s: commit %d: %w", c.cfg.Name, id, ctx.Err())
+			}
 			break
 		}
 		actx, cancel := context.WithTimeout(ctx, requestTimeout)
@@ -273,6 +276,7 @@ func (c *Cluster) Commit(ctx context.Context, id uint64, parts []Part) (CommitSt
 		case <-time.After(r.Next()):
 		}
 	}
+	// An attempt that timed out may still be stored later.
 	for _, p := range parts {
 		p.Owned.mu.Lock()
 		p.Owned.mu.unknown = true
