@@ -284,8 +284,9 @@ func (s *Server) healthy() error {
 	return nil
 }
 
-// StreamLeader returns the index of the server that leads the stream,
-// waiting until it has one.
+// StreamLeader returns the index of the running server that leads the
+// stream, waiting until there is one: just after a server stopped, the
+// cluster may still name it for a moment.
 func (c *Cluster) StreamLeader(js jetstream.JetStream, stream string) int {
 	c.t.Helper()
 	deadline := time.Now().Add(readyTimeout)
@@ -299,7 +300,7 @@ func (c *Cluster) StreamLeader(js jetstream.JetStream, stream string) int {
 			}
 		}
 		cancel()
-		if i := c.Index(leader); i >= 0 {
+		if i := c.Index(leader); i >= 0 && c.servers[i].proc != nil {
 			return i
 		}
 		if time.Now().After(deadline) {
