@@ -32,19 +32,25 @@ import (
 
 var seedFlag = flag.Uint64("crash.seed", 0, "seed of TestCrashRecovery's workload and fault schedule; 0 draws one")
 
-// bins holds the binaries built once for all tests of the package.
-var bins struct {
+// build is a set of binaries built once for all tests of the package.
+type build struct {
 	once               sync.Once
 	dir                string
 	twinflow, function string
 	err                error
 }
 
+// bins are built with the race detector when the tests are; plainBins never
+// are.
+var bins, plainBins build
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if bins.dir != "" {
-		os.RemoveAll(bins.dir)
+	for _, b := range []*build{&bins, &plainBins} {
+		if b.dir != "" {
+			os.RemoveAll(b.dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -53,36 +59,46 @@ func TestMain(m *testing.M) {
 // with the race detector when the tests are, so that a data race the
 // crashes provoke in the engine fails the run (see raceEnabled).
 func binaries(t *testing.T) (twinflow, function string) {
+	return bins.get(t, raceEnabled)
+}
+
+// plainBinaries builds them without the race detector, whose bookkeeping
+// would inflate what a test measures of the runtime (its memory).
+func plainBinaries(t *testing.T) (twinflow, function string) {
+	return plainBins.get(t, false)
+}
+
+func (b *build) get(t *testing.T, race bool) (twinflow, function string) {
 	t.Helper()
-	bins.once.Do(func() {
-		bins.dir, bins.err = os.MkdirTemp("", "crashtest-bin-")
-		if bins.err != nil {
+	b.once.Do(func() {
+		b.dir, b.err = os.MkdirTemp("", "crashtest-bin-")
+		if b.err != nil {
 			return
 		}
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			bins.err = fmt.Errorf("the go tool is needed to build the binaries: %w", err)
+			b.err = fmt.Errorf("the go tool is needed to build the binaries: %w", err)
 			return
 		}
 		start := time.Now()
-		args := []string{"build", "-o", bins.dir + string(filepath.Separator)}
-		if raceEnabled {
+		args := []string{"build", "-o", b.dir + string(filepath.Separator)}
+		if race {
 			args = append(args, "-race")
 		}
 		args = append(args, "github.com/twinflow/twinflow/cmd/twinflow", "github.com/twinflow/twinflow/internal/crashtest/cmd/crashfn")
 		out, err := exec.Command(goTool, args...).CombinedOutput()
 		if err != nil {
-			bins.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 			return
 		}
-		bins.twinflow = filepath.Join(bins.dir, "twinflow")
-		bins.function = filepath.Join(bins.dir, "crashfn")
-		t.Logf("built the binaries in %v (runtime race detector: %v)", time.Since(start).Round(time.Millisecond), raceEnabled)
+		b.twinflow = filepath.Join(b.dir, "twinflow")
+		b.function = filepath.Join(b.dir, "crashfn")
+		t.Logf("built the binaries in %v (runtime race detector: %v)", time.Since(start).Round(time.Millisecond), race)
 	})
-	if bins.err != nil {
-		t.Fatal(bins.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return bins.twinflow, bins.function
+	return b.twinflow, b.function
 }
 
 // freePort returns a TCP port on loopback that was free a moment ago. The

@@ -145,8 +145,9 @@ const (
 // 20,000 commands arrive: readiness reports the outage while it lasts, the
 // runtime's resident memory stays within its budget, and once the endpoint
 // is back every command counts exactly once and nothing is dead-lettered.
+// The runtime is built without the race detector, which multiplies memory.
 func TestEndpointOutage(t *testing.T) {
-	twinflowBin, functionBin := binaries(t)
+	twinflowBin, functionBin := plainBinaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log, _ := logTo(t, "driver.log")
