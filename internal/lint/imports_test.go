@@ -78,6 +78,22 @@ func TestForbiddenImports(t *testing.T) {
 	}
 }
 
+// TestBinariesLinkNoTesting keeps test support out of the commands: a
+// helper that takes a testing.TB belongs in a ...test package, as
+// net/http/httptest is to net/http.
+func TestBinariesLinkNoTesting(t *testing.T) {
+	out := goCmd(t, ".", nil, "list", "-f", "{{if eq .Name \"main\"}}{{.ImportPath}}{{end}}", module+"/...")
+	mains := strings.Fields(out)
+	if len(mains) == 0 {
+		t.Fatal("no command found")
+	}
+	for _, m := range mains {
+		if deps := strings.Fields(goCmd(t, ".", nil, "list", "-deps", m)); slices.Contains(deps, "testing") {
+			t.Errorf("%s links the testing package", m)
+		}
+	}
+}
+
 func isException(pkg, dep string) bool {
 	_, ok := exceptions[[2]string{strings.TrimPrefix(pkg, module), strings.TrimPrefix(dep, module)}]
 	return ok
