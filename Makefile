@@ -23,8 +23,8 @@ help: ## Describe the useful make targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "%-12s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## Build the twinflow binaries into ./bin
-	$(GO) build -o $(BIN)/ ./cmd/... ./examples/datacenter/cmd/... ./examples/datacenter/simulator
+build: ## Build the twinflow binaries, the example's and the launcher into ./bin
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/datacenter/cmd/... ./examples/datacenter/simulator ./deploy/run-example
 
 .PHONY: test
 test: ## Run all tests with the race detector
@@ -32,9 +32,15 @@ test: ## Run all tests with the race detector
 	@echo "the SDK again, outside the workspace: with the versions its own go.mod asks for, as a function author builds it"
 	cd sdk && GOWORK=off $(GO) test -race -count=1 ./...
 
+# What make run runs, as bin/NAME:PACKAGE.
+RUN_BINARIES := twinflow:./cmd/twinflow datacenter-functions:./examples/datacenter/cmd/datacenter-functions \
+	simulator:./examples/datacenter/simulator run-example:./deploy/run-example
+
 .PHONY: run
-run: build ## Run the platform with the data-center example
-	./deploy/run-example.sh
+run: ## Run the platform with the data-center example; Ctrl-C stops it (settings: RACKS=8 and more, see deploy/run-example)
+	@echo "building what make run runs into bin/ (the first build compiles the NATS server and Pebble: a few minutes)"
+	@for b in $(RUN_BINARIES); do echo "  go build -o bin/$${b%%:*} $${b#*:}"; $(GO) build -o $(BIN)/$${b%%:*} $${b#*:}; done
+	@exec $(BIN)/run-example
 
 .PHONY: bench
 bench: ## Run the micro-benchmarks, then the end-to-end benchmark (under 10 minutes; see docs/benchmarks.md)
