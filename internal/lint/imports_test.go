@@ -105,7 +105,7 @@ func TestExceptionsHold(t *testing.T) {
 	for pair := range exceptions {
 		out := goCmd(t, ".", nil, "list", "-f", "{{join .Deps \"\\n\"}}", module+pair[0])
 		if !slices.Contains(strings.Fields(out), module+pair[1]) {
-			t.Errorf("%s no longer depends on %s: remove the exception", pair[0][1:], pair[1][1:])
+			t.Errorf("%s no longer depends on %s: remove its exception (%s)", pair[0][1:], pair[1][1:], exceptions[pair])
 		}
 	}
 }
