@@ -15,6 +15,7 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/natsbus/natsbustest"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/spec"
 	"github.com/twinflow/twinflow/sdk"
@@ -158,7 +159,7 @@ func natsModes(t *testing.T, test func(t *testing.T, cfg func(runtime.Config) ru
 		if testing.Short() {
 			t.Skip("builds and runs nats-server")
 		}
-		url := natsbus.StartExternalServer(t, natsbus.BuildExternalServer(t))
+		url := natsbustest.StartExternalServer(t, natsbustest.BuildExternalServer(t))
 		test(t, func(c runtime.Config) runtime.Config { c.NATSURL = url; return c })
 	})
 }

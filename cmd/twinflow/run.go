@@ -10,10 +10,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/docker/go-units"
 
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/spec"
@@ -31,7 +31,7 @@ func runCmd(ctx context.Context, args []string) error {
 	shards := fs.Int("shards", 0, "shard loops (default: number of cores)")
 	keyGroups := fs.Int("key-groups", 0, "key groups K, fixed when the data dir is created (default 128)")
 	interval := fs.Duration("checkpoint-interval", time.Second, "time between checkpoints")
-	memory := fs.String("memory", "1GiB", "total memory budget (e.g. 512MiB, 2GiB)")
+	memory := fs.String("memory", "1GiB", "total memory budget (e.g. 512MiB, 2GiB; units are powers of 1024)")
 	restore := fs.String("restore", "", "start from this savepoint (the data dir must have no state yet)")
 	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "on stop, how long queued work may take to finish before the final checkpoint (and how long that may take)")
 	dedupWindow := fs.Duration("dedup-window", 10*time.Minute, "how long a publish repeated with the same Nats-Msg-Id is dropped, across restarts")
@@ -115,24 +115,13 @@ func restoreSavepoint(from, to string) error {
 	return runtime.RestoreSavepoint(from, to)
 }
 
-// parseBytes reads sizes like 512MiB, 2GiB, 1G or a plain byte count.
+// parseBytes reads a positive size: a number of bytes, or a number with a
+// binary unit, K, M, G or T, with an optional "iB" or "B" (512MiB, 2GiB, 1G
+// and 1GB are all powers of 1024, as memory limits usually are).
 func parseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}}
-	for _, u := range units {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-			if err != nil || v <= 0 {
-				return 0, fmt.Errorf("bad size %q", s)
-			}
-			return int64(v * float64(u.mult)), nil
-		}
+	n, err := units.RAMInBytes(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size; use a number of bytes or e.g. 512MiB or 2GiB", s)
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v <= 0 {
-		return 0, errors.New("bad size " + strconv.Quote(s) + "; use e.g. 512MiB or 2GiB")
-	}
-	return v, nil
+	return n, nil
 }

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/twinflow/twinflow/router"
 )
 
@@ -97,8 +95,8 @@ func Load(path string) (*Module, error) {
 // messages. It reports every problem it finds, each an [*Error], joined
 // with [errors.Join] in line order.
 func Parse(filename string, data []byte) (*Module, error) {
-	d := &decoder{file: filename, lines: map[string]int{}, keyLines: map[*yaml.Node]int{}}
-	m := d.module(data)
+	d := &decoder{file: filename, lines: map[string]int{}, misfits: map[string]bool{}}
+	m := d.parse(data)
 	if err := d.err(); err != nil {
 		return nil, err
 	}

@@ -151,6 +151,18 @@ endpoints:
 	}
 }
 
+// TestParseAliasExpansion checks that aliases which expand to more values
+// than a spec can need are an error, not a long wait.
+func TestParseAliasExpansion(t *testing.T) {
+	const k = 1000
+	src := "ingresses:\n  - &i {name: i, subject: s, targets: [&t {function: a/b, id: {header: X}}" +
+		strings.Repeat(", *t", k) + "]}\n" + strings.Repeat("  - *i\n", k)
+	_, err := Parse("m.yaml", []byte(src))
+	if err == nil || !strings.Contains(err.Error(), "the spec holds more than 100000 values once its aliases are expanded") {
+		t.Fatalf("Parse = %v", err)
+	}
+}
+
 // TestParseErrors checks the file, line and field of every kind of error.
 func TestParseErrors(t *testing.T) {
 	const ep = "endpoints:\n  - functions: a/*\n    url: http://a\n"
@@ -297,6 +309,12 @@ m.yaml:15: ingresses[1].targets: at least one target is required`},
     targets: [{ function: a/b, id: { header: X } }]
 `, `m.yaml:5: ingresses[0]: must be a mapping with the fields name, subject, typename, typenameHeader, targets, not the string "nope"
 m.yaml:8: ingresses[1].typename: typename "bad" is not "namespace/name"`},
+
+		{"bad merge", "endpoints:\n  - <<: 5\n    functions: a/*\n    url: http://a\n",
+			`m.yaml:2: endpoints[0].<<: must merge a mapping or a list of mappings, not the integer "5"`},
+		{"duplicate field in a merged mapping", "endpoints:\n  - &a {functions: a/*, url: http://a, url: http://b}\n  - <<: *a\n    functions: b/*\n",
+			"m.yaml:2: endpoints[0].url: duplicate field; it is already set on line 2\n" +
+				"m.yaml:2: endpoints[1].url: duplicate field; it is already set on line 2"},
 
 		{"egress errors", `egresses:
   - name: reply

@@ -1,11 +1,15 @@
-package natsbus
+// Package natsbustest runs NATS servers for tests, as net/http/httptest
+// runs HTTP servers: a nats-server process of the version this module
+// requires, for the tests that check the runtime against an external
+// server. It is kept apart from natsbus so that the testing package is not
+// linked into the twinflow binary.
+package natsbustest
 
 import (
 	"bufio"
 	"bytes"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -21,29 +25,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 )
-
-// This file holds test helpers that other packages' tests use too. They
-// depend only on testing.TB.
-
-// StartTestServer starts an embedded server for a test: a temporary store
-// directory, a free port, and a 1-minute sync interval, which keeps
-// acknowledged messages across a process crash (not a power loss) and
-// publishes fast. It shuts down when the test ends. Log lines at warning
-// level and above go to stderr.
-func StartTestServer(t testing.TB) *Server {
-	t.Helper()
-	s, err := StartServer(ServerOptions{
-		Dir:          t.TempDir(),
-		Port:         -1,
-		SyncInterval: time.Minute,
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatalf("start test NATS server: %v", err)
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
 
 var externalBuild struct {
 	sync.Mutex
