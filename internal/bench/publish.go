@@ -121,7 +121,7 @@ func (p *pubConn) publishFor(ctx context.Context, plan workload.Plan, from int, 
 // fsync: the mode under test is the engine's.
 func (d *driver) prefill(ctx context.Context, dir string, plan workload.Plan, n int) error {
 	srv, err := natsbus.StartServer(natsbus.ServerOptions{
-		Dir: filepath.Join(dir, "nats"), Port: -1, SyncInterval: 2 * time.Minute,
+		Dir: filepath.Join(dir, "nats"), Port: -1, NoAuth: true, SyncInterval: 2 * time.Minute,
 		Logger: d.log.With("component", "prefill"),
 	})
 	if err != nil {
