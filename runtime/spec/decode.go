@@ -91,7 +91,7 @@ func (d *decoder) module(data []byte) *Module {
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return &Module{}
 	}
-	f := d.fields(doc.Content[0], "", "endpoints", "ingresses", "egresses")
+	f := d.fields(doc.Content[0], "", "endpoints", "ingresses", "egresses", "users")
 	if f == nil {
 		return nil
 	}
@@ -99,7 +99,9 @@ func (d *decoder) module(data []byte) *Module {
 	d.endpoints(m, f["endpoints"])
 	d.ingresses(m, f["ingresses"])
 	d.egresses(m, f["egresses"])
+	d.users(m, f["users"])
 	d.crossCheck(m)
+	d.checkUsers(m)
 	return m
 }
 
@@ -107,7 +109,7 @@ func (d *decoder) endpoints(m *Module, n *yaml.Node) {
 	seen := map[string]int{}
 	for i, item := range d.sequence(n, "endpoints") {
 		at := fmt.Sprintf("endpoints[%d]", i)
-		f := d.fields(item, at, "functions", "url", "timeout", "maxBatchAddresses", "maxBatchMessages", "maxInFlight")
+		f := d.fields(item, at, "functions", "url", "timeout", "maxBatchAddresses", "maxBatchMessages", "maxInFlight", "tls")
 		if f == nil {
 			continue
 		}
@@ -156,6 +158,7 @@ func (d *decoder) endpoints(m *Module, n *yaml.Node) {
 				}
 			}
 		}
+		ep.TLS = d.tls(f["tls"], at+".tls", ep.URL)
 		m.Endpoints = append(m.Endpoints, ep)
 	}
 }
