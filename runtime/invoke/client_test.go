@@ -38,7 +38,7 @@ func TestNoCompression(t *testing.T) {
 		encoding = w.Header().Get("Content-Encoding")
 	}))
 	defer srv.Close()
-	c := New(4)
+	c := New(Options{MaxConnsPerHost: 4})
 	defer c.Close()
 	req := &twinflowv1.InvokeRequest{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1}
 	for i := range 1000 {
@@ -72,7 +72,7 @@ func BenchmarkInvoke(b *testing.B) {
 	defer srv.Close()
 	for _, n := range []int{1, 100} {
 		b.Run(fmt.Sprintf("addresses=%d", n), func(b *testing.B) {
-			c := New(4)
+			c := New(Options{MaxConnsPerHost: 4})
 			defer c.Close()
 			req := &twinflowv1.InvokeRequest{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1}
 			for i := range n {
