@@ -79,7 +79,7 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the ingress stream trimmed", func() bool {
-		s, err := h.js.Stream(context.Background(), runtime.DirectStream)
+		s, err := h.ops.Stream(context.Background(), runtime.DirectStream)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -44,6 +44,15 @@ type User struct {
 	Subscribe []string
 }
 
+// UserNames lists the names of the users.
+func (m *Module) UserNames() []string {
+	names := make([]string, len(m.Users))
+	for i, u := range m.Users {
+		names[i] = u.Name
+	}
+	return names
+}
+
 // reservedUsers are the identities every data dir has.
 var reservedUsers = []string{"runtime", "client"}
 
