@@ -226,4 +226,3 @@ func (info Info) Describe() string {
 	parts = append(parts, "data dir "+info.DataDir)
 	return strings.Join(parts, ", ")
 }
-
