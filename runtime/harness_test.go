@@ -182,7 +182,7 @@ func (h *harness) connect() {
 		h.t.Fatal(err)
 	}
 	h.nc, h.js = nc, js
-	_, h.ops, err = natsbus.Connect(natsbus.ConnOptions{URL: info.NATSURL, Name: "test-ops", Logger: testLogger(h.t),
+	_, h.ops, err = natsbus.Connect(natsbus.ConnOptions{URL: info.NATSURL, Name: "test-ops", Logger: testLogger(h.t), CAFile: info.NATSCA,
 		CredsFile: filepath.Join(h.cfg.DataDir, "secrets", "runtime.nk"), InboxPrefix: runtime.RuntimeInboxPrefix})
 	if err != nil {
 		h.t.Fatal(err)
