@@ -627,4 +627,3 @@ func TestSignedFunctionCalls(t *testing.T) {
 		t.Fatalf("the runtime's call, unaltered: %d %s", code, msg)
 	}
 }
-
