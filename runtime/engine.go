@@ -101,6 +101,9 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if e.keys, err = secrets.Ensure(cfg.DataDir, cfg.Module.UserNames()); err != nil {
 		return nil, err
 	}
+	if err := e.keys.PublishSigningKey(); err != nil {
+		return nil, err
+	}
 	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e.registerBudget()
 	e.log.Info("memory budget", "budget", budget.String())

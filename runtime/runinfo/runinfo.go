@@ -164,23 +164,34 @@ func (info Info) ConnectNATS(name string, log *slog.Logger) (*nats.Conn, jetstre
 // AdminHTTPClient returns an HTTP client for the admin API that sends the
 // token of AdminTokenFile, read at each request, and trusts AdminCA.
 func (info Info) AdminHTTPClient() (*http.Client, error) {
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if info.AdminCA != "" {
-		pem, err := os.ReadFile(info.AdminCA)
-		if err != nil {
-			return nil, fmt.Errorf("admin CA: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("admin CA %s holds no PEM certificate", info.AdminCA)
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	tr, err := AdminTransport(info.AdminCA)
+	if err != nil {
+		return nil, err
 	}
 	file := info.AdminTokenFile
 	return &http.Client{Transport: &Bearer{Next: tr, Token: func() (string, error) { return secrets.ReadAdminToken(file) }}}, nil
 }
 
-// Bearer adds "Authorization: Bearer <token>" to every request.
+// AdminTransport is an HTTP transport that trusts the certificates of
+// caFile (PEM) when it is set, and the system's otherwise.
+func AdminTransport(caFile string) (*http.Transport, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("admin CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("admin CA %s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return tr, nil
+}
+
+// Bearer adds "Authorization: Bearer <token>" to every request; with an
+// empty token, none.
 type Bearer struct {
 	Next  http.RoundTripper
 	Token func() (string, error)
@@ -194,6 +205,9 @@ func (b *Bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 			_ = req.Body.Close()
 		}
 		return nil, err
+	}
+	if tok == "" {
+		return b.Next.RoundTrip(req)
 	}
 	r := req.Clone(req.Context())
 	r.Header.Set("Authorization", "Bearer "+tok)

@@ -80,9 +80,7 @@ type Set struct {
 // Ensure creates what is missing of the data dir's key material, including
 // an nkey for each user named, and reads it. The data dir is created with
 // mode 0700 if it does not exist; one that other users may write to is
-// refused, since they could replace the keys. The public signing key file
-// is rewritten to list the current key alone: a rotation in progress ends
-// when the runtime starts with the new key.
+// refused, since they could replace the keys.
 func Ensure(dataDir string, users []string) (*Set, error) {
 	if err := ensureDataDir(dataDir); err != nil {
 		return nil, err
@@ -124,10 +122,19 @@ func Ensure(dataDir string, users []string) (*Set, error) {
 	if s.Signing, err = readSigningKey(filepath.Join(s.Dir, signingKeyFile)); err != nil {
 		return nil, err
 	}
-	if err := WriteFile(s.SigningPublicFile, []byte(EncodePublicKey(s.Signing.Public().(ed25519.PublicKey))+"\n"), 0o644); err != nil {
-		return nil, err
+	if _, err := os.Stat(s.SigningPublicFile); errors.Is(err, fs.ErrNotExist) {
+		if err := s.PublishSigningKey(); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// PublishSigningKey writes <data>/signing.pub with the current signing key
+// alone: the runtime calls it when it starts signing with that key, which
+// ends a rotation in progress.
+func (s *Set) PublishSigningKey() error {
+	return WriteFile(s.SigningPublicFile, []byte(EncodePublicKey(s.Signing.Public().(ed25519.PublicKey))+"\n"), 0o644)
 }
 
 // UserSeedFile is where the seed of a module spec user's nkey is.

@@ -121,13 +121,20 @@ func TestRotate(t *testing.T) {
 	if pub, _ := ReadSigningPublicKeys(data); !slices.Equal(pub, keys) {
 		t.Fatalf("signing.pub during the rotation: %v, want %v", pub, keys)
 	}
-	// The next start signs with the new key and lists it alone.
+	// Reading the keys again keeps the rotation; the next start signs
+	// with the new key and lists it alone.
 	s2, err := Ensure(data, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := EncodePublicKey(s2.Signing.Public().(ed25519.PublicKey)); got != keys[0] {
 		t.Fatalf("signing key after rotation %s, want %s", got, keys[0])
+	}
+	if pub, _ := ReadSigningPublicKeys(data); !slices.Equal(pub, keys) {
+		t.Fatalf("signing.pub after Ensure during the rotation: %v, want %v", pub, keys)
+	}
+	if err := s2.PublishSigningKey(); err != nil {
+		t.Fatal(err)
 	}
 	if pub, _ := ReadSigningPublicKeys(data); !slices.Equal(pub, keys[:1]) {
 		t.Fatalf("signing.pub after the restart: %v, want %v", pub, keys[:1])
