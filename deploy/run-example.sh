@@ -55,6 +55,11 @@ mkdir -p "$LOGS"
 
 export TWINFLOW_NATS=nats://127.0.0.1:$NATS_PORT
 export TWINFLOW_ADMIN=http://$ADMIN
+# The client commands and the simulator find the runtime, and its client
+# credentials and admin token, through its data dir.
+export TWINFLOW_DATA=$DATA/twinflow
+export TWINFLOW_CREDS=$TWINFLOW_DATA/secrets/client.nk
+export TWINFLOW_INBOX_PREFIX=_INBOX_client
 
 # Background processes are started with job control on (set -m), which
 # gives each its own process group: Ctrl-C then reaches only this script,
@@ -74,7 +79,7 @@ cleanup() {
 		[[ -n $pid ]] && kill "$pid" 2>/dev/null || true
 	done
 	if [[ -n $TF_PID ]] && kill -0 "$TF_PID" 2>/dev/null; then
-		if ! "$BIN/twinflow" stop --admin "$TWINFLOW_ADMIN"; then
+		if ! "$BIN/twinflow" stop; then
 			kill "$TF_PID" 2>/dev/null || true
 		fi
 		wait "$TF_PID" 2>/dev/null || true
@@ -120,6 +125,11 @@ wait_for() {
 
 echo "data directory: $DATA"
 
+# The runtime's key pair is made first, so that the endpoint serves only
+# the calls the runtime signs with it.
+TWINFLOW_VERIFY_KEY=$("$BIN/twinflow" keys --data "$TWINFLOW_DATA")
+export TWINFLOW_VERIFY_KEY
+
 set -m
 "$BIN/datacenter-functions" -listen "$ENDPOINT" >"$LOGS/functions.log" 2>&1 &
 FN_PID=$!
@@ -150,7 +160,7 @@ The data-center twin is running: $RACKS racks of $SERVERS servers, one report ea
   NATS               $TWINFLOW_NATS
   faults             $FAULTS
 
-In another terminal (TWINFLOW_NATS and TWINFLOW_ADMIN default to these ports):
+In another terminal (the commands find this runtime: it is the one started last):
   bin/twinflow request datacenter/datacenter dc --typename proto/datacenter.v1.GetUnhealthyRacks --data ''
   bin/twinflow state get datacenter/server srv-2-0
   bin/twinflow state get datacenter/rack rack-2

@@ -1,8 +1,12 @@
 package runtime_test
 
 import (
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
@@ -62,4 +66,49 @@ func at(u []natsbus.User, i int) any {
 		return u[i]
 	}
 	return nil
+}
+
+// TestSampleNATSConfig checks deploy/nats/authorization.conf against what
+// the embedded server gives the data-center example's identities: a
+// nats-server parses it, and every user has the same permissions (the
+// sample's nkeys are a throwaway data dir's).
+func TestSampleNATSConfig(t *testing.T) {
+	m, err := spec.Load("../deploy/datacenter/module.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := secrets.Ensure(t.TempDir(), m.UserNames())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sample, err := os.ReadFile("../deploy/nats/authorization.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "nats.conf")
+	if err := os.WriteFile(conf, sample, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("nats-server cannot read the sample: %v", err)
+	}
+	want := runtime.NATSUsers(m, keys)
+	if len(opts.Nkeys) != len(want) {
+		t.Fatalf("the sample has %d users, want %d (%v)", len(opts.Nkeys), len(want), want)
+	}
+	for i, u := range want {
+		got := opts.Nkeys[i].Permissions
+		if u.Unrestricted {
+			if got != nil {
+				t.Errorf("user %s: the sample restricts it: %+v", u.Name, got)
+			}
+			continue
+		}
+		if got == nil || !reflect.DeepEqual(got.Publish.Allow, u.Publish.Allow) || !reflect.DeepEqual(got.Publish.Deny, u.Publish.Deny) ||
+			!reflect.DeepEqual(got.Subscribe.Allow, u.Subscribe.Allow) || len(got.Subscribe.Deny) != 0 {
+			t.Errorf("user %s: the sample has %+v %+v, want publish %+v, subscribe %+v; regenerate it with twinflow keys nats-config",
+				u.Name, got.Publish, got.Subscribe, u.Publish, u.Subscribe)
+		}
+	}
 }

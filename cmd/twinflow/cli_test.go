@@ -115,6 +115,8 @@ func startCLIIn(t *testing.T, data string) *cli {
 			Endpoints: []spec.Endpoint{{Functions: "cli/*", URL: srv.URL, Timeout: 5 * time.Second,
 				MaxBatchAddresses: 64, MaxBatchMessages: 64, MaxInFlight: 4}},
 			Egresses: []router.EgressRule{{Name: "out", Subject: "cli.out", Delivery: router.AtLeastOnce}},
+			// A NATS identity that may only read the egress.
+			Users: []spec.User{{Name: "reader", Egresses: []string{"out"}}},
 		},
 		NATSPort:           -1,
 		NATSSyncInterval:   time.Minute,

@@ -74,6 +74,9 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 	if request {
 		reply, err := natsbus.Request(ctx, js, subject, hdr, payload)
 		if err != nil {
+			if r := refusal(nc); r != nil {
+				err = r
+			}
 			return fmt.Errorf("request to %s %s: %w", pos[0], pos[1], err)
 		}
 		if e := reply.Header.Get(router.ErrorHeader); e != "" {
@@ -82,12 +85,24 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 		return printRecord(out, reply.Header.Get(router.TypenameHeader), reply.Data)
 	}
 	msg := &nats.Msg{Subject: subject, Header: hdr, Data: payload}
-	ack, err := js.PublishMsg(ctx, msg)
+	future, err := js.PublishMsgAsync(msg)
+	if err == nil {
+		// A publish the server refuses is never acknowledged: say so at
+		// once instead of waiting out the timeout.
+		err = refusal(nc)
+	}
 	if err != nil {
 		return fmt.Errorf("publishing to %s: %w", subject, err)
 	}
-	fmt.Fprintf(out, "published to %s (stream %s, sequence %d)\n", subject, ack.Stream, ack.Sequence)
-	return nil
+	select {
+	case ack := <-future.Ok():
+		fmt.Fprintf(out, "published to %s (stream %s, sequence %d)\n", subject, ack.Stream, ack.Sequence)
+		return nil
+	case err := <-future.Err():
+		return fmt.Errorf("publishing to %s: %w", subject, err)
+	case <-ctx.Done():
+		return fmt.Errorf("publishing to %s: no acknowledgement within %s: %w", subject, *timeout, ctx.Err())
+	}
 }
 
 // tailCmd prints the records published on a subject (an egress subject, or
@@ -134,8 +149,11 @@ func tailCmd(ctx context.Context, args []string, out io.Writer) error {
 		default:
 		}
 	})
+	if err == nil {
+		err = refusal(nc)
+	}
 	if err != nil {
-		return err
+		return fmt.Errorf("subscribing to %s: %w", pos[0], err)
 	}
 	defer sub.Unsubscribe()
 	name, err := js.StreamNameBySubject(ctx, pos[0])

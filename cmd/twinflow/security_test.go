@@ -226,3 +226,37 @@ func TestStopWithSavepoint(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRefusedByPermissions: what the credentials may not do is refused at
+// once, with the server's reason.
+func TestRefusedByPermissions(t *testing.T) {
+	c := startCLI(t)
+	for range 2 {
+		_, err := c.try("tail", "twinflow.in.>", "--data-dir", c.data)
+		if err == nil || !strings.Contains(err.Error(), `Permissions Violation for Subscription to "twinflow.in.>"`) {
+			t.Fatalf("tail of an ingress subject: %v", err)
+		}
+	}
+	// With an inbox prefix not its own, no acknowledgement can reach the
+	// client.
+	_, err := c.try("send", "cli/counter", "a", "--json", "1", "--data-dir", c.data, "--inbox-prefix", "_INBOX_other")
+	if err == nil || !strings.Contains(err.Error(), `Permissions Violation for Subscription to "_INBOX_other.`) {
+		t.Fatalf("send with another identity's inbox prefix: %v", err)
+	}
+	// A module user that may only read the egress may not send.
+	reader := filepath.Join(c.data, "secrets", "users", "reader.nk")
+	_, err = c.try("send", "cli/counter", "a", "--json", "1", "--data-dir", c.data, "--creds", reader, "--inbox-prefix", "_INBOX_reader")
+	if err == nil || !strings.Contains(err.Error(), `Permissions Violation for Publish to "twinflow.in.cli.counter.a"`) {
+		t.Fatalf("send as the reader: %v", err)
+	}
+	out, stop := c.tail("cli.out", "--creds", reader, "--inbox-prefix", "_INBOX_reader")
+	last := time.Time{}
+	eventually(t, "the reader's tail", func() bool {
+		if time.Since(last) > 100*time.Millisecond {
+			c.run("send", "cli/counter", "r", "--json", `{"add": 1}`)
+			last = time.Now()
+		}
+		return strings.Contains(out.String(), "cli.out cli/counter/r")
+	})
+	stop()
+}

@@ -226,3 +226,17 @@ func connectMessage(err error) string {
 	}
 	return err.Error()
 }
+
+// refusal returns the server's permission violation when it refused what
+// the connection did last (a publish or a subscription: the server says so
+// only asynchronously, before it answers the flush).
+func refusal(nc *nats.Conn) error {
+	if err := nc.Flush(); err != nil {
+		return err
+	}
+	if err := nc.LastError(); errors.Is(err, nats.ErrPermissionViolation) {
+		return fmt.Errorf("%w; these credentials may not do that (the client identity may publish to ingresses, and subscribe to "+
+			"egresses, twinflow.dlq.> and its own inbox: see docs/security.md)", err)
+	}
+	return nil
+}
