@@ -136,3 +136,20 @@ func TestEndpointTLS(t *testing.T) {
 		t.Fatalf("call without the endpoint's CA: %v", err)
 	}
 }
+
+// BenchmarkSign measures signing one call's body, of a small call and of a
+// 100-address batch's size.
+//
+//	go test -run '^$' -bench Sign -benchmem ./runtime/invoke
+func BenchmarkSign(b *testing.B) {
+	key := testKey()
+	for _, size := range []int{200, 20 << 10} {
+		body := make([]byte, size)
+		b.Run(strconv.Itoa(size)+"B", func(b *testing.B) {
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				Sign(key, time.Unix(1_800_000_000, 0), "/twinflow.v1.FunctionService/Invoke", body)
+			}
+		})
+	}
+}
