@@ -144,8 +144,8 @@ func TestRoute(t *testing.T) {
 		{
 			name:    "direct",
 			ingress: DirectIngress,
-			msg:     Message{Subject: "twinflow.in.datacenter.server.srv.0042", Header: h("Twinflow-Typename", "twinflow/json"), Data: []byte("{}"), Reply: "r"},
-			want:    Routed{Targets: []Address{{"datacenter/server", "srv.0042"}}, Typename: "twinflow/json", Payload: []byte("{}"), ReplyTo: "r"},
+			msg:     Message{Subject: "twinflow.in.datacenter.server.srv.0042", Header: h("Twinflow-Typename", "twinflow/json"), Data: []byte("{}"), Reply: "_INBOX_client.r"},
+			want:    Routed{Targets: []Address{{"datacenter/server", "srv.0042"}}, Typename: "twinflow/json", Payload: []byte("{}"), ReplyTo: "_INBOX_client.r"},
 		},
 		{
 			name:    "envelope",
@@ -177,6 +177,23 @@ func envelope(ftype, id, typename, value string) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestReplySubjectReadByIngress: an inbox that an ingress's wildcards
+// match is not answered, since the answer would come back as a message.
+func TestReplySubjectReadByIngress(t *testing.T) {
+	r, err := New([]IngressRule{{Name: "loop", Subject: "*.loop", Targets: []TargetRule{{FunctionType: "ns/f", ID: IDFromSubjectToken(0)}}}}, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Route("loop", Message{Subject: "a.loop", Header: h("Twinflow-Typename", "a/B"), Reply: "_INBOX.loop"})
+	want := `ingress "loop": reply subject "_INBOX.loop" is read by ingress "loop"; an answer there would come back as a message`
+	if ReasonOf(err) != ReasonBadReplyTo || err.(*Error).Detail != want {
+		t.Errorf("Route error %v, want %s", err, want)
+	}
+	if err := r.CheckReplyTo("_INBOX_client.loop.x"); err != nil {
+		t.Errorf("an inbox no ingress reads: %v", err)
+	}
 }
 
 func TestRouteErrors(t *testing.T) {
@@ -281,15 +298,15 @@ func TestRouteErrors(t *testing.T) {
 		{DirectIngress, Message{Subject: EnvelopeSubject, Data: envelope("a/b", "i", "a/", "")}, ReasonBadTypename,
 			`direct ingress: envelope: argument: typename "a/" is not "namespace/name"`},
 		{DirectIngress, Message{Subject: "twinflow.in.a.b.c", Header: typed, Reply: "$JS.API.STREAM.DELETE.X"}, ReasonBadReplyTo,
-			`direct ingress: reply subject "$JS.API.STREAM.DELETE.X" starts with $, which NATS reserves for its APIs`},
+			`direct ingress: reply subject "$JS.API.STREAM.DELETE.X" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
 		{DirectIngress, Message{Subject: "twinflow.in.a.b.c", Header: h("Twinflow-Typename", "a/B", "Twinflow-Reply-To", "twinflow.in.a.b.d")}, ReasonBadReplyTo,
-			`direct ingress: reply subject "twinflow.in.a.b.d" is under twinflow., which Twinflow uses`},
+			`direct ingress: reply subject "twinflow.in.a.b.d" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
 		{DirectIngress, Message{Subject: EnvelopeSubject, Data: envelope("a/b", "i", "a/B", ""), Reply: "a..b"}, ReasonBadReplyTo,
 			`direct ingress: reply subject "a..b" is not a valid NATS subject: token 1 is empty`},
 		{"plain", Message{Subject: "plain.x", Header: typed, Reply: "events.loop"}, ReasonBadReplyTo,
-			`ingress "plain": reply subject "events.loop" is read by ingress "events"; an answer there would come back as a message`},
-		{"plain", Message{Subject: "plain.x", Header: typed, Reply: "plain.y"}, ReasonBadReplyTo,
-			`ingress "plain": reply subject "plain.y" is read by ingress "plain"; an answer there would come back as a message`},
+			`ingress "plain": reply subject "events.loop" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
+		{"plain", Message{Subject: "plain.x", Header: typed, Reply: "_INBOX_a"}, ReasonBadReplyTo,
+			`ingress "plain": reply subject "_INBOX_a" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.reason), func(t *testing.T) {
@@ -352,6 +369,10 @@ func TestNewErrors(t *testing.T) {
 			[]string{`ingresses[0].subject: "a.>.b" is not a valid NATS subject: ">" must be the last token`}},
 		{"dollar", []IngressRule{{Name: "a", Subject: "$JS.API.>", Targets: []TargetRule{ok}}},
 			[]string{`ingresses[0].subject: "$JS.API.>": subjects starting with $ are reserved by NATS`}},
+		{"inbox", []IngressRule{{Name: "a", Subject: "_INBOX.>", Targets: []TargetRule{ok}}},
+			[]string{`ingresses[0].subject: "_INBOX.>": subjects starting with _INBOX are reply inboxes`}},
+		{"identity inbox", []IngressRule{{Name: "a", Subject: "_INBOX_client.*", Targets: []TargetRule{ok}}},
+			[]string{`ingresses[0].subject: "_INBOX_client.*": subjects starting with _INBOX are reply inboxes`}},
 		{"reserved subject", []IngressRule{{Name: "a", Subject: "*.in.x.y.z", Targets: []TargetRule{ok}}},
 			[]string{`ingresses[0].subject: "*.in.x.y.z" overlaps twinflow.in.>, which Twinflow uses`}},
 		{"everything", []IngressRule{{Name: "a", Subject: ">", Targets: []TargetRule{ok}}},

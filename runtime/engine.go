@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,6 +34,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/invoke"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
 )
@@ -51,6 +53,7 @@ type Engine struct {
 	log    *slog.Logger
 	budget Budget
 
+	keys      *secrets.Set
 	server    *natsbus.Server // nil with an external NATS
 	nc        *nats.Conn
 	js        jetstream.JetStream
@@ -100,6 +103,14 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 			e.closeAll()
 		}
 	}()
+	// The data dir's keys come first: making them checks that the data dir
+	// is private.
+	if e.keys, err = secrets.Ensure(cfg.DataDir, cfg.Module.UserNames()); err != nil {
+		return nil, err
+	}
+	if err := e.keys.PublishSigningKey(); err != nil {
+		return nil, err
+	}
 	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e.registerBudget()
 	e.log.Info("memory budget", "budget", budget.String())
@@ -133,7 +144,11 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 		return nil, err
 	}
 	e.pub = newPublisher(e.nc, e.js, e.log)
-	e.calls = invoke.New(64)
+	endpointTLS, err := endpointTLS(cfg.Module)
+	if err != nil {
+		return nil, err
+	}
+	e.calls = invoke.New(invoke.Options{MaxConnsPerHost: 64, SigningKey: e.keys.Signing, TLS: endpointTLS})
 	e.callCtx, e.cancelCalls = context.WithCancel(context.Background())
 	if err := e.build(deployment); err != nil {
 		return nil, err
@@ -165,22 +180,39 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 }
 
 func (e *Engine) startNATS(ctx context.Context) error {
-	url := e.cfg.NATSURL
-	if url == "" {
-		srv, err := natsbus.StartServer(natsbus.ServerOptions{
+	conn := natsbus.ConnOptions{URL: e.cfg.NATSURL, CredsFile: e.cfg.NATSCredsFile, Token: e.cfg.NATSToken,
+		CAFile: e.cfg.NATSCAFile, CertFile: e.cfg.NATSCertFile, KeyFile: e.cfg.NATSKeyFile,
+		InboxPrefix: RuntimeInboxPrefix, Name: "twinflow-runtime", Logger: e.log}
+	if e.cfg.NATSURL == "" {
+		opts := natsbus.ServerOptions{
 			Dir:          filepath.Join(e.cfg.DataDir, "nats"),
+			Host:         e.cfg.NATSHost,
 			Port:         e.cfg.NATSPort,
+			Users:        NATSUsers(e.cfg.Module, e.keys),
 			SyncInterval: e.cfg.NATSSyncInterval,
 			MaxPayload:   int32(e.cfg.MaxPayload + 64<<10),
 			Logger:       e.log,
-		})
+		}
+		if e.cfg.NATSTLSCertFile != "" {
+			cfg, err := serverTLS(e.cfg.NATSTLSCertFile, e.cfg.NATSTLSKeyFile, "")
+			if err != nil {
+				return fmt.Errorf("embedded NATS server TLS: %w", err)
+			}
+			opts.TLS = cfg
+			// The runtime trusts its own certificate, whatever signed it.
+			conn.TLS, err = selfTLS(cfg.Certificates[0])
+			if err != nil {
+				return fmt.Errorf("embedded NATS server TLS: %w", err)
+			}
+		}
+		srv, err := natsbus.StartServer(opts)
 		if err != nil {
 			return err
 		}
 		e.server = srv
-		url = srv.ClientURL()
+		conn.URL, conn.CredsFile = srv.ClientURL(), e.keys.Runtime.SeedFile
 	}
-	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: url, CredsFile: e.cfg.NATSCredsFile, Name: "twinflow-runtime", Logger: e.log})
+	nc, js, err := natsbus.Connect(conn)
 	if err != nil {
 		return err
 	}
@@ -235,15 +267,17 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	if err := router.ValidateRules(e.cfg.Module.Ingresses, e.cfg.Module.Egresses); err != nil {
 		return fmt.Errorf("module: %w", err)
 	}
+	// Clients read the dead letters and egresses by direct gets, which
+	// create no consumer (see NATSUsers).
 	streams := []natsbus.StreamSpec{
 		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: e.cfg.DedupWindow},
-		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: e.cfg.DedupWindow},
+		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true},
 	}
 	for _, in := range e.cfg.Module.Ingresses {
 		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: e.cfg.DedupWindow})
 	}
 	for _, eg := range e.cfg.Module.Egresses {
-		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: e.cfg.DedupWindow})
+		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true})
 	}
 	for _, s := range streams {
 		if _, err := natsbus.EnsureStream(ctx, e.js, s); err != nil {
@@ -349,25 +383,31 @@ func (e *Engine) registerBudget() {
 }
 
 func (e *Engine) startAdmin() error {
-	l, err := net.Listen("tcp", e.cfg.AdminAddr)
+	l, err := e.adminListener()
 	if err != nil {
-		return fmt.Errorf("admin address %s: %w", e.cfg.AdminAddr, err)
+		return err
 	}
 	e.adminL = l
 	mux := http.NewServeMux()
-	path, h := twinflowv1connect.NewAdminServiceHandler(&adminService{e: e})
+	path, h := twinflowv1connect.NewAdminServiceHandler(&adminService{e: e}, connect.WithReadMaxBytes(int(e.cfg.MaxAdminRequestBytes)))
 	mux.Handle(path, h)
+	mux.HandleFunc("/signing-keys", e.serveSigningKeys)
 	mux.Handle("/metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/livez", e.handleLive)
 	mux.HandleFunc("/healthz", e.handleLive) // the name of earlier releases
 	mux.HandleFunc("/readyz", e.handleReady)
-	e.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	e.admin = &http.Server{Handler: e.guardAdmin(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = e.admin.Serve(l) }()
 	return nil
 }
 
 // AdminURL is the base URL of the admin API.
-func (e *Engine) AdminURL() string { return "http://" + e.adminL.Addr().String() }
+func (e *Engine) AdminURL() string {
+	if e.cfg.AdminTLSCertFile != "" {
+		return "https://" + e.adminL.Addr().String()
+	}
+	return "http://" + e.adminL.Addr().String()
+}
 
 // NATSURL is the URL of the NATS server in use.
 func (e *Engine) NATSURL() string { return e.nc.ConnectedUrl() }
@@ -402,7 +442,7 @@ func (e *Engine) finish(ctx context.Context, savepointDir string) (*storagev1.Ma
 			defer close(e.finishDone)
 			e.finalMan, e.finalErr = e.drainAndCheckpoint()
 			if e.finalErr == nil && savepointDir != "" {
-				e.finalErr = e.store.Savepoint(savepointDir)
+				e.finalErr = e.writeSavepoint(savepointDir)
 				if e.finalErr == nil {
 					e.log.Info("savepoint written", "dir", savepointDir, "checkpoint", e.finalMan.GetId())
 				}

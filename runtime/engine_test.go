@@ -106,7 +106,7 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 	// Once a checkpoint covers them and they are older than the dedup
 	// window, the ingress messages are trimmed.
 	eventually(t, "the ingress stream trimmed", func() bool {
-		s, err := h.js.Stream(context.Background(), runtime.DirectStream)
+		s, err := h.ops.Stream(context.Background(), runtime.DirectStream)
 		if err != nil {
 			t.Fatal(err)
 		}

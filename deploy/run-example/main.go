@@ -39,6 +39,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -269,7 +270,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	out.printf("data directory: %s\n", c.data)
 
-	env := []string{"TWINFLOW_NATS=nats://127.0.0.1:" + strconv.Itoa(c.natsPort), "TWINFLOW_ADMIN=http://" + c.admin}
+	// The runtime's key pair is made first, so that the endpoints serve
+	// only the calls the runtime signs with it; the client commands and the
+	// simulator find the runtime, its client credentials and its admin
+	// token through its data dir.
+	twinData := filepath.Join(c.data, "twinflow")
+	key, err := exec.Command(filepath.Join(c.bin, "twinflow"), "keys", "--data", twinData).Output()
+	if err != nil {
+		return fail(fmt.Errorf("making the runtime's keys: twinflow keys --data %s: %w", twinData, err))
+	}
+	env := []string{
+		"TWINFLOW_NATS=nats://127.0.0.1:" + strconv.Itoa(c.natsPort), "TWINFLOW_ADMIN=http://" + c.admin,
+		"TWINFLOW_DATA=" + twinData, "TWINFLOW_CREDS=" + filepath.Join(twinData, "secrets", "client.nk"),
+		"TWINFLOW_INBOX_PREFIX=_INBOX_client", "TWINFLOW_VERIFY_KEY=" + strings.TrimSpace(string(key)),
+	}
 	g := newGroup(c.bin, logs, env, out)
 	status := supervise(ctx, g, processes(c), c, out, errOut, kill)
 	if keep {
@@ -340,7 +354,7 @@ The data-center twin is running: %d racks of %d servers, one report each per %s.
   logs               %s
   faults             %s
 
-In another terminal (TWINFLOW_NATS and TWINFLOW_ADMIN default to these ports):
+In another terminal (the commands find this runtime: it is the one started last):
   bin/twinflow request datacenter/datacenter dc --typename proto/datacenter.v1.GetUnhealthyRacks --data ''
   bin/twinflow state get datacenter/server srv-2-0
   bin/twinflow state get datacenter/rack rack-2

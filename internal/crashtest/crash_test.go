@@ -80,7 +80,7 @@ func TestCrashRecovery(t *testing.T) {
 	if err := rt.startReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	d := newDriver(t, rt.natsURL, driverLog)
+	d := newDriver(t, rt.access(t), driverLog)
 
 	// The faults run while the driver publishes.
 	faultsDone := make(chan error, 1)
@@ -193,7 +193,7 @@ func TestCrashRecovery(t *testing.T) {
 	var ediff []string
 	deadline = time.Now().Add(30 * time.Second)
 	for {
-		ids, err := egressIDs(ctx, d.js)
+		ids, err := egressIDs(ctx, d.ops)
 		if err != nil {
 			t.Fatalf("reading egress: %v", err)
 		}
@@ -206,7 +206,7 @@ func TestCrashRecovery(t *testing.T) {
 	if len(ediff) > 0 {
 		t.Errorf("seed %d: egress stream differs from exactly-once for %d records:\n%s", seed, len(ediff), summarize(ediff, 40))
 	}
-	dead, err := deadLetters(ctx, d.js)
+	dead, err := deadLetters(ctx, d.ops)
 	if err != nil {
 		t.Fatalf("reading dead letters: %v", err)
 	}

@@ -27,7 +27,10 @@ import (
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/runinfo"
+	"github.com/twinflow/twinflow/runtime/secrets"
 )
 
 var seedFlag = flag.Uint64("crash.seed", 0, "seed of TestCrashRecovery's workload and fault schedule; 0 draws one")
@@ -70,6 +73,9 @@ func plainBinaries(t *testing.T) (twinflow, function string) {
 
 func (b *build) get(t *testing.T, race bool) (twinflow, function string) {
 	t.Helper()
+	// twinflow run writes a pointer to itself for this user: keep the
+	// test's runtimes out of the real one.
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
 	b.once.Do(func() {
 		b.dir, b.err = os.MkdirTemp("", "crashtest-bin-")
 		if b.err != nil {
@@ -242,6 +248,7 @@ func (p *process) ready(ctx context.Context, bound time.Duration, check func() e
 // runtimeProc is a twinflow run process with its fixed ports.
 type runtimeProc struct {
 	*process
+	dataDir  string
 	natsURL  string
 	adminURL string
 }
@@ -254,6 +261,7 @@ func newRuntime(t *testing.T, bin, config, dataDir string, extra ...string) *run
 		"-checkpoint-interval", "100ms", "-shards", "2", "-memory", "256MiB", "-log-level", "info"}, extra...)
 	return &runtimeProc{
 		process:  newProcess(t, "twinflow", bin, args...),
+		dataDir:  dataDir,
 		natsURL:  fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
 		adminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
 	}
@@ -261,7 +269,8 @@ func newRuntime(t *testing.T, bin, config, dataDir string, extra ...string) *run
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
-// startReady starts the runtime and waits until its admin API answers.
+// startReady starts the runtime and waits until its admin API answers and
+// it has written its runtime file, which clients read.
 func (r *runtimeProc) startReady(ctx context.Context) error {
 	if err := r.start(); err != nil {
 		return err
@@ -275,12 +284,38 @@ func (r *runtimeProc) startReady(ctx context.Context) error {
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("healthz: %s", resp.Status)
 		}
+		info, err := runinfo.Read(r.dataDir)
+		if err != nil {
+			return err
+		}
+		if info.PID != r.cmd.Process.Pid {
+			return fmt.Errorf("the runtime file is process %d's, not %d's", info.PID, r.cmd.Process.Pid)
+		}
 		return nil
 	})
 }
 
+// access is how clients reach the runtime, from the runtime file it
+// wrote.
+func (r *runtimeProc) access(t *testing.T) runinfo.Info {
+	t.Helper()
+	info, err := runinfo.Read(r.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// admin is an admin API client that sends the data dir's token.
 func (r *runtimeProc) admin() twinflowv1connect.AdminServiceClient {
-	return twinflowv1connect.NewAdminServiceClient(httpClient, r.adminURL)
+	return adminClient(r.adminURL, r.dataDir)
+}
+
+func adminClient(url, dataDir string) twinflowv1connect.AdminServiceClient {
+	tokenFile := filepath.Join(dataDir, secrets.DirName, "admin.token")
+	hc := &http.Client{Timeout: httpClient.Timeout, Transport: &runinfo.Bearer{Next: http.DefaultTransport,
+		Token: func() (string, error) { return secrets.ReadAdminToken(tokenFile) }}}
+	return twinflowv1connect.NewAdminServiceClient(hc, url)
 }
 
 // functionProc is a crashfn process on a fixed port.
@@ -327,23 +362,32 @@ egresses:
 	return path
 }
 
-// driver publishes commands to the direct ingress.
+// driver publishes commands to the direct ingress as the client identity,
+// and reads the streams to check them as the runtime's identity (ops).
 type driver struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	ops jetstream.JetStream
 	pub *natsbus.Publisher
 }
 
-// newDriver connects to NATS. The connection reconnects forever, so the
+// newDriver connects to NATS. The connections reconnect forever, so the
 // driver outlives the runtime's crashes.
-func newDriver(t *testing.T, url string, log *slog.Logger) *driver {
+func newDriver(t *testing.T, info runinfo.Info, log *slog.Logger) *driver {
 	t.Helper()
-	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: url, Name: "crashtest-driver", ReconnectWait: 50 * time.Millisecond, Logger: log})
+	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: info.NATSURL, CredsFile: info.NATSCreds, InboxPrefix: info.NATSInboxPrefix,
+		Name: "crashtest-driver", ReconnectWait: 50 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	return &driver{nc: nc, js: js, pub: natsbus.NewPublisher(js, natsbus.PublisherOptions{AckTimeout: 2 * time.Second, Logger: log})}
+	opsConn, ops, err := natsbus.Connect(natsbus.ConnOptions{URL: info.NATSURL, CredsFile: filepath.Join(info.DataDir, secrets.DirName, "runtime.nk"),
+		InboxPrefix: runtime.RuntimeInboxPrefix, Name: "crashtest-ops", ReconnectWait: 50 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(opsConn.Close)
+	return &driver{nc: nc, js: js, ops: ops, pub: natsbus.NewPublisher(js, natsbus.PublisherOptions{AckTimeout: 2 * time.Second, Logger: log})}
 }
 
 // publish publishes commands and waits until JetStream has stored every

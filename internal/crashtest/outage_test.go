@@ -42,7 +42,7 @@ func TestRetriedPublishAfterKill(t *testing.T) {
 	if err := rt.startReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	d := newDriver(t, rt.natsURL, log)
+	d := newDriver(t, rt.access(t), log)
 	if err := d.publish(ctx, w.Commands); err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +161,7 @@ func TestEndpointOutage(t *testing.T) {
 	if err := rt.startReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	d := newDriver(t, rt.natsURL, log)
+	d := newDriver(t, rt.access(t), log)
 	fn.kill()
 	down := time.Now()
 

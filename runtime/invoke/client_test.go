@@ -2,6 +2,7 @@ package invoke
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -38,7 +39,7 @@ func TestNoCompression(t *testing.T) {
 		encoding = w.Header().Get("Content-Encoding")
 	}))
 	defer srv.Close()
-	c := New(4)
+	c := New(Options{MaxConnsPerHost: 4})
 	defer c.Close()
 	req := &twinflowv1.InvokeRequest{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1}
 	for i := range 1000 {
@@ -63,16 +64,20 @@ func TestNoCompression(t *testing.T) {
 
 // BenchmarkInvoke measures calls through the Client to an endpoint that
 // answers at once, over loopback HTTP/1.1, with 1 and 100 addresses per
-// call.
+// call, unsigned and signed (as the runtime calls).
 //
 //	go test -run '^$' -bench Invoke -benchmem ./runtime/invoke
 func BenchmarkInvoke(b *testing.B) {
 	_, h := twinflowv1connect.NewFunctionServiceHandler(echo{})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	for _, n := range []int{1, 100} {
-		b.Run(fmt.Sprintf("addresses=%d", n), func(b *testing.B) {
-			c := New(4)
+	for _, c := range []struct {
+		n   int
+		key ed25519.PrivateKey
+	}{{1, nil}, {1, testKey()}, {100, nil}, {100, testKey()}} {
+		n := c.n
+		b.Run(fmt.Sprintf("addresses=%d/signed=%v", n, c.key != nil), func(b *testing.B) {
+			c := New(Options{MaxConnsPerHost: 4, SigningKey: c.key})
 			defer c.Close()
 			req := &twinflowv1.InvokeRequest{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1}
 			for i := range n {

@@ -202,7 +202,7 @@ func TestExternalServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds nats-server")
 	}
-	exercise(t, natsbustest.StartExternalServer(t, natsbustest.BuildExternalServer(t)))
+	exercise(t, natsbustest.StartExternalServer(t, natsbustest.BuildExternalServer(t), ""))
 }
 
 // startTestServer starts an embedded server for a test: a temporary store
@@ -218,7 +218,7 @@ func startTestServer(t testing.TB) *Server {
 // down when the test ends, if not before.
 func startAt(t testing.TB, dir string, port int, sync time.Duration) *Server {
 	t.Helper()
-	s, err := StartServer(ServerOptions{Dir: dir, Port: port, SyncInterval: sync, Logger: testLogger()})
+	s, err := StartServer(ServerOptions{Dir: dir, Port: port, NoAuth: true, SyncInterval: sync, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,6 +254,8 @@ func TestRestartKeepsMessages(t *testing.T) {
 	checkSeqs(t, readN(t, r, 200, 10*time.Second), 1)
 }
 
+// TestStartServerPortTaken: a port asked for that is taken is an error
+// naming it, never another port that clients would not know of.
 func TestStartServerPortTaken(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -261,9 +263,26 @@ func TestStartServerPortTaken(t *testing.T) {
 	}
 	defer l.Close()
 	taken := l.Addr().(*net.TCPAddr).Port
-	s := startAt(t, t.TempDir(), taken, time.Minute)
-	if p := port(t, s); p == taken || p <= 0 {
-		t.Fatalf("server listens on %d; want a free port other than %d", p, taken)
+	s, err := StartServer(ServerOptions{Dir: t.TempDir(), Port: taken, NoAuth: true, Logger: testLogger()})
+	if err == nil {
+		s.Shutdown()
+		t.Fatalf("server started on taken port %d (listening on %d)", taken, port(t, s))
+	}
+	if !errors.Is(err, ErrPortInUse) || !strings.Contains(err.Error(), strconv.Itoa(taken)) {
+		t.Fatalf("error %q: want ErrPortInUse naming port %d", err, taken)
+	}
+}
+
+// TestStartServerDefaultPort: without a port the server takes 4222, or a
+// free port when 4222 is taken.
+func TestStartServerDefaultPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(DefaultPort))
+	if err == nil {
+		defer l.Close() // now 4222 is taken for sure
+	}
+	s := startAt(t, t.TempDir(), 0, time.Minute)
+	if p := port(t, s); p == DefaultPort || p <= 0 {
+		t.Fatalf("server listens on %d; want a free port other than the taken %d", p, DefaultPort)
 	}
 	connect(t, s.ClientURL())
 }
@@ -647,7 +666,7 @@ func TestPullByteAccounting(t *testing.T) {
 // With a small server payload limit the byte budget, not the count, ends
 // most pull requests; reading must still flow without stalls.
 func TestReaderByteBudget(t *testing.T) {
-	s, err := StartServer(ServerOptions{Dir: t.TempDir(), Port: -1, SyncInterval: time.Minute, MaxPayload: 1024, Logger: testLogger()})
+	s, err := StartServer(ServerOptions{Dir: t.TempDir(), Port: -1, NoAuth: true, SyncInterval: time.Minute, MaxPayload: 1024, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -704,6 +723,9 @@ func TestConnectFails(t *testing.T) {
 	}
 	if _, err := StartServer(ServerOptions{}); err == nil {
 		t.Fatal("StartServer without Dir succeeded")
+	}
+	if _, err := StartServer(ServerOptions{Dir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "NoAuth") {
+		t.Fatalf("StartServer without users or NoAuth: %v", err)
 	}
 }
 

@@ -29,6 +29,7 @@ type (
 		Endpoints []rawEndpoint `yaml:"endpoints"`
 		Ingresses []rawIngress  `yaml:"ingresses"`
 		Egresses  []rawEgress   `yaml:"egresses"`
+		Users     []rawUser     `yaml:"users"`
 	}
 	rawEndpoint struct {
 		Functions         *string   `yaml:"functions" spec:"required"`
@@ -39,6 +40,19 @@ type (
 		MaxInFlight       *int      `yaml:"maxInFlight"`
 		MaxAttempts       *int      `yaml:"maxAttempts"`
 		MaxAge            *duration `yaml:"maxAge"`
+		TLS               *rawTLS   `yaml:"tls"`
+	}
+	rawTLS struct {
+		CA   string `yaml:"ca"`
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+	}
+	rawUser struct {
+		Name      *string  `yaml:"name" spec:"required"`
+		Ingresses []string `yaml:"ingresses"`
+		Egresses  []string `yaml:"egresses"`
+		Publish   []string `yaml:"publish"`
+		Subscribe []string `yaml:"subscribe"`
 	}
 	rawIngress struct {
 		Name           string      `yaml:"name" spec:"required"`
@@ -152,7 +166,9 @@ func (d *decoder) parse(data []byte) *Module {
 	d.endpoints(m, raw.Endpoints)
 	d.ingresses(m, raw.Ingresses)
 	d.egresses(m, raw.Egresses)
+	d.users(m, raw.Users)
 	d.crossCheck(m)
+	d.checkUsers(m)
 	return m
 }
 
@@ -205,13 +221,15 @@ func (d *decoder) endpoints(m *Module, raw []rawEndpoint) {
 				ep.Timeout = t
 			}
 		}
-
 		d.atLeast(r.MaxBatchAddresses, at+".maxBatchAddresses", 1, &ep.MaxBatchAddresses)
 		d.atLeast(r.MaxBatchMessages, at+".maxBatchMessages", 1, &ep.MaxBatchMessages)
 		d.atLeast(r.MaxInFlight, at+".maxInFlight", 1, &ep.MaxInFlight)
 		d.atLeast(r.MaxAttempts, at+".maxAttempts", 1, &ep.MaxAttempts)
 		if r.MaxAge != nil {
 			ep.MaxAge = d.positiveDuration(*r.MaxAge, at+".maxAge")
+		}
+		if r.TLS != nil && !d.misfits[at+".tls"] {
+			ep.TLS = d.tls(*r.TLS, at+".tls", ep.URL)
 		}
 		m.Endpoints = append(m.Endpoints, ep)
 	}

@@ -3,6 +3,7 @@ package spec
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -46,6 +47,9 @@ type Endpoint struct {
 	// MaxAge dead-letters a batch that has kept failing for this long; 0,
 	// the default, sets no limit.
 	MaxAge time.Duration
+	// TLS configures an https:// endpoint's certificate authorities and
+	// client certificate; nil uses the system's roots and no certificate.
+	TLS *TLS
 }
 
 // Module is a parsed, valid module spec. Ingresses and Egresses are ready for
@@ -57,6 +61,8 @@ type Module struct {
 	Ingresses []router.IngressRule
 	// Egresses are the named outputs functions publish to.
 	Egresses []router.EgressRule
+	// Users are NATS identities with narrower rights than the client's.
+	Users []User
 }
 
 // EndpointFor returns the endpoint serving functionType ("namespace/name"):
@@ -88,7 +94,16 @@ func Load(path string) (*Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("module spec: %w", err)
 	}
-	return Parse(path, data)
+	m, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("module spec: %w", err)
+	}
+	m.resolvePaths(dir)
+	return m, nil
 }
 
 // Parse parses and validates a module spec. filename is only used in error

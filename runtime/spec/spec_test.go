@@ -20,7 +20,8 @@ func TestLoadExample(t *testing.T) {
 	want := &Module{
 		Endpoints: []Endpoint{
 			{Functions: "datacenter/*", URL: "http://127.0.0.1:8000", Timeout: 10 * time.Second, MaxBatchAddresses: 256, MaxBatchMessages: 128, MaxInFlight: 8},
-			{Functions: "datacenter/alerting", URL: "https://alerting.internal:8443/twinflow", Timeout: DefaultTimeout, MaxBatchAddresses: DefaultMaxBatchAddresses, MaxBatchMessages: DefaultMaxBatchMessages, MaxInFlight: DefaultMaxInFlight},
+			{Functions: "datacenter/alerting", URL: "https://alerting.internal:8443/twinflow", Timeout: DefaultTimeout, MaxBatchAddresses: DefaultMaxBatchAddresses, MaxBatchMessages: DefaultMaxBatchMessages, MaxInFlight: DefaultMaxInFlight,
+				TLS: &TLS{CA: abs(t, "testdata/certs/alerting-ca.pem"), Cert: abs(t, "testdata/certs/runtime.pem"), Key: abs(t, "testdata/certs/runtime-key.pem")}},
 		},
 		Ingresses: []router.IngressRule{
 			{
@@ -43,6 +44,10 @@ func TestLoadExample(t *testing.T) {
 			{Name: "alerts", Subject: "datacenter.alerts", Delivery: router.ExactlyOnce},
 			{Name: "dashboard", Subject: "datacenter.dashboard", Delivery: router.AtLeastOnce},
 		},
+		Users: []User{
+			{Name: "sensors", Ingresses: []string{"metrics"}, Publish: []string{"twinflow.in.datacenter.server.>"}},
+			{Name: "dashboard", Egresses: []string{"dashboard"}, Subscribe: []string{"datacenter.alerts.>"}},
+		},
 	}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", m, want)
@@ -53,6 +58,15 @@ func TestLoadExample(t *testing.T) {
 	if _, err := router.NewEgresses(m.Egresses); err != nil {
 		t.Error(err)
 	}
+}
+
+func abs(t *testing.T, path string) string {
+	t.Helper()
+	p, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func TestLoadMissingFile(t *testing.T) {
@@ -129,7 +143,7 @@ endpoints: &eps
     url: http://b
     maxInFlight: 3
 `))
-	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses" {
+	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, users" {
 		t.Fatalf("Parse = %v, %v", m, err)
 	}
 	m, err = Parse("m.yaml", []byte(`
@@ -178,15 +192,15 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", "endpoints: []\n---\negresses: []\n",
 			"m.yaml:2: a module spec is a single YAML document; remove the second one"},
 		{"not a mapping", "- a\n",
-			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, not a list"},
+			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, users, not a list"},
 		{"unknown top-level field", "endpoints: []\nendpoint: []\n",
-			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses"},
+			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, users"},
 		{"duplicate field", "endpoints: []\nendpoints: []\n",
 			"m.yaml:2: endpoints: duplicate field; it is already set on line 1"},
 		{"not a list", "endpoints: {}\n",
 			"m.yaml:1: endpoints: must be a list, not a mapping"},
 		{"endpoint not a mapping", "endpoints:\n  - a/*\n",
-			`m.yaml:2: endpoints[0]: must be a mapping with the fields functions, url, timeout, maxBatchAddresses, maxBatchMessages, maxInFlight, maxAttempts, maxAge, not the string "a/*"`},
+			`m.yaml:2: endpoints[0]: must be a mapping with the fields functions, url, timeout, maxBatchAddresses, maxBatchMessages, maxInFlight, maxAttempts, maxAge, tls, not the string "a/*"`},
 		{"unknown endpoint field", ep + "    maxInflight: 3\n",
 			"m.yaml:4: endpoints[0].maxInflight: unknown field (did you mean maxInFlight?)"},
 		{"unknown endpoint field, snake case", ep + "    max_in_flight: 3\n",
@@ -340,6 +354,52 @@ egresses:
   - name: o
     subject: out
 `, `m.yaml:10: egresses[0].subject: "out" (with its keyed subjects out.<key>) overlaps the subject "out.*" of ingress "i"`},
+		{"tls errors", `endpoints:
+  - functions: a/*
+    url: http://a
+    tls: { ca: ca.pem }
+  - functions: b/*
+    url: https://b
+    tls: { cert: c.pem }
+  - functions: c/*
+    url: https://c
+    tls: {}
+  - functions: d/*
+    url: https://d
+    tls: { ca: x, bogus: y }
+`, `m.yaml:4: endpoints[0].tls: the endpoint's url http://a is plain http; tls needs https://
+m.yaml:7: endpoints[1].tls: set both cert and key (a client certificate and its key), or neither
+m.yaml:10: endpoints[2].tls: set ca, or cert and key, or both
+m.yaml:13: endpoints[3].tls.bogus: unknown field; the fields here are ca, cert, key`},
+		{"user errors", ep + `ingresses:
+  - name: metrics
+    subject: m.*.*
+    targets: [{ function: a/b, id: { subjectToken: 1 } }]
+egresses:
+  - name: alerts
+    subject: alerts
+users:
+  - name: client
+  - name: a b
+  - name: u
+    ingresses: [metrics, nope]
+    egresses: [alerts, none]
+    publish: [m.x.y, m.>, other.x, twinflow.in.a.b.>, twinflow.dlq.x]
+    subscribe: [alerts, alerts.k, alerts.>, other, twinflow.dlq.>]
+  - name: u
+  - ingresses: metrics
+`, `m.yaml:12: users[0].name: user name "client" is reserved for the identity every data dir has
+m.yaml:13: users[1].name: user name "a b" must match [A-Za-z0-9_-]+
+m.yaml:15: users[2].ingresses[1]: no ingress named "nope"; the ingresses are "direct" (the direct ingress), "metrics"
+m.yaml:16: users[2].egresses[1]: no egress named "none"; the egresses are "alerts"
+m.yaml:17: users[2].publish[1]: "m.>" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
+m.yaml:17: users[2].publish[2]: "other.x" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
+m.yaml:17: users[2].publish[4]: "twinflow.dlq.x" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
+m.yaml:18: users[2].subscribe[3]: "other" is not within an egress's subjects (alerts, alerts.>): a user may subscribe only to egresses
+m.yaml:18: users[2].subscribe[4]: "twinflow.dlq.>" is not within an egress's subjects (alerts, alerts.>): a user may subscribe only to egresses
+m.yaml:19: users[3].name: duplicate user name "u" (users[2])
+m.yaml:20: users[4].ingresses: must be a list, not the string "metrics"
+m.yaml:20: users[4]: name is required`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
