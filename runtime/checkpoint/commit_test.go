@@ -14,20 +14,28 @@ type gatedStore struct {
 	*state.Store
 	attempts chan struct{} // an attempt to commit started
 	outcome  chan error    // what it returns; nil commits
+	stop     chan struct{} // closed when the test ends
 }
 
 func (s *gatedStore) Commit(overlays []*state.Overlay, meta *state.Overlay) (int64, error) {
-	s.attempts <- struct{}{}
-	if err := <-s.outcome; err != nil {
+	var err error
+	select {
+	case s.attempts <- struct{}{}:
+		err = <-s.outcome
+	case <-s.stop:
+		err = errors.New("test ended")
+	}
+	if err != nil {
 		return 0, err
 	}
 	return s.Store.Commit(overlays, meta)
 }
 
 func TestFailedCommitIsRetriedAndReported(t *testing.T) {
-	store := &gatedStore{Store: memStore(t), attempts: make(chan struct{}), outcome: make(chan error)}
+	store := &gatedStore{Store: memStore(t), attempts: make(chan struct{}), outcome: make(chan error), stop: make(chan struct{})}
 	r := newRig(store, 2, nil, &fakePublisher{})
 	r.start(t)
+	t.Cleanup(func() { close(store.stop) })
 	r.shards[0].write("k", "v")
 	r.shards[1].emit(records(1, 1)...)
 	done := make(chan error, 1)

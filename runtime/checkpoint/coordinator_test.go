@@ -360,7 +360,11 @@ func TestCheckpointWaitsForAtLeastOnceEgressBeforeCommitting(t *testing.T) {
 	store := memStore(t)
 	flushing, release := make(chan struct{}), make(chan struct{})
 	pub := &fakePublisher{onFlush: func(ctx context.Context) error {
-		flushing <- struct{}{}
+		select {
+		case flushing <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		select {
 		case <-release:
 			return nil
@@ -483,7 +487,10 @@ func TestRecoverPublishesWhatACrashLeftPending(t *testing.T) {
 	publishing, hold := make(chan []*storagev1.EgressRecord, 1), make(chan struct{})
 	t.Cleanup(func() { close(hold) })
 	pub := &fakePublisher{onPublish: func(ctx context.Context, recs []*storagev1.EgressRecord) error {
-		publishing <- recs
+		select {
+		case publishing <- recs:
+		case <-ctx.Done():
+		}
 		select {
 		case <-hold:
 		case <-ctx.Done():
