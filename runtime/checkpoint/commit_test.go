@@ -39,8 +39,9 @@ func TestFailedCommitIsRetriedAndReported(t *testing.T) {
 	r.shards[0].write("k", "v")
 	r.shards[1].emit(records(1, 1)...)
 	done := make(chan error, 1)
+	ctx := testContext(t)
 	go func() {
-		_, err := r.coord.Checkpoint(testContext(t))
+		_, err := r.coord.Checkpoint(ctx)
 		done <- err
 	}()
 

@@ -378,8 +378,9 @@ func TestCheckpointWaitsForAtLeastOnceEgressBeforeCommitting(t *testing.T) {
 	r.shards[0].emit(records(0, 1)...)
 
 	done := make(chan *storagev1.Manifest, 1)
+	ctx := testContext(t)
 	go func() {
-		m, err := r.coord.Checkpoint(testContext(t))
+		m, err := r.coord.Checkpoint(ctx)
 		if err != nil {
 			t.Error(err)
 		}

@@ -88,20 +88,6 @@ func commit(t *testing.T, s *state.Store, cm *checkpoint.Commit) {
 	}
 }
 
-// complete runs a whole checkpoint of a core with shards shards and no
-// readers, and commits it to s.
-func complete(t *testing.T, c *checkpoint.Core, s *state.Store, shards int) *storagev1.Manifest {
-	t.Helper()
-	id := begin(t, c)
-	for sh := range shards {
-		addPart(t, c, part(id, sh))
-	}
-	cm := seal(t, c)
-	commit(t, s, cm)
-	c.Done()
-	return cm.Manifest
-}
-
 func TestCoreIDsFollowTheLatestCheckpoint(t *testing.T) {
 	for _, tc := range []struct {
 		name string
