@@ -43,6 +43,16 @@ type Publisher interface {
 	Flush(ctx context.Context) error
 }
 
+// Store is what the coordinator needs of the state store; *state.Store
+// is the one it runs with.
+type Store interface {
+	// Commit writes the overlays and meta as one synced batch.
+	Commit(overlays []*state.Overlay, meta *state.Overlay) (int64, error)
+	LatestManifest() (*storagev1.Manifest, bool, error)
+	PendingEgress(from string, limit int) ([]*storagev1.EgressRecord, error)
+	DeleteEgress(msgIDs ...string) error
+}
+
 // Config configures a Coordinator.
 type Config struct {
 	Interval time.Duration // between checkpoints; default 1s
@@ -61,7 +71,7 @@ type Config struct {
 // in progress at a time.
 type Coordinator struct {
 	cfg     Config
-	store   *state.Store
+	store   Store
 	shards  []Shard
 	readers []Reader
 	pub     Publisher
@@ -96,7 +106,7 @@ type result struct {
 
 // New returns a coordinator. Source numbers: shards are 0..len(shards)-1,
 // readers follow in order, and the coordinator itself comes last.
-func New(cfg Config, store *state.Store, shards []Shard, readers []Reader, pub Publisher, m *Metrics, log *slog.Logger) *Coordinator {
+func New(cfg Config, store Store, shards []Shard, readers []Reader, pub Publisher, m *Metrics, log *slog.Logger) *Coordinator {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
