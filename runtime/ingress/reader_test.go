@@ -130,7 +130,7 @@ type rig struct {
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	srv, err := natsbus.StartServer(natsbus.ServerOptions{Dir: t.TempDir(), Port: -1, SyncInterval: time.Minute, Logger: quietLog})
+	srv, err := natsbus.StartServer(natsbus.ServerOptions{NoAuth: true, Dir: t.TempDir(), Port: -1, SyncInterval: time.Minute, Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}
