@@ -572,7 +572,7 @@ func (s *shardEnv) Call(c *shard.Call) {
 	s.e.callWG.Add(1)
 	go func() {
 		defer s.e.callWG.Done()
-		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint, c.Request)
+		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint.URL, c.Endpoint.Timeout, c.Request)
 		if err != nil && invoke.Rejected(err) {
 			err = &shard.RejectedError{Err: err}
 		}

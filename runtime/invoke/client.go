@@ -19,7 +19,6 @@ import (
 	"connectrpc.com/connect"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
-	"github.com/twinflow/twinflow/runtime/shard"
 )
 
 // Options configures a Client.
@@ -99,14 +98,15 @@ func (c *Client) client(url string) twinflowv1connect.FunctionServiceClient {
 	return fc
 }
 
-// Invoke makes one call to ep within its timeout.
-func (c *Client) Invoke(ctx context.Context, ep *shard.Endpoint, req *twinflowv1.InvokeRequest) (*twinflowv1.InvokeResponse, error) {
-	if ep.Timeout > 0 {
+// Invoke makes one call to the endpoint at url, within timeout when it is
+// positive.
+func (c *Client) Invoke(ctx context.Context, url string, timeout time.Duration, req *twinflowv1.InvokeRequest) (*twinflowv1.InvokeResponse, error) {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, ep.Timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	resp, err := c.client(ep.URL).Invoke(ctx, connect.NewRequest(req))
+	resp, err := c.client(url).Invoke(ctx, connect.NewRequest(req))
 	if err != nil {
 		return nil, err
 	}

@@ -13,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
-	"github.com/twinflow/twinflow/runtime/shard"
 )
 
 type echo struct{}
@@ -45,7 +44,7 @@ func TestNoCompression(t *testing.T) {
 	for i := range 1000 {
 		req.Batches = append(req.Batches, &twinflowv1.AddressBatch{Target: &twinflowv1.Address{Type: "t/x", Id: strings.Repeat("x", 100) + string(rune('a'+i%26))}})
 	}
-	resp, err := c.Invoke(context.Background(), &shard.Endpoint{URL: srv.URL, Timeout: 10 * time.Second}, req)
+	resp, err := c.Invoke(context.Background(), srv.URL, 10*time.Second, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,9 +86,9 @@ func BenchmarkInvoke(b *testing.B) {
 					Invocations: []*twinflowv1.Invocation{{Argument: &twinflowv1.TypedValue{Typename: "t/m", Value: make([]byte, 100)}}},
 				})
 			}
-			ep := &shard.Endpoint{URL: srv.URL, Timeout: 10 * time.Second}
+			url := srv.URL
 			for b.Loop() {
-				if _, err := c.Invoke(context.Background(), ep, req); err != nil {
+				if _, err := c.Invoke(context.Background(), url, 10*time.Second, req); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -18,7 +18,6 @@ import (
 	"github.com/twinflow/twinflow/internal/testcert"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
-	"github.com/twinflow/twinflow/runtime/shard"
 )
 
 // testKey is the key of the documented test vector: the seed is 32 bytes
@@ -89,7 +88,7 @@ func TestSignedCalls(t *testing.T) {
 		for i := range n {
 			req.Batches = append(req.Batches, &twinflowv1.AddressBatch{Target: &twinflowv1.Address{Type: "t/x", Id: strconv.Itoa(i)}})
 		}
-		resp, err := c.Invoke(context.Background(), &shard.Endpoint{URL: srv.URL + "/fn", Timeout: 10 * time.Second}, req)
+		resp, err := c.Invoke(context.Background(), srv.URL+"/fn", 10*time.Second, req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -118,21 +117,21 @@ func TestEndpointTLS(t *testing.T) {
 	defer srv.Close()
 	req := &twinflowv1.InvokeRequest{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1,
 		Batches: []*twinflowv1.AddressBatch{{Target: &twinflowv1.Address{Type: "t/x", Id: "1"}}}}
-	ep := &shard.Endpoint{URL: srv.URL, Timeout: 10 * time.Second}
+	url := srv.URL
 
 	good := New(Options{TLS: map[string]*tls.Config{srv.URL: {RootCAs: ca.Pool(), Certificates: []tls.Certificate{ca.Client(t, "runtime").TLS(t)}}}})
 	defer good.Close()
-	if _, err := good.Invoke(context.Background(), ep, req); err != nil {
+	if _, err := good.Invoke(context.Background(), url, 10*time.Second, req); err != nil {
 		t.Fatalf("call with the CA and a client certificate: %v", err)
 	}
 	noCert := New(Options{TLS: map[string]*tls.Config{srv.URL: {RootCAs: ca.Pool()}}})
 	defer noCert.Close()
-	if _, err := noCert.Invoke(context.Background(), ep, req); err == nil {
+	if _, err := noCert.Invoke(context.Background(), url, 10*time.Second, req); err == nil {
 		t.Fatal("call without a client certificate succeeded")
 	}
 	noCA := New(Options{})
 	defer noCA.Close()
-	if _, err := noCA.Invoke(context.Background(), ep, req); err == nil || !strings.Contains(err.Error(), "certificate") {
+	if _, err := noCA.Invoke(context.Background(), url, 10*time.Second, req); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("call without the endpoint's CA: %v", err)
 	}
 }
