@@ -21,8 +21,15 @@ const (
 	// EnvelopeSubject is the direct ingress subject whose payload is a
 	// serialized twinflow.v1.IngressEnvelope.
 	EnvelopeSubject = "twinflow.envelope"
+	// DeadLetterSubjects is the pattern of every dead-letter subject; the
+	// stream TWINFLOW_DLQ holds them.
+	DeadLetterSubjects = "twinflow.dlq.>"
 	// DeadLetterSubject is where messages that cannot be routed go.
 	DeadLetterSubject = "twinflow.dlq.ingress"
+	// FunctionDeadLetterSubject is where the messages of batches that
+	// failed for good go: a terminal error, an endpoint's retry limits, a
+	// result that breaks the protocol.
+	FunctionDeadLetterSubject = "twinflow.dlq.function"
 	// EgressDeadLetterSubject is where egress records that cannot be
 	// published go, such as one larger than the NATS server accepts.
 	EgressDeadLetterSubject = "twinflow.dlq.egress"
@@ -66,6 +73,9 @@ var reservedPatterns = [][]string{
 	{"twinflow", "envelope"},
 	{"twinflow", "dlq", ">"},
 }
+
+// IsDeadLetterSubject reports whether s is a dead-letter subject.
+func IsDeadLetterSubject(s string) bool { return strings.HasPrefix(s, "twinflow.dlq.") }
 
 // IsValidName reports whether s is a valid namespace, function name or
 // ingress/egress name: one or more of A-Z, a-z, 0-9, "_" and "-".

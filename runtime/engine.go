@@ -30,6 +30,7 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
+	"github.com/twinflow/twinflow/runtime/egress"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/invoke"
 	"github.com/twinflow/twinflow/runtime/keygroup"
@@ -65,7 +66,7 @@ type Engine struct {
 	cores     []*shard.Core
 	coord     *checkpoint.Coordinator
 	reads     []*ingress.Reader
-	pub       *publisher
+	pub       *egress.Publisher
 	calls     *invoke.Client
 	admin     *http.Server
 	adminL    net.Listener
@@ -143,7 +144,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.pub = newPublisher(e.nc, e.js, e.log)
+	e.pub = egress.NewPublisher(e.nc, e.js, e.log)
 	endpointTLS, err := endpointTLS(cfg.Module)
 	if err != nil {
 		return nil, err
@@ -271,7 +272,7 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	// create no consumer (see NATSUsers).
 	streams := []natsbus.StreamSpec{
 		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: e.cfg.DedupWindow},
-		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true},
+		{Name: DeadLetterStream, Subjects: []string{router.DeadLetterSubjects}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true},
 	}
 	for _, in := range e.cfg.Module.Ingresses {
 		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: e.cfg.DedupWindow})

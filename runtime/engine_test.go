@@ -16,7 +16,6 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
-	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/sdk"
 )
 
@@ -249,7 +248,7 @@ func TestFailingAddressIsIsolated(t *testing.T) {
 	cfg := baseConfig(t, ep.url())
 	cfg.Module.Endpoints[0].MaxAttempts = 4
 	h := start(t, cfg)
-	dlq := h.subscribe(shard.DeadLetterSubject)
+	dlq := h.subscribe(router.FunctionDeadLetterSubject)
 	h.sendInt("test/flaky", "bad", 1)
 	for i := 0; i < 20; i++ {
 		h.sendInt("test/flaky", fmt.Sprintf("good%d", i%4), 1)

@@ -407,7 +407,7 @@ func TestInvalidResultsAreRefused(t *testing.T) {
 	_, handler := twinflowv1connect.NewFunctionServiceHandler(hostile{})
 	ep := newSwitchable(t, handler)
 	h := start(t, baseConfig(t, ep.url()))
-	dlq := h.subscribe(shard.DeadLetterSubject)
+	dlq := h.subscribe(router.FunctionDeadLetterSubject)
 	cases := []struct{ send, reason string }{
 		{"undeclared state", `state "nope" is not declared by test/h (declared: "count")`},
 		{"empty state name", `state "" is not declared`},

@@ -54,7 +54,7 @@ func NATSUsers(m *spec.Module, keys *secrets.Set) []natsbus.User {
 			Deny:  inboxes,
 		},
 		Subscribe: natsbus.Rules{
-			Allow: append([]string{ClientInboxPrefix + ".>", "twinflow.dlq.>"}, spec.EgressSubjects(m)...),
+			Allow: append([]string{ClientInboxPrefix + ".>", router.DeadLetterSubjects}, spec.EgressSubjects(m)...),
 		},
 	}
 	users := []natsbus.User{{Name: secrets.Runtime, NKey: keys.Runtime.Public, Unrestricted: true}, client}

@@ -17,7 +17,6 @@ import (
 	"github.com/twinflow/twinflow/runtime/natsbus"
 	"github.com/twinflow/twinflow/runtime/natsbus/natsbustest"
 	"github.com/twinflow/twinflow/runtime/secrets"
-	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/spec"
 	"github.com/twinflow/twinflow/sdk"
 )
@@ -607,7 +606,7 @@ func TestReplySubjectMustNotBeReserved(t *testing.T) {
 		runtime.RuntimeInboxPrefix + ".x",
 		"_INBOX_client",
 	}
-	rejected := h.subscribe(shard.DeadLetterSubject)
+	rejected := h.subscribe(router.FunctionDeadLetterSubject)
 	for _, to := range evil {
 		h.publish(subject, typed(to), nil)
 	}

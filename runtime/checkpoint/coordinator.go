@@ -15,6 +15,7 @@ import (
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/egress"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
 )
@@ -324,27 +325,7 @@ func (c *Coordinator) CommitError() (error, time.Time) {
 	return c.mu.commitErr, c.mu.commitErrSince
 }
 
-// publishPending publishes the egress of complete checkpoints in order,
-// and forgets the records once JetStream has them.
+// publishPending publishes the egress of complete checkpoints.
 func (c *Coordinator) publishPending(ctx context.Context) error {
-	const page = 4096
-	for {
-		recs, err := c.store.PendingEgress("", page)
-		if err != nil {
-			return err
-		}
-		if len(recs) == 0 {
-			return nil
-		}
-		if err := c.pub.Publish(ctx, recs); err != nil {
-			return fmt.Errorf("publishing %d egress records: %w", len(recs), err)
-		}
-		ids := make([]string, len(recs))
-		for i, r := range recs {
-			ids[i] = r.GetMsgId()
-		}
-		if err := c.store.DeleteEgress(ids...); err != nil {
-			return err
-		}
-	}
+	return egress.PublishCommitted(ctx, c.store, c.pub)
 }

@@ -232,7 +232,7 @@ func (c *Core) deadLetter(b *mailbox, reason string) {
 		if e.Caller.Type != "" {
 			hdr[router.CallerHeader] = e.Caller.String()
 		}
-		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Headers: hdr, Data: e.Payload})
+		c.buffer(&storagev1.EgressRecord{Subject: router.FunctionDeadLetterSubject, Headers: hdr, Data: e.Payload})
 		if e.ReplyTo != "" {
 			// A requester would otherwise wait out its timeout: answer
 			// with the error instead.
@@ -244,10 +244,6 @@ func (c *Core) deadLetter(b *mailbox, reason string) {
 	c.finishBatch(b)
 }
 
-// DeadLetterSubject is where the messages of failed batches go, with the
-// router's error, target and caller headers.
-const DeadLetterSubject = "twinflow.dlq.function"
-
 // egress publishes or buffers a record, or dead-letters it when it has no
 // valid destination.
 func (c *Core) egress(b *mailbox, e *twinflowv1.EgressRecord) {
@@ -257,7 +253,7 @@ func (c *Core) egress(b *mailbox, e *twinflowv1.EgressRecord) {
 		t.m.deadLetters.Inc()
 		t.deadLetters++
 		t.lastDead = err.Error()
-		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Data: e.GetValue().GetValue(), Headers: map[string]string{
+		c.buffer(&storagev1.EgressRecord{Subject: router.FunctionDeadLetterSubject, Data: e.GetValue().GetValue(), Headers: map[string]string{
 			router.ErrorHeader: router.ErrorText(err.Error()), router.SourceHeader: b.addr.String(), router.TypenameHeader: e.GetValue().GetTypename(),
 		}})
 		return
@@ -316,7 +312,7 @@ func (c *Core) logFailures() {
 		}
 		if t.deadLetters > 0 {
 			c.log.Error("messages dead-lettered", "function_type", ft, "messages", t.deadLetters, "last_reason", t.lastDead,
-				"subject", DeadLetterSubject)
+				"subject", router.FunctionDeadLetterSubject)
 		}
 		t.retries, t.deadLetters, t.lastRetry, t.lastDead = 0, 0, "", ""
 	}

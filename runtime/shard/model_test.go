@@ -538,7 +538,7 @@ func (w *world) check() {
 	}
 	dead := map[int]int{}
 	for _, r := range w.published {
-		if r.GetSubject() != shard.DeadLetterSubject {
+		if r.GetSubject() != router.FunctionDeadLetterSubject {
 			w.t.Errorf("unexpected egress on %s", r.GetSubject())
 			continue
 		}
