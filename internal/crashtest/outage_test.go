@@ -219,7 +219,7 @@ func TestEndpointOutage(t *testing.T) {
 	waitStatesWithin(ctx, t, rt, w, 2*time.Minute)
 	var ediff []string
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		ids, err := egressIDs(ctx, d.js)
+		ids, err := egressIDs(ctx, d.ops)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +231,7 @@ func TestEndpointOutage(t *testing.T) {
 	if len(ediff) > 0 {
 		t.Errorf("egress differs from exactly-once for %d records:\n%s", len(ediff), summarize(ediff, 20))
 	}
-	dead, err := deadLetters(ctx, d.js)
+	dead, err := deadLetters(ctx, d.ops)
 	if err != nil {
 		t.Fatal(err)
 	}
