@@ -97,9 +97,9 @@ type Config struct {
 	StopTimeout time.Duration
 	// DedupWindow is how long a publisher may repeat a message with the
 	// same Nats-Msg-Id and have the repeat dropped, across restarts of the
-	// runtime and of NATS: the duplicate window of every stream, and the
-	// age below which ingress messages are kept after a checkpoint read
-	// them. Default 10 minutes.
+	// runtime and of NATS: the duplicate window of every stream, and how
+	// long an address remembers the keys of the messages it received.
+	// Default 10 minutes.
 	DedupWindow time.Duration
 	// Memory is the process's memory budget.
 	Memory Memory

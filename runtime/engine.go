@@ -325,6 +325,7 @@ func (e *Engine) build(deployment string) error {
 			MaxSpillBytes:   cfg.MaxSpillBytes / int64(cfg.Shards),
 			Retry:           backoff.Policy{Base: cfg.RetryBase, Max: cfg.RetryMax},
 			Limits:          shard.Limits{MaxPayload: cfg.MaxPayload},
+			DedupWindow:     cfg.DedupWindow,
 			TimerScanLimit:  1024,
 		}
 		envs[i] = &shardEnv{e: e, index: i}
@@ -358,7 +359,7 @@ func (e *Engine) build(deployment string) error {
 	for i, l := range e.loops {
 		coordShards[i] = l
 	}
-	trim := &streamTrimmer{js: e.js, log: e.log, window: cfg.DedupWindow, done: map[string]uint64{}}
+	trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
 	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: trim.trim},
 		e.store, coordShards, readers, e.pub, checkpoint.NewMetrics(e.reg), e.log)
 	for _, r := range e.reads {
@@ -604,45 +605,23 @@ func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
 func (s *shardSet) Saturated(i int) bool     { return s.e.loops[i].Saturated() }
 func (s *shardSet) Count() int               { return len(s.e.loops) }
 
-// streamTrimmer deletes the ingress messages that a complete checkpoint
-// has read past and that are older than the dedup window, so that the
-// streams hold the backlog and the last window of messages.
+// streamTrimmer deletes the ingress messages that a complete checkpoint has
+// read past: a restore never reads before the recorded sequence, so they
+// are not needed again, and the streams stay as small as the backlog.
 //
-// The window matters across restarts: JetStream rebuilds its duplicate
-// map from the messages a stream still holds, so a message trimmed as soon
-// as a checkpoint read it would be forgotten, and a publisher repeating it
-// after a restart (its acknowledgement lost in the crash) would have it
-// stored and counted again. Keeping a window's worth costs disk (the
-// ingress rate times the window), not time.
+// A publisher that repeats a trimmed message after a restart of NATS (which
+// rebuilds its duplicate map only from the messages a stream still holds)
+// gets it stored again; the addresses it targets drop it, since they
+// remember the keys of the messages they received for the dedup window
+// (shard.Envelope.Key).
 type streamTrimmer struct {
-	js      jetstream.JetStream
-	log     *slog.Logger
-	window  time.Duration
-	history []trimPoint       // complete checkpoints' sequences, oldest first
-	done    map[string]uint64 // sequence trimmed up to, by stream
-}
-
-// trimPoint is what a complete checkpoint had read, and when.
-type trimPoint struct {
-	at   time.Time
-	seqs map[string]uint64
+	js   jetstream.JetStream
+	log  *slog.Logger
+	done map[string]uint64 // sequence trimmed up to, by stream
 }
 
 func (t *streamTrimmer) trim(man *storagev1.Manifest) {
-	now := time.Now()
-	t.history = append(t.history, trimPoint{at: now, seqs: man.GetReaderSequences()})
-	// The newest checkpoint older than the window: every message it read
-	// was stored before that.
-	i := 0
-	for i < len(t.history) && now.Sub(t.history[i].at) >= t.window {
-		i++
-	}
-	if i == 0 {
-		return
-	}
-	point := t.history[i-1]
-	t.history = t.history[i-1:]
-	for stream, seq := range point.seqs {
+	for stream, seq := range man.GetReaderSequences() {
 		if seq == 0 || t.done[stream] >= seq {
 			continue
 		}
