@@ -59,7 +59,7 @@ import (
 //	complete call=N [unreachable | rejected]
 //	  <address> ok [as=A] | retryable M... [at=I] | terminal M... [at=I] |
 //	            missing-state | empty | omit
-//	    set <name> <value> [typename=T]
+//	    set <name> <value> [typename=T] [bytes=N]
 //	    delete <name>
 //	    send <address> <payload> [typename=T] [reply-to=S] [bytes=N]
 //	    send-after <delay> <address> <payload> [token=T] [typename=T] [bytes=N]
@@ -484,15 +484,15 @@ func (tr *transcript) handleComplete(t *testing.T, d *datadriven.TestData) error
 	d.ScanArgs(t, "call", &id)
 	call := tr.calls[id]
 	if call == nil {
-		d.Fatalf(t, "complete: no call %d in flight", id)
+		return fmt.Errorf("no call %d in flight", id)
 	}
-	delete(tr.calls, id)
 	switch {
 	case d.HasArg("unreachable"):
 		msg := strings.TrimSpace(d.Input)
 		if msg == "" {
 			msg = "connection refused"
 		}
+		delete(tr.calls, id)
 		tr.core.Complete(call, nil, errors.New(msg))
 		return nil
 	case d.HasArg("rejected"):
@@ -500,6 +500,7 @@ func (tr *transcript) handleComplete(t *testing.T, d *datadriven.TestData) error
 		if msg == "" {
 			msg = "invalid request"
 		}
+		delete(tr.calls, id)
 		tr.core.Complete(call, nil, &RejectedError{Err: errors.New(msg)})
 		return nil
 	}
@@ -529,7 +530,7 @@ func (tr *transcript) handleComplete(t *testing.T, d *datadriven.TestData) error
 		addr := addrOf(b.GetTarget())
 		res := results[addr]
 		if res == nil {
-			d.Fatalf(t, "complete: no result for %s", addr)
+			return fmt.Errorf("no result for %s in call %d", addr, id)
 		}
 		delete(results, addr)
 		if !omitted[addr] {
@@ -537,8 +538,9 @@ func (tr *transcript) handleComplete(t *testing.T, d *datadriven.TestData) error
 		}
 	}
 	for addr := range results {
-		d.Fatalf(t, "complete: %s is not in call %d", addr, id)
+		return fmt.Errorf("%s is not in call %d", addr, id)
 	}
+	delete(tr.calls, id)
 	tr.core.Complete(call, resp, nil)
 	return nil
 }
@@ -622,7 +624,7 @@ func (tr *transcript) effect(t *testing.T, d *datadriven.TestData, res *twinflow
 	}
 	switch cmd {
 	case "set":
-		p := pos(2)
+		p := pos(1)
 		def := trValueType
 		for _, s := range tr.specs.Of(addrOf(res.GetTarget()).Type) {
 			if s.GetName() == p[0] && s.GetTypename() != "" {
@@ -631,7 +633,7 @@ func (tr *transcript) effect(t *testing.T, d *datadriven.TestData, res *twinflow
 		}
 		eff.StateMutations = append(eff.StateMutations, &twinflowv1.StateMutation{
 			Name: p[0], Kind: twinflowv1.StateMutation_KIND_SET,
-			Value: &twinflowv1.TypedValue{Typename: typename(def), Value: []byte(p[1])},
+			Value: &twinflowv1.TypedValue{Typename: typename(def), Value: payload(t, d, args[1:])},
 		})
 	case "delete":
 		p := pos(1)
@@ -700,7 +702,7 @@ func (tr *transcript) handleTick() {
 	peer := tr.out.Len()
 	tr.core.Tick()
 	if n := tr.core.nQueued + tr.core.nSpilled - before; n > 0 {
-		fmt.Fprintf(&tr.out, "fired %d delayed messages here\n", n)
+		fmt.Fprintf(&tr.out, "delayed messages fired here: %d\n", n)
 	} else if tr.out.Len() == peer {
 		fmt.Fprintf(&tr.out, "nothing due at %s\n", tr.at(tr.now))
 	}
