@@ -253,7 +253,7 @@ func (c *Core) Settled() bool {
 // that do make progress, and intake waits for them.
 func (c *Core) Saturated(inboxBytes, inboxMsgs int64) (bool, string) {
 	if c.overMemory(inboxBytes, inboxMsgs) {
-		c.spillFailing()
+		c.spillFailing(inboxBytes, inboxMsgs)
 	}
 	switch {
 	case c.queued+inboxBytes > c.cfg.MaxQueueBytes:

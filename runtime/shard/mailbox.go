@@ -154,11 +154,11 @@ func (c *Core) spillQueue(b *mailbox) {
 }
 
 // spillFailing spills the memory queues of failing addresses until the
-// shard is within its memory bounds: first those waiting for a retry, then
-// those of unreachable endpoints.
-func (c *Core) spillFailing() {
+// shard is within its memory bounds, counting what waits in its inbox:
+// first those waiting for a retry, then those of unreachable endpoints.
+func (c *Core) spillFailing(inboxBytes, inboxMsgs int64) {
 	for _, b := range c.retrying {
-		if !c.overMemory(0, 0) {
+		if !c.overMemory(inboxBytes, inboxMsgs) {
 			return
 		}
 		c.spillQueue(b)
@@ -168,7 +168,7 @@ func (c *Core) spillFailing() {
 			continue
 		}
 		for _, b := range q.boxes {
-			if !c.overMemory(0, 0) {
+			if !c.overMemory(inboxBytes, inboxMsgs) {
 				return
 			}
 			c.spillQueue(b)
