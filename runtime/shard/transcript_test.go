@@ -40,8 +40,8 @@ import (
 // Commands (arguments in brackets are optional):
 //
 //	config [max-address-queue=N] [max-queued=N] [max-queue-bytes=N]
-//	       [max-overlay-bytes=N] [max-spill-bytes=N] [retry=base,max]
-//	       [probe=base,max] [max-payload=N] [max-delay=D] [max-token=N]
+//	       [max-overlay-bytes=N] [max-spill-bytes=N] [retry=(base,max)]
+//	       [probe=(base,max)] [max-payload=N] [max-delay=D] [max-token=N]
 //	  endpoint <function type> [url=U] [batch-addresses=N] [batch-messages=N]
 //	           [in-flight=N] [max-attempts=N] [max-age=D]
 //	  egress <name> <subject> [at-least-once]
@@ -51,7 +51,8 @@ import (
 //	    Declares state, as if an earlier run had registered it.
 //	deliver [from=reader|peer|coord]
 //	  <address> <payload> [typename=T] [reply-to=S] [caller=A] [bytes=N]
-//	    Delivers messages; bytes=N makes a payload of N bytes.
+//	    Delivers messages, from the reader unless told; bytes=N makes a
+//	    payload of N bytes. An address is "namespace/name/id".
 //	dispatch
 //	    Starts calls and prints them, numbered.
 //	next-dispatch [step=D] [limit=D]
@@ -102,13 +103,13 @@ func TestTranscripts(t *testing.T) {
 // Sources of items, as the core numbers them: itself, the peer shard, then
 // Config.Sources others (an ingress reader and the coordinator).
 const (
-	srcSelf = iota
-	srcPeer
-	srcReader
-	srcCoord
+	trSelf = iota
+	trPeer
+	trReader
+	trCoord
 )
 
-var sourceNames = map[string]int{"peer": srcPeer, "reader": srcReader, "coord": srcCoord}
+var trSources = map[string]int{"peer": trPeer, "reader": trReader, "coord": trCoord}
 
 const (
 	trKeyGroups   = 4
@@ -218,8 +219,8 @@ func (tr *transcript) handleConfig(t *testing.T, d *datadriven.TestData) error {
 	eps := map[string]*Endpoint{}
 	byURL := map[string]*Endpoint{}
 	var rules []router.EgressRule
-	for _, line := range inputLines(d) {
-		cmd, args := parseLine(t, d, line)
+	for _, line := range trLines(d) {
+		cmd, args := trParseLine(t, d, line)
 		switch cmd {
 		case "endpoint":
 			if len(args) == 0 || args[0].Vals != nil {
@@ -227,7 +228,7 @@ func (tr *transcript) handleConfig(t *testing.T, d *datadriven.TestData) error {
 			}
 			ft := args[0].Key
 			url := "http://" + strings.ReplaceAll(ft, "/", "-")
-			if a, ok := argOf(args, "url"); ok {
+			if a, ok := trArg(args, "url"); ok {
 				url = a
 			}
 			ep := byURL[url]
@@ -239,15 +240,15 @@ func (tr *transcript) handleConfig(t *testing.T, d *datadriven.TestData) error {
 				switch a.Key {
 				case "url":
 				case "batch-addresses":
-					ep.MaxBatchAddresses = atoi(t, d, a)
+					ep.MaxBatchAddresses = trAtoi(t, d, a)
 				case "batch-messages":
-					ep.MaxBatchMessages = atoi(t, d, a)
+					ep.MaxBatchMessages = trAtoi(t, d, a)
 				case "in-flight":
-					ep.MaxInFlight = atoi(t, d, a)
+					ep.MaxInFlight = trAtoi(t, d, a)
 				case "max-attempts":
-					ep.MaxAttempts = atoi(t, d, a)
+					ep.MaxAttempts = trAtoi(t, d, a)
 				case "max-age":
-					ep.MaxAge = duration(t, d, a.Vals[0])
+					ep.MaxAge = trDuration(t, d, a.Vals[0])
 				default:
 					d.Fatalf(t, "endpoint: unknown argument %s", a.Key)
 				}
@@ -258,7 +259,7 @@ func (tr *transcript) handleConfig(t *testing.T, d *datadriven.TestData) error {
 				d.Fatalf(t, "egress: want a name and a subject: %s", line)
 			}
 			r := router.EgressRule{Name: args[0].Key, Subject: args[1].Key, Delivery: router.ExactlyOnce}
-			if hasArg(args, "at-least-once") {
+			if trHasArg(args, "at-least-once") {
 				r.Delivery = router.AtLeastOnce
 			}
 			rules = append(rules, r)
@@ -285,25 +286,25 @@ func (tr *transcript) handleConfig(t *testing.T, d *datadriven.TestData) error {
 	for _, a := range d.CmdArgs {
 		switch a.Key {
 		case "max-address-queue":
-			cfg.MaxAddressQueue = atoi(t, d, a)
+			cfg.MaxAddressQueue = trAtoi(t, d, a)
 		case "max-queued":
-			cfg.MaxQueued = atoi(t, d, a)
+			cfg.MaxQueued = trAtoi(t, d, a)
 		case "max-queue-bytes":
-			cfg.MaxQueueBytes = int64(atoi(t, d, a))
+			cfg.MaxQueueBytes = int64(trAtoi(t, d, a))
 		case "max-overlay-bytes":
-			cfg.MaxOverlayBytes = int64(atoi(t, d, a))
+			cfg.MaxOverlayBytes = int64(trAtoi(t, d, a))
 		case "max-spill-bytes":
-			cfg.MaxSpillBytes = int64(atoi(t, d, a))
+			cfg.MaxSpillBytes = int64(trAtoi(t, d, a))
 		case "retry":
-			cfg.Retry = policy(t, d, a)
+			cfg.Retry = trPolicy(t, d, a)
 		case "probe":
-			cfg.Probe = policy(t, d, a)
+			cfg.Probe = trPolicy(t, d, a)
 		case "max-payload":
-			cfg.Limits.MaxPayload = atoi(t, d, a)
+			cfg.Limits.MaxPayload = trAtoi(t, d, a)
 		case "max-delay":
-			cfg.Limits.MaxDelay = duration(t, d, a.Vals[0])
+			cfg.Limits.MaxDelay = trDuration(t, d, a.Vals[0])
 		case "max-token":
-			cfg.Limits.MaxToken = atoi(t, d, a)
+			cfg.Limits.MaxToken = trAtoi(t, d, a)
 		default:
 			d.Fatalf(t, "config: unknown argument %s", a.Key)
 		}
@@ -322,11 +323,11 @@ func trLocate(id string) (int, int) {
 	return shard, shard*2 + keygroup.Of(id, 2)
 }
 
-func policy(t *testing.T, d *datadriven.TestData, a datadriven.CmdArg) backoff.Policy {
+func trPolicy(t *testing.T, d *datadriven.TestData, a datadriven.CmdArg) backoff.Policy {
 	if len(a.Vals) != 2 {
 		d.Fatalf(t, "%s: want (base, max)", a.Key)
 	}
-	return backoff.Policy{Base: duration(t, d, a.Vals[0]), Max: duration(t, d, a.Vals[1])}
+	return backoff.Policy{Base: trDuration(t, d, a.Vals[0]), Max: trDuration(t, d, a.Vals[1])}
 }
 
 func (tr *transcript) handleSpecs(t *testing.T, d *datadriven.TestData) error {
@@ -335,9 +336,9 @@ func (tr *transcript) handleSpecs(t *testing.T, d *datadriven.TestData) error {
 	}
 	ft := d.CmdArgs[0].Key
 	var specs []*twinflowv1.StateSpec
-	for _, line := range inputLines(d) {
-		cmd, args := parseLine(t, d, line)
-		specs = append(specs, stateSpec(t, d, cmd, args))
+	for _, line := range trLines(d) {
+		cmd, args := trParseLine(t, d, line)
+		specs = append(specs, trSpec(t, d, cmd, args))
 	}
 	if _, err := tr.store.SaveSpecs(ft, specs); err != nil {
 		return err
@@ -346,7 +347,7 @@ func (tr *transcript) handleSpecs(t *testing.T, d *datadriven.TestData) error {
 	return nil
 }
 
-func stateSpec(t *testing.T, d *datadriven.TestData, name string, args []datadriven.CmdArg) *twinflowv1.StateSpec {
+func trSpec(t *testing.T, d *datadriven.TestData, name string, args []datadriven.CmdArg) *twinflowv1.StateSpec {
 	s := &twinflowv1.StateSpec{Name: name}
 	for _, a := range args {
 		switch a.Key {
@@ -354,10 +355,10 @@ func stateSpec(t *testing.T, d *datadriven.TestData, name string, args []datadri
 			s.Typename = a.Vals[0]
 		case "expire-after-write":
 			s.ExpiryMode = twinflowv1.ExpiryMode_EXPIRY_MODE_AFTER_WRITE
-			s.ExpireAfterMillis = duration(t, d, a.Vals[0]).Milliseconds()
+			s.ExpireAfterMillis = trDuration(t, d, a.Vals[0]).Milliseconds()
 		case "expire-after-invoke":
 			s.ExpiryMode = twinflowv1.ExpiryMode_EXPIRY_MODE_AFTER_INVOKE
-			s.ExpireAfterMillis = duration(t, d, a.Vals[0]).Milliseconds()
+			s.ExpireAfterMillis = trDuration(t, d, a.Vals[0]).Milliseconds()
 		default:
 			d.Fatalf(t, "spec %s: unknown argument %s", name, a.Key)
 		}
@@ -368,18 +369,18 @@ func stateSpec(t *testing.T, d *datadriven.TestData, name string, args []datadri
 // messages in
 
 func (tr *transcript) handleDeliver(t *testing.T, d *datadriven.TestData) error {
-	source := srcReader
-	if a, ok := argOf(d.CmdArgs, "from"); ok {
-		s, known := sourceNames[a]
+	source := trReader
+	if a, ok := trArg(d.CmdArgs, "from"); ok {
+		s, known := trSources[a]
 		if !known {
 			d.Fatalf(t, "deliver: unknown source %q", a)
 		}
 		source = s
 	}
-	for _, line := range inputLines(d) {
-		cmd, args := parseLine(t, d, line)
-		env := Envelope{Target: address(t, d, cmd), Typename: trTypename, Published: tr.now.UnixNano()}
-		env.Payload = payload(t, d, args)
+	for _, line := range trLines(d) {
+		cmd, args := trParseLine(t, d, line)
+		env := Envelope{Target: trAddress(t, d, cmd), Typename: trTypename, Published: tr.now.UnixNano()}
+		env.Payload = trPayload(t, d, args)
 		for _, a := range args {
 			switch a.Key {
 			case "typename":
@@ -387,7 +388,7 @@ func (tr *transcript) handleDeliver(t *testing.T, d *datadriven.TestData) error 
 			case "reply-to":
 				env.ReplyTo = a.Vals[0]
 			case "caller":
-				env.Caller = address(t, d, a.Vals[0])
+				env.Caller = trAddress(t, d, a.Vals[0])
 			}
 		}
 		tr.core.Deliver(Item{Source: source, Msg: env})
@@ -403,7 +404,7 @@ func (tr *transcript) handleBarrier(t *testing.T, d *datadriven.TestData) error 
 		d.Fatalf(t, "barrier: want from=(sources)")
 	}
 	for _, name := range a.Vals {
-		s, known := sourceNames[name]
+		s, known := trSources[name]
 		if !known {
 			d.Fatalf(t, "barrier: unknown source %q", name)
 		}
@@ -416,11 +417,11 @@ func (tr *transcript) handleBarrier(t *testing.T, d *datadriven.TestData) error 
 
 func (tr *transcript) handleNextDispatch(t *testing.T, d *datadriven.TestData) error {
 	step, limit := time.Millisecond, time.Minute
-	if a, ok := argOf(d.CmdArgs, "step"); ok {
-		step = duration(t, d, a)
+	if a, ok := trArg(d.CmdArgs, "step"); ok {
+		step = trDuration(t, d, a)
 	}
-	if a, ok := argOf(d.CmdArgs, "limit"); ok {
-		limit = duration(t, d, a)
+	if a, ok := trArg(d.CmdArgs, "limit"); ok {
+		limit = trDuration(t, d, a)
 	}
 	from := tr.now
 	for {
@@ -447,17 +448,17 @@ func (tr *transcript) started(c *Call) {
 	// became ready in, which a restore takes from a map: print them sorted.
 	batches := slices.Clone(c.Request.GetBatches())
 	slices.SortFunc(batches, func(x, y *twinflowv1.AddressBatch) int {
-		return strings.Compare(addrOf(x.GetTarget()).String(), addrOf(y.GetTarget()).String())
+		return strings.Compare(trAddrOf(x.GetTarget()).String(), trAddrOf(y.GetTarget()).String())
 	})
 	for _, b := range batches {
 		var sb strings.Builder
-		fmt.Fprintf(&sb, "  %s", addrOf(b.GetTarget()))
+		fmt.Fprintf(&sb, "  %s", trAddrOf(b.GetTarget()))
 		if len(b.GetState()) > 0 {
 			var vals []string
 			for _, s := range b.GetState() {
 				v := "-"
 				if s.GetValue() != nil {
-					v = typed(s.GetValue(), trValueType)
+					v = trTyped(s.GetValue(), trValueType)
 				}
 				vals = append(vals, s.GetName()+"="+v)
 			}
@@ -465,9 +466,9 @@ func (tr *transcript) started(c *Call) {
 		}
 		var invs []string
 		for _, inv := range b.GetInvocations() {
-			s := typed(inv.GetArgument(), trTypename)
+			s := trTyped(inv.GetArgument(), trTypename)
 			if inv.GetCaller() != nil {
-				s += " from " + addrOf(inv.GetCaller()).String()
+				s += " from " + trAddrOf(inv.GetCaller()).String()
 			}
 			if inv.GetReplyTo() != "" {
 				s += " reply-to " + inv.GetReplyTo()
@@ -509,10 +510,10 @@ func (tr *transcript) handleComplete(t *testing.T, d *datadriven.TestData) error
 	results := map[Address]*twinflowv1.AddressResult{}
 	omitted := map[Address]bool{}
 	var cur *twinflowv1.AddressResult
-	for _, line := range inputLines(d) {
-		cmd, args := parseLine(t, d, line)
+	for _, line := range trLines(d) {
+		cmd, args := trParseLine(t, d, line)
 		if strings.Contains(cmd, "/") {
-			addr := address(t, d, cmd)
+			addr := trAddress(t, d, cmd)
 			res, omit := tr.result(t, d, addr, args)
 			if omit {
 				omitted[addr] = true
@@ -527,7 +528,7 @@ func (tr *transcript) handleComplete(t *testing.T, d *datadriven.TestData) error
 	}
 	resp := &twinflowv1.InvokeResponse{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1}
 	for _, b := range call.Request.GetBatches() {
-		addr := addrOf(b.GetTarget())
+		addr := trAddrOf(b.GetTarget())
 		res := results[addr]
 		if res == nil {
 			return fmt.Errorf("no result for %s in call %d", addr, id)
@@ -552,8 +553,8 @@ func (tr *transcript) result(t *testing.T, d *datadriven.TestData, addr Address,
 		d.Fatalf(t, "complete: %s: want an outcome", addr)
 	}
 	target := addr
-	if a, ok := argOf(args, "as"); ok {
-		target = address(t, d, a)
+	if a, ok := trArg(args, "as"); ok {
+		target = trAddress(t, d, a)
 	}
 	res := &twinflowv1.AddressResult{Target: &twinflowv1.Address{Type: target.Type, Id: target.ID}}
 	switch outcome := args[0].Key; outcome {
@@ -597,7 +598,7 @@ func (tr *transcript) effect(t *testing.T, d *datadriven.TestData, res *twinflow
 		if cmd != "spec" || len(args) == 0 {
 			d.Fatalf(t, "missing-state: want spec lines, got %s", cmd)
 		}
-		ms.Specs = append(ms.Specs, stateSpec(t, d, args[0].Key, args[1:]))
+		ms.Specs = append(ms.Specs, trSpec(t, d, args[0].Key, args[1:]))
 		return
 	}
 	eff := res.GetEffects()
@@ -617,7 +618,7 @@ func (tr *transcript) effect(t *testing.T, d *datadriven.TestData, res *twinflow
 		return p
 	}
 	typename := func(def string) string {
-		if a, ok := argOf(args, "typename"); ok {
+		if a, ok := trArg(args, "typename"); ok {
 			return a
 		}
 		return def
@@ -626,38 +627,38 @@ func (tr *transcript) effect(t *testing.T, d *datadriven.TestData, res *twinflow
 	case "set":
 		p := pos(1)
 		def := trValueType
-		for _, s := range tr.specs.Of(addrOf(res.GetTarget()).Type) {
+		for _, s := range tr.specs.Of(trAddrOf(res.GetTarget()).Type) {
 			if s.GetName() == p[0] && s.GetTypename() != "" {
 				def = s.GetTypename()
 			}
 		}
 		eff.StateMutations = append(eff.StateMutations, &twinflowv1.StateMutation{
 			Name: p[0], Kind: twinflowv1.StateMutation_KIND_SET,
-			Value: &twinflowv1.TypedValue{Typename: typename(def), Value: payload(t, d, args[1:])},
+			Value: &twinflowv1.TypedValue{Typename: typename(def), Value: trPayload(t, d, args[1:])},
 		})
 	case "delete":
 		p := pos(1)
 		eff.StateMutations = append(eff.StateMutations, &twinflowv1.StateMutation{Name: p[0], Kind: twinflowv1.StateMutation_KIND_DELETE})
 	case "send":
 		p := pos(1)
-		to := address(t, d, p[0])
+		to := trAddress(t, d, p[0])
 		o := &twinflowv1.OutgoingMessage{
 			Target:   &twinflowv1.Address{Type: to.Type, Id: to.ID},
-			Argument: &twinflowv1.TypedValue{Typename: typename(trTypename), Value: payload(t, d, args[1:])},
+			Argument: &twinflowv1.TypedValue{Typename: typename(trTypename), Value: trPayload(t, d, args[1:])},
 		}
-		if a, ok := argOf(args, "reply-to"); ok {
+		if a, ok := trArg(args, "reply-to"); ok {
 			o.ReplyTo = a
 		}
 		eff.Outgoing = append(eff.Outgoing, o)
 	case "send-after":
 		p := pos(2)
-		to := address(t, d, p[1])
+		to := trAddress(t, d, p[1])
 		dm := &twinflowv1.DelayedMessage{
 			Target:      &twinflowv1.Address{Type: to.Type, Id: to.ID},
-			Argument:    &twinflowv1.TypedValue{Typename: typename(trTypename), Value: payload(t, d, args[2:])},
-			DelayMillis: delayMillis(t, d, p[0]),
+			Argument:    &twinflowv1.TypedValue{Typename: typename(trTypename), Value: trPayload(t, d, args[2:])},
+			DelayMillis: trDelayMillis(t, d, p[0]),
 		}
-		if a, ok := argOf(args, "token"); ok {
+		if a, ok := trArg(args, "token"); ok {
 			dm.CancellationToken = a
 		}
 		eff.Delayed = append(eff.Delayed, dm)
@@ -666,8 +667,8 @@ func (tr *transcript) effect(t *testing.T, d *datadriven.TestData, res *twinflow
 		eff.Cancellations = append(eff.Cancellations, &twinflowv1.DelayedCancellation{CancellationToken: p[0]})
 	case "egress":
 		p := pos(1)
-		e := &twinflowv1.EgressRecord{Egress: p[0], Value: &twinflowv1.TypedValue{Typename: typename(trTypename), Value: payload(t, d, args[1:])}}
-		if a, ok := argOf(args, "key"); ok {
+		e := &twinflowv1.EgressRecord{Egress: p[0], Value: &twinflowv1.TypedValue{Typename: typename(trTypename), Value: trPayload(t, d, args[1:])}}
+		if a, ok := trArg(args, "key"); ok {
 			e.Key = a
 		}
 		eff.Egress = append(eff.Egress, e)
@@ -675,7 +676,7 @@ func (tr *transcript) effect(t *testing.T, d *datadriven.TestData, res *twinflow
 		p := pos(1)
 		eff.Egress = append(eff.Egress, &twinflowv1.EgressRecord{
 			Egress: router.ReplyEgress, ReplyTo: p[0],
-			Value: &twinflowv1.TypedValue{Typename: typename(trTypename), Value: payload(t, d, args[1:])},
+			Value: &twinflowv1.TypedValue{Typename: typename(trTypename), Value: trPayload(t, d, args[1:])},
 		})
 	default:
 		d.Fatalf(t, "unknown effect %q", cmd)
@@ -684,7 +685,7 @@ func (tr *transcript) effect(t *testing.T, d *datadriven.TestData, res *twinflow
 
 // delayMillis reads a delay: a duration, or a number of milliseconds
 // ("9223372036854775807ms") where a duration would overflow.
-func delayMillis(t *testing.T, d *datadriven.TestData, s string) int64 {
+func trDelayMillis(t *testing.T, d *datadriven.TestData, s string) int64 {
 	if dur, err := time.ParseDuration(s); err == nil {
 		return dur.Milliseconds()
 	}
@@ -712,7 +713,7 @@ func (tr *transcript) handleAdvance(t *testing.T, d *datadriven.TestData) error 
 	if len(d.CmdArgs) != 1 {
 		d.Fatalf(t, "advance: want a duration")
 	}
-	tr.now = tr.now.Add(duration(t, d, d.CmdArgs[0].Key))
+	tr.now = tr.now.Add(trDuration(t, d, d.CmdArgs[0].Key))
 	fmt.Fprintf(&tr.out, "now %s\n", tr.at(tr.now))
 	return nil
 }
@@ -733,7 +734,7 @@ func (tr *transcript) handleCommit() error {
 	for _, p := range tr.parts {
 		fmt.Fprintf(&tr.out, "committed checkpoint %d\n", p.ID)
 		for _, rec := range p.Egress {
-			fmt.Fprintf(&tr.out, "  published %s\n", record(rec))
+			fmt.Fprintf(&tr.out, "  published %s\n", trRecord(rec))
 		}
 		tr.core.Committed(p)
 	}
@@ -755,6 +756,9 @@ func (tr *transcript) handleCrash() {
 func (tr *transcript) handleRestore() error {
 	if tr.core != nil {
 		return errors.New("restore: the core is running; crash it first")
+	}
+	if tr.cfg.Locate == nil {
+		return errors.New("restore: no config yet")
 	}
 	specs, err := tr.store.LoadSpecs()
 	if err != nil {
@@ -779,7 +783,7 @@ func (tr *transcript) handleState(t *testing.T, d *datadriven.TestData) error {
 	if len(d.CmdArgs) != 1 {
 		d.Fatalf(t, "state: want an address")
 	}
-	vals, err := tr.core.GetState(address(t, d, d.CmdArgs[0].Key))
+	vals, err := tr.core.GetState(trAddress(t, d, d.CmdArgs[0].Key))
 	if err != nil {
 		return err
 	}
@@ -788,7 +792,7 @@ func (tr *transcript) handleState(t *testing.T, d *datadriven.TestData) error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(vals)) {
 		v := vals[name]
-		s := typed(&twinflowv1.TypedValue{Typename: v.Typename, Value: v.Data}, trValueType)
+		s := trTyped(&twinflowv1.TypedValue{Typename: v.Typename, Value: v.Data}, trValueType)
 		fmt.Fprintf(&tr.out, "%s=%s", name, s)
 		if v.ExpiresAtMillis > 0 {
 			fmt.Fprintf(&tr.out, " expires at %s", tr.at(time.UnixMilli(v.ExpiresAtMillis)))
@@ -814,10 +818,10 @@ func (tr *transcript) printMailboxes() {
 			if !b.inCall {
 				what = "failed"
 			}
-			fmt.Fprintf(&tr.out, " %s [%s]", what, payloads(b.inflight))
+			fmt.Fprintf(&tr.out, " %s [%s]", what, trPayloads(b.inflight))
 		}
 		if len(b.queue) > 0 {
-			fmt.Fprintf(&tr.out, " queued [%s]", payloads(b.queue))
+			fmt.Fprintf(&tr.out, " queued [%s]", trPayloads(b.queue))
 		}
 		if n := b.spilledCount(); n > 0 {
 			fmt.Fprintf(&tr.out, " spilled %d", n)
@@ -837,7 +841,7 @@ func (tr *transcript) handleTimers() error {
 	err := state.DueTimers(tr.layers.View(), tr.core.keyGroups(), math.MaxInt64, 0, func(_ []byte, tm *storagev1.Timer) error {
 		n++
 		fmt.Fprintf(&tr.out, "%s: %s → %s %s", tr.at(time.UnixMilli(tm.GetDueUnixMillis())),
-			addrOf(tm.GetOwner()), addrOf(tm.GetTarget()), typed(tm.GetArgument(), trTypename))
+			trAddrOf(tm.GetOwner()), trAddrOf(tm.GetTarget()), trTyped(tm.GetArgument(), trTypename))
 		if tm.GetToken() != "" {
 			fmt.Fprintf(&tr.out, " token %s", tm.GetToken())
 		}
@@ -894,7 +898,7 @@ func (tr *transcript) printBuffered() {
 	for _, r := range recs {
 		if !tr.printed[r] {
 			tr.printed[r] = true
-			fmt.Fprintf(&tr.out, "buffered %s\n", record(r))
+			fmt.Fprintf(&tr.out, "buffered %s\n", trRecord(r))
 		}
 	}
 }
@@ -915,7 +919,7 @@ func (e *transcriptEnv) tr() *transcript { return (*transcript)(e) }
 func (e *transcriptEnv) Now() time.Time  { return e.now }
 func (e *transcriptEnv) Wall() time.Time { return e.now }
 func (e *transcriptEnv) Send(shard int, it Item) {
-	if shard != srcPeer {
+	if shard != trPeer {
 		e.t.Fatalf("sent to shard %d, which does not exist", shard)
 	}
 	if it.Barrier != 0 {
@@ -923,7 +927,7 @@ func (e *transcriptEnv) Send(shard int, it Item) {
 		return
 	}
 	m := &it.Msg
-	fmt.Fprintf(&e.out, "to peer: %s %s", m.Target, typed(&twinflowv1.TypedValue{Typename: m.Typename, Value: m.Payload}, trTypename))
+	fmt.Fprintf(&e.out, "to peer: %s %s", m.Target, trTyped(&twinflowv1.TypedValue{Typename: m.Typename, Value: m.Payload}, trTypename))
 	if m.Caller.Type != "" {
 		fmt.Fprintf(&e.out, " from %s", m.Caller)
 	}
@@ -938,12 +942,12 @@ func (e *transcriptEnv) PublishNow(recs []*storagev1.EgressRecord) bool {
 		return false
 	}
 	for _, r := range recs {
-		fmt.Fprintf(&e.out, "published now %s\n", record(r))
+		fmt.Fprintf(&e.out, "published now %s\n", trRecord(r))
 	}
 	return true
 }
 func (e *transcriptEnv) Reply(r *storagev1.EgressRecord) {
-	fmt.Fprintf(&e.out, "reply %s\n", record(r))
+	fmt.Fprintf(&e.out, "reply %s\n", trRecord(r))
 }
 func (e *transcriptEnv) Part(p *Part) {
 	e.parts = append(e.parts, p)
@@ -969,9 +973,9 @@ func (tr *transcript) at(t time.Time) string {
 
 // record formats an egress record: a dead letter by its target, payload and
 // error; other records by subject and payload.
-func record(r *storagev1.EgressRecord) string {
+func trRecord(r *storagev1.EgressRecord) string {
 	h := r.GetHeaders()
-	data := printable(r.GetData())
+	data := trPrintable(r.GetData())
 	switch {
 	case r.GetSubject() == DeadLetterSubject && h[router.TargetHeader] != "":
 		s := fmt.Sprintf("dead letter for %s %s: %s", h[router.TargetHeader], data, h[router.ErrorHeader])
@@ -988,8 +992,8 @@ func record(r *storagev1.EgressRecord) string {
 }
 
 // typed formats a value, with its typename unless it is def.
-func typed(v *twinflowv1.TypedValue, def string) string {
-	s := printable(v.GetValue())
+func trTyped(v *twinflowv1.TypedValue, def string) string {
+	s := trPrintable(v.GetValue())
 	if v.GetTypename() != def {
 		s += " (" + v.GetTypename() + ")"
 	}
@@ -997,25 +1001,25 @@ func typed(v *twinflowv1.TypedValue, def string) string {
 }
 
 // printable shows a payload as text, or by its size when it is long.
-func printable(b []byte) string {
+func trPrintable(b []byte) string {
 	if len(b) > 32 {
 		return fmt.Sprintf("<%d bytes>", len(b))
 	}
 	return string(b)
 }
 
-func payloads(envs []Envelope) string {
+func trPayloads(envs []Envelope) string {
 	s := make([]string, len(envs))
 	for i := range envs {
-		s[i] = printable(envs[i].Payload)
+		s[i] = trPrintable(envs[i].Payload)
 	}
 	return strings.Join(s, " ")
 }
 
-func addrOf(a *twinflowv1.Address) Address { return Address{Type: a.GetType(), ID: a.GetId()} }
+func trAddrOf(a *twinflowv1.Address) Address { return Address{Type: a.GetType(), ID: a.GetId()} }
 
 // address parses "namespace/name/id".
-func address(t *testing.T, d *datadriven.TestData, s string) Address {
+func trAddress(t *testing.T, d *datadriven.TestData, s string) Address {
 	i := strings.LastIndexByte(s, '/')
 	if i <= 0 {
 		d.Fatalf(t, "%q is not an address (namespace/name/id)", s)
@@ -1024,10 +1028,10 @@ func address(t *testing.T, d *datadriven.TestData, s string) Address {
 }
 
 // payload is the first word of args without a value, or bytes=N bytes.
-func payload(t *testing.T, d *datadriven.TestData, args []datadriven.CmdArg) []byte {
+func trPayload(t *testing.T, d *datadriven.TestData, args []datadriven.CmdArg) []byte {
 	for _, a := range args {
 		if a.Key == "bytes" {
-			return []byte(strings.Repeat("x", atoi(t, d, a)))
+			return []byte(strings.Repeat("x", trAtoi(t, d, a)))
 		}
 	}
 	for _, a := range args {
@@ -1038,7 +1042,7 @@ func payload(t *testing.T, d *datadriven.TestData, args []datadriven.CmdArg) []b
 	return nil
 }
 
-func inputLines(d *datadriven.TestData) []string {
+func trLines(d *datadriven.TestData) []string {
 	var lines []string
 	for _, l := range strings.Split(d.Input, "\n") {
 		if l = strings.TrimSpace(l); l != "" {
@@ -1048,7 +1052,7 @@ func inputLines(d *datadriven.TestData) []string {
 	return lines
 }
 
-func parseLine(t *testing.T, d *datadriven.TestData, line string) (string, []datadriven.CmdArg) {
+func trParseLine(t *testing.T, d *datadriven.TestData, line string) (string, []datadriven.CmdArg) {
 	cmd, args, err := datadriven.ParseLine(line)
 	if err != nil {
 		d.Fatalf(t, "%v", err)
@@ -1056,7 +1060,7 @@ func parseLine(t *testing.T, d *datadriven.TestData, line string) (string, []dat
 	return cmd, args
 }
 
-func argOf(args []datadriven.CmdArg, key string) (string, bool) {
+func trArg(args []datadriven.CmdArg, key string) (string, bool) {
 	for _, a := range args {
 		if a.Key == key && len(a.Vals) > 0 {
 			return a.Vals[0], true
@@ -1065,11 +1069,11 @@ func argOf(args []datadriven.CmdArg, key string) (string, bool) {
 	return "", false
 }
 
-func hasArg(args []datadriven.CmdArg, key string) bool {
+func trHasArg(args []datadriven.CmdArg, key string) bool {
 	return slices.ContainsFunc(args, func(a datadriven.CmdArg) bool { return a.Key == key })
 }
 
-func atoi(t *testing.T, d *datadriven.TestData, a datadriven.CmdArg) int {
+func trAtoi(t *testing.T, d *datadriven.TestData, a datadriven.CmdArg) int {
 	if len(a.Vals) != 1 {
 		d.Fatalf(t, "%s: want one number", a.Key)
 	}
@@ -1080,7 +1084,7 @@ func atoi(t *testing.T, d *datadriven.TestData, a datadriven.CmdArg) int {
 	return n
 }
 
-func duration(t *testing.T, d *datadriven.TestData, s string) time.Duration {
+func trDuration(t *testing.T, d *datadriven.TestData, s string) time.Duration {
 	v, err := time.ParseDuration(s)
 	if err != nil {
 		d.Fatalf(t, "%v", err)
