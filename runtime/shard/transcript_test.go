@@ -86,6 +86,8 @@ import (
 //	status
 //	saturated [inbox-bytes=N] [inbox-msgs=N]
 //	publisher full|ok
+//	fail take-spilled
+//	    The next read of a spilled backlog fails.
 //
 // Every command also prints what the core did meanwhile: messages sent to
 // the peer, replies, egress published at once, records buffered for the
@@ -129,6 +131,7 @@ type transcript struct {
 
 	core   *Core
 	layers *state.Layers
+	faults *faultStore
 	specs  *Specs
 
 	out     strings.Builder // what happened since the command began
@@ -194,6 +197,8 @@ func (tr *transcript) handle(t *testing.T, d *datadriven.TestData) string {
 		tr.handleSaturated(t, d)
 	case "publisher":
 		err = tr.handlePublisher(t, d)
+	case "fail":
+		tr.handleFail(t, d)
 	default:
 		d.Fatalf(t, "unknown command %q", d.Cmd)
 	}
@@ -768,7 +773,8 @@ func (tr *transcript) handleRestore() error {
 	tr.layers = state.NewLayers(tr.store, quietLog)
 	tr.calls = map[int]*Call{}
 	tr.printed = map[*storagev1.EgressRecord]bool{}
-	tr.core = NewCore(tr.cfg, (*transcriptEnv)(tr), tr.layers, tr.specs, NewMetrics(nil), quietLog)
+	tr.faults = &faultStore{Store: tr.layers}
+	tr.core = NewCore(tr.cfg, (*transcriptEnv)(tr), tr.faults, tr.specs, NewMetrics(nil), quietLog)
 	if err := tr.core.Restore(); err != nil {
 		return err
 	}
@@ -885,6 +891,28 @@ func (tr *transcript) handlePublisher(t *testing.T, d *datadriven.TestData) erro
 		d.Fatalf(t, "publisher: full or ok")
 	}
 	return nil
+}
+
+func (tr *transcript) handleFail(t *testing.T, d *datadriven.TestData) {
+	if !d.HasArg("take-spilled") {
+		d.Fatalf(t, "fail: take-spilled")
+	}
+	tr.faults.takeSpilled++
+}
+
+// faultStore is the core's store, with failures injected where a test asks
+// for them.
+type faultStore struct {
+	Store
+	takeSpilled int // reads of spilled backlogs left to fail
+}
+
+func (f *faultStore) TakeSpilled(kg int, addr state.Address, from uint64, n int) ([]*storagev1.Pending, int64, error) {
+	if f.takeSpilled > 0 {
+		f.takeSpilled--
+		return nil, 0, errors.New("injected read error")
+	}
+	return f.Store.TakeSpilled(kg, addr, from, n)
 }
 
 // printBuffered prints the records the core buffered for the next
