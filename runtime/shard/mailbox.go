@@ -241,8 +241,10 @@ func (c *Core) forget(b *mailbox) {
 	c.free = append(c.free, b)
 }
 
+// markReady makes b ready if it has work and waits for nothing: not for a
+// call, nor for a retry (dueRetries makes it ready then).
 func (c *Core) markReady(b *mailbox) {
-	if b.isReady || b.inCall || len(b.inflight) > 0 || !b.hasWork() {
+	if b.isReady || b.inCall || len(b.inflight) > 0 || !b.retryAt.IsZero() || !b.hasWork() {
 		return
 	}
 	c.pushReady(b)
