@@ -86,8 +86,8 @@ import (
 //	status
 //	saturated [inbox-bytes=N] [inbox-msgs=N]
 //	publisher full|ok
-//	fail take-spilled
-//	    The next read of a spilled backlog fails.
+//	fail take-spilled|save-specs
+//	    The next read of a spilled backlog, or save of state specs, fails.
 //
 // Every command also prints what the core did meanwhile: messages sent to
 // the peer, replies, egress published at once, records buffered for the
@@ -139,6 +139,7 @@ type transcript struct {
 	callIDs int
 	parts   []*Part // handed off, not committed
 	refuse  bool    // the publisher takes nothing now
+	noSpecs int     // saves of state specs left to fail
 	printed map[*storagev1.EgressRecord]bool
 	spilled int // messages spilled, as last printed
 }
@@ -894,10 +895,14 @@ func (tr *transcript) handlePublisher(t *testing.T, d *datadriven.TestData) erro
 }
 
 func (tr *transcript) handleFail(t *testing.T, d *datadriven.TestData) {
-	if !d.HasArg("take-spilled") {
-		d.Fatalf(t, "fail: take-spilled")
+	switch {
+	case d.HasArg("take-spilled"):
+		tr.faults.takeSpilled++
+	case d.HasArg("save-specs"):
+		tr.noSpecs++
+	default:
+		d.Fatalf(t, "fail: take-spilled or save-specs")
 	}
-	tr.faults.takeSpilled++
 }
 
 // faultStore is the core's store, with failures injected where a test asks
@@ -982,6 +987,11 @@ func (e *transcriptEnv) Part(p *Part) {
 	fmt.Fprintf(&e.out, "part of checkpoint %d: %d messages in mailboxes, %d records\n", p.ID, p.Pending, len(p.Egress))
 }
 func (e *transcriptEnv) SaveSpecs(ft string, specs []*twinflowv1.StateSpec) error {
+	if e.noSpecs > 0 {
+		e.noSpecs--
+		e.out.WriteString("saving specs failed\n")
+		return errors.New("injected write error")
+	}
 	var names []string
 	for _, s := range specs {
 		names = append(names, s.GetName())
