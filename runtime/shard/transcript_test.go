@@ -992,13 +992,16 @@ func (e *transcriptEnv) SaveSpecs(ft string, specs []*twinflowv1.StateSpec) erro
 		e.out.WriteString("saving specs failed\n")
 		return errors.New("injected write error")
 	}
+	all, err := e.store.SaveSpecs(ft, specs)
+	if err != nil {
+		return err
+	}
 	var names []string
-	for _, s := range specs {
+	for _, s := range all {
 		names = append(names, s.GetName())
 	}
 	fmt.Fprintf(&e.out, "saved specs of %s: %s\n", ft, strings.Join(names, ", "))
-	_, err := e.store.SaveSpecs(ft, specs)
-	return err
+	return nil
 }
 func (e *transcriptEnv) WantCheckpoint() { e.out.WriteString("wants a checkpoint\n") }
 
