@@ -454,7 +454,7 @@ func (tr *transcript) started(c *Call) {
 	// became ready in, which a restore takes from a map: print them sorted.
 	batches := slices.Clone(c.Request.GetBatches())
 	slices.SortFunc(batches, func(x, y *twinflowv1.AddressBatch) int {
-		return strings.Compare(trAddrOf(x.GetTarget()).String(), trAddrOf(y.GetTarget()).String())
+		return trCompare(trAddrOf(x.GetTarget()), trAddrOf(y.GetTarget()))
 	})
 	for _, b := range batches {
 		var sb strings.Builder
@@ -544,8 +544,8 @@ func (tr *transcript) handleComplete(t *testing.T, d *datadriven.TestData) error
 			resp.Results = append(resp.Results, res)
 		}
 	}
-	for addr := range results {
-		return fmt.Errorf("%s is not in call %d", addr, id)
+	if len(results) > 0 {
+		return fmt.Errorf("%s is not in call %d", slices.SortedFunc(maps.Keys(results), trCompare)[0], id)
 	}
 	delete(tr.calls, id)
 	tr.core.Complete(call, resp, nil)
@@ -813,7 +813,7 @@ func (tr *transcript) handleState(t *testing.T, d *datadriven.TestData) error {
 // messages queued in memory, the spilled backlog, and retry times.
 func (tr *transcript) printMailboxes() {
 	c := tr.core
-	addrs := slices.SortedFunc(maps.Keys(c.boxes), func(x, y Address) int { return strings.Compare(x.String(), y.String()) })
+	addrs := slices.SortedFunc(maps.Keys(c.boxes), trCompare)
 	if len(addrs) == 0 {
 		tr.out.WriteString("no mailboxes\n")
 	}
@@ -1056,6 +1056,8 @@ func trPayloads(envs []Envelope) string {
 	}
 	return strings.Join(s, " ")
 }
+
+func trCompare(x, y Address) int { return strings.Compare(x.String(), y.String()) }
 
 func trAddrOf(a *twinflowv1.Address) Address { return Address{Type: a.GetType(), ID: a.GetId()} }
 
