@@ -131,7 +131,8 @@ type Env interface {
 	// Part hands this shard's finished part of a checkpoint to the
 	// coordinator, which calls Core.Committed once it is durable.
 	Part(p *Part)
-	// SaveSpecs durably records the state specs of a function type.
+	// SaveSpecs durably records state specs of a function type, replacing
+	// recorded specs of the same name and keeping the others.
 	SaveSpecs(functionType string, specs []*twinflowv1.StateSpec) error
 	// WantCheckpoint asks the coordinator for a checkpoint soon, because the
 	// uncommitted state is at its budget.
@@ -299,7 +300,7 @@ func (c *Core) Settled() bool {
 // that do make progress, and intake waits for them.
 func (c *Core) Saturated(inboxBytes, inboxMsgs int64) (bool, string) {
 	if c.overMemory(inboxBytes, inboxMsgs) {
-		c.spillFailing()
+		c.spillFailing(inboxBytes, inboxMsgs)
 	}
 	switch {
 	case c.queued+inboxBytes > c.cfg.MaxQueueBytes:
