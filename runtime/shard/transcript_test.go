@@ -1018,13 +1018,13 @@ func trRecord(r *storagev1.EgressRecord) string {
 	h := r.GetHeaders()
 	data := trPrintable(r.GetData())
 	switch {
-	case r.GetSubject() == DeadLetterSubject && h[router.TargetHeader] != "":
+	case r.GetSubject() == router.FunctionDeadLetterSubject && h[router.TargetHeader] != "":
 		s := fmt.Sprintf("dead letter for %s %s: %s", h[router.TargetHeader], data, h[router.ErrorHeader])
 		if c := h[router.CallerHeader]; c != "" {
 			s = fmt.Sprintf("dead letter for %s %s from %s: %s", h[router.TargetHeader], data, c, h[router.ErrorHeader])
 		}
 		return s
-	case r.GetSubject() == DeadLetterSubject:
+	case r.GetSubject() == router.FunctionDeadLetterSubject:
 		return fmt.Sprintf("dead letter of egress from %s %s: %s", h[router.SourceHeader], data, h[router.ErrorHeader])
 	case h[router.ErrorHeader] != "":
 		return fmt.Sprintf("to %s: error %s", r.GetSubject(), h[router.ErrorHeader])
