@@ -98,6 +98,8 @@ type disk struct {
 	opening    atomic.Bool
 	fullOnOpen chan struct{} // closed when a write hits ENOSPC during Open
 	fullOnce   sync.Once
+	openFailed chan error  // a background error during Open
+	abandoned  atomic.Bool // Open gave up on Pebble's open
 
 	interrupt     chan struct{} // closed to stop waiting for space
 	interruptOnce sync.Once
@@ -116,7 +118,27 @@ type disk struct {
 func newDisk(dir string, fs vfs.FS, minFree uint64, poll time.Duration, log *slog.Logger) *disk {
 	return &disk{
 		dir: dir, fs: fs, minFree: minFree, poll: poll, log: log, limit: limiter{every: 30 * time.Second},
-		fullOnOpen: make(chan struct{}), interrupt: make(chan struct{}), failed: make(chan struct{}),
+		fullOnOpen: make(chan struct{}), openFailed: make(chan error, 1), interrupt: make(chan struct{}), failed: make(chan struct{}),
+	}
+}
+
+// background handles an error of Pebble's background work, which Pebble
+// retries at once. During Open it makes Open fail: Pebble's open waits for
+// its flush, and a flush that cannot write (a read-only directory, an I/O
+// error) would make it wait forever. An abandoned open's retries are slowed
+// down until it finishes or the process exits.
+func (d *disk) background(err error) {
+	if d.opening.Load() {
+		select {
+		case d.openFailed <- err:
+		default:
+		}
+	}
+	if ok, repeats := d.limit.allow("background"); ok {
+		d.log.Error("background error; Pebble retries", "err", err, "earlier_errors", repeats)
+	}
+	if d.abandoned.Load() {
+		time.Sleep(time.Second)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/twinflow/twinflow/runtime/state/faultfs"
 )
@@ -271,7 +272,7 @@ func TestOpenFailsAtOnceWhenAWriteHitsAFullDisk(t *testing.T) {
 	closeStore(t, s)
 
 	fs.FailWrites(syscall.ENOSPC)
-	_, err := Open(dir, faultyOptions(fs, errs))
+	err := within(t, func() error { return openErr(dir, fs, errs) })
 	var full *DiskFullError
 	if !errors.As(err, &full) || full.Path != dir {
 		t.Fatalf("Open with failing writes = %v, want a DiskFullError", err)
@@ -294,6 +295,61 @@ func TestOpenFailsAtOnceWhenAWriteHitsAFullDisk(t *testing.T) {
 	defer closeStore(t, s)
 	if v, ok := mustGet(t, NewView(s), "a"); !ok || len(v) != 3<<20 {
 		t.Errorf("after space returned: a has %d bytes, %v", len(v), ok)
+	}
+}
+
+// TestOpenFailsAtOnceWhenItsFlushFails makes the flush that Pebble's open
+// waits for fail (here with an I/O error creating its table): Open returns
+// the error instead of waiting forever, and opens once the fault is gone.
+func TestOpenFailsAtOnceWhenItsFlushFails(t *testing.T) {
+	s, _, dir, errs := openFaulty(t)
+	commit(t, s, overlay("a", "1")) // in the write-ahead log: Open flushes it
+	closeStore(t, s)
+
+	var broken atomic.Bool
+	broken.Store(true)
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if broken.Load() && op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, ".sst") {
+			return &os.PathError{Op: "open", Path: op.Path, Err: syscall.EIO}
+		}
+		return nil
+	}))
+	err := within(t, func() error { return openErr(dir, fs, errs) })
+	if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), ".sst") || strings.Contains(err.Error(), "damaged") {
+		t.Fatalf("Open whose flush fails = %v, want the I/O error", err)
+	}
+	t.Logf("error: %v", err)
+
+	broken.Store(false)
+	eventually(t, "the store to open once the fault is gone", func() bool {
+		s, err = Open(dir, faultyOptions(fs, errs))
+		var inUse *InUseError
+		if errors.As(err, &inUse) {
+			return false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return true
+	})
+	defer closeStore(t, s)
+	if v, ok := mustGet(t, NewView(s), "a"); !ok || v != "1" {
+		t.Errorf("after the fault: a = %q, %v", v, ok)
+	}
+}
+
+// within runs f, failing the test if it has not returned after a bound
+// far beyond what it needs: it guards against a hang.
+func within(t *testing.T, f func() error) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(30 * time.Second):
+		t.Fatal("it hangs")
+		return nil
 	}
 }
 

@@ -152,11 +152,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             pebbleLogger{logger, d},
 		EventListener: &pebble.EventListener{
-			BackgroundError: func(err error) {
-				if ok, repeats := d.limit.allow("background"); ok {
-					logger.Error("background error; Pebble retries", "err", err, "earlier_errors", repeats)
-				}
-			},
+			BackgroundError: d.background,
 			DiskSlow: func(info pebble.DiskSlowInfo) {
 				if ok, repeats := d.limit.allow("slow"); ok {
 					logger.Warn("slow disk", "op", info.OpType.String(), "path", info.Path, "duration", info.Duration, "earlier_warnings", repeats)
@@ -185,8 +181,9 @@ func Open(dir string, opts Options) (*Store, error) {
 }
 
 // openPebble opens Pebble, and gives up as soon as a write of the open
-// hits a full disk: Pebble would wait for its flush until space returns.
-// The abandoned open then finishes in the background, and closes the store.
+// hits a full disk or another error in the background: Pebble would wait
+// for its flush until the write succeeds. The abandoned open then finishes
+// in the background if it can, and closes the store.
 func openPebble(dir string, po *pebble.Options, d *disk) (*pebble.DB, error) {
 	type result struct {
 		db  *pebble.DB
@@ -203,16 +200,23 @@ func openPebble(dir string, po *pebble.Options, d *disk) (*pebble.DB, error) {
 		d.opening.Store(false)
 		done <- result{db, err}
 	}()
-	select {
-	case r := <-done:
-		return r.db, r.err
-	case <-d.fullOnOpen:
+	abandon := func() {
+		d.abandoned.Store(true)
 		go func() {
 			if r := <-done; r.db != nil {
 				_ = guardedCall(d, r.db.Close)
 			}
 		}()
+	}
+	select {
+	case r := <-done:
+		return r.db, r.err
+	case <-d.fullOnOpen:
+		abandon()
 		return nil, d.full()
+	case err := <-d.openFailed:
+		abandon()
+		return nil, err
 	}
 }
 
