@@ -77,7 +77,8 @@ func runCmd(ctx context.Context, args []string) error {
 		_, err := e.Stop(stopCtx, "")
 		return err
 	case <-e.Done():
-		return nil
+		// Stopped by itself: it could not continue (a disk it cannot write).
+		return e.Err()
 	}
 }
 

@@ -53,12 +53,12 @@ type DiskFullError struct {
 func (e *DiskFullError) Error() string {
 	if e.Free >= e.Need {
 		return fmt.Sprintf("disk full at %s: cannot %s: a write failed for lack of space although the file system reports %s free "+
-			"(a quota, or space taken by another process)", e.Path, e.Op, formatBytes(e.Free))
+			"(a quota, or space taken by another process)", e.Path, e.Op, FormatBytes(e.Free))
 	}
-	s := fmt.Sprintf("disk full at %s: cannot %s: %s free, %s needed", e.Path, e.Op, formatBytes(e.Free), formatBytes(e.Need))
+	s := fmt.Sprintf("disk full at %s: cannot %s: %s free, %s needed", e.Path, e.Op, FormatBytes(e.Free), FormatBytes(e.Need))
 	if e.Write > 0 {
 		s += fmt.Sprintf(" (%s to write and %s kept free for the store's flushes and compactions)",
-			formatBytes(e.Write), formatBytes(e.Need-e.Write))
+			FormatBytes(e.Write), FormatBytes(e.Need-e.Write))
 	} else {
 		s += " (kept free for the store's flushes and compactions)"
 	}
@@ -68,8 +68,9 @@ func (e *DiskFullError) Error() string {
 // Is makes errors.Is(err, syscall.ENOSPC) hold for a DiskFullError.
 func (e *DiskFullError) Is(target error) bool { return target == syscall.ENOSPC }
 
-// formatBytes prints n in the largest binary unit that keeps it above 1.
-func formatBytes(n uint64) string {
+// FormatBytes prints a size in the largest binary unit that keeps it at
+// least 1, as the store's messages do: "512 B", "1.5 MiB".
+func FormatBytes(n uint64) string {
 	const unit = 1 << 10
 	if n < unit {
 		return fmt.Sprintf("%d B", n)
@@ -165,7 +166,7 @@ func (d *disk) check(op string, write uint64) error {
 	free, ok := d.free()
 	if !ok || free >= write+d.minFree {
 		if prev := d.refused.Swap(nil); prev != nil {
-			d.log.Info("disk space is available again; writes resume", "dir", d.dir, "free", formatBytes(free))
+			d.log.Info("disk space is available again; writes resume", "dir", d.dir, "free", FormatBytes(free))
 		}
 		return nil
 	}
@@ -221,7 +222,7 @@ func (d *disk) waitForSpace() {
 		}
 		free, ok := d.free()
 		if !ok || free >= d.minFree {
-			d.log.Info("disk space is available again; the store's writes resume", "dir", d.dir, "free", formatBytes(free))
+			d.log.Info("disk space is available again; the store's writes resume", "dir", d.dir, "free", FormatBytes(free))
 			return
 		}
 		d.waiting.Store(&DiskFullError{Path: d.dir, Op: "write its files", Free: free, Need: d.minFree})
@@ -240,7 +241,7 @@ func (d *disk) fail(cause error) error {
 		hint := "restart the process: it resumes from the last complete checkpoint"
 		if errors.Is(cause, syscall.ENOSPC) || errors.Is(cause, syscall.EDQUOT) {
 			free, _ := d.free()
-			hint = fmt.Sprintf("%s free; free space on that file system and restart: the last complete checkpoint is intact", formatBytes(free))
+			hint = fmt.Sprintf("%s free; free space on that file system and restart: the last complete checkpoint is intact", FormatBytes(free))
 		}
 		d.failErr = fmt.Errorf("the store at %s cannot continue after a failed write: %w; %s", d.dir, cause, hint)
 		d.log.Error("the store failed", "err", d.failErr.Error())
