@@ -170,6 +170,26 @@ func TestWriteThatHitsAFullDiskWaits(t *testing.T) {
 	commit(t, s, overlay("b", "2"))
 }
 
+// TestCloseDoesNotWaitForSpace closes a store while one of its writes (a
+// compaction's) waits for space: the write gives up and Close returns.
+func TestCloseDoesNotWaitForSpace(t *testing.T) {
+	s, fs, _, _ := openFaulty(t)
+	for _, k := range []string{"a", "b", "c"} {
+		commit(t, s, overlay(k, "1"))
+		if err := s.db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs.Fill(1 << 20)
+	compacted := make(chan error, 1)
+	go func() { compacted <- s.db.Compact(context.Background(), []byte("a"), []byte("z"), false) }()
+	eventually(t, "the compaction to wait for space", func() bool { return s.DiskFull() != nil })
+	_ = within(t, func() error { return s.Close() })
+	if err := <-compacted; err == nil {
+		t.Error("the compaction succeeded on a full disk")
+	}
+}
+
 // TestWriteThatCannotBeDoneFailsTheStore makes the write-ahead log's write
 // fail while the file system reports free space (a disk that filled between
 // the check and the write, or a quota): Pebble cannot continue, and the
