@@ -17,13 +17,21 @@ package state
 //     compaction, a write that raced another process for the last bytes)
 //     wait until the reserve is free again, through vfs.OnDiskFull, rather
 //     than fail: the disk fills, the store waits, and it carries on when
-//     space returns. Writes during Open do not wait: Open fails;
+//     space returns. During Open such a write, or any error of Pebble's
+//     background work, makes Open fail at once; Pebble's open goes on in the
+//     background until it can finish, and closes the store again;
 //   - turns what Pebble cannot continue from into [Store.Err], once. In a
 //     goroutine of the caller's the failure is returned as an error; a
 //     goroutine of Pebble's stops where it is (Pebble requires that Fatalf
 //     not return), and the owner of the store is expected to exit;
 //   - logs Pebble's repeated errors at most once per interval, with the
 //     number of repeats.
+//
+// Not covered: Pebble panics with its locks in a bad state (a Go fatal
+// error, which nothing can recover) when it cannot create a new
+// write-ahead log; the reserve is there so that it never has to on a full
+// disk, but a file system that refuses writes while it reports free space
+// (a quota) can still bring it to that.
 
 import (
 	"errors"
@@ -166,7 +174,7 @@ func (d *disk) check(op string, write uint64) error {
 	free, ok := d.free()
 	if !ok || free >= write+d.minFree {
 		if prev := d.refused.Swap(nil); prev != nil {
-			d.log.Info("disk space is available again; writes resume", "dir", d.dir, "free", FormatBytes(free))
+			d.log.Info("disk space is available again; writes resume", "free", FormatBytes(free))
 		}
 		return nil
 	}
@@ -222,7 +230,7 @@ func (d *disk) waitForSpace() {
 		}
 		free, ok := d.free()
 		if !ok || free >= d.minFree {
-			d.log.Info("disk space is available again; the store's writes resume", "dir", d.dir, "free", FormatBytes(free))
+			d.log.Info("disk space is available again; the store's writes resume", "free", FormatBytes(free))
 			return
 		}
 		d.waiting.Store(&DiskFullError{Path: d.dir, Op: "write its files", Free: free, Need: d.minFree})
