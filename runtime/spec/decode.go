@@ -91,7 +91,7 @@ func (d *decoder) module(data []byte) *Module {
 	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return &Module{}
 	}
-	f := d.fields(doc.Content[0], "", "endpoints", "ingresses", "egresses")
+	f := d.fields(doc.Content[0], "", "endpoints", "ingresses", "egresses", "deadLetters")
 	if f == nil {
 		return nil
 	}
@@ -99,6 +99,7 @@ func (d *decoder) module(data []byte) *Module {
 	d.endpoints(m, f["endpoints"])
 	d.ingresses(m, f["ingresses"])
 	d.egresses(m, f["egresses"])
+	d.deadLetters(m, f["deadLetters"])
 	d.crossCheck(m)
 	return m
 }

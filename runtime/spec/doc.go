@@ -5,8 +5,8 @@
 //
 // # Format
 //
-// All three sections are optional; an empty file is a valid empty module
-// (only the direct ingress, no endpoints).
+// All sections are optional; an empty file is a valid empty module (only
+// the direct ingress, no endpoints).
 //
 //	endpoints:
 //	  - functions: datacenter/*        # "namespace/name", or "namespace/*" for a whole namespace
@@ -30,6 +30,10 @@
 //	  - name: alerts                   # [A-Za-z0-9_-]+, unique, not "reply"
 //	    subject: datacenter.alerts     # records with a key go to datacenter.alerts.<key>
 //	    delivery: exactly-once         # or at-least-once; default exactly-once
+//
+//	deadLetters:
+//	  maxAge: 720h                     # keep dead letters 30 days at most; the default
+//	  maxBytes: 1GiB                   # and 1 GiB at most; the default; at least 2MiB
 //
 // # Endpoints
 //
@@ -83,6 +87,17 @@
 // egress subjects may not overlap each other or the ingress subjects. The
 // egress named "reply" is built in: it answers the NATS request a message
 // came with.
+//
+// # Dead letters
+//
+// Messages that cannot be routed, batches that failed for good and egress
+// records that could not be published are kept in the JetStream stream
+// TWINFLOW_DLQ (subjects twinflow.dlq.>). deadLetters bounds it by age and by
+// size; at either bound the oldest dead letters are removed to make room
+// (JetStream's DiscardOld), so dead letters never block anything. Sizes are
+// a number of bytes, or a number with B, KiB, MiB, GiB, TiB (powers of 1024)
+// or KB, MB, GB, TB (powers of 1000). The runtime exports how many dead
+// letters the bounds removed as twinflow_dead_letters_discarded_total.
 //
 // # Errors
 //

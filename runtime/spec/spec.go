@@ -50,6 +50,38 @@ type Endpoint struct {
 	MaxAge time.Duration
 }
 
+// Defaults of the dead-letter stream's limits.
+const (
+	// DefaultDeadLetterMaxAge is how long dead letters are kept: 30 days.
+	DefaultDeadLetterMaxAge = 30 * 24 * time.Hour
+	// DefaultDeadLetterMaxBytes bounds the dead letters kept: 1 GiB.
+	DefaultDeadLetterMaxBytes = 1 << 30
+	// MinDeadLetterMaxBytes is the smallest bound accepted: it holds a dead
+	// letter of the largest default payload.
+	MinDeadLetterMaxBytes = 2 << 20
+)
+
+// DeadLetters bounds the dead-letter stream (TWINFLOW_DLQ, subjects
+// twinflow.dlq.>). When a bound is reached the oldest dead letters are
+// removed. A zero field means its default.
+type DeadLetters struct {
+	// MaxAge removes dead letters older than this; default 30 days.
+	MaxAge time.Duration
+	// MaxBytes bounds the size of the stream; default 1 GiB.
+	MaxBytes int64
+}
+
+// WithDefaults returns d with its zero fields set to the defaults.
+func (d DeadLetters) WithDefaults() DeadLetters {
+	if d.MaxAge == 0 {
+		d.MaxAge = DefaultDeadLetterMaxAge
+	}
+	if d.MaxBytes == 0 {
+		d.MaxBytes = DefaultDeadLetterMaxBytes
+	}
+	return d
+}
+
 // Module is a parsed, valid module spec. Ingresses and Egresses are ready for
 // [router.New] and [router.NewEgresses].
 type Module struct {
@@ -59,6 +91,8 @@ type Module struct {
 	Ingresses []router.IngressRule
 	// Egresses are the named outputs functions publish to.
 	Egresses []router.EgressRule
+	// DeadLetters bounds the dead-letter stream.
+	DeadLetters DeadLetters
 }
 
 // EndpointFor returns the endpoint serving functionType ("namespace/name"):

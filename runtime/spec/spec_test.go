@@ -43,6 +43,7 @@ func TestLoadExample(t *testing.T) {
 			{Name: "alerts", Subject: "datacenter.alerts", Delivery: router.ExactlyOnce},
 			{Name: "dashboard", Subject: "datacenter.dashboard", Delivery: router.AtLeastOnce},
 		},
+		DeadLetters: DeadLetters{MaxAge: 14 * 24 * time.Hour, MaxBytes: 256 << 20},
 	}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", m, want)
@@ -52,6 +53,32 @@ func TestLoadExample(t *testing.T) {
 	}
 	if _, err := router.NewEgresses(m.Egresses); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestDeadLetterSizes(t *testing.T) {
+	for src, want := range map[string]DeadLetters{
+		"":                           {},
+		"maxBytes: 1GiB":             {MaxBytes: 1 << 30},
+		"maxBytes: 2.5 MiB":          {MaxBytes: 5 << 19},
+		"maxBytes: 3MB":              {MaxBytes: 3e6},
+		"maxBytes: 4194304":          {MaxBytes: 4 << 20},
+		"maxBytes: 1TiB":             {MaxBytes: 1 << 40},
+		"maxAge: 720h":               {MaxAge: 720 * time.Hour},
+		"maxAge: 1h, maxBytes: 10GB": {MaxAge: time.Hour, MaxBytes: 10e9},
+	} {
+		m, err := Parse("m.yaml", []byte("deadLetters: {"+src+"}\n"))
+		if err != nil {
+			t.Errorf("%q: %v", src, err)
+			continue
+		}
+		if m.DeadLetters != want {
+			t.Errorf("%q: DeadLetters = %+v, want %+v", src, m.DeadLetters, want)
+		}
+	}
+	d := DeadLetters{MaxBytes: 5 << 20}.WithDefaults()
+	if d.MaxAge != DefaultDeadLetterMaxAge || d.MaxBytes != 5<<20 {
+		t.Errorf("WithDefaults = %+v", d)
 	}
 }
 
@@ -129,7 +156,7 @@ endpoints: &eps
     url: http://b
     maxInFlight: 3
 `))
-	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses" {
+	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, deadLetters" {
 		t.Fatalf("Parse = %v, %v", m, err)
 	}
 	m, err = Parse("m.yaml", []byte(`
@@ -166,9 +193,9 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", "endpoints: []\n---\negresses: []\n",
 			"m.yaml:2: a module spec is a single YAML document; remove the second one"},
 		{"not a mapping", "- a\n",
-			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, not a list"},
+			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, deadLetters, not a list"},
 		{"unknown top-level field", "endpoints: []\nendpoint: []\n",
-			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses"},
+			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, deadLetters"},
 		{"duplicate field", "endpoints: []\nendpoints: []\n",
 			"m.yaml:2: endpoints: duplicate field; it is already set on line 1"},
 		{"not a list", "endpoints: {}\n",
@@ -322,6 +349,17 @@ egresses:
   - name: o
     subject: out
 `, `m.yaml:10: egresses[0].subject: "out" (with its keyed subjects out.<key>) overlaps the subject "out.*" of ingress "i"`},
+		{"dead letters not a mapping", "deadLetters: 1GiB\n",
+			"m.yaml:1: deadLetters: must be a mapping with the fields maxAge, maxBytes, not the string \"1GiB\""},
+		{"dead letters unknown field", "deadLetters:\n  maxMsgs: 10\n",
+			"m.yaml:2: deadLetters.maxMsgs: unknown field; the fields here are maxAge, maxBytes"},
+		{"dead letters bad values", "deadLetters:\n  maxAge: -1h\n  maxBytes: 1 GiB of it\n",
+			"m.yaml:2: deadLetters.maxAge: must be positive, got -1h\n" +
+				"m.yaml:3: deadLetters.maxBytes: must be a size like 1GiB, 512MiB or a number of bytes, got \"1 GiB of it\""},
+		{"dead letters too small", "deadLetters:\n  maxBytes: 64KiB\n",
+			"m.yaml:2: deadLetters.maxBytes: must be at least 2MiB, to hold a dead letter of the largest message, got 64KiB"},
+		{"dead letters size not a scalar", "deadLetters:\n  maxBytes: [1]\n",
+			"m.yaml:2: deadLetters.maxBytes: must be a size like 1GiB or 512MiB, not a list"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
