@@ -129,6 +129,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if err := e.ensureStreams(ctx); err != nil {
 		return nil, err
 	}
+	e.reg.MustRegister(newDeadLetterCollector(e.js))
 	specs, err := e.store.LoadSpecs()
 	if err != nil {
 		return nil, err
@@ -248,9 +249,13 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	if err := router.ValidateRules(e.cfg.Module.Ingresses, e.cfg.Module.Egresses); err != nil {
 		return fmt.Errorf("module: %w", err)
 	}
+	dlq, err := e.deadLetterStream()
+	if err != nil {
+		return err
+	}
 	streams := []natsbus.StreamSpec{
 		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: dupWindow},
-		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: dupWindow},
+		dlq,
 	}
 	for _, in := range e.cfg.Module.Ingresses {
 		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: dupWindow})
