@@ -83,7 +83,8 @@ type Engine struct {
 	finalErr error
 
 	failOnce sync.Once
-	failErr  error // why the engine stopped by itself; set before stopped closes
+	failed   chan struct{} // closed when the engine cannot continue
+	failErr  error         // why; set before failed is closed
 }
 
 // Start opens the data dir, restores the last complete checkpoint, and
@@ -94,7 +95,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	cfg = cfg.withDefaults()
 	budget, _ := cfg.Memory.Resolve()
-	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), reg: prometheus.NewRegistry()}
+	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), failed: make(chan struct{}), reg: prometheus.NewRegistry()}
 	defer func() {
 		if err != nil {
 			e.closeAll()
@@ -164,7 +165,10 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
-	go e.watchStore()
+	go e.watchFailures()
+	if err := e.Err(); err != nil {
+		return nil, err
+	}
 	last, _ := e.coord.Latest()
 	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(),
 		"shards", cfg.Shards, "key_groups", cfg.KeyGroups, "restored_checkpoint", last.GetId())

@@ -24,11 +24,11 @@ import (
 //     JetStream are on disk, and the restart resumes from the last complete
 //     checkpoint.
 
-// Err returns why the engine stopped by itself, nil while it runs or after
-// a stop that was asked for. It is set before Done is closed.
+// Err returns why the engine stopped, or is stopping, by itself; nil while
+// it runs normally or after a stop that was asked for.
 func (e *Engine) Err() error {
 	select {
-	case <-e.stopped:
+	case <-e.failed:
 		return e.failErr
 	default:
 		return nil
@@ -45,22 +45,26 @@ func (e *Engine) DiskFull() error {
 	return nil
 }
 
-// fail stops the engine because it cannot continue.
+// fail records that the engine cannot continue; watchFailures stops it.
+// A failure while it starts makes Start fail.
 func (e *Engine) fail(err error) {
 	e.failOnce.Do(func() {
 		e.failErr = err
 		e.log.Error("stopping: the runtime cannot continue", "err", err)
-		go e.shutdown()
+		close(e.failed)
 	})
 }
 
-// watchStore stops the engine when the store fails.
-func (e *Engine) watchStore() {
+// watchFailures stops the engine when the store fails or fail is called.
+func (e *Engine) watchFailures() {
 	select {
 	case <-e.store.Failed():
 		e.fail(e.store.Err())
+	case <-e.failed:
 	case <-e.stopped:
+		return
 	}
+	e.shutdown()
 }
 
 // natsStoreFailure says what to do when the embedded server could not write
