@@ -168,17 +168,27 @@ func (d *disk) free() (uint64, bool) {
 	}
 }
 
-// check refuses a write of the given size that would leave less than the
-// reserve free.
-func (d *disk) check(op string, write uint64) error {
+// lacks returns why a write of the given size would leave less than the
+// reserve free, nil when it would not or the file system does not say.
+func (d *disk) lacks(op string, write uint64) *DiskFullError {
 	free, ok := d.free()
 	if !ok || free >= write+d.minFree {
+		return nil
+	}
+	return &DiskFullError{Path: d.dir, Op: op, Free: free, Need: write + d.minFree, Write: write}
+}
+
+// check refuses a write of the given size that would leave less than the
+// reserve free, and remembers it until a write passes.
+func (d *disk) check(op string, write uint64) error {
+	e := d.lacks(op, write)
+	if e == nil {
 		if prev := d.refused.Swap(nil); prev != nil {
+			free, _ := d.free()
 			d.log.Info("disk space is available again; writes resume", "free", FormatBytes(free))
 		}
 		return nil
 	}
-	e := &DiskFullError{Path: d.dir, Op: op, Free: free, Need: write + d.minFree, Write: write}
 	if prev := d.refused.Swap(e); prev == nil {
 		d.log.Error("disk full: the store refuses writes until space is freed", "err", e.Error())
 	}

@@ -140,8 +140,8 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	logger := opts.Logger.With("component", "pebble", "dir", dir)
 	d := newDisk(dir, opts.FS, uint64(opts.MinFreeBytes), opts.DiskPollInterval, logger)
-	if err := d.check("open the store", 0); err != nil {
-		return nil, err
+	if full := d.lacks("open the store", 0); full != nil {
+		return nil, full
 	}
 	cache := pebble.NewCache(opts.CacheBytes)
 	defer cache.Unref()
