@@ -307,6 +307,8 @@ func chmodAll(t *testing.T, dir string, dirMode, fileMode os.FileMode) {
 func TestNATSStoreFailureStopsTheEngine(t *testing.T) {
 	ep := counterRegistry(t)
 	cfg := baseConfig(t, ep.url())
+	// No checkpoint trims the stream, which would start new blocks.
+	cfg.CheckpointInterval = time.Hour
 	h := start(t, cfg)
 	h.sendRound(1)
 	h.waitCounts(1, 1)
@@ -314,7 +316,15 @@ func TestNATSStoreFailureStopsTheEngine(t *testing.T) {
 	// A directory where the stream's next block file goes: creating it
 	// fails. The stream's blocks hold 8 MiB.
 	blocks := filepath.Join(cfg.DataDir, "nats", "jetstream", "$G", "streams", runtime.DirectStream, "msgs")
-	if err := os.MkdirAll(filepath.Join(blocks, "2.blk", "x"), 0o755); err != nil {
+	next := 1
+	for {
+		if _, err := os.Stat(filepath.Join(blocks, fmt.Sprintf("%d.blk", next))); err != nil {
+			break
+		}
+		next++
+	}
+	nextBlock := filepath.Join(blocks, fmt.Sprintf("%d.blk", next))
+	if err := os.MkdirAll(filepath.Join(nextBlock, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	big := []byte("1" + strings.Repeat(" ", 900<<10)) // the number 1, padded
@@ -337,11 +347,14 @@ func TestNATSStoreFailureStopsTheEngine(t *testing.T) {
 	err := h.e.Err()
 	t.Logf("Err: %v (acknowledged %d)", err, acked)
 	if err == nil || !strings.Contains(err.Error(), "embedded NATS server could not write its store at "+filepath.Join(cfg.DataDir, "nats")) ||
-		!strings.Contains(err.Error(), "2.blk") {
+		!strings.Contains(err.Error(), filepath.Base(nextBlock)) {
 		t.Fatalf("Err() = %v", err)
 	}
+	if acked < 2 {
+		t.Errorf("no large message was acknowledged before the store failed")
+	}
 
-	if err := os.RemoveAll(filepath.Join(blocks, "2.blk")); err != nil {
+	if err := os.RemoveAll(nextBlock); err != nil {
 		t.Fatal(err)
 	}
 	h.nc.Close()
