@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/spec"
@@ -105,6 +107,10 @@ type Config struct {
 	Memory Memory
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
+	// StateFS is the file system of the Pebble store in DataDir/state; nil
+	// means the operating system's. Tests inject disk faults through it
+	// (runtime/state/faultfs).
+	StateFS vfs.FS
 	// Now is the clock of state expiry, delayed messages and retry backoff;
 	// default time.Now. Tests inject one to drive them; a clock that stands
 	// still also holds back retries. Metrics use the wall clock.

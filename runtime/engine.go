@@ -30,6 +30,7 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
+	"github.com/twinflow/twinflow/runtime/datadir"
 	"github.com/twinflow/twinflow/runtime/egress"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/invoke"
@@ -53,6 +54,7 @@ type Engine struct {
 	cfg    Config
 	log    *slog.Logger
 	budget Budget
+	lock   *datadir.Lock // the data dir, for this process only
 
 	keys      *secrets.Set
 	server    *natsbus.Server // nil with an external NATS
@@ -87,6 +89,10 @@ type Engine struct {
 	finishDone chan struct{} // closed when the clean stop has its outcome
 	finalMan   *storagev1.Manifest
 	finalErr   error
+
+	failOnce sync.Once
+	failed   chan struct{} // closed when the engine cannot continue
+	failErr  error         // why; set before failed is closed
 }
 
 // Start opens the data dir, restores the last complete checkpoint, and
@@ -97,8 +103,8 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	cfg = cfg.withDefaults()
 	budget, _ := cfg.Memory.Resolve()
-	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), reg: prometheus.NewRegistry(), started: time.Now(),
-		finishDone: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), failed: make(chan struct{}),
+		reg: prometheus.NewRegistry(), started: time.Now(), finishDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			e.closeAll()
@@ -116,25 +122,32 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	e.registerBudget()
 	e.log.Info("memory budget", "budget", budget.String())
 
+	// One process per data dir; the second is told which process holds it.
+	if e.lock, err = datadir.Acquire(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	// A damaged checkpoint must stop the start, naming the file, rather
 	// than restore less than it holds.
-	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), nil); err != nil {
+	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), cfg.StateFS); err != nil {
 		return nil, err
 	}
 	e.store, err = state.Open(filepath.Join(cfg.DataDir, "state"), state.Options{
 		// Pebble reserves its memtables inside its cache; two memtables may
 		// be live at once (one being flushed).
-		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2, Logger: e.log,
+		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2,
+		FS: cfg.StateFS, Logger: e.log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	e.registerDisk()
 	if err := e.startNATS(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.ensureStreams(ctx); err != nil {
 		return nil, err
 	}
+	e.reg.MustRegister(newDeadLetterCollector(e.js))
 	specs, err := e.store.LoadSpecs()
 	if err != nil {
 		return nil, err
@@ -174,6 +187,10 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
+	go e.watchFailures()
+	if err := e.Err(); err != nil {
+		return nil, err
+	}
 	last, _ := e.coord.Latest()
 	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(),
 		"shards", cfg.Shards, "key_groups", cfg.KeyGroups, "restored_checkpoint", last.GetId())
@@ -193,6 +210,9 @@ func (e *Engine) startNATS(ctx context.Context) error {
 			SyncInterval: e.cfg.NATSSyncInterval,
 			MaxPayload:   int32(e.cfg.MaxPayload + 64<<10),
 			Logger:       e.log,
+			OnStoreFailure: func(err error) {
+				e.fail(natsStoreFailure(filepath.Join(e.cfg.DataDir, "nats"), err))
+			},
 		}
 		if e.cfg.NATSTLSCertFile != "" {
 			cfg, err := serverTLS(e.cfg.NATSTLSCertFile, e.cfg.NATSTLSKeyFile, "")
@@ -270,9 +290,13 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	}
 	// Clients read the dead letters and egresses by direct gets, which
 	// create no consumer (see NATSUsers).
+	dlq, err := e.deadLetterStream()
+	if err != nil {
+		return err
+	}
 	streams := []natsbus.StreamSpec{
 		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: e.cfg.DedupWindow},
-		{Name: DeadLetterStream, Subjects: []string{router.DeadLetterSubjects}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true},
+		dlq,
 	}
 	for _, in := range e.cfg.Module.Ingresses {
 		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: e.cfg.DedupWindow})
@@ -527,6 +551,10 @@ func (e *Engine) closeAll() {
 	if e.cancelCalls != nil {
 		e.cancelCalls()
 	}
+	if e.store != nil {
+		// A checkpoint waiting for disk space must not hold up the stop.
+		e.store.StopWaiting()
+	}
 	e.wg.Wait()
 	e.callWG.Wait()
 	if e.admin != nil {
@@ -550,6 +578,11 @@ func (e *Engine) closeAll() {
 	if e.store != nil {
 		if err := e.store.Close(); err != nil {
 			e.log.Error("closing store", "err", err)
+		}
+	}
+	if e.lock != nil {
+		if err := e.lock.Release(); err != nil {
+			e.log.Error("releasing the data dir", "err", err)
 		}
 	}
 }
@@ -602,8 +635,11 @@ func (s *shardSet) Locate(id string) int {
 	return keygroup.ShardOf(keygroup.Of(id, s.e.cfg.KeyGroups), s.e.cfg.KeyGroups, s.e.cfg.Shards)
 }
 func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
-func (s *shardSet) Saturated(i int) bool     { return s.e.loops[i].Saturated() }
-func (s *shardSet) Count() int               { return len(s.e.loops) }
+func (s *shardSet) Saturated(i int) bool {
+	// Nothing more is taken in while checkpoints cannot be written.
+	return s.e.loops[i].Saturated() || s.e.store.DiskFull() != nil
+}
+func (s *shardSet) Count() int { return len(s.e.loops) }
 
 // streamTrimmer deletes the ingress messages that a complete checkpoint has
 // read past: a restore never reads before the recorded sequence, so they
