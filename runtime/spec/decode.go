@@ -26,9 +26,9 @@ import (
 // the field is absent, null or of the wrong kind.
 type (
 	rawModule struct {
-		Endpoints []rawEndpoint `yaml:"endpoints"`
-		Ingresses []rawIngress  `yaml:"ingresses"`
-		Egresses  []rawEgress   `yaml:"egresses"`
+		Endpoints   []rawEndpoint   `yaml:"endpoints"`
+		Ingresses   []rawIngress    `yaml:"ingresses"`
+		Egresses    []rawEgress     `yaml:"egresses"`
 		Users       []rawUser       `yaml:"users"`
 		DeadLetters *rawDeadLetters `yaml:"deadLetters"`
 	}
