@@ -15,13 +15,22 @@ NODE_MODULES := node_modules/.package-lock.json
 # Which rack twin `make run` uses: go, or ts for the TypeScript one.
 RACKFUN ?= go
 
+# The Go modules: the runtime, CLI and examples (.), the generated protocol
+# code (proto) and the SDK (sdk), joined by go.work; and the code generators
+# (tools), run outside the workspace so that their dependencies raise no
+# version the others build with. ./... stops at a nested module, so the
+# commands below name every module's packages.
+PKGS := ./... ./proto/... ./sdk/...
+MODULES := . proto sdk tools
+TOOL := GOWORK=off GOFLAGS=-modfile=$(CURDIR)/tools/go.mod $(GO) tool
+
 .PHONY: help
 help: ## Describe the useful make targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "%-12s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## Build the twinflow binaries into ./bin
-	$(GO) build -o $(BIN)/ ./cmd/... ./examples/datacenter/cmd/... ./examples/datacenter/simulator
+build: ## Build the twinflow binaries, the example's and the launcher into ./bin
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/datacenter/cmd/... ./examples/datacenter/simulator ./deploy/run-example
 
 $(NODE_MODULES): package-lock.json
 	$(NPM) ci --no-audit --no-fund
@@ -32,12 +41,20 @@ ts: $(NODE_MODULES) ## Install the npm packages if needed and build the TypeScri
 
 .PHONY: test
 test: ts ## Run all tests with the race detector, the TypeScript tests, and the conformance suite against the Go and TypeScript SDKs
-	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -timeout 15m $(PKGS)
+	@echo "the SDK again, outside the workspace: with the versions its own go.mod asks for, as a function author builds it"
+	cd sdk && GOWORK=off $(GO) test -race -count=1 ./...
 	$(NPM) test
 
+# What make run runs, as bin/NAME:PACKAGE.
+RUN_BINARIES := twinflow:./cmd/twinflow datacenter-functions:./examples/datacenter/cmd/datacenter-functions \
+	simulator:./examples/datacenter/simulator run-example:./deploy/run-example
+
 .PHONY: run
-run: build $(if $(filter ts,$(RACKFUN)),ts) ## Run the platform with the data-center example (RACKFUN=ts: the rack twin in TypeScript)
-	RACKFUN=$(RACKFUN) ./deploy/run-example.sh
+run: $(if $(filter ts,$(RACKFUN)),ts) ## Run the platform with the data-center example; Ctrl-C stops it (RACKFUN=ts: the rack twin in TypeScript; settings: see deploy/run-example)
+	@echo "building what make run runs into bin/ (the first build compiles the NATS server and Pebble: a few minutes)"
+	@for b in $(RUN_BINARIES); do echo "  go build -o bin/$${b%%:*} $${b#*:}"; $(GO) build -o $(BIN)/$${b%%:*} $${b#*:}; done
+	@RACKFUN=$(RACKFUN) exec $(BIN)/run-example
 
 .PHONY: bench
 bench: ## Run the micro-benchmarks, then the end-to-end benchmark (under 10 minutes; see docs/benchmarks.md)
@@ -48,13 +65,14 @@ bench: ## Run the micro-benchmarks, then the end-to-end benchmark (under 10 minu
 
 .PHONY: generate
 generate: $(NODE_MODULES) ## Regenerate the protobuf, Connect and TypeScript code from proto/ and examples/datacenter/proto/
-	$(GO) tool buf lint
-	$(GO) tool buf generate
-	$(GO) tool buf generate --template sdk-ts/buf.gen.yaml
-	cd examples/datacenter && $(GO) tool buf lint && $(GO) tool buf generate && $(GO) tool buf generate --template ts/buf.gen.yaml
+	$(TOOL) buf lint
+	$(TOOL) buf generate
+	$(TOOL) buf generate --template sdk-ts/buf.gen.yaml
+	cd examples/datacenter && $(TOOL) buf lint && $(TOOL) buf generate && $(TOOL) buf generate --template ts/buf.gen.yaml
 
 .PHONY: check
-check: generate ## gofmt, go vet, and fail when generated code is stale
+check: generate ## gofmt, go vet, tidy go.mod files, and fail when generated code is stale
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) vet $(PKGS)
+	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff) || { echo "$$m/go.mod is not tidy: run cd $$m && go mod tidy"; exit 1; }; done
 	@if [ -n "$$(git status --porcelain -- proto examples/datacenter/gen sdk-ts/src/gen examples/datacenter/ts/src/gen)" ]; then echo "generated code is stale: run make generate and commit"; git status --porcelain -- proto examples/datacenter/gen sdk-ts/src/gen examples/datacenter/ts/src/gen; exit 1; fi

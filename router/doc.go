@@ -39,8 +39,8 @@
 // header instead. Either way it reaches the function, which answers through
 // the built-in "reply" egress. The runtime publishes the answer with its own
 // NATS permissions, so a reply subject must be one it is safe to answer
-// ([ValidateReplySubject]): not a "$" API subject, not under "twinflow.",
-// and not read by an ingress or owned by an egress. A message with any
+// ([ValidateReplySubject]): an inbox, under "_INBOX." or
+// "_INBOX_<identity>.", and not read by an ingress. A message with any
 // other reply subject is not routed (reason bad_reply_to).
 //
 // # Errors

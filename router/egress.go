@@ -50,7 +50,7 @@ type EgressRule struct {
 	// [ReplyEgress].
 	Name string
 	// Subject is the NATS subject records are published on: no wildcards,
-	// not starting with "$" or "twinflow." (reserved). A record's key is
+	// not starting with "$", "_INBOX" or "twinflow." (reserved). A record's key is
 	// appended to it as one more token, so an egress owns Subject and the
 	// subjects under it: no other egress may publish there.
 	Subject string
@@ -113,6 +113,8 @@ func NewEgresses(rules []EgressRule) (*Egresses, error) {
 			}
 		} else if strings.HasPrefix(r.Subject, "$") {
 			bad(at+".subject", "%s: subjects starting with $ are reserved by NATS", quote(r.Subject))
+		} else if strings.HasPrefix(r.Subject, InboxPrefix) {
+			bad(at+".subject", "%s: subjects starting with %s are reply inboxes", quote(r.Subject), InboxPrefix)
 		} else if strings.HasPrefix(r.Subject, "twinflow.") || r.Subject == "twinflow" {
 			bad(at+".subject", "%s: subjects under twinflow. are reserved", quote(r.Subject))
 		} else {
@@ -155,15 +157,10 @@ func (e *Egresses) Resolve(rec EgressRecord) (subject string, header map[string]
 		if rec.ReplyTo == "" {
 			return "", nil, 0, errorf(ReasonMissingReplyTo, "%s: the record has no reply subject; only a message sent as a NATS request can be answered", at)
 		}
+		// Egress subjects are never inboxes, so a valid reply subject is
+		// never an egress's.
 		if err := ValidateReplySubject(rec.ReplyTo); err != nil {
 			return "", nil, 0, errorf(ReasonBadReplyTo, "%s: %v", at, err)
-		}
-		if e != nil {
-			for _, r := range e.ordered {
-				if rec.ReplyTo == r.Subject || strings.HasPrefix(rec.ReplyTo, r.Subject+".") {
-					return "", nil, 0, errorf(ReasonBadReplyTo, "%s: reply subject %s belongs to egress %s", at, quote(rec.ReplyTo), quote(r.Name))
-				}
-			}
 		}
 		subject, delivery = rec.ReplyTo, AtLeastOnce
 	} else {

@@ -57,15 +57,17 @@ func TestResolveErrors(t *testing.T) {
 		{none, EgressRecord{Egress: "c", Typename: "a/B"}, ReasonUnknownEgress, `no egress named "c"; the module spec declares none`},
 		{e, EgressRecord{Egress: "reply", Typename: "a/B"}, ReasonMissingReplyTo, `egress "reply": the record has no reply subject; only a message sent as a NATS request can be answered`},
 		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "a b"}, ReasonBadReplyTo, `egress "reply": reply subject "a b" is not a valid NATS subject: token 0 "a b" contains a space or control character`},
-		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "$JS.API.STREAM.DELETE.X"}, ReasonBadReplyTo, `egress "reply": reply subject "$JS.API.STREAM.DELETE.X" starts with $, which NATS reserves for its APIs`},
-		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "twinflow.in.a.b.c"}, ReasonBadReplyTo, `egress "reply": reply subject "twinflow.in.a.b.c" is under twinflow., which Twinflow uses`},
-		{e, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "t"}, ReasonBadReplyTo, `egress "reply": reply subject "t" belongs to egress "a"`},
-		{e, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "s.key"}, ReasonBadReplyTo, `egress "reply": reply subject "s.key" belongs to egress "b"`},
+		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "$JS.API.STREAM.DELETE.X"}, ReasonBadReplyTo, `egress "reply": reply subject "$JS.API.STREAM.DELETE.X" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
+		{none, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "twinflow.in.a.b.c"}, ReasonBadReplyTo, `egress "reply": reply subject "twinflow.in.a.b.c" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
+		{e, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "t"}, ReasonBadReplyTo, `egress "reply": reply subject "t" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
+		{e, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "_INBOX"}, ReasonBadReplyTo, `egress "reply": reply subject "_INBOX" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
+		{e, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "_INBOXES.x"}, ReasonBadReplyTo, `egress "reply": reply subject "_INBOXES.x" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
+		{e, EgressRecord{Egress: "reply", Typename: "a/B", ReplyTo: "_INBOX_.x"}, ReasonBadReplyTo, `egress "reply": reply subject "_INBOX_.x" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
 		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "x.y"}, ReasonBadKey, `egress "a": key "x.y" contains "."; a key is one subject token`},
 		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "*"}, ReasonBadKey, `egress "a": key "*" contains '*'`},
 		{e, EgressRecord{Egress: "a", Typename: "a/B", Key: "x y"}, ReasonBadKey, `egress "a": key "x y" contains a space or control character`},
 		{e, EgressRecord{Egress: "a"}, ReasonBadTypename, `egress "a": typename is empty`},
-		{e, EgressRecord{Egress: "reply", ReplyTo: "r", Typename: "x"}, ReasonBadTypename, `egress "reply": typename "x" is not "namespace/name"`},
+		{e, EgressRecord{Egress: "reply", ReplyTo: "_INBOX.r", Typename: "x"}, ReasonBadTypename, `egress "reply": typename "x" is not "namespace/name"`},
 	}
 	for _, tt := range tests {
 		_, _, _, err := tt.e.Resolve(tt.rec)
@@ -74,7 +76,7 @@ func TestResolveErrors(t *testing.T) {
 			t.Errorf("Resolve(%+v) error = %v (%s), want %s: %s", tt.rec, err, ReasonOf(err), tt.reason, tt.detail)
 		}
 	}
-	if _, _, d, err := none.Resolve(EgressRecord{Egress: "reply", ReplyTo: "r", Typename: "a/B"}); err != nil || d != AtLeastOnce {
+	if _, _, d, err := none.Resolve(EgressRecord{Egress: "reply", ReplyTo: "_INBOX_alice.r", Typename: "a/B"}); err != nil || d != AtLeastOnce {
 		t.Errorf("nil Egresses reply: %v, %v", d, err)
 	}
 }
@@ -91,6 +93,7 @@ func TestNewEgressesErrors(t *testing.T) {
 		{Name: "k2", Subject: "keyed.sub"},
 		{Name: "k3", Subject: "keyed"},
 		{Name: "k4", Subject: "keyedx"},
+		{Name: "i", Subject: "_INBOX_client.x"},
 	})
 	want := `egresses[0].name: egress name "reply" is reserved for the built-in egress that answers requests
 egresses[1].name: egress name "a b" must match [A-Za-z0-9_-]+
@@ -102,7 +105,8 @@ egresses[4].delivery: unknown delivery 7
 egresses[5].subject: subject is empty
 egresses[7].subject: "keyed.sub" overlaps egress "k1", which publishes on keyed and keyed.<key>
 egresses[8].subject: "keyed" overlaps egress "k1", which publishes on keyed and keyed.<key>
-egresses[8].subject: "keyed" overlaps egress "k2", which publishes on keyed.sub and keyed.sub.<key>`
+egresses[8].subject: "keyed" overlaps egress "k2", which publishes on keyed.sub and keyed.sub.<key>
+egresses[10].subject: "_INBOX_client.x": subjects starting with _INBOX are reply inboxes`
 	if err == nil || err.Error() != want {
 		t.Errorf("NewEgresses error:\n%v\nwant\n%s", err, want)
 	}

@@ -48,8 +48,7 @@ const (
 	ReasonMissingReplyTo Reason = "missing_reply_to"
 	// ReasonBadReplyTo: a message, or a record for the "reply" egress, has
 	// a reply subject that may not be answered: not a valid NATS subject,
-	// starting with "$", under "twinflow.", or read by an ingress or owned
-	// by an egress (see [ValidateReplySubject]).
+	// not an inbox, or read by an ingress (see [ValidateReplySubject]).
 	ReasonBadReplyTo Reason = "bad_reply_to"
 	// ReasonUnknown is what [ReasonOf] returns for an error that is not an
 	// [*Error].

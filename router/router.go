@@ -107,7 +107,7 @@ type IngressRule struct {
 	// Subject is the NATS subject pattern the ingress reads, with the * and
 	// > wildcards. It may not overlap another ingress or the subjects
 	// Twinflow uses (twinflow.in.>, twinflow.envelope, twinflow.dlq.>), nor
-	// start with "$".
+	// start with "$" or "_INBOX" (reply inboxes).
 	Subject string
 	// Typename is the typename of every message, or "" to read it from the
 	// TypenameHeader.

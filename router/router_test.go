@@ -120,6 +120,16 @@ func TestRoute(t *testing.T) {
 			},
 		},
 		{
+			name:    "JSON ids with U+FFFD sent as such, and a surrogate pair",
+			ingress: "deep",
+			msg:     Message{Subject: "deep.a.b.c", Data: []byte(`{"servers":[0,{"id":"\ufffd\ud83d\ude00�"}]}`)},
+			want: Routed{
+				Targets:  []Address{{"ns/f", "c"}, {"ns/g", "\ufffd\U0001F600\ufffd"}},
+				Typename: "ns/T",
+				Payload:  []byte(`{"servers":[0,{"id":"\ufffd\ud83d\ude00�"}]}`),
+			},
+		},
+		{
 			name:    "reply subject from header",
 			ingress: "plain",
 			msg:     Message{Subject: "plain.x", Header: h("Twinflow-Typename", "ns/T", "Twinflow-Reply-To", "_INBOX.2")},
@@ -144,8 +154,8 @@ func TestRoute(t *testing.T) {
 		{
 			name:    "direct",
 			ingress: DirectIngress,
-			msg:     Message{Subject: "twinflow.in.datacenter.server.srv.0042", Header: h("Twinflow-Typename", "twinflow/json"), Data: []byte("{}"), Reply: "r"},
-			want:    Routed{Targets: []Address{{"datacenter/server", "srv.0042"}}, Typename: "twinflow/json", Payload: []byte("{}"), ReplyTo: "r"},
+			msg:     Message{Subject: "twinflow.in.datacenter.server.srv.0042", Header: h("Twinflow-Typename", "twinflow/json"), Data: []byte("{}"), Reply: "_INBOX_client.r"},
+			want:    Routed{Targets: []Address{{"datacenter/server", "srv.0042"}}, Typename: "twinflow/json", Payload: []byte("{}"), ReplyTo: "_INBOX_client.r"},
 		},
 		{
 			name:    "envelope",
@@ -177,6 +187,23 @@ func envelope(ftype, id, typename, value string) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestReplySubjectReadByIngress: an inbox that an ingress's wildcards
+// match is not answered, since the answer would come back as a message.
+func TestReplySubjectReadByIngress(t *testing.T) {
+	r, err := New([]IngressRule{{Name: "loop", Subject: "*.loop", Targets: []TargetRule{{FunctionType: "ns/f", ID: IDFromSubjectToken(0)}}}}, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.Route("loop", Message{Subject: "a.loop", Header: h("Twinflow-Typename", "a/B"), Reply: "_INBOX.loop"})
+	want := `ingress "loop": reply subject "_INBOX.loop" is read by ingress "loop"; an answer there would come back as a message`
+	if ReasonOf(err) != ReasonBadReplyTo || err.(*Error).Detail != want {
+		t.Errorf("Route error %v, want %s", err, want)
+	}
+	if err := r.CheckReplyTo("_INBOX_client.loop.x"); err != nil {
+		t.Errorf("an inbox no ingress reads: %v", err)
+	}
 }
 
 func TestRouteErrors(t *testing.T) {
@@ -218,6 +245,16 @@ func TestRouteErrors(t *testing.T) {
 			`ingress "metrics": header "X-Rack": id "a\x01" contains a control character; needed for the id of datacenter/rack`},
 		{"metrics", metrics("datacenter.metrics.eu1.s\xff", h("X-Rack", "r")), ReasonBadID,
 			`ingress "metrics": subject token 3: id "s\xff" is not valid UTF-8; needed for the id of datacenter/server`},
+		{"metrics", metrics("datacenter.metrics.eu1.s1", h("X-Rack", "r\xff")), ReasonBadID,
+			`ingress "metrics": header "X-Rack": id "r\xff" is not valid UTF-8; needed for the id of datacenter/rack`},
+		{"events", event("{\"server\":{\"id\":\"s\xff\"}}"), ReasonBadID,
+			`ingress "events": JSON field "server.id": id "s\xff" is not valid UTF-8; needed for the id of datacenter/server`},
+		{"events", event("{\"server\":{\"id\":\"\xc3\"},\"rack\":\"r\"}"), ReasonBadID,
+			`ingress "events": JSON field "server.id": id "\xc3" is not valid UTF-8; needed for the id of datacenter/server`},
+		{"events", event(`{"server":{"id":"s"},"rack":"\ud800"}`), ReasonBadID,
+			`ingress "events": JSON field "rack": id "\\ud800" holds \ud800, half of a UTF-16 surrogate pair: not a character; needed for the id of datacenter/rack`},
+		{"events", event(`{"server":{"id":"\udc00\ud800x"}}`), ReasonBadID,
+			`ingress "events": JSON field "server.id": id "\\udc00\\ud800x" holds \udc00, half of a UTF-16 surrogate pair: not a character; needed for the id of datacenter/server`},
 		{"plain", metrics("plain.x", nil), ReasonMissingTypename,
 			`ingress "plain": header "Twinflow-Typename" missing; needed for the typename of the message`},
 		{"plain", metrics("plain.x", h("Twinflow-Typename", "noslash")), ReasonBadTypename,
@@ -281,15 +318,15 @@ func TestRouteErrors(t *testing.T) {
 		{DirectIngress, Message{Subject: EnvelopeSubject, Data: envelope("a/b", "i", "a/", "")}, ReasonBadTypename,
 			`direct ingress: envelope: argument: typename "a/" is not "namespace/name"`},
 		{DirectIngress, Message{Subject: "twinflow.in.a.b.c", Header: typed, Reply: "$JS.API.STREAM.DELETE.X"}, ReasonBadReplyTo,
-			`direct ingress: reply subject "$JS.API.STREAM.DELETE.X" starts with $, which NATS reserves for its APIs`},
+			`direct ingress: reply subject "$JS.API.STREAM.DELETE.X" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
 		{DirectIngress, Message{Subject: "twinflow.in.a.b.c", Header: h("Twinflow-Typename", "a/B", "Twinflow-Reply-To", "twinflow.in.a.b.d")}, ReasonBadReplyTo,
-			`direct ingress: reply subject "twinflow.in.a.b.d" is under twinflow., which Twinflow uses`},
+			`direct ingress: reply subject "twinflow.in.a.b.d" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
 		{DirectIngress, Message{Subject: EnvelopeSubject, Data: envelope("a/b", "i", "a/B", ""), Reply: "a..b"}, ReasonBadReplyTo,
 			`direct ingress: reply subject "a..b" is not a valid NATS subject: token 1 is empty`},
 		{"plain", Message{Subject: "plain.x", Header: typed, Reply: "events.loop"}, ReasonBadReplyTo,
-			`ingress "plain": reply subject "events.loop" is read by ingress "events"; an answer there would come back as a message`},
-		{"plain", Message{Subject: "plain.x", Header: typed, Reply: "plain.y"}, ReasonBadReplyTo,
-			`ingress "plain": reply subject "plain.y" is read by ingress "plain"; an answer there would come back as a message`},
+			`ingress "plain": reply subject "events.loop" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
+		{"plain", Message{Subject: "plain.x", Header: typed, Reply: "_INBOX_a"}, ReasonBadReplyTo,
+			`ingress "plain": reply subject "_INBOX_a" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.reason), func(t *testing.T) {
@@ -352,6 +389,10 @@ func TestNewErrors(t *testing.T) {
 			[]string{`ingresses[0].subject: "a.>.b" is not a valid NATS subject: ">" must be the last token`}},
 		{"dollar", []IngressRule{{Name: "a", Subject: "$JS.API.>", Targets: []TargetRule{ok}}},
 			[]string{`ingresses[0].subject: "$JS.API.>": subjects starting with $ are reserved by NATS`}},
+		{"inbox", []IngressRule{{Name: "a", Subject: "_INBOX.>", Targets: []TargetRule{ok}}},
+			[]string{`ingresses[0].subject: "_INBOX.>": subjects starting with _INBOX are reply inboxes`}},
+		{"identity inbox", []IngressRule{{Name: "a", Subject: "_INBOX_client.*", Targets: []TargetRule{ok}}},
+			[]string{`ingresses[0].subject: "_INBOX_client.*": subjects starting with _INBOX are reply inboxes`}},
 		{"reserved subject", []IngressRule{{Name: "a", Subject: "*.in.x.y.z", Targets: []TargetRule{ok}}},
 			[]string{`ingresses[0].subject: "*.in.x.y.z" overlaps twinflow.in.>, which Twinflow uses`}},
 		{"everything", []IngressRule{{Name: "a", Subject: ">", Targets: []TargetRule{ok}}},

@@ -21,8 +21,15 @@ const (
 	// EnvelopeSubject is the direct ingress subject whose payload is a
 	// serialized twinflow.v1.IngressEnvelope.
 	EnvelopeSubject = "twinflow.envelope"
+	// DeadLetterSubjects is the pattern of every dead-letter subject; the
+	// stream TWINFLOW_DLQ holds them.
+	DeadLetterSubjects = "twinflow.dlq.>"
 	// DeadLetterSubject is where messages that cannot be routed go.
 	DeadLetterSubject = "twinflow.dlq.ingress"
+	// FunctionDeadLetterSubject is where the messages of batches that
+	// failed for good go: a terminal error, an endpoint's retry limits, a
+	// result that breaks the protocol.
+	FunctionDeadLetterSubject = "twinflow.dlq.function"
 	// EgressDeadLetterSubject is where egress records that cannot be
 	// published go, such as one larger than the NATS server accepts.
 	EgressDeadLetterSubject = "twinflow.dlq.egress"
@@ -66,6 +73,9 @@ var reservedPatterns = [][]string{
 	{"twinflow", "envelope"},
 	{"twinflow", "dlq", ">"},
 }
+
+// IsDeadLetterSubject reports whether s is a dead-letter subject.
+func IsDeadLetterSubject(s string) bool { return strings.HasPrefix(s, "twinflow.dlq.") }
 
 // IsValidName reports whether s is a valid namespace, function name or
 // ingress/egress name: one or more of A-Z, a-z, 0-9, "_" and "-".
@@ -143,22 +153,28 @@ func DirectSubject(functionType, id string) (string, error) {
 	return DirectSubjectPrefix + ns + "." + name + "." + id, nil
 }
 
+// InboxPrefix starts every subject a request may be answered on: "_INBOX."
+// (the NATS clients' default inbox prefix) or "_INBOX_<identity>." (an
+// inbox prefix that only one identity may subscribe to, set with
+// nats.CustomInboxPrefix). No ingress or egress subject may start with it.
+const InboxPrefix = "_INBOX"
+
 // ValidateReplySubject checks a reply subject that a function's answer is
-// published to: a valid NATS subject without wildcards, not starting with
-// "$" (the JetStream and system APIs: an answer there would be an API
-// request made with the runtime's permissions, such as deleting a stream),
-// and not "twinflow" or under "twinflow." (the runtime's own subjects: an
-// answer there would be injected into the direct ingress or a dead-letter
-// stream).
+// published to: a valid NATS subject without wildcards, under "_INBOX." or
+// "_INBOX_<identity>." (see [InboxPrefix]), with at least one token after
+// the prefix. The runtime publishes answers with its own NATS permissions,
+// so it must answer only where a requester waits: never on an API subject
+// ("$JS.API.STREAM.DELETE.X" would delete a stream), an ingress, an egress
+// or the runtime's own subjects. Inboxes are the one place where NATS
+// clients wait for answers, and with per-identity inbox prefixes and
+// permissions only their owner can read them.
 func ValidateReplySubject(s string) error {
 	if err := checkSubject(s); err != nil {
 		return fmt.Errorf("reply %w", err)
 	}
-	if strings.HasPrefix(s, "$") {
-		return fmt.Errorf("reply subject %s starts with $, which NATS reserves for its APIs", quote(s))
-	}
-	if s == "twinflow" || strings.HasPrefix(s, "twinflow.") {
-		return fmt.Errorf("reply subject %s is under twinflow., which Twinflow uses", quote(s))
+	first, rest, _ := strings.Cut(s, ".")
+	if !IsInboxToken(first) || rest == "" {
+		return fmt.Errorf("reply subject %s is not an inbox: requests are answered only on subjects under %s. or %s_<identity>.", quote(s), InboxPrefix, InboxPrefix)
 	}
 	return nil
 }
@@ -171,6 +187,16 @@ func ValidateAddress(functionType, id string) error {
 		return err
 	}
 	return validateID(id)
+}
+
+// IsInboxToken reports whether tok, the first token of a subject, makes it
+// an inbox: "_INBOX" or "_INBOX_<name>" with a name per [IsValidName].
+func IsInboxToken(tok string) bool {
+	if tok == InboxPrefix {
+		return true
+	}
+	name, ok := strings.CutPrefix(tok, InboxPrefix+"_")
+	return ok && IsValidName(name)
 }
 
 // validateID checks that an address id is non-empty valid UTF-8 without
@@ -254,6 +280,9 @@ func parsePattern(s string) ([]string, error) {
 	if strings.HasPrefix(toks[0], "$") {
 		return nil, fmt.Errorf("%s: subjects starting with $ are reserved by NATS", quote(s))
 	}
+	if strings.HasPrefix(toks[0], InboxPrefix) {
+		return nil, fmt.Errorf("%s: subjects starting with %s are reply inboxes", quote(s), InboxPrefix)
+	}
 	return toks, nil
 }
 
@@ -289,6 +318,36 @@ func SubjectsOverlap(a, b string) bool {
 		return false
 	}
 	return overlap(pa, pb)
+}
+
+// SubjectWithin reports whether every subject matching the NATS subject
+// pattern sub also matches the pattern p: sub grants no more than p. It is
+// false when either is not a valid pattern.
+func SubjectWithin(sub, p string) bool {
+	ps, err := parsePattern(sub)
+	if err != nil {
+		return false
+	}
+	pp, err := parsePattern(p)
+	if err != nil {
+		return false
+	}
+	for i, t := range pp {
+		if t == ">" {
+			return i < len(ps)
+		}
+		if i >= len(ps) {
+			return false
+		}
+		switch {
+		case ps[i] == ">":
+			return false
+		case t == "*":
+		case t != ps[i]:
+			return false
+		}
+	}
+	return len(ps) == len(pp)
 }
 
 // overlap reports whether some subject matches both patterns.

@@ -110,14 +110,19 @@ func (a *adminService) TriggerCheckpoint(ctx context.Context, _ *connect.Request
 }
 
 // Stop answers once the final checkpoint is durable; the engine then closes.
+// A savepoint goes only under the configured savepoint dir.
 func (a *adminService) Stop(ctx context.Context, req *connect.Request[twinflowv1.StopRequest]) (*connect.Response[twinflowv1.StopResponse], error) {
-	man, err := a.e.finish(ctx, req.Msg.GetSavepointDir())
+	dir, err := a.e.savepointPath(req.Msg.GetSavepointDir())
+	if err != nil {
+		return nil, connect.NewError(connect.CodePermissionDenied, err)
+	}
+	man, err := a.e.finish(ctx, dir)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	go a.e.shutdown()
 	info := checkpointInfo(man)
-	info.SavepointDir = req.Msg.GetSavepointDir()
+	info.SavepointDir = dir
 	return connect.NewResponse(&twinflowv1.StopResponse{Checkpoint: info}), nil
 }
 

@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"path/filepath"
 	goruntime "runtime"
 	"strings"
 	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/shard"
@@ -25,11 +29,21 @@ type Config struct {
 	Module *spec.Module
 	// NATSURL is an external NATS server; empty starts an embedded one.
 	NATSURL string
-	// NATSCredsFile authenticates to an external NATS server.
-	NATSCredsFile string
-	// NATSPort is the embedded server's port on 127.0.0.1; 0 means 4222, or
-	// a free port when 4222 is taken; -1 means always a free port.
+	// NATSCredsFile authenticates to an external NATS server: a NATS
+	// credentials file (JWT and seed) or an nkey seed file. NATSToken is a
+	// token instead. NATSCAFile verifies the server's certificate, and
+	// NATSCertFile and NATSKeyFile are a client certificate (mutual TLS).
+	NATSCredsFile, NATSToken, NATSCAFile, NATSCertFile, NATSKeyFile string
+	// NATSHost is the address the embedded server listens on; default
+	// 127.0.0.1. Beyond loopback it requires NATSTLSCertFile.
+	NATSHost string
+	// NATSPort is the embedded server's port; 0 means 4222, or a free port
+	// when 4222 is taken; -1 means always a free port. Any other port must
+	// be free.
 	NATSPort int
+	// NATSTLSCertFile and NATSTLSKeyFile make the embedded server accept
+	// only TLS connections, with this certificate and key (PEM).
+	NATSTLSCertFile, NATSTLSKeyFile string
 	// NATSSyncInterval is how often the embedded server fsyncs JetStream
 	// writes. Zero, the default, fsyncs every write, so an acknowledged
 	// publish is on disk: NATS's own default (2 minutes) can lose
@@ -37,8 +51,28 @@ type Config struct {
 	// for throughput.
 	NATSSyncInterval time.Duration
 	// AdminAddr is where the admin/query API, /metrics and /healthz listen;
-	// default 127.0.0.1:8090 ("127.0.0.1:0" picks a free port).
+	// default 127.0.0.1:8090, or a free port when 8090 is taken
+	// ("127.0.0.1:0" always picks a free port). Any other address must be
+	// free. Beyond loopback the API must be served over TLS, unless
+	// AdminInsecure.
 	AdminAddr string
+	// AdminTLSCertFile and AdminTLSKeyFile serve the admin API over HTTPS
+	// with this certificate and key (PEM).
+	AdminTLSCertFile, AdminTLSKeyFile string
+	// AdminClientCAFile, with TLS, lets a client certificate signed by one
+	// of these CAs (PEM) authenticate a call, as the token does.
+	AdminClientCAFile string
+	// AdminInsecure serves a plain-HTTP admin API beyond loopback, where the
+	// token crosses the network in clear.
+	AdminInsecure bool
+	// MetricsAuth says whether /metrics needs the admin token.
+	MetricsAuth MetricsAuth
+	// MaxAdminRequestBytes bounds the body of an admin API request; default
+	// 1 MiB.
+	MaxAdminRequestBytes int64
+	// SavepointDir is the only directory the admin API writes savepoints
+	// under; default <data>/savepoints.
+	SavepointDir string
 	// Shards is the number of shard loops; default the number of cores.
 	Shards int
 	// KeyGroups is K, fixed when the data dir is created; default 128.
@@ -65,14 +99,18 @@ type Config struct {
 	StopTimeout time.Duration
 	// DedupWindow is how long a publisher may repeat a message with the
 	// same Nats-Msg-Id and have the repeat dropped, across restarts of the
-	// runtime and of NATS: the duplicate window of every stream, and the
-	// age below which ingress messages are kept after a checkpoint read
-	// them. Default 10 minutes.
+	// runtime and of NATS: the duplicate window of every stream, and how
+	// long an address remembers the keys of the messages it received.
+	// Default 10 minutes.
 	DedupWindow time.Duration
 	// Memory is the process's memory budget.
 	Memory Memory
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
+	// StateFS is the file system of the Pebble store in DataDir/state; nil
+	// means the operating system's. Tests inject disk faults through it
+	// (runtime/state/faultfs).
+	StateFS vfs.FS
 	// Now is the clock of state expiry, delayed messages and retry backoff;
 	// default time.Now. Tests inject one to drive them; a clock that stands
 	// still also holds back retries. Metrics use the wall clock.
@@ -81,6 +119,32 @@ type Config struct {
 
 // DefaultMaxSpillBytes is the default Config.MaxSpillBytes.
 const DefaultMaxSpillBytes = 16 << 30
+
+// MetricsAuth says whether /metrics needs the admin API's token.
+type MetricsAuth int
+
+const (
+	// MetricsAuthAuto leaves /metrics open when the admin API listens on
+	// loopback, and asks for the token otherwise.
+	MetricsAuthAuto MetricsAuth = iota
+	// MetricsAuthToken always asks for the token.
+	MetricsAuthToken
+	// MetricsAuthNone never asks for it.
+	MetricsAuthNone
+)
+
+// ParseMetricsAuth parses "auto", "token" or "none".
+func ParseMetricsAuth(s string) (MetricsAuth, error) {
+	switch s {
+	case "auto", "":
+		return MetricsAuthAuto, nil
+	case "token":
+		return MetricsAuthToken, nil
+	case "none":
+		return MetricsAuthNone, nil
+	}
+	return 0, fmt.Errorf("metrics auth %q: want auto, token or none", s)
+}
 
 // Memory splits one total into parts, as Flink budgets a TaskManager. Each
 // part is a hard bound: reaching it pauses intake rather than growing.
@@ -167,8 +231,14 @@ func (c Config) withDefaults() Config {
 	if c.Module == nil {
 		c.Module = &spec.Module{}
 	}
-	if c.AdminAddr == "" {
-		c.AdminAddr = "127.0.0.1:8090"
+	if c.NATSHost == "" {
+		c.NATSHost = "127.0.0.1"
+	}
+	if c.MaxAdminRequestBytes == 0 {
+		c.MaxAdminRequestBytes = 1 << 20
+	}
+	if c.SavepointDir == "" && c.DataDir != "" {
+		c.SavepointDir = filepath.Join(c.DataDir, "savepoints")
 	}
 	if c.Shards == 0 {
 		c.Shards = goruntime.NumCPU()
@@ -245,5 +315,49 @@ func (c Config) Validate() error {
 	if _, err := c.Memory.Resolve(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.NATSURL == "" && !isLoopback(c.NATSHost) && c.NATSTLSCertFile == "" {
+		errs = append(errs, fmt.Errorf("the embedded NATS server would listen on %s, beyond this machine, without TLS: give it a certificate (twinflow run -nats-tls-cert and -nats-tls-key)", c.NATSHost))
+	}
+	if (c.NATSTLSCertFile == "") != (c.NATSTLSKeyFile == "") {
+		errs = append(errs, errors.New("the embedded NATS server's TLS needs both a certificate and its key"))
+	}
+	if c.NATSURL != "" && (c.NATSTLSCertFile != "" || c.NATSHost != "127.0.0.1") {
+		errs = append(errs, errors.New("the embedded NATS server's host and certificate do not apply to an external NATS server"))
+	}
+	if (c.AdminTLSCertFile == "") != (c.AdminTLSKeyFile == "") {
+		errs = append(errs, errors.New("the admin API's TLS needs both a certificate and its key"))
+	}
+	if c.AdminClientCAFile != "" && c.AdminTLSCertFile == "" {
+		errs = append(errs, errors.New("client certificates for the admin API need the API served over TLS (a certificate and its key)"))
+	}
+	if host := adminHost(c.AdminAddr); !isLoopback(host) && c.AdminTLSCertFile == "" && !c.AdminInsecure {
+		errs = append(errs, fmt.Errorf("the admin API would listen on %s, beyond this machine, over plain HTTP: serve it over TLS (twinflow run -admin-tls-cert and -admin-tls-key), or pass -admin-insecure to accept that its token crosses the network in clear", c.AdminAddr))
+	}
+	if c.MaxAdminRequestBytes < 1024 {
+		errs = append(errs, fmt.Errorf("max admin request size must be at least 1 KiB, got %d", c.MaxAdminRequestBytes))
+	}
 	return errors.Join(errs...)
+}
+
+// adminHost is the host of an admin listen address; the default address
+// is on loopback.
+func adminHost(addr string) string {
+	if addr == "" {
+		return "127.0.0.1"
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return host
+}
+
+// isLoopback reports whether host is reachable only from this machine:
+// "localhost" or a loopback IP address. An empty host is every interface.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,10 +30,13 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
+	"github.com/twinflow/twinflow/runtime/datadir"
+	"github.com/twinflow/twinflow/runtime/egress"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/invoke"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
 )
@@ -50,7 +54,9 @@ type Engine struct {
 	cfg    Config
 	log    *slog.Logger
 	budget Budget
+	lock   *datadir.Lock // the data dir, for this process only
 
+	keys      *secrets.Set
 	server    *natsbus.Server // nil with an external NATS
 	nc        *nats.Conn
 	js        jetstream.JetStream
@@ -62,7 +68,7 @@ type Engine struct {
 	cores     []*shard.Core
 	coord     *checkpoint.Coordinator
 	reads     []*ingress.Reader
-	pub       *publisher
+	pub       *egress.Publisher
 	calls     *invoke.Client
 	admin     *http.Server
 	adminL    net.Listener
@@ -83,6 +89,10 @@ type Engine struct {
 	finishDone chan struct{} // closed when the clean stop has its outcome
 	finalMan   *storagev1.Manifest
 	finalErr   error
+
+	failOnce sync.Once
+	failed   chan struct{} // closed when the engine cannot continue
+	failErr  error         // why; set before failed is closed
 }
 
 // Start opens the data dir, restores the last complete checkpoint, and
@@ -93,36 +103,51 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	cfg = cfg.withDefaults()
 	budget, _ := cfg.Memory.Resolve()
-	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), reg: prometheus.NewRegistry(), started: time.Now(),
-		finishDone: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), failed: make(chan struct{}),
+		reg: prometheus.NewRegistry(), started: time.Now(), finishDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			e.closeAll()
 		}
 	}()
+	// The data dir's keys come first: making them checks that the data dir
+	// is private.
+	if e.keys, err = secrets.Ensure(cfg.DataDir, cfg.Module.UserNames()); err != nil {
+		return nil, err
+	}
+	if err := e.keys.PublishSigningKey(); err != nil {
+		return nil, err
+	}
 	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e.registerBudget()
 	e.log.Info("memory budget", "budget", budget.String())
 
+	// One process per data dir; the second is told which process holds it.
+	if e.lock, err = datadir.Acquire(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	// A damaged checkpoint must stop the start, naming the file, rather
 	// than restore less than it holds.
-	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), nil); err != nil {
+	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), cfg.StateFS); err != nil {
 		return nil, err
 	}
 	e.store, err = state.Open(filepath.Join(cfg.DataDir, "state"), state.Options{
 		// Pebble reserves its memtables inside its cache; two memtables may
 		// be live at once (one being flushed).
-		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2, Logger: e.log,
+		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2,
+		FS: cfg.StateFS, Logger: e.log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	e.registerDisk()
 	if err := e.startNATS(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.ensureStreams(ctx); err != nil {
 		return nil, err
 	}
+	e.reg.MustRegister(newDeadLetterCollector(e.js))
 	specs, err := e.store.LoadSpecs()
 	if err != nil {
 		return nil, err
@@ -132,8 +157,12 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e.pub = newPublisher(e.nc, e.js, e.log)
-	e.calls = invoke.New(64)
+	e.pub = egress.NewPublisher(e.nc, e.js, e.log)
+	endpointTLS, err := endpointTLS(cfg.Module)
+	if err != nil {
+		return nil, err
+	}
+	e.calls = invoke.New(invoke.Options{MaxConnsPerHost: 64, SigningKey: e.keys.Signing, TLS: endpointTLS})
 	e.callCtx, e.cancelCalls = context.WithCancel(context.Background())
 	if err := e.build(deployment); err != nil {
 		return nil, err
@@ -158,6 +187,10 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
+	go e.watchFailures()
+	if err := e.Err(); err != nil {
+		return nil, err
+	}
 	last, _ := e.coord.Latest()
 	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(),
 		"shards", cfg.Shards, "key_groups", cfg.KeyGroups, "restored_checkpoint", last.GetId())
@@ -165,22 +198,42 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 }
 
 func (e *Engine) startNATS(ctx context.Context) error {
-	url := e.cfg.NATSURL
-	if url == "" {
-		srv, err := natsbus.StartServer(natsbus.ServerOptions{
+	conn := natsbus.ConnOptions{URL: e.cfg.NATSURL, CredsFile: e.cfg.NATSCredsFile, Token: e.cfg.NATSToken,
+		CAFile: e.cfg.NATSCAFile, CertFile: e.cfg.NATSCertFile, KeyFile: e.cfg.NATSKeyFile,
+		InboxPrefix: RuntimeInboxPrefix, Name: "twinflow-runtime", Logger: e.log}
+	if e.cfg.NATSURL == "" {
+		opts := natsbus.ServerOptions{
 			Dir:          filepath.Join(e.cfg.DataDir, "nats"),
+			Host:         e.cfg.NATSHost,
 			Port:         e.cfg.NATSPort,
+			Users:        NATSUsers(e.cfg.Module, e.keys),
 			SyncInterval: e.cfg.NATSSyncInterval,
 			MaxPayload:   int32(e.cfg.MaxPayload + 64<<10),
 			Logger:       e.log,
-		})
+			OnStoreFailure: func(err error) {
+				e.fail(natsStoreFailure(filepath.Join(e.cfg.DataDir, "nats"), err))
+			},
+		}
+		if e.cfg.NATSTLSCertFile != "" {
+			cfg, err := serverTLS(e.cfg.NATSTLSCertFile, e.cfg.NATSTLSKeyFile, "")
+			if err != nil {
+				return fmt.Errorf("embedded NATS server TLS: %w", err)
+			}
+			opts.TLS = cfg
+			// The runtime trusts its own certificate, whatever signed it.
+			conn.TLS, err = selfTLS(cfg.Certificates[0])
+			if err != nil {
+				return fmt.Errorf("embedded NATS server TLS: %w", err)
+			}
+		}
+		srv, err := natsbus.StartServer(opts)
 		if err != nil {
 			return err
 		}
 		e.server = srv
-		url = srv.ClientURL()
+		conn.URL, conn.CredsFile = srv.ClientURL(), e.keys.Runtime.SeedFile
 	}
-	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: url, CredsFile: e.cfg.NATSCredsFile, Name: "twinflow-runtime", Logger: e.log})
+	nc, js, err := natsbus.Connect(conn)
 	if err != nil {
 		return err
 	}
@@ -235,15 +288,21 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	if err := router.ValidateRules(e.cfg.Module.Ingresses, e.cfg.Module.Egresses); err != nil {
 		return fmt.Errorf("module: %w", err)
 	}
+	// Clients read the dead letters and egresses by direct gets, which
+	// create no consumer (see NATSUsers).
+	dlq, err := e.deadLetterStream()
+	if err != nil {
+		return err
+	}
 	streams := []natsbus.StreamSpec{
 		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: e.cfg.DedupWindow},
-		{Name: DeadLetterStream, Subjects: []string{"twinflow.dlq.>"}, DuplicateWindow: e.cfg.DedupWindow},
+		dlq,
 	}
 	for _, in := range e.cfg.Module.Ingresses {
 		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: e.cfg.DedupWindow})
 	}
 	for _, eg := range e.cfg.Module.Egresses {
-		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: e.cfg.DedupWindow})
+		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true})
 	}
 	for _, s := range streams {
 		if _, err := natsbus.EnsureStream(ctx, e.js, s); err != nil {
@@ -290,6 +349,7 @@ func (e *Engine) build(deployment string) error {
 			MaxSpillBytes:   cfg.MaxSpillBytes / int64(cfg.Shards),
 			Retry:           backoff.Policy{Base: cfg.RetryBase, Max: cfg.RetryMax},
 			Limits:          shard.Limits{MaxPayload: cfg.MaxPayload},
+			DedupWindow:     cfg.DedupWindow,
 			TimerScanLimit:  1024,
 		}
 		envs[i] = &shardEnv{e: e, index: i}
@@ -323,7 +383,7 @@ func (e *Engine) build(deployment string) error {
 	for i, l := range e.loops {
 		coordShards[i] = l
 	}
-	trim := &streamTrimmer{js: e.js, log: e.log, window: cfg.DedupWindow, done: map[string]uint64{}}
+	trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
 	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: trim.trim},
 		e.store, coordShards, readers, e.pub, checkpoint.NewMetrics(e.reg), e.log)
 	for _, r := range e.reads {
@@ -349,25 +409,31 @@ func (e *Engine) registerBudget() {
 }
 
 func (e *Engine) startAdmin() error {
-	l, err := net.Listen("tcp", e.cfg.AdminAddr)
+	l, err := e.adminListener()
 	if err != nil {
-		return fmt.Errorf("admin address %s: %w", e.cfg.AdminAddr, err)
+		return err
 	}
 	e.adminL = l
 	mux := http.NewServeMux()
-	path, h := twinflowv1connect.NewAdminServiceHandler(&adminService{e: e})
+	path, h := twinflowv1connect.NewAdminServiceHandler(&adminService{e: e}, connect.WithReadMaxBytes(int(e.cfg.MaxAdminRequestBytes)))
 	mux.Handle(path, h)
+	mux.HandleFunc("/signing-keys", e.serveSigningKeys)
 	mux.Handle("/metrics", promhttp.HandlerFor(e.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/livez", e.handleLive)
 	mux.HandleFunc("/healthz", e.handleLive) // the name of earlier releases
 	mux.HandleFunc("/readyz", e.handleReady)
-	e.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	e.admin = &http.Server{Handler: e.guardAdmin(mux), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = e.admin.Serve(l) }()
 	return nil
 }
 
 // AdminURL is the base URL of the admin API.
-func (e *Engine) AdminURL() string { return "http://" + e.adminL.Addr().String() }
+func (e *Engine) AdminURL() string {
+	if e.cfg.AdminTLSCertFile != "" {
+		return "https://" + e.adminL.Addr().String()
+	}
+	return "http://" + e.adminL.Addr().String()
+}
 
 // NATSURL is the URL of the NATS server in use.
 func (e *Engine) NATSURL() string { return e.nc.ConnectedUrl() }
@@ -402,7 +468,7 @@ func (e *Engine) finish(ctx context.Context, savepointDir string) (*storagev1.Ma
 			defer close(e.finishDone)
 			e.finalMan, e.finalErr = e.drainAndCheckpoint()
 			if e.finalErr == nil && savepointDir != "" {
-				e.finalErr = e.store.Savepoint(savepointDir)
+				e.finalErr = e.writeSavepoint(savepointDir)
 				if e.finalErr == nil {
 					e.log.Info("savepoint written", "dir", savepointDir, "checkpoint", e.finalMan.GetId())
 				}
@@ -485,6 +551,10 @@ func (e *Engine) closeAll() {
 	if e.cancelCalls != nil {
 		e.cancelCalls()
 	}
+	if e.store != nil {
+		// A checkpoint waiting for disk space must not hold up the stop.
+		e.store.StopWaiting()
+	}
 	e.wg.Wait()
 	e.callWG.Wait()
 	if e.admin != nil {
@@ -510,6 +580,11 @@ func (e *Engine) closeAll() {
 			e.log.Error("closing store", "err", err)
 		}
 	}
+	if e.lock != nil {
+		if err := e.lock.Release(); err != nil {
+			e.log.Error("releasing the data dir", "err", err)
+		}
+	}
 }
 
 // Kill stops at once without a checkpoint: what is not committed is lost,
@@ -532,7 +607,7 @@ func (s *shardEnv) Call(c *shard.Call) {
 	s.e.callWG.Add(1)
 	go func() {
 		defer s.e.callWG.Done()
-		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint, c.Request)
+		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint.URL, c.Endpoint.Timeout, c.Request)
 		if err != nil && invoke.Rejected(err) {
 			err = &shard.RejectedError{Err: err}
 		}
@@ -560,48 +635,29 @@ func (s *shardSet) Locate(id string) int {
 	return keygroup.ShardOf(keygroup.Of(id, s.e.cfg.KeyGroups), s.e.cfg.KeyGroups, s.e.cfg.Shards)
 }
 func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
-func (s *shardSet) Saturated(i int) bool     { return s.e.loops[i].Saturated() }
-func (s *shardSet) Count() int               { return len(s.e.loops) }
-
-// streamTrimmer deletes the ingress messages that a complete checkpoint
-// has read past and that are older than the dedup window, so that the
-// streams hold the backlog and the last window of messages.
-//
-// The window matters across restarts: JetStream rebuilds its duplicate
-// map from the messages a stream still holds, so a message trimmed as soon
-// as a checkpoint read it would be forgotten, and a publisher repeating it
-// after a restart (its acknowledgement lost in the crash) would have it
-// stored and counted again. Keeping a window's worth costs disk (the
-// ingress rate times the window), not time.
-type streamTrimmer struct {
-	js      jetstream.JetStream
-	log     *slog.Logger
-	window  time.Duration
-	history []trimPoint       // complete checkpoints' sequences, oldest first
-	done    map[string]uint64 // sequence trimmed up to, by stream
+func (s *shardSet) Saturated(i int) bool {
+	// Nothing more is taken in while checkpoints cannot be written.
+	return s.e.loops[i].Saturated() || s.e.store.DiskFull() != nil
 }
+func (s *shardSet) Count() int { return len(s.e.loops) }
 
-// trimPoint is what a complete checkpoint had read, and when.
-type trimPoint struct {
-	at   time.Time
-	seqs map[string]uint64
+// streamTrimmer deletes the ingress messages that a complete checkpoint has
+// read past: a restore never reads before the recorded sequence, so they
+// are not needed again, and the streams stay as small as the backlog.
+//
+// A publisher that repeats a trimmed message after a restart of NATS (which
+// rebuilds its duplicate map only from the messages a stream still holds)
+// gets it stored again; the addresses it targets drop it, since they
+// remember the keys of the messages they received for the dedup window
+// (shard.Envelope.Key).
+type streamTrimmer struct {
+	js   jetstream.JetStream
+	log  *slog.Logger
+	done map[string]uint64 // sequence trimmed up to, by stream
 }
 
 func (t *streamTrimmer) trim(man *storagev1.Manifest) {
-	now := time.Now()
-	t.history = append(t.history, trimPoint{at: now, seqs: man.GetReaderSequences()})
-	// The newest checkpoint older than the window: every message it read
-	// was stored before that.
-	i := 0
-	for i < len(t.history) && now.Sub(t.history[i].at) >= t.window {
-		i++
-	}
-	if i == 0 {
-		return
-	}
-	point := t.history[i-1]
-	t.history = t.history[i-1:]
-	for stream, seq := range point.seqs {
+	for stream, seq := range man.GetReaderSequences() {
 		if seq == 0 || t.done[stream] >= seq {
 			continue
 		}

@@ -16,7 +16,6 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
-	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/sdk"
 )
 
@@ -73,9 +72,7 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep := serve(t, reg)
-	cfg := baseConfig(t, ep.url())
-	cfg.DedupWindow = time.Second
-	h := start(t, cfg)
+	h := start(t, baseConfig(t, ep.url()))
 	out := h.subscribe("test.out")
 
 	const addresses, perAddress = 20, 10
@@ -103,10 +100,9 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 			t.Errorf("source header = %q", got)
 		}
 	}
-	// Once a checkpoint covers them and they are older than the dedup
-	// window, the ingress messages are trimmed.
+	// Once a checkpoint covers them, the ingress messages are trimmed.
 	eventually(t, "the ingress stream trimmed", func() bool {
-		s, err := h.js.Stream(context.Background(), runtime.DirectStream)
+		s, err := h.ops.Stream(context.Background(), runtime.DirectStream)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +245,7 @@ func TestFailingAddressIsIsolated(t *testing.T) {
 	cfg := baseConfig(t, ep.url())
 	cfg.Module.Endpoints[0].MaxAttempts = 4
 	h := start(t, cfg)
-	dlq := h.subscribe(shard.DeadLetterSubject)
+	dlq := h.subscribe(router.FunctionDeadLetterSubject)
 	h.sendInt("test/flaky", "bad", 1)
 	for i := 0; i < 20; i++ {
 		h.sendInt("test/flaky", fmt.Sprintf("good%d", i%4), 1)

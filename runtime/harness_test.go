@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,19 +22,24 @@ import (
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
+	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/runinfo"
 	"github.com/twinflow/twinflow/runtime/spec"
 	"github.com/twinflow/twinflow/sdk"
 	"google.golang.org/protobuf/proto"
 )
 
 // harness runs an engine with its embedded NATS server in a temp dir, and
-// function endpoints on loopback.
+// function endpoints on loopback. Its NATS connection is the client
+// identity's, as publishers and the command line have; ops is the
+// runtime's own, for looking into streams the client may not read.
 type harness struct {
 	t     *testing.T
 	cfg   runtime.Config
 	e     *runtime.Engine
 	nc    *nats.Conn
 	js    jetstream.JetStream
+	ops   jetstream.JetStream
 	admin twinflowv1connect.AdminServiceClient
 }
 
@@ -154,21 +160,38 @@ func start(t *testing.T, cfg runtime.Config) *harness {
 		t.Fatalf("engine connected to %s, want the external server %s", e.NATSURL(), cfg.NATSURL)
 	}
 	h.connect()
-	t.Cleanup(func() { h.nc.Close(); e.Kill() })
+	t.Cleanup(func() { h.nc.Close(); h.ops.Conn().Close(); e.Kill() })
 	return h
 }
 
-func (h *harness) connect() {
-	nc, err := nats.Connect(h.e.NATSURL())
-	if err != nil {
-		h.t.Fatal(err)
+// access is how a client reaches the engine: with an external server, as
+// the client identity of the data dir's keys, which the server was given.
+func (h *harness) access() runinfo.Info {
+	info := h.e.Access()
+	if info.NATSCreds == "" {
+		info.NATSCreds = filepath.Join(h.cfg.DataDir, "secrets", "client.nk")
+		info.NATSInboxPrefix = runtime.ClientInboxPrefix
 	}
-	js, err := jetstream.New(nc)
+	return info
+}
+
+func (h *harness) connect() {
+	info := h.access()
+	nc, js, err := info.ConnectNATS("test-client", testLogger(h.t))
 	if err != nil {
 		h.t.Fatal(err)
 	}
 	h.nc, h.js = nc, js
-	h.admin = twinflowv1connect.NewAdminServiceClient(http.DefaultClient, h.e.AdminURL())
+	_, h.ops, err = natsbus.Connect(natsbus.ConnOptions{URL: info.NATSURL, Name: "test-ops", Logger: testLogger(h.t), CAFile: info.NATSCA,
+		CredsFile: filepath.Join(h.cfg.DataDir, "secrets", "runtime.nk"), InboxPrefix: runtime.RuntimeInboxPrefix})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	hc, err := info.AdminHTTPClient()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.admin = twinflowv1connect.NewAdminServiceClient(hc, h.e.AdminURL())
 }
 
 // restart stops the engine cleanly and starts it again on the same data
@@ -181,6 +204,7 @@ func (h *harness) restart() {
 		h.t.Fatalf("stop: %v", err)
 	}
 	h.nc.Close()
+	h.ops.Conn().Close()
 	h.reopen()
 }
 
@@ -189,6 +213,7 @@ func (h *harness) crash() {
 	h.t.Helper()
 	h.e.Kill()
 	h.nc.Close()
+	h.ops.Conn().Close()
 	h.reopen()
 }
 
@@ -200,7 +225,7 @@ func (h *harness) reopen() {
 	}
 	h.e = e
 	h.connect()
-	h.t.Cleanup(func() { h.nc.Close(); e.Kill() })
+	h.t.Cleanup(func() { h.nc.Close(); h.ops.Conn().Close(); e.Kill() })
 }
 
 // send publishes a message to the direct ingress and waits for the ack.

@@ -15,7 +15,8 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
-	"github.com/twinflow/twinflow/runtime/shard"
+	"github.com/twinflow/twinflow/runtime/natsbus/natsbustest"
+	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/spec"
 	"github.com/twinflow/twinflow/sdk"
 )
@@ -149,7 +150,8 @@ var (
 
 // natsModes runs a test against the embedded server and against an
 // external nats-server process given by URL (the -nats flag of twinflow
-// run).
+// run). The mode applies to a complete configuration: the external server
+// gets the permissions of its module.
 func natsModes(t *testing.T, test func(t *testing.T, cfg func(runtime.Config) runtime.Config)) {
 	t.Run("embedded", func(t *testing.T) {
 		test(t, func(c runtime.Config) runtime.Config { return c })
@@ -158,8 +160,18 @@ func natsModes(t *testing.T, test func(t *testing.T, cfg func(runtime.Config) ru
 		if testing.Short() {
 			t.Skip("builds and runs nats-server")
 		}
-		url := natsbus.StartExternalServer(t, natsbus.BuildExternalServer(t))
-		test(t, func(c runtime.Config) runtime.Config { c.NATSURL = url; return c })
+		bin := natsbustest.BuildExternalServer(t)
+		// The server gets the identities of the data dir's keys, with
+		// the permissions an embedded server would give them.
+		test(t, func(c runtime.Config) runtime.Config {
+			keys, err := secrets.Ensure(c.DataDir, c.Module.UserNames())
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.NATSURL = natsbustest.StartExternalServer(t, bin, natsbus.AuthorizationConfig(runtime.NATSUsers(c.Module, keys)))
+			c.NATSCredsFile = keys.Runtime.SeedFile
+			return c
+		})
 	})
 }
 
@@ -217,7 +229,7 @@ func TestConfiguredIngressToStateAndEgress(t *testing.T) {
 		h := start(t, mode(ingressConfig(t, ep.url(), bySubject)))
 		out := h.subscribe("test.out")
 
-		pub, err := nats.Connect(h.e.NATSURL())
+		pub, _, err := h.access().ConnectNATS("publisher", testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +360,7 @@ func TestIngressFanOut(t *testing.T) {
 func (h *harness) deadLetters() []*jetstream.RawStreamMsg {
 	h.t.Helper()
 	ctx := context.Background()
-	s, err := h.js.Stream(ctx, runtime.DeadLetterStream)
+	s, err := h.ops.Stream(ctx, runtime.DeadLetterStream)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -398,6 +410,8 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 			{"sensors.big.reading", nil, huge, router.ReasonOversized},                                             // over MaxPayload
 			{direct, nil, readingJSON("x", 1), router.ReasonMissingTypename},                                       // no typename
 			{"devices.header", nats.Header{"Device-Id": {"x"}}, readingJSON("x", 1), router.ReasonMissingTypename}, // no typename header
+			{"devices.json", nil, []byte("{\"device\":{\"id\":\"x\xff\"},\"value\":1}"), router.ReasonBadID},       // not UTF-8
+			{"devices.header", nats.Header{"Device-Id": {"x\xff"}, router.TypenameHeader: {readingType.Typename()}}, readingJSON("x", 1), router.ReasonBadID},
 		}
 		for i, b := range bad {
 			h.publish(b.subject, b.header, b.data)
@@ -443,7 +457,7 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 		}
 		// Subscribers of the dead-letter subject see them too.
 		eventually(t, "live dead letters", func() bool { return len(live.all()) == len(bad) })
-		if h.stateInt("test/sum", "x", "total") != -1 || h.stateInt("test/sum", "big", "total") != -1 {
+		if h.stateInt("test/sum", "x", "total") != -1 || h.stateInt("test/sum", "big", "total") != -1 || h.stateInt("test/sum", "x\ufffd", "total") != -1 {
 			t.Error("a dead-lettered message reached a function")
 		}
 	})
@@ -542,7 +556,7 @@ func TestEgressDeliveries(t *testing.T) {
 	if n := len(out.all()); n != 0 {
 		t.Fatalf("%d exactly-once records before a checkpoint", n)
 	}
-	s, err := h.js.Stream(context.Background(), "TWINFLOW_EGRESS_out")
+	s, err := h.ops.Stream(context.Background(), "TWINFLOW_EGRESS_out")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -566,10 +580,11 @@ func TestEgressDeliveries(t *testing.T) {
 }
 
 // TestReplySubjectMustNotBeReserved publishes requests whose reply subject
-// names the JetStream API and the direct ingress: answering them would let
-// any publisher act with the runtime's own NATS permissions (here: delete
-// the dead-letter stream) or inject messages. They are dead-lettered
-// instead, and the function is not asked to answer them.
+// is not an inbox: the JetStream API, the direct ingress, an ingress, an
+// egress, the runtime's own inbox. Answering them would let any publisher
+// act with the runtime's own NATS permissions (here: delete the
+// dead-letter stream), inject messages or forge records. They are
+// dead-lettered instead, and the function is not asked to answer them.
 func TestReplySubjectMustNotBeReserved(t *testing.T) {
 	ep := serve(t, ingressRegistry(t))
 	h := start(t, ingressConfig(t, ep.url(), bySubject))
@@ -590,8 +605,10 @@ func TestReplySubjectMustNotBeReserved(t *testing.T) {
 		"twinflow.in.test.sum.injected",
 		"sensors.injected.reading", // read by the ingress by-subject
 		"test.out",                 // owned by the egress out
+		runtime.RuntimeInboxPrefix + ".x",
+		"_INBOX_client",
 	}
-	rejected := h.subscribe(shard.DeadLetterSubject)
+	rejected := h.subscribe(router.FunctionDeadLetterSubject)
 	for _, to := range evil {
 		h.publish(subject, typed(to), nil)
 	}
@@ -606,22 +623,24 @@ func TestReplySubjectMustNotBeReserved(t *testing.T) {
 	if got := reply.Header.Get(router.TypenameHeader); got != sdk.BytesType.Typename() {
 		t.Errorf("reply typename %q", got)
 	}
-	// The first three never reach the function; the last is answerable
-	// only by a function, and its answer is dead-lettered by the shard.
-	eventually(t, "the dead letters", func() bool { return len(h.deadLetters()) == 3 })
+	// None reaches the function.
+	eventually(t, "the dead letters", func() bool { return len(h.deadLetters()) == len(evil) })
 	for i, m := range h.deadLetters() {
-		if got := router.Reason(m.Header.Get(router.ErrorReasonHeader)); got != router.ReasonBadReplyTo {
+		if got := router.Reason(m.Header.Get(router.ErrorReasonHeader)); got != router.ReasonBadReplyTo ||
+			!strings.Contains(m.Header.Get(router.ErrorHeader), "is not an inbox") {
 			t.Errorf("dead letter %d: reason %q (%s)", i, got, m.Header.Get(router.ErrorHeader))
 		}
 	}
-	eventually(t, "the rejected answer", func() bool { return len(rejected.all()) == 1 })
-	if got := rejected.all()[0].Header.Get(router.ErrorHeader); !strings.Contains(got, `belongs to egress "out"`) {
-		t.Errorf("rejected answer: error %q", got)
+	if n := len(ep.requestsFor("test/ack")); n != 1 {
+		t.Errorf("test/ack invoked %d times, want once (the proper request)", n)
+	}
+	if n := len(rejected.all()); n != 0 {
+		t.Errorf("%d answers reached a function and were dead-lettered", n)
 	}
 	if n := len(ep.requestsFor("test/sum")); n != 0 {
 		t.Errorf("an answer was injected into an ingress: test/sum invoked %d times", n)
 	}
-	s, err := h.js.Stream(ctx, "TWINFLOW_EGRESS_out")
+	s, err := h.ops.Stream(ctx, "TWINFLOW_EGRESS_out")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -660,10 +679,10 @@ func TestOversizedEgressRecordIsDeadLettered(t *testing.T) {
 			t.Fatal(err)
 		}
 		ep := serve(t, reg)
-		cfg := mode(baseConfig(t, ep.url()))
+		cfg := baseConfig(t, ep.url())
 		cfg.MaxPayload = 4 << 10
 		cfg.Module.Egresses = append(cfg.Module.Egresses, router.EgressRule{Name: "fast", Subject: "test.fast", Delivery: router.AtLeastOnce})
-		h := start(t, cfg)
+		h := start(t, mode(cfg))
 		limit = h.nc.MaxPayload()
 		fast, out, dlq := h.subscribe("test.fast"), h.subscribe("test.out"), h.subscribe(router.EgressDeadLetterSubject)
 		for _, s := range []string{"small-1", "big", "small-2"} {

@@ -21,7 +21,7 @@ func RestoreSavepoint(savepointDir, stateDir string) error {
 	if len(entries) == 0 {
 		return fmt.Errorf("restore: savepoint %s is empty", savepointDir)
 	}
-	if err := os.MkdirAll(stateDir, 0o755); err != nil {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
 	for _, ent := range entries {
@@ -41,7 +41,7 @@ func copyFile(from, to string) error {
 		return err
 	}
 	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}

@@ -48,6 +48,17 @@
 // which gives the operator time to roll back a deployment that changed a
 // state's type.
 //
+// # Verifying the runtime
+//
+// The runtime signs every call with its Ed25519 key (see [SignatureHeader]).
+// A handler given the runtime's public key serves only the calls the
+// runtime signed, and refuses others before decoding them:
+//
+//	verify, err := sdk.VerifyFromEnv() // TWINFLOW_VERIFY_KEY, else the local runtime's key
+//	srv := sdk.NewServer(":8000", sdk.Handler(reg, verify))
+//
+// Without a key a handler serves anyone who reaches it.
+//
 // The package [github.com/twinflow/twinflow/sdk/sdktest] runs functions in
 // unit tests without a runtime.
 package sdk

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net/http"
@@ -43,6 +44,8 @@ type handlerConfig struct {
 	concurrency      int
 	compressMinBytes int
 	connectOptions   []connect.HandlerOption
+	verify           func() ([]ed25519.PublicKey, error) // nil: calls are not verified
+	now              func() time.Time
 }
 
 type handlerOptionFunc func(*handlerConfig)
@@ -85,6 +88,11 @@ func WithConnectOptions(opts ...connect.HandlerOption) HandlerOption {
 // (see [WithBatchConcurrency]), and small responses are not compressed
 // (see [DefaultCompressMinBytes]).
 //
+// With [WithVerifyKeys], [WithLocalRuntimeKeys] or [VerifyFromEnv] it
+// serves only calls the runtime signed; without, it serves every call, so
+// anyone who reaches it can run its functions with any state: give it the
+// runtime's key wherever others can reach it.
+//
 // A request with a protocol version other than PROTOCOL_VERSION_1 fails
 // with the failed_precondition code; a malformed one (no batches, an
 // invalid or repeated address, a state entry or invocation without a valid
@@ -103,6 +111,12 @@ func Handler(reg *Registry, opts ...HandlerOption) http.Handler {
 	}
 	connectOpts := append([]connect.HandlerOption{connect.WithCompressMinBytes(cfg.compressMinBytes)}, cfg.connectOptions...)
 	_, h := twinflowv1connect.NewFunctionServiceHandler(&service{reg: reg, concurrency: cfg.concurrency}, connectOpts...)
+	if cfg.verify != nil {
+		if cfg.now == nil {
+			cfg.now = time.Now
+		}
+		return &verifier{next: h, keys: cfg.verify, now: cfg.now, errors: connect.NewErrorWriter(connectOpts...)}
+	}
 	return h
 }
 

@@ -16,12 +16,15 @@ import (
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
+	"github.com/twinflow/twinflow/runtime/runinfo"
 	"github.com/twinflow/twinflow/runtime/spec"
 	"github.com/twinflow/twinflow/sdk"
 )
 
 // These tests run the CLI's commands in-process against a running engine
-// with its embedded NATS server.
+// with its embedded NATS server, which requires the data dir's
+// credentials. The runtime file is written as twinflow run writes it, and
+// the per-user pointer goes to a temporary XDG_RUNTIME_DIR.
 
 type addMsg struct {
 	Add int64 `json:"add"`
@@ -78,14 +81,25 @@ func echo(ctx sdk.Context, msg sdk.Message) error {
 }
 
 type cli struct {
-	t           *testing.T
-	e           *runtime.Engine
-	nats, admin string
-	endpoint    string
+	t        *testing.T
+	e        *runtime.Engine
+	data     string
+	endpoint string
 }
 
 func startCLI(t *testing.T) *cli {
 	t.Helper()
+	return startCLIIn(t, t.TempDir())
+}
+
+// startCLIIn starts the engine on data dir data, and writes its runtime
+// file and the pointer to it.
+func startCLIIn(t *testing.T, data string) *cli {
+	t.Helper()
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	for _, v := range []string{"TWINFLOW_DATA", "TWINFLOW_NATS", "TWINFLOW_ADMIN", "TWINFLOW_CREDS", "TWINFLOW_ADMIN_TOKEN", "TWINFLOW_INBOX_PREFIX"} {
+		t.Setenv(v, "")
+	}
 	reg := sdk.NewRegistry()
 	if err := reg.Register("cli/counter", sdk.FunctionFunc(counter), totalsSpec, lastSpec, rawSpec, digitsSpec); err != nil {
 		t.Fatal(err)
@@ -96,11 +110,13 @@ func startCLI(t *testing.T) *cli {
 	srv := httptest.NewServer(sdk.Handler(reg))
 	t.Cleanup(srv.Close)
 	e, err := runtime.Start(context.Background(), runtime.Config{
-		DataDir: t.TempDir(),
+		DataDir: data,
 		Module: &spec.Module{
 			Endpoints: []spec.Endpoint{{Functions: "cli/*", URL: srv.URL, Timeout: 5 * time.Second,
 				MaxBatchAddresses: 64, MaxBatchMessages: 64, MaxInFlight: 4}},
 			Egresses: []router.EgressRule{{Name: "out", Subject: "cli.out", Delivery: router.AtLeastOnce}},
+			// A NATS identity that may only read the egress.
+			Users: []spec.User{{Name: "reader", Egresses: []string{"out"}}},
 		},
 		NATSPort:           -1,
 		NATSSyncInterval:   time.Minute,
@@ -115,30 +131,31 @@ func startCLI(t *testing.T) *cli {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Kill)
-	return &cli{t: t, e: e, nats: e.NATSURL(), admin: e.AdminURL(), endpoint: srv.URL}
+	if err := runinfo.Write(e.Access()); err != nil {
+		t.Fatal(err)
+	}
+	return &cli{t: t, e: e, data: data, endpoint: srv.URL}
 }
 
-// run runs a client command with the engine's --nats and --admin.
+// run runs a client command with the engine's --data.
 func (c *cli) run(args ...string) string {
 	c.t.Helper()
-	var out bytes.Buffer
-	if err := dispatch(context.Background(), c.with(args), &out); err != nil {
+	out, err := c.try(c.with(args)...)
+	if err != nil {
 		c.t.Fatalf("twinflow %s: %v", strings.Join(args, " "), err)
 	}
-	return out.String()
+	return out
+}
+
+// try runs a command as it is given.
+func (c *cli) try(args ...string) (string, error) {
+	var out bytes.Buffer
+	err := dispatch(context.Background(), args, &out)
+	return out.String(), err
 }
 
 func (c *cli) with(args []string) []string {
-	flag := "--admin"
-	switch args[0] {
-	case "send", "request", "tail":
-		flag = "--nats"
-	}
-	url := c.admin
-	if flag == "--nats" {
-		url = c.nats
-	}
-	return append(append([]string(nil), args...), flag, url)
+	return append(append([]string(nil), args...), "--data-dir", c.data)
 }
 
 // state runs "state get" and decodes its output.

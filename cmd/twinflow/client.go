@@ -8,8 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,7 +18,6 @@ import (
 	// print them as JSON.
 	_ "github.com/twinflow/twinflow/examples/datacenter/gen/datacenter/v1"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
-	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/natsbus"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -37,9 +34,10 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 		name = "request"
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	natsURL := natsFlag(fs)
 	jsonDoc := fs.String("json", "", "payload: a JSON document")
 	data := fs.String("data", "", "payload: raw text")
+	var tf targetFlags
+	tf.addNATS(fs)
 	typename := fs.String("typename", "twinflow/json", "typename of the message")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the acknowledgement and reply")
 	pos, err := parse(fs, args)
@@ -60,7 +58,11 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 	if err != nil {
 		return err
 	}
-	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: *natsURL, Name: "twinflow-cli"})
+	t, err := tf.resolve()
+	if err != nil {
+		return err
+	}
+	nc, js, err := t.connectNATS("twinflow-cli")
 	if err != nil {
 		return err
 	}
@@ -72,6 +74,9 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 	if request {
 		reply, err := natsbus.Request(ctx, js, subject, hdr, payload)
 		if err != nil {
+			if r := refusal(nc); r != nil {
+				err = r
+			}
 			return fmt.Errorf("request to %s %s: %w", pos[0], pos[1], err)
 		}
 		if e := reply.Header.Get(router.ErrorHeader); e != "" {
@@ -80,43 +85,85 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 		return printRecord(out, reply.Header.Get(router.TypenameHeader), reply.Data)
 	}
 	msg := &nats.Msg{Subject: subject, Header: hdr, Data: payload}
-	ack, err := js.PublishMsg(ctx, msg)
+	future, err := js.PublishMsgAsync(msg)
+	if err == nil {
+		// A publish the server refuses is never acknowledged: say so at
+		// once instead of waiting out the timeout.
+		err = refusal(nc)
+	}
 	if err != nil {
 		return fmt.Errorf("publishing to %s: %w", subject, err)
 	}
-	fmt.Fprintf(out, "published to %s (stream %s, sequence %d)\n", subject, ack.Stream, ack.Sequence)
-	return nil
+	select {
+	case ack := <-future.Ok():
+		fmt.Fprintf(out, "published to %s (stream %s, sequence %d)\n", subject, ack.Stream, ack.Sequence)
+		return nil
+	case err := <-future.Err():
+		return fmt.Errorf("publishing to %s: %w", subject, err)
+	case <-ctx.Done():
+		return fmt.Errorf("publishing to %s: no acknowledgement within %s: %w", subject, *timeout, ctx.Err())
+	}
 }
 
 // tailCmd prints the records published on a subject (an egress subject, or
 // a dead-letter subject) as they arrive.
+//
+// A subject a stream captures is read from the stream, each stored record
+// once, in order, by direct gets: the client identity may read egress and
+// dead-letter streams that way, and create no consumer. Another subject is
+// subscribed to.
 func tailCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
-	natsURL := natsFlag(fs)
+	var tf targetFlags
+	tf.addNATS(fs)
 	all := fs.Bool("all", false, "print the records already stored too, not only new ones")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("usage: twinflow tail SUBJECT")
+		return errors.New("usage: twinflow tail [--all] SUBJECT")
 	}
-	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: *natsURL, Name: "twinflow-tail"})
+	t, err := tf.resolve()
+	if err != nil {
+		return err
+	}
+	nc, js, err := t.connectNATS("twinflow-tail")
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	print := func(m *nats.Msg) {
-		fmt.Fprintf(out, "%s %s ", m.Subject, m.Header.Get(router.SourceHeader))
-		if e := m.Header.Get(router.ErrorHeader); e != "" {
+	print := func(subject string, h nats.Header, data []byte) {
+		fmt.Fprintf(out, "%s %s ", subject, h.Get(router.SourceHeader))
+		if e := h.Get(router.ErrorHeader); e != "" {
 			fmt.Fprintf(out, "error=%q ", e)
 		}
-		_ = printRecord(out, m.Header.Get(router.TypenameHeader), m.Data)
+		_ = printRecord(out, h.Get(router.TypenameHeader), data)
 	}
-	stream, err := js.StreamNameBySubject(ctx, pos[0])
-	if err != nil || !*all {
-		// Not captured by a stream (or only new records wanted): plain subscribe.
-		sub, err := nc.Subscribe(pos[0], print)
+	// New records wake the reader up; without a record for a second it
+	// looks anyway.
+	wake := make(chan struct{}, 1)
+	sub, err := nc.Subscribe(pos[0], func(m *nats.Msg) {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	})
+	if err == nil {
+		err = refusal(nc)
+	}
+	if err != nil {
+		return fmt.Errorf("subscribing to %s: %w", pos[0], err)
+	}
+	defer sub.Unsubscribe()
+	name, err := js.StreamNameBySubject(ctx, pos[0])
+	if err != nil {
+		if *all {
+			return fmt.Errorf("no stream stores %s, so there is nothing stored to print; without --all, tail prints new records: %w", pos[0], err)
+		}
+		// Not captured by a stream: print what the subscription gets.
+		_ = sub.Unsubscribe()
+		sub, err := nc.Subscribe(pos[0], func(m *nats.Msg) { print(m.Subject, m.Header, m.Data) })
 		if err != nil {
 			return err
 		}
@@ -124,29 +171,40 @@ func tailCmd(ctx context.Context, args []string, out io.Writer) error {
 		<-ctx.Done()
 		return nil
 	}
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{pos[0]}})
+	stream, err := js.Stream(ctx, name)
 	if err != nil {
-		return err
+		return fmt.Errorf("reading stream %s: %w", name, err)
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		print(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
-	})
-	if err != nil {
-		return err
+	next := uint64(1)
+	if !*all {
+		next = stream.CachedInfo().State.LastSeq + 1
 	}
-	defer cc.Stop()
-	<-ctx.Done()
-	return nil
-}
-
-func adminClient(url string) twinflowv1connect.AdminServiceClient {
-	return twinflowv1connect.NewAdminServiceClient(http.DefaultClient, strings.TrimSuffix(url, "/"))
+	for {
+		m, err := stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(pos[0]))
+		switch {
+		case err == nil:
+			print(m.Subject, m.Header, m.Data)
+			next = m.Sequence + 1
+			continue
+		case ctx.Err() != nil:
+			return nil
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return fmt.Errorf("reading stream %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // stateCmd prints an address's state as JSON.
 func stateCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("state get", flag.ContinueOnError)
-	admin := adminFlag(fs)
+	var tf targetFlags
+	tf.addAdmin(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -161,9 +219,13 @@ func stateCmd(ctx context.Context, args []string, out io.Writer) error {
 	if len(pos) == 3 {
 		req.Names = []string{pos[2]}
 	}
-	resp, err := adminClient(*admin).GetState(ctx, connect.NewRequest(req))
+	t, c, err := tf.adminAPI()
 	if err != nil {
 		return err
+	}
+	resp, err := c.GetState(ctx, connect.NewRequest(req))
+	if err != nil {
+		return t.adminError(err)
 	}
 	doc := stateDoc{Address: pos[0] + "/" + pos[1], Values: map[string]stateValue{}}
 	for _, v := range resp.Msg.GetValues() {
@@ -224,13 +286,18 @@ func printRecord(out io.Writer, typename string, data []byte) error {
 
 func functionsCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("functions", flag.ContinueOnError)
-	admin := adminFlag(fs)
+	var tf targetFlags
+	tf.addAdmin(fs)
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	resp, err := adminClient(*admin).ListFunctionTypes(ctx, connect.NewRequest(&twinflowv1.ListFunctionTypesRequest{}))
+	t, c, err := tf.adminAPI()
 	if err != nil {
 		return err
+	}
+	resp, err := c.ListFunctionTypes(ctx, connect.NewRequest(&twinflowv1.ListFunctionTypesRequest{}))
+	if err != nil {
+		return t.adminError(err)
 	}
 	for _, f := range resp.Msg.GetFunctionTypes() {
 		fmt.Fprintf(out, "%s\t%s\n", f.GetType(), f.GetEndpointUrl())
@@ -243,7 +310,8 @@ func functionsCmd(ctx context.Context, args []string, out io.Writer) error {
 
 func checkpointCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("checkpoint", flag.ContinueOnError)
-	admin := adminFlag(fs)
+	var tf targetFlags
+	tf.addAdmin(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -251,24 +319,27 @@ func checkpointCmd(ctx context.Context, args []string, out io.Writer) error {
 	if len(pos) != 1 {
 		return errors.New("usage: twinflow checkpoint now | list | status")
 	}
-	c := adminClient(*admin)
+	t, c, err := tf.adminAPI()
+	if err != nil {
+		return err
+	}
 	switch pos[0] {
 	case "now":
 		resp, err := c.TriggerCheckpoint(ctx, connect.NewRequest(&twinflowv1.TriggerCheckpointRequest{}))
 		if err != nil {
-			return err
+			return t.adminError(err)
 		}
 		printCheckpoints(out, resp.Msg.GetCheckpoint())
 	case "list":
 		resp, err := c.ListCheckpoints(ctx, connect.NewRequest(&twinflowv1.ListCheckpointsRequest{}))
 		if err != nil {
-			return err
+			return t.adminError(err)
 		}
 		printCheckpoints(out, resp.Msg.GetCheckpoints()...)
 	case "status":
 		resp, err := c.GetCheckpointStatus(ctx, connect.NewRequest(&twinflowv1.GetCheckpointStatusRequest{}))
 		if err != nil {
-			return err
+			return t.adminError(err)
 		}
 		if resp.Msg.GetLatest() != nil {
 			printCheckpoints(out, resp.Msg.GetLatest())
@@ -293,25 +364,22 @@ func printCheckpoints(out io.Writer, cps ...*twinflowv1.CheckpointInfo) {
 
 func stopCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("stop", flag.ContinueOnError)
-	admin := adminFlag(fs)
-	savepoint := fs.String("savepoint", "", "also write the final checkpoint as a savepoint into this new directory")
+	var tf targetFlags
+	tf.addAdmin(fs)
+	savepoint := fs.String("savepoint", "", "also write the final checkpoint as a savepoint: a new directory NAME under the runtime's savepoint dir (or an absolute path within it)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
-	dir := *savepoint
-	if dir != "" {
-		abs, err := filepath.Abs(dir)
-		if err != nil {
-			return err
-		}
-		dir = abs
-	}
-	resp, err := adminClient(*admin).Stop(ctx, connect.NewRequest(&twinflowv1.StopRequest{SavepointDir: dir}))
+	t, c, err := tf.adminAPI()
 	if err != nil {
 		return err
 	}
+	resp, err := c.Stop(ctx, connect.NewRequest(&twinflowv1.StopRequest{SavepointDir: *savepoint}))
+	if err != nil {
+		return t.adminError(err)
+	}
 	fmt.Fprintf(out, "stopped after checkpoint %d\n", resp.Msg.GetCheckpoint().GetId())
-	if dir != "" {
+	if dir := resp.Msg.GetCheckpoint().GetSavepointDir(); dir != "" {
 		fmt.Fprintf(out, "savepoint: %s\n", dir)
 	}
 	return nil

@@ -25,11 +25,17 @@ Usage:
   twinflow state get TYPE ID [NAME]                                     print an address's state
   twinflow functions                                                    list function types and their state specs
   twinflow checkpoint now | list | status                               take or list checkpoints
-  twinflow stop [--savepoint DIR]                                       stop cleanly after a final checkpoint
+  twinflow stop [--savepoint NAME]                                      stop cleanly after a final checkpoint
+  twinflow keys [--data DIR]                                            print the key function endpoints verify calls with
+  twinflow keys rotate signing | admin-token | nats IDENTITY            replace a key (see docs/security.md)
+  twinflow keys nats-config [-config module.yaml]                       print a nats-server authorization block
 
-Client commands take --nats URL (default $TWINFLOW_NATS or nats://127.0.0.1:4222)
-and --admin URL (default $TWINFLOW_ADMIN or http://127.0.0.1:8090).
-Run "twinflow COMMAND -h" for a command's flags.
+Client commands find the runtime and its credentials in the runtime file of
+--data-dir DIR (default $TWINFLOW_DATA; --data DIR too, but on send and
+request --data is the payload), else of ./data, else of the runtime started
+last by this user. --nats, --creds, --admin, --admin-token (and
+$TWINFLOW_NATS, $TWINFLOW_CREDS, $TWINFLOW_ADMIN, $TWINFLOW_ADMIN_TOKEN)
+override what they name. Run "twinflow COMMAND -h" for a command's flags.
 `
 
 func main() {
@@ -69,6 +75,8 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 		return checkpointCmd(ctx, rest, out)
 	case "stop":
 		return stopCmd(ctx, rest, out)
+	case "keys":
+		return keysCmd(rest, out)
 	case "help", "-h", "--help":
 		fmt.Fprint(out, usage)
 		return nil
@@ -91,21 +99,6 @@ func parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-func natsFlag(fs *flag.FlagSet) *string {
-	return fs.String("nats", envOr("TWINFLOW_NATS", "nats://127.0.0.1:4222"), "NATS server URL")
-}
-
-func adminFlag(fs *flag.FlagSet) *string {
-	return fs.String("admin", envOr("TWINFLOW_ADMIN", "http://127.0.0.1:8090"), "admin API URL of the runtime")
 }
 
 // splitType checks a function type argument.

@@ -5,17 +5,22 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/docker/go-units"
+
 	"github.com/twinflow/twinflow/runtime"
+	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/runinfo"
+	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/spec"
 )
 
@@ -24,14 +29,27 @@ func runCmd(ctx context.Context, args []string) error {
 	configPath := fs.String("config", "", "module spec (YAML): endpoints, ingresses, egresses")
 	dataDir := fs.String("data", "data", "data directory (state and embedded NATS)")
 	natsURL := fs.String("nats", "", "external NATS server URL; empty starts an embedded server")
-	natsCreds := fs.String("nats-creds", "", "credentials file for the external NATS server")
-	natsPort := fs.Int("nats-port", 0, "embedded NATS port on 127.0.0.1 (0: 4222, or a free port if taken; -1: a free port)")
+	natsCreds := fs.String("nats-creds", "", "external NATS: credentials, a .creds file or an nkey seed file")
+	natsToken := fs.String("nats-token", "", "external NATS: token")
+	natsCA := fs.String("nats-ca", "", "external NATS: CA file (PEM) that verifies the server")
+	natsCert := fs.String("nats-cert", "", "external NATS: client certificate (PEM) for mutual TLS")
+	natsKey := fs.String("nats-key", "", "external NATS: key of the client certificate")
+	natsHost := fs.String("nats-host", "127.0.0.1", "embedded NATS listen address; beyond loopback it needs -nats-tls-cert")
+	natsPort := fs.Int("nats-port", 0, "embedded NATS port (0: 4222, or a free port if taken; -1: a free port; any other must be free)")
+	natsTLSCert := fs.String("nats-tls-cert", "", "embedded NATS: serve TLS only, with this certificate (PEM)")
+	natsTLSKey := fs.String("nats-tls-key", "", "embedded NATS: key of the TLS certificate")
 	natsSync := fs.Duration("nats-sync", 0, "embedded NATS fsync interval (0: fsync every write)")
-	admin := fs.String("admin", "127.0.0.1:8090", "admin API, /metrics and /healthz listen address")
+	admin := fs.String("admin", "", "admin API, /metrics and probes listen address (default 127.0.0.1:8090, or a free port if taken)")
+	adminTLSCert := fs.String("admin-tls-cert", "", "serve the admin API over HTTPS with this certificate (PEM)")
+	adminTLSKey := fs.String("admin-tls-key", "", "key of the admin API's certificate")
+	adminClientCA := fs.String("admin-client-ca", "", "with TLS: client certificates of this CA (PEM) authenticate admin calls, as the token does")
+	adminInsecure := fs.Bool("admin-insecure", false, "serve the admin API over plain HTTP even beyond loopback (its token then crosses the network in clear)")
+	metricsAuth := fs.String("metrics-auth", "auto", "whether /metrics needs the admin token: auto (not on loopback, else yes), token or none")
+	savepointDir := fs.String("savepoint-dir", "", "the only directory the admin API writes savepoints under (default DATA/savepoints)")
 	shards := fs.Int("shards", 0, "shard loops (default: number of cores)")
 	keyGroups := fs.Int("key-groups", 0, "key groups K, fixed when the data dir is created (default 128)")
 	interval := fs.Duration("checkpoint-interval", time.Second, "time between checkpoints")
-	memory := fs.String("memory", "1GiB", "total memory budget (e.g. 512MiB, 2GiB)")
+	memory := fs.String("memory", "1GiB", "total memory budget (e.g. 512MiB, 2GiB; units are powers of 1024)")
 	restore := fs.String("restore", "", "start from this savepoint (the data dir must have no state yet)")
 	stopTimeout := fs.Duration("stop-timeout", 30*time.Second, "on stop, how long queued work may take to finish before the final checkpoint (and how long that may take)")
 	dedupWindow := fs.Duration("dedup-window", 10*time.Minute, "how long a publish repeated with the same Nats-Msg-Id is dropped, across restarts")
@@ -53,6 +71,10 @@ func runCmd(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("-spill-budget: %w", err)
 	}
+	metrics, err := runtime.ParseMetricsAuth(*metricsAuth)
+	if err != nil {
+		return fmt.Errorf("-metrics-auth: %w", err)
+	}
 	module := &spec.Module{}
 	if *configPath != "" {
 		if module, err = spec.Load(*configPath); err != nil {
@@ -66,23 +88,39 @@ func runCmd(ctx context.Context, args []string) error {
 		log.Info("restored savepoint", "from", *restore, "data", *dataDir)
 	}
 	cfg := runtime.Config{
-		DataDir: *dataDir, Module: module, NATSURL: *natsURL, NATSCredsFile: *natsCreds, NATSPort: *natsPort,
-		NATSSyncInterval: *natsSync, AdminAddr: *admin, Shards: *shards, KeyGroups: *keyGroups,
-		CheckpointInterval: *interval, Memory: runtime.Memory{Total: total}, Logger: log,
+		DataDir: *dataDir, Module: module, NATSURL: *natsURL, NATSCredsFile: *natsCreds, NATSToken: *natsToken,
+		NATSCAFile: *natsCA, NATSCertFile: *natsCert, NATSKeyFile: *natsKey, NATSHost: *natsHost, NATSPort: *natsPort,
+		NATSTLSCertFile: *natsTLSCert, NATSTLSKeyFile: *natsTLSKey, NATSSyncInterval: *natsSync,
+		AdminAddr: *admin, AdminTLSCertFile: *adminTLSCert, AdminTLSKeyFile: *adminTLSKey, AdminClientCAFile: *adminClientCA,
+		AdminInsecure: *adminInsecure, MetricsAuth: metrics, SavepointDir: *savepointDir,
+		Shards: *shards, KeyGroups: *keyGroups, CheckpointInterval: *interval, Memory: runtime.Memory{Total: total}, Logger: log,
 		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill,
 	}
 	e, err := runtime.Start(ctx, cfg)
+	if errors.Is(err, natsbus.ErrPortInUse) {
+		return fmt.Errorf("%w: -nats-port %d is taken (another twinflow run, or a NATS server?); choose another port, "+
+			"or leave -nats-port out to take 4222 or else a free port", err, *natsPort)
+	}
 	if err != nil {
 		return err
 	}
 	// The Go heap gets what Pebble's parts of the budget leave.
 	debug.SetMemoryLimit(e.Budget().GoMemoryLimit())
-	fmt.Fprintf(os.Stderr, "twinflow running\n  nats:    %s\n  admin:   %s\n  metrics: %s/metrics\n  memory:  %s\n",
-		e.NATSURL(), e.AdminURL(), e.AdminURL(), e.Budget())
+	info := e.Access()
+	info.PID, info.Started = os.Getpid(), time.Now().UTC().Truncate(time.Second)
+	if err := runinfo.Write(info); err != nil {
+		e.Kill()
+		return err
+	}
+	// A clean stop leaves no runtime file behind; one a crash leaves names
+	// a process that has gone, which clients notice.
+	defer runinfo.Remove(info.DataDir)
+	printRunning(os.Stderr, info, e.Budget())
 	select {
 	case <-ctx.Done():
 	case <-e.Done():
-		return nil
+		// Stopped by itself: it could not continue (a disk it cannot write).
+		return e.Err()
 	}
 	// A second signal ends the process at once: the last complete
 	// checkpoint is where the next start resumes.
@@ -104,6 +142,18 @@ func runCmd(ctx context.Context, args []string) error {
 	}
 }
 
+// printRunning says where the runtime is and which credentials reach it.
+func printRunning(w io.Writer, info runinfo.Info, budget runtime.Budget) {
+	fmt.Fprintf(w, "twinflow running\n  nats:         %s\n", info.NATSURL)
+	if info.NATSCreds != "" {
+		fmt.Fprintf(w, "                client credentials %s, inbox prefix %s\n", info.NATSCreds, info.NATSInboxPrefix)
+	}
+	fmt.Fprintf(w, "  admin:        %s (token in %s)\n  metrics:      %s/metrics\n", info.AdminURL, info.AdminTokenFile, info.AdminURL)
+	fmt.Fprintf(w, "  signing key:  %s (endpoints: TWINFLOW_VERIFY_KEY=%s)\n", filepath.Join(info.DataDir, secrets.SigningPublicFile), strings.Join(info.SigningKeys, ","))
+	fmt.Fprintf(w, "  runtime file: %s (client commands find the runtime through it)\n", filepath.Join(info.DataDir, runinfo.FileName))
+	fmt.Fprintf(w, "  memory:       %s\n", budget)
+}
+
 // restoreSavepoint copies a savepoint into a data dir that has no state.
 func restoreSavepoint(from, to string) error {
 	if entries, err := os.ReadDir(to); err == nil && len(entries) > 0 {
@@ -115,24 +165,13 @@ func restoreSavepoint(from, to string) error {
 	return runtime.RestoreSavepoint(from, to)
 }
 
-// parseBytes reads sizes like 512MiB, 2GiB, 1G or a plain byte count.
+// parseBytes reads a positive size: a number of bytes, or a number with a
+// binary unit, K, M, G or T, with an optional "iB" or "B" (512MiB, 2GiB, 1G
+// and 1GB are all powers of 1024, as memory limits usually are).
 func parseBytes(s string) (int64, error) {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}}
-	for _, u := range units {
-		if num, ok := strings.CutSuffix(s, u.suffix); ok {
-			v, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
-			if err != nil || v <= 0 {
-				return 0, fmt.Errorf("bad size %q", s)
-			}
-			return int64(v * float64(u.mult)), nil
-		}
+	n, err := units.RAMInBytes(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q is not a size; use a number of bytes or e.g. 512MiB or 2GiB", s)
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v <= 0 {
-		return 0, errors.New("bad size " + strconv.Quote(s) + "; use e.g. 512MiB or 2GiB")
-	}
-	return v, nil
+	return n, nil
 }

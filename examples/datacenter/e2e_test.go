@@ -3,6 +3,8 @@ package datacenter_test
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -29,6 +31,7 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/spec"
 	"github.com/twinflow/twinflow/sdk"
 )
@@ -263,7 +266,18 @@ func deploy(t *testing.T, tsRack bool) *deployment {
 	if err := datacenter.Register(reg, datacenter.Config{Now: clock.Now}); err != nil {
 		t.Fatal(err)
 	}
-	var h http.Handler = sdk.Handler(reg)
+	// The endpoint verifies the runtime's signature, as
+	// datacenter-functions does: the data dir's keys are made first.
+	dataDir := t.TempDir()
+	keys, err := secrets.Ensure(dataDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify, err := sdk.ParseVerifyKeys(secrets.EncodePublicKey(keys.Signing.Public().(ed25519.PublicKey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h http.Handler = sdk.Handler(reg, sdk.WithVerifyKeys(verify...))
 	specPath := "../../deploy/datacenter/module.yaml"
 	tsURL := ""
 	if tsRack {
@@ -289,7 +303,7 @@ func deploy(t *testing.T, tsRack bool) *deployment {
 		logger = slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	e, err := runtime.Start(context.Background(), runtime.Config{
-		DataDir:            t.TempDir(),
+		DataDir:            dataDir,
 		Module:             module,
 		NATSPort:           -1,
 		NATSSyncInterval:   time.Minute, // no fsync per write: nothing here survives the test
@@ -307,17 +321,22 @@ func deploy(t *testing.T, tsRack bool) *deployment {
 		t.Fatalf("starting the worker: %v", err)
 	}
 	t.Cleanup(e.Kill)
-	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: e.NATSURL(), Name: "datacenter-e2e", Logger: logger})
+	// The publisher and the reader of alerts are the client identity.
+	nc, js, err := e.Access().ConnectNATS("datacenter-e2e", logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
+	hc, err := e.Access().AdminHTTPClient()
+	if err != nil {
+		t.Fatal(err)
+	}
 	d := &deployment{
 		t:      t,
 		clock:  clock,
 		engine: e,
 		js:     js,
-		admin:  twinflowv1connect.NewAdminServiceClient(http.DefaultClient, e.AdminURL()),
+		admin:  twinflowv1connect.NewAdminServiceClient(hc, e.AdminURL()),
 	}
 	d.alerts = readAlerts(t, js)
 	return d
@@ -571,25 +590,36 @@ func readAlerts(t *testing.T, js jetstream.JetStream) *alertLog {
 	if l.stream, err = js.Stream(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{datacenter.AlertsSubject}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		meta, err := m.Metadata()
-		if err == nil {
-			err = l.add(meta.Sequence.Stream, m.Headers().Get(datacenter.TypenameHeader), m.Data())
+	// The client identity reads the stream by direct gets, in order; it
+	// may not create consumers.
+	readCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for next := uint64(1); ; {
+			m, err := l.stream.GetMsg(readCtx, next, jetstream.WithGetMsgSubject(datacenter.AlertsSubject))
+			switch {
+			case readCtx.Err() != nil:
+				return
+			case errors.Is(err, jetstream.ErrMsgNotFound):
+				select {
+				case <-readCtx.Done():
+				case <-time.After(20 * time.Millisecond):
+				}
+				continue
+			case err == nil:
+				err = l.add(m.Sequence, m.Header.Get(datacenter.TypenameHeader), m.Data)
+				next = m.Sequence + 1
+			}
+			if err != nil {
+				l.mu.Lock()
+				l.mu.err = cmpOr(l.mu.err, err)
+				l.mu.Unlock()
+				return
+			}
 		}
-		if err != nil {
-			l.mu.Lock()
-			l.mu.err = cmpOr(l.mu.err, err)
-			l.mu.Unlock()
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cc.Stop)
+	}()
+	t.Cleanup(func() { stop(); <-done })
 	return l
 }
 

@@ -47,5 +47,12 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	log.Fatal(sdk.NewServer(*listen, sdk.Handler(reg)).ListenAndServe())
+	// Serve only calls the runtime signed: with the keys in
+	// TWINFLOW_VERIFY_KEY, else with the key of the runtime started last
+	// on this machine.
+	verify, err := sdk.VerifyFromEnv()
+	if err != nil {
+		log.Fatal(err)
+	}
+	log.Fatal(sdk.NewServer(*listen, sdk.Handler(reg, verify)).ListenAndServe())
 }

@@ -30,6 +30,8 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/runinfo"
+	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/spec"
 )
 
@@ -209,9 +211,13 @@ func (d *driver) startEngine(ctx context.Context, dir string, mode Mode) (*env, 
 	debug.SetMemoryLimit(e.Budget().GoMemoryLimit())
 	v := &env{d: d, dir: dir, e: e, baseHeap: ms.HeapAlloc, stop: make(chan struct{})}
 	v.mu.checkpoints = map[uint64]*twinflowv1.CheckpointInfo{}
-	v.http = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}, Timeout: 30 * time.Second}
+	// The driver is a client: the client identity publishes, and admin
+	// calls carry the token.
+	access := e.Access()
+	v.http = &http.Client{Transport: &runinfo.Bearer{Next: &http.Transport{MaxIdleConnsPerHost: 64},
+		Token: func() (string, error) { return secrets.ReadAdminToken(access.AdminTokenFile) }}, Timeout: 30 * time.Second}
 	v.admin = twinflowv1connect.NewAdminServiceClient(v.http, e.AdminURL())
-	v.pub, err = dialPublisher(e.NATSURL(), d.log)
+	v.pub, err = dialPublisher(access.NATSURL, access.NATSCreds, access.NATSInboxPrefix, d.log)
 	if err != nil {
 		e.Kill()
 		return nil, err

@@ -29,8 +29,21 @@ type pubConn struct {
 	errs atomic.Int64
 }
 
-func dialPublisher(url string, log *slog.Logger) (*pubConn, error) {
-	nc, err := nats.Connect(url, nats.Name("twinflow-bench"))
+// dialPublisher connects with creds (an nkey seed file) and inbox prefix,
+// when given.
+func dialPublisher(url, creds, inboxPrefix string, log *slog.Logger) (*pubConn, error) {
+	opts := []nats.Option{nats.Name("twinflow-bench")}
+	if creds != "" {
+		auth, err := nats.NkeyOptionFromSeed(creds)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, auth)
+	}
+	if inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(inboxPrefix))
+	}
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -121,14 +134,14 @@ func (p *pubConn) publishFor(ctx context.Context, plan workload.Plan, from int, 
 // fsync: the mode under test is the engine's.
 func (d *driver) prefill(ctx context.Context, dir string, plan workload.Plan, n int) error {
 	srv, err := natsbus.StartServer(natsbus.ServerOptions{
-		Dir: filepath.Join(dir, "nats"), Port: -1, SyncInterval: 2 * time.Minute,
+		Dir: filepath.Join(dir, "nats"), Port: -1, NoAuth: true, SyncInterval: 2 * time.Minute,
 		Logger: d.log.With("component", "prefill"),
 	})
 	if err != nil {
 		return err
 	}
 	defer srv.Shutdown()
-	p, err := dialPublisher(srv.ClientURL(), d.log)
+	p, err := dialPublisher(srv.ClientURL(), "", "", d.log)
 	if err != nil {
 		return err
 	}

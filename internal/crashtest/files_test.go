@@ -57,13 +57,13 @@ func serveFunction(t *testing.T) string {
 func runWorkload(t *testing.T, e *runtime.Engine, adminURL string, w *Workload) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	d := newDriver(t, e.NATSURL(), log)
+	d := newDriver(t, e.Access(), log)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := d.publish(ctx, w.Commands); err != nil {
 		t.Fatal(err)
 	}
-	admin := (&runtimeProc{adminURL: adminURL}).admin()
+	admin := adminClient(adminURL, e.Access().DataDir)
 	var diff []string
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		got, err := readStates(ctx, admin, w.Addresses)
@@ -247,7 +247,7 @@ func TestDamagedCheckpointFiles(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer e.Kill()
-		got, err := readStates(ctx, (&runtimeProc{adminURL: e.AdminURL()}).admin(), w.Addresses)
+		got, err := readStates(ctx, adminClient(e.AdminURL(), e.Access().DataDir), w.Addresses)
 		if err != nil {
 			t.Fatal(err)
 		}

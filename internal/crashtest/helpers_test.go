@@ -27,24 +27,33 @@ import (
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/runinfo"
+	"github.com/twinflow/twinflow/runtime/secrets"
 )
 
 var seedFlag = flag.Uint64("crash.seed", 0, "seed of TestCrashRecovery's workload and fault schedule; 0 draws one")
 
-// bins holds the binaries built once for all tests of the package.
-var bins struct {
+// build is a set of binaries built once for all tests of the package.
+type build struct {
 	once               sync.Once
 	dir                string
 	twinflow, function string
 	err                error
 }
 
+// bins are built with the race detector when the tests are; plainBins never
+// are.
+var bins, plainBins build
+
 func TestMain(m *testing.M) {
 	flag.Parse()
 	code := m.Run()
-	if bins.dir != "" {
-		os.RemoveAll(bins.dir)
+	for _, b := range []*build{&bins, &plainBins} {
+		if b.dir != "" {
+			os.RemoveAll(b.dir)
+		}
 	}
 	os.Exit(code)
 }
@@ -53,36 +62,49 @@ func TestMain(m *testing.M) {
 // with the race detector when the tests are, so that a data race the
 // crashes provoke in the engine fails the run (see raceEnabled).
 func binaries(t *testing.T) (twinflow, function string) {
+	return bins.get(t, raceEnabled)
+}
+
+// plainBinaries builds them without the race detector, whose bookkeeping
+// would inflate what a test measures of the runtime (its memory).
+func plainBinaries(t *testing.T) (twinflow, function string) {
+	return plainBins.get(t, false)
+}
+
+func (b *build) get(t *testing.T, race bool) (twinflow, function string) {
 	t.Helper()
-	bins.once.Do(func() {
-		bins.dir, bins.err = os.MkdirTemp("", "crashtest-bin-")
-		if bins.err != nil {
+	// twinflow run writes a pointer to itself for this user: keep the
+	// test's runtimes out of the real one.
+	t.Setenv("XDG_RUNTIME_DIR", t.TempDir())
+	b.once.Do(func() {
+		b.dir, b.err = os.MkdirTemp("", "crashtest-bin-")
+		if b.err != nil {
 			return
 		}
 		goTool, err := exec.LookPath("go")
 		if err != nil {
-			bins.err = fmt.Errorf("the go tool is needed to build the binaries: %w", err)
+			b.err = fmt.Errorf("the go tool is needed to build the binaries: %w", err)
 			return
 		}
 		start := time.Now()
-		args := []string{"build", "-o", bins.dir + string(filepath.Separator)}
-		if raceEnabled {
+		args := []string{"build", "-o", b.dir + string(filepath.Separator)}
+		if race {
 			args = append(args, "-race")
 		}
 		args = append(args, "github.com/twinflow/twinflow/cmd/twinflow", "github.com/twinflow/twinflow/internal/crashtest/cmd/crashfn")
 		out, err := exec.Command(goTool, args...).CombinedOutput()
 		if err != nil {
-			bins.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+			b.err = fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 			return
 		}
-		bins.twinflow = filepath.Join(bins.dir, "twinflow")
-		bins.function = filepath.Join(bins.dir, "crashfn")
-		t.Logf("built the binaries in %v (runtime race detector: %v)", time.Since(start).Round(time.Millisecond), raceEnabled)
+		b.twinflow = filepath.Join(b.dir, "twinflow")
+		b.function = filepath.Join(b.dir, "crashfn")
+		t.Logf("built the binaries in %v (runtime race detector: %v)", time.Since(start).Round(time.Millisecond), race)
 	})
-	if bins.err != nil {
-		t.Fatal(bins.err)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return bins.twinflow, bins.function
+	return b.twinflow, b.function
 }
 
 // freePort returns a TCP port on loopback that was free a moment ago. The
@@ -226,6 +248,7 @@ func (p *process) ready(ctx context.Context, bound time.Duration, check func() e
 // runtimeProc is a twinflow run process with its fixed ports.
 type runtimeProc struct {
 	*process
+	dataDir  string
 	natsURL  string
 	adminURL string
 }
@@ -238,6 +261,7 @@ func newRuntime(t *testing.T, bin, config, dataDir string, extra ...string) *run
 		"-checkpoint-interval", "100ms", "-shards", "2", "-memory", "256MiB", "-log-level", "info"}, extra...)
 	return &runtimeProc{
 		process:  newProcess(t, "twinflow", bin, args...),
+		dataDir:  dataDir,
 		natsURL:  fmt.Sprintf("nats://127.0.0.1:%d", natsPort),
 		adminURL: fmt.Sprintf("http://127.0.0.1:%d", adminPort),
 	}
@@ -245,7 +269,8 @@ func newRuntime(t *testing.T, bin, config, dataDir string, extra ...string) *run
 
 var httpClient = &http.Client{Timeout: 5 * time.Second}
 
-// startReady starts the runtime and waits until its admin API answers.
+// startReady starts the runtime and waits until its admin API answers and
+// it has written its runtime file, which clients read.
 func (r *runtimeProc) startReady(ctx context.Context) error {
 	if err := r.start(); err != nil {
 		return err
@@ -259,12 +284,38 @@ func (r *runtimeProc) startReady(ctx context.Context) error {
 		if resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("healthz: %s", resp.Status)
 		}
+		info, err := runinfo.Read(r.dataDir)
+		if err != nil {
+			return err
+		}
+		if info.PID != r.cmd.Process.Pid {
+			return fmt.Errorf("the runtime file is process %d's, not %d's", info.PID, r.cmd.Process.Pid)
+		}
 		return nil
 	})
 }
 
+// access is how clients reach the runtime, from the runtime file it
+// wrote.
+func (r *runtimeProc) access(t *testing.T) runinfo.Info {
+	t.Helper()
+	info, err := runinfo.Read(r.dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+// admin is an admin API client that sends the data dir's token.
 func (r *runtimeProc) admin() twinflowv1connect.AdminServiceClient {
-	return twinflowv1connect.NewAdminServiceClient(httpClient, r.adminURL)
+	return adminClient(r.adminURL, r.dataDir)
+}
+
+func adminClient(url, dataDir string) twinflowv1connect.AdminServiceClient {
+	tokenFile := filepath.Join(dataDir, secrets.DirName, "admin.token")
+	hc := &http.Client{Timeout: httpClient.Timeout, Transport: &runinfo.Bearer{Next: http.DefaultTransport,
+		Token: func() (string, error) { return secrets.ReadAdminToken(tokenFile) }}}
+	return twinflowv1connect.NewAdminServiceClient(hc, url)
 }
 
 // functionProc is a crashfn process on a fixed port.
@@ -311,23 +362,32 @@ egresses:
 	return path
 }
 
-// driver publishes commands to the direct ingress.
+// driver publishes commands to the direct ingress as the client identity,
+// and reads the streams to check them as the runtime's identity (ops).
 type driver struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
+	ops jetstream.JetStream
 	pub *natsbus.Publisher
 }
 
-// newDriver connects to NATS. The connection reconnects forever, so the
+// newDriver connects to NATS. The connections reconnect forever, so the
 // driver outlives the runtime's crashes.
-func newDriver(t *testing.T, url string, log *slog.Logger) *driver {
+func newDriver(t *testing.T, info runinfo.Info, log *slog.Logger) *driver {
 	t.Helper()
-	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: url, Name: "crashtest-driver", ReconnectWait: 50 * time.Millisecond, Logger: log})
+	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: info.NATSURL, CredsFile: info.NATSCreds, InboxPrefix: info.NATSInboxPrefix,
+		Name: "crashtest-driver", ReconnectWait: 50 * time.Millisecond, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	return &driver{nc: nc, js: js, pub: natsbus.NewPublisher(js, natsbus.PublisherOptions{AckTimeout: 2 * time.Second, Logger: log})}
+	opsConn, ops, err := natsbus.Connect(natsbus.ConnOptions{URL: info.NATSURL, CredsFile: filepath.Join(info.DataDir, secrets.DirName, "runtime.nk"),
+		InboxPrefix: runtime.RuntimeInboxPrefix, Name: "crashtest-ops", ReconnectWait: 50 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(opsConn.Close)
+	return &driver{nc: nc, js: js, ops: ops, pub: natsbus.NewPublisher(js, natsbus.PublisherOptions{AckTimeout: 2 * time.Second, Logger: log})}
 }
 
 // publish publishes commands and waits until JetStream has stored every

@@ -14,9 +14,10 @@ const (
 	// LateCancelDelay is the delay of a delayed message cancelled in a
 	// later invocation: the cancel must be processed before the message
 	// falls due, so the delay is far longer than a crash and restart keep
-	// an address from running. Waiting it out after the run is what shows
-	// that no cancelled message fired.
-	LateCancelDelay = 6 * time.Second
+	// an address from running (a restart of the race-enabled runtime on a
+	// loaded machine took up to 13 s). Waiting it out after the run is what
+	// shows that no cancelled message fired.
+	LateCancelDelay = 25 * time.Second
 )
 
 // Options shape a workload. Zero values take the defaults.

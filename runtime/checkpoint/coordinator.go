@@ -15,6 +15,7 @@ import (
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/egress"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
 )
@@ -43,6 +44,16 @@ type Publisher interface {
 	Flush(ctx context.Context) error
 }
 
+// Store is what the coordinator needs of the state store; *state.Store
+// is the one it runs with.
+type Store interface {
+	// Commit writes the overlays and meta as one synced batch.
+	Commit(overlays []*state.Overlay, meta *state.Overlay) (int64, error)
+	LatestManifest() (*storagev1.Manifest, bool, error)
+	PendingEgress(from string, limit int) ([]*storagev1.EgressRecord, error)
+	DeleteEgress(msgIDs ...string) error
+}
+
 // Config configures a Coordinator.
 type Config struct {
 	Interval time.Duration // between checkpoints; default 1s
@@ -61,7 +72,7 @@ type Config struct {
 // in progress at a time.
 type Coordinator struct {
 	cfg     Config
-	store   *state.Store
+	store   Store
 	shards  []Shard
 	readers []Reader
 	pub     Publisher
@@ -96,7 +107,7 @@ type result struct {
 
 // New returns a coordinator. Source numbers: shards are 0..len(shards)-1,
 // readers follow in order, and the coordinator itself comes last.
-func New(cfg Config, store *state.Store, shards []Shard, readers []Reader, pub Publisher, m *Metrics, log *slog.Logger) *Coordinator {
+func New(cfg Config, store Store, shards []Shard, readers []Reader, pub Publisher, m *Metrics, log *slog.Logger) *Coordinator {
 	if cfg.Interval <= 0 {
 		cfg.Interval = time.Second
 	}
@@ -295,7 +306,7 @@ func (c *Coordinator) commit(ctx context.Context, overlays []*state.Overlay, met
 		c.m.commitFailures.Inc()
 		d := retry.Next()
 		if retry.Retries() == 1 || retry.Retries()%10 == 0 {
-			c.log.Error("writing checkpoint failed; intake pauses as memory fills, queries go on; retrying",
+			c.log.Error("writing checkpoint failed; intake pauses, queries go on; retrying",
 				"err", err, "attempts", retry.Retries(), "retry_in", d)
 		}
 		select {
@@ -314,27 +325,7 @@ func (c *Coordinator) CommitError() (error, time.Time) {
 	return c.mu.commitErr, c.mu.commitErrSince
 }
 
-// publishPending publishes the egress of complete checkpoints in order,
-// and forgets the records once JetStream has them.
+// publishPending publishes the egress of complete checkpoints.
 func (c *Coordinator) publishPending(ctx context.Context) error {
-	const page = 4096
-	for {
-		recs, err := c.store.PendingEgress("", page)
-		if err != nil {
-			return err
-		}
-		if len(recs) == 0 {
-			return nil
-		}
-		if err := c.pub.Publish(ctx, recs); err != nil {
-			return fmt.Errorf("publishing %d egress records: %w", len(recs), err)
-		}
-		ids := make([]string, len(recs))
-		for i, r := range recs {
-			ids[i] = r.GetMsgId()
-		}
-		if err := c.store.DeleteEgress(ids...); err != nil {
-			return err
-		}
-	}
+	return egress.PublishCommitted(ctx, c.store, c.pub)
 }

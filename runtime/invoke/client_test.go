@@ -2,6 +2,7 @@ package invoke
 
 import (
 	"context"
+	"crypto/ed25519"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,7 +13,6 @@ import (
 	"connectrpc.com/connect"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
-	"github.com/twinflow/twinflow/runtime/shard"
 )
 
 type echo struct{}
@@ -38,13 +38,13 @@ func TestNoCompression(t *testing.T) {
 		encoding = w.Header().Get("Content-Encoding")
 	}))
 	defer srv.Close()
-	c := New(4)
+	c := New(Options{MaxConnsPerHost: 4})
 	defer c.Close()
 	req := &twinflowv1.InvokeRequest{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1}
 	for i := range 1000 {
 		req.Batches = append(req.Batches, &twinflowv1.AddressBatch{Target: &twinflowv1.Address{Type: "t/x", Id: strings.Repeat("x", 100) + string(rune('a'+i%26))}})
 	}
-	resp, err := c.Invoke(context.Background(), &shard.Endpoint{URL: srv.URL, Timeout: 10 * time.Second}, req)
+	resp, err := c.Invoke(context.Background(), srv.URL, 10*time.Second, req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,16 +63,20 @@ func TestNoCompression(t *testing.T) {
 
 // BenchmarkInvoke measures calls through the Client to an endpoint that
 // answers at once, over loopback HTTP/1.1, with 1 and 100 addresses per
-// call.
+// call, unsigned and signed (as the runtime calls).
 //
 //	go test -run '^$' -bench Invoke -benchmem ./runtime/invoke
 func BenchmarkInvoke(b *testing.B) {
 	_, h := twinflowv1connect.NewFunctionServiceHandler(echo{})
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	for _, n := range []int{1, 100} {
-		b.Run(fmt.Sprintf("addresses=%d", n), func(b *testing.B) {
-			c := New(4)
+	for _, c := range []struct {
+		n   int
+		key ed25519.PrivateKey
+	}{{1, nil}, {1, testKey()}, {100, nil}, {100, testKey()}} {
+		n := c.n
+		b.Run(fmt.Sprintf("addresses=%d/signed=%v", n, c.key != nil), func(b *testing.B) {
+			c := New(Options{MaxConnsPerHost: 4, SigningKey: c.key})
 			defer c.Close()
 			req := &twinflowv1.InvokeRequest{ProtocolVersion: twinflowv1.ProtocolVersion_PROTOCOL_VERSION_1}
 			for i := range n {
@@ -82,9 +86,9 @@ func BenchmarkInvoke(b *testing.B) {
 					Invocations: []*twinflowv1.Invocation{{Argument: &twinflowv1.TypedValue{Typename: "t/m", Value: make([]byte, 100)}}},
 				})
 			}
-			ep := &shard.Endpoint{URL: srv.URL, Timeout: 10 * time.Second}
+			url := srv.URL
 			for b.Loop() {
-				if _, err := c.Invoke(context.Background(), ep, req); err != nil {
+				if _, err := c.Invoke(context.Background(), url, 10*time.Second, req); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -40,7 +40,7 @@ func fillErr(js jetstream.JetStream, subject string, n, size int) error {
 // filled (catch-up), or while another connection publishes (live).
 func BenchmarkReader(b *testing.B) {
 	b.Run("catchup", func(b *testing.B) {
-		s := StartTestServer(b)
+		s := startTestServer(b)
 		_, js := connect(b, s.ClientURL())
 		ensure(b, js, "B", "b.>")
 		fill(b, js, "b.x", b.N, 100)
@@ -58,7 +58,7 @@ func BenchmarkReader(b *testing.B) {
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 	})
 	b.Run("live", func(b *testing.B) {
-		s := StartTestServer(b)
+		s := startTestServer(b)
 		_, js := connect(b, s.ClientURL())
 		_, pjs := connect(b, s.ClientURL())
 		ensure(b, js, "B", "b.>")
@@ -86,7 +86,7 @@ func BenchmarkReader(b *testing.B) {
 // BenchmarkOrderedConsumer is the library's ordered consumer reading the
 // same catch-up stream, for comparison with BenchmarkReader.
 func BenchmarkOrderedConsumer(b *testing.B) {
-	s := StartTestServer(b)
+	s := startTestServer(b)
 	_, js := connect(b, s.ClientURL())
 	ensure(b, js, "B", "b.>")
 	fill(b, js, "b.x", b.N, 100)

@@ -1,10 +1,14 @@
 package natsbus
 
 import (
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,8 +21,16 @@ type ConnOptions struct {
 	URL string
 	// Name identifies the connection in the server's monitoring.
 	Name string
-	// CredsFile is a NATS credentials file (JWT and NKey seed).
+	// CredsFile authenticates the connection: a NATS credentials file (a
+	// user JWT and its nkey seed, for servers in operator mode) or an nkey
+	// seed file (as twinflow run writes for its embedded server), told
+	// apart by their content.
 	CredsFile string
+	// InboxPrefix replaces "_INBOX" as the prefix of the connection's reply
+	// inboxes. A server that gives each identity its own inbox prefix (as
+	// the embedded server does) lets an identity subscribe only under its
+	// own.
+	InboxPrefix string
 	// Token is an authentication token.
 	Token string
 	// TLS is the client TLS configuration. CAFile, CertFile and KeyFile
@@ -80,7 +92,14 @@ func Connect(opts ConnOptions) (*nats.Conn, jetstream.JetStream, error) {
 		}),
 	}
 	if opts.CredsFile != "" {
-		o = append(o, nats.UserCredentials(opts.CredsFile))
+		auth, err := credentials(opts.CredsFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		o = append(o, auth)
+	}
+	if opts.InboxPrefix != "" {
+		o = append(o, nats.CustomInboxPrefix(opts.InboxPrefix))
 	}
 	if opts.Token != "" {
 		o = append(o, nats.Token(opts.Token))
@@ -96,7 +115,7 @@ func Connect(opts ConnOptions) (*nats.Conn, jetstream.JetStream, error) {
 	}
 	nc, err := nats.Connect(opts.URL, o...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("natsbus: connect to %s: %w", opts.URL, err)
+		return nil, nil, &ConnectError{URL: opts.URL, Err: err}
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -105,4 +124,44 @@ func Connect(opts ConnOptions) (*nats.Conn, jetstream.JetStream, error) {
 	}
 	log.Debug("NATS connected", "url", nc.ConnectedUrlRedacted())
 	return nc, js, nil
+}
+
+// ConnectError is a failed first connection.
+type ConnectError struct {
+	URL string
+	Err error
+}
+
+func (e *ConnectError) Error() string { return fmt.Sprintf("natsbus: connect to %s: %v", e.URL, e.Err) }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// Refused reports whether nothing listens at the URL. (nats.go reports a
+// refused connection to every server as ErrNoServers.)
+func (e *ConnectError) Refused() bool {
+	return errors.Is(e.Err, nats.ErrNoServers) || errors.Is(e.Err, syscall.ECONNREFUSED)
+}
+
+// Unauthorized reports whether the server refused the credentials, or
+// their absence.
+func (e *ConnectError) Unauthorized() bool {
+	return errors.Is(e.Err, nats.ErrAuthorization) || errors.Is(e.Err, nats.ErrAuthExpired) ||
+		errors.Is(e.Err, nats.ErrAuthRevoked) || strings.Contains(strings.ToLower(e.Err.Error()), "authorization violation")
+}
+
+// credentials returns the option that authenticates with file: a NATS
+// credentials file, or an nkey seed file.
+func credentials(file string) (nats.Option, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: credentials: %w", err)
+	}
+	defer clear(b)
+	if bytes.Contains(b, []byte("BEGIN NATS USER JWT")) {
+		return nats.UserCredentials(file), nil
+	}
+	opt, err := nats.NkeyOptionFromSeed(file)
+	if err != nil {
+		return nil, fmt.Errorf("natsbus: credentials %s: neither a NATS credentials file nor an nkey seed file: %w", file, err)
+	}
+	return opt, nil
 }

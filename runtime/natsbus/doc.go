@@ -16,6 +16,16 @@
 // disks; [ServerOptions.SyncInterval] relaxes it. An external NATS server is
 // configured by its operator.
 //
+// # Identities
+//
+// An embedded server accepts only the [User]s it is started with, each an
+// nkey held to its publish and subscribe permissions ([ServerOptions.NoAuth]
+// turns that off, for tests and tools that own the server);
+// [AuthorizationConfig] renders the same users for an external nats-server.
+// [Connect] authenticates with a credentials or nkey seed file, a token or
+// a client certificate, and sets the connection's inbox prefix, which a
+// server that gives each identity its own lets it read.
+//
 // # Replies
 //
 // JetStream does not keep the reply subject of a publish: the reply of a

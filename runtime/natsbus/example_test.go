@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/twinflow/twinflow/runtime/natsbus"
 )
 
@@ -18,13 +20,26 @@ func Example() {
 	defer os.RemoveAll(dir)
 	quiet := slog.New(slog.DiscardHandler)
 
-	srv, err := natsbus.StartServer(natsbus.ServerOptions{Dir: dir, Port: -1, Logger: quiet})
+	// One identity, an nkey: the server keeps its public key, the client
+	// its seed.
+	user, _ := nkeys.CreateUser()
+	public, _ := user.PublicKey()
+	seed, _ := user.Seed()
+	seedFile := filepath.Join(dir, "example.nk")
+	if err := os.WriteFile(seedFile, seed, 0o600); err != nil {
+		fmt.Println(err)
+		return
+	}
+	srv, err := natsbus.StartServer(natsbus.ServerOptions{
+		Dir: filepath.Join(dir, "nats"), Port: -1, Logger: quiet,
+		Users: []natsbus.User{{Name: "example", NKey: public, Unrestricted: true}},
+	})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer srv.Shutdown()
-	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: srv.ClientURL(), Name: "example", Logger: quiet})
+	nc, js, err := natsbus.Connect(natsbus.ConnOptions{URL: srv.ClientURL(), CredsFile: seedFile, Name: "example", Logger: quiet})
 	if err != nil {
 		fmt.Println(err)
 		return

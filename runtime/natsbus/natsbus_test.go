@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinflow/twinflow/runtime/natsbus/natsbustest"
 )
 
 // testLogger logs warnings to stderr, or everything with NATSBUS_DEBUG=1.
@@ -193,21 +195,30 @@ func exercise(t *testing.T, url string) {
 }
 
 func TestEmbeddedServer(t *testing.T) {
-	exercise(t, StartTestServer(t).ClientURL())
+	exercise(t, startTestServer(t).ClientURL())
 }
 
 func TestExternalServer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds nats-server")
 	}
-	exercise(t, StartExternalServer(t, BuildExternalServer(t)))
+	exercise(t, natsbustest.StartExternalServer(t, natsbustest.BuildExternalServer(t), ""))
+}
+
+// startTestServer starts an embedded server for a test: a temporary store
+// directory, a free port, and a 1-minute sync interval, which keeps
+// acknowledged messages across a process crash (not a power loss) and
+// publishes fast.
+func startTestServer(t testing.TB) *Server {
+	t.Helper()
+	return startAt(t, t.TempDir(), -1, time.Minute)
 }
 
 // startAt starts an embedded server; sync 0 fsyncs every write. It is shut
 // down when the test ends, if not before.
 func startAt(t testing.TB, dir string, port int, sync time.Duration) *Server {
 	t.Helper()
-	s, err := StartServer(ServerOptions{Dir: dir, Port: port, SyncInterval: sync, Logger: testLogger()})
+	s, err := StartServer(ServerOptions{Dir: dir, Port: port, NoAuth: true, SyncInterval: sync, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +254,8 @@ func TestRestartKeepsMessages(t *testing.T) {
 	checkSeqs(t, readN(t, r, 200, 10*time.Second), 1)
 }
 
+// TestStartServerPortTaken: a port asked for that is taken is an error
+// naming it, never another port that clients would not know of.
 func TestStartServerPortTaken(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -250,15 +263,32 @@ func TestStartServerPortTaken(t *testing.T) {
 	}
 	defer l.Close()
 	taken := l.Addr().(*net.TCPAddr).Port
-	s := startAt(t, t.TempDir(), taken, time.Minute)
-	if p := port(t, s); p == taken || p <= 0 {
-		t.Fatalf("server listens on %d; want a free port other than %d", p, taken)
+	s, err := StartServer(ServerOptions{Dir: t.TempDir(), Port: taken, NoAuth: true, Logger: testLogger()})
+	if err == nil {
+		s.Shutdown()
+		t.Fatalf("server started on taken port %d (listening on %d)", taken, port(t, s))
+	}
+	if !errors.Is(err, ErrPortInUse) || !strings.Contains(err.Error(), strconv.Itoa(taken)) {
+		t.Fatalf("error %q: want ErrPortInUse naming port %d", err, taken)
+	}
+}
+
+// TestStartServerDefaultPort: without a port the server takes 4222, or a
+// free port when 4222 is taken.
+func TestStartServerDefaultPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(DefaultPort))
+	if err == nil {
+		defer l.Close() // now 4222 is taken for sure
+	}
+	s := startAt(t, t.TempDir(), 0, time.Minute)
+	if p := port(t, s); p == DefaultPort || p <= 0 {
+		t.Fatalf("server listens on %d; want a free port other than the taken %d", p, DefaultPort)
 	}
 	connect(t, s.ClientURL())
 }
 
 func TestEnsureStream(t *testing.T) {
-	_, js := connect(t, StartTestServer(t).ClientURL())
+	_, js := connect(t, startTestServer(t).ClientURL())
 	ctx := context.Background()
 	spec := StreamSpec{Name: "S", Subjects: []string{"a.>"}, DuplicateWindow: time.Minute, MaxBytes: 1 << 20}
 	s1, err := EnsureStream(ctx, js, spec)
@@ -291,7 +321,7 @@ func TestEnsureStream(t *testing.T) {
 }
 
 func TestReaderFromSequence(t *testing.T) {
-	_, js := connect(t, StartTestServer(t).ClientURL())
+	_, js := connect(t, startTestServer(t).ClientURL())
 	ensure(t, js, "R", "r.>")
 	publish(t, js, records("r.x", 1, 10000))
 
@@ -334,7 +364,7 @@ func TestReaderFromSequence(t *testing.T) {
 }
 
 func TestReaderMissingStream(t *testing.T) {
-	_, js := connect(t, StartTestServer(t).ClientURL())
+	_, js := connect(t, startTestServer(t).ClientURL())
 	_, err := NewReader(context.Background(), js, "NOPE", 0, ReaderOptions{Logger: testLogger()})
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("NewReader on a missing stream: %v", err)
@@ -344,7 +374,7 @@ func TestReaderMissingStream(t *testing.T) {
 // A reader whose consumer disappears resumes after the last message it
 // returned.
 func TestReaderConsumerDeleted(t *testing.T) {
-	_, js := connect(t, StartTestServer(t).ClientURL())
+	_, js := connect(t, startTestServer(t).ClientURL())
 	ensure(t, js, "D", "d.>")
 	publish(t, js, records("d.x", 1, 3000))
 	r := newReader(t, js, "D", 0, ReaderOptions{MaxBatch: 100, Buffer: 200})
@@ -389,7 +419,7 @@ func TestReaderAcrossServerRestart(t *testing.T) {
 }
 
 func TestPublisherDedup(t *testing.T) {
-	_, js := connect(t, StartTestServer(t).ClientURL())
+	_, js := connect(t, startTestServer(t).ClientURL())
 	ensure(t, js, "P", "p.>")
 	recs := records("p.x", 1, 100)
 	publish(t, js, recs)
@@ -408,7 +438,7 @@ func TestPublisherDedup(t *testing.T) {
 }
 
 func TestPublisherPermanentError(t *testing.T) {
-	nc, js := connect(t, StartTestServer(t).ClientURL())
+	nc, js := connect(t, startTestServer(t).ClientURL())
 	ensure(t, js, "PE", "pe.>")
 	big := make([]byte, nc.MaxPayload()+1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -475,7 +505,7 @@ func TestPublisherAcrossServerRestart(t *testing.T) {
 // JetStream answers a core request to a stream subject itself: the stored
 // message has no reply subject, which is why Request uses ReplyToHeader.
 func TestCoreRequestLosesReply(t *testing.T) {
-	nc, js := connect(t, StartTestServer(t).ClientURL())
+	nc, js := connect(t, startTestServer(t).ClientURL())
 	ensure(t, js, "Q", "q.>")
 	reply, err := nc.Request("q.x", []byte("hi"), 5*time.Second)
 	if err != nil {
@@ -516,7 +546,7 @@ func TestParseAckReply(t *testing.T) {
 // The bookkeeping in take: in-order messages pass, a gap or a repeat drops
 // the consumer, statuses of earlier requests are ignored.
 func TestReaderTake(t *testing.T) {
-	nc, js := connect(t, StartTestServer(t).ClientURL())
+	nc, js := connect(t, startTestServer(t).ClientURL())
 	newState := func() (*Reader, *pull) {
 		sub, err := nc.SubscribeSync(nc.NewInbox())
 		if err != nil {
@@ -578,7 +608,7 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 // first ten messages as measured by the first one, and must get exactly
 // those ten.
 func TestPullByteAccounting(t *testing.T) {
-	nc, js := connect(t, StartTestServer(t).ClientURL())
+	nc, js := connect(t, startTestServer(t).ClientURL())
 	ensure(t, js, "BY", "by.>")
 	recs := records("by.x", 1, 50)
 	for i := range recs {
@@ -636,7 +666,7 @@ func TestPullByteAccounting(t *testing.T) {
 // With a small server payload limit the byte budget, not the count, ends
 // most pull requests; reading must still flow without stalls.
 func TestReaderByteBudget(t *testing.T) {
-	s, err := StartServer(ServerOptions{Dir: t.TempDir(), Port: -1, SyncInterval: time.Minute, MaxPayload: 1024, Logger: testLogger()})
+	s, err := StartServer(ServerOptions{Dir: t.TempDir(), Port: -1, NoAuth: true, SyncInterval: time.Minute, MaxPayload: 1024, Logger: testLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -660,7 +690,7 @@ func TestReaderByteBudget(t *testing.T) {
 }
 
 func TestReaderCloseAndConnectionClose(t *testing.T) {
-	s := StartTestServer(t)
+	s := startTestServer(t)
 	_, js := connect(t, s.ClientURL())
 	ensure(t, js, "C", "c.>")
 	r := newReader(t, js, "C", 0, ReaderOptions{MaxWait: 20 * time.Millisecond})
@@ -694,13 +724,16 @@ func TestConnectFails(t *testing.T) {
 	if _, err := StartServer(ServerOptions{}); err == nil {
 		t.Fatal("StartServer without Dir succeeded")
 	}
+	if _, err := StartServer(ServerOptions{Dir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "NoAuth") {
+		t.Fatalf("StartServer without users or NoAuth: %v", err)
+	}
 }
 
 // A pull request that is never answered (here: one the Reader believes
 // open under a reply subject the server does not know) makes the Reader
 // replace its consumer, and reading continues where it was.
 func TestReaderUnansweredRequest(t *testing.T) {
-	_, js := connect(t, StartTestServer(t).ClientURL())
+	_, js := connect(t, startTestServer(t).ClientURL())
 	ensure(t, js, "U", "u.>")
 	publish(t, js, records("u.x", 1, 10))
 	r := newReader(t, js, "U", 0, ReaderOptions{MaxWait: 20 * time.Millisecond})
@@ -727,7 +760,7 @@ func TestReaderUnansweredRequest(t *testing.T) {
 // While publishers write and the reader's consumer is deleted again and
 // again, the reader returns every message once, in order.
 func TestReaderChurn(t *testing.T) {
-	url := StartTestServer(t).ClientURL()
+	url := startTestServer(t).ClientURL()
 	_, js := connect(t, url)
 	_, pjs := connect(t, url) // publishers have their own connection
 	ensure(t, js, "CH", "ch.>")

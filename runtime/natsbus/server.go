@@ -2,26 +2,43 @@ package natsbus
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// ServerOptions configures an embedded NATS server. The zero value, apart
-// from Dir, is a complete configuration.
+// ServerOptions configures an embedded NATS server. Dir, and either Users
+// or NoAuth, are required; the rest has defaults.
 type ServerOptions struct {
 	// Dir is the JetStream store directory. Required.
 	Dir string
 	// Host is the address the client port listens on. Default 127.0.0.1.
 	Host string
-	// Port is the client port. Default 4222; when that port is taken, or
-	// Port is -1, the server picks a free port (see [Server.ClientURL]).
+	// Port is the client port. 0 means [DefaultPort], or a free port when
+	// that one is taken; -1 means a free port (see [Server.ClientURL]). Any
+	// other port must be free: a taken one is an error wrapping
+	// [ErrPortInUse].
 	Port int
+	// Users are the identities the server accepts, each authenticated by an
+	// nkey and limited to its permissions. Clients without a listed nkey
+	// are refused.
+	Users []User
+	// NoAuth starts the server without authentication: every client may do
+	// anything. It is for tests and tools that own the server; it cannot be
+	// combined with Users.
+	NoAuth bool
+	// TLS, when set, makes the server accept only TLS connections, with
+	// this configuration (its certificate and, for mutual TLS, ClientCAs
+	// and ClientAuth).
+	TLS *tls.Config
 	// SyncInterval is how often JetStream fsyncs its files. The default, 0,
 	// fsyncs every write ("sync_interval: always"): an acknowledged publish
 	// is on disk. A positive value fsyncs periodically, which is much faster
@@ -36,10 +53,40 @@ type ServerOptions struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
+	// OnStoreFailure, when set, is called once when JetStream reports that
+	// it could not write its store (a full disk, a permission problem, an
+	// I/O error). A single server does not recover from that by itself: the
+	// stream that failed refuses every later write, and a permission
+	// problem disables JetStream, until the server restarts.
+	OnStoreFailure func(error)
+}
+
+// User is an identity of an embedded server: an nkey and what it may do.
+type User struct {
+	// Name says who the user is, in logs and rendered configurations.
+	Name string
+	// NKey is the user's public nkey ("U..."). The client proves it holds
+	// the seed by signing the server's nonce.
+	NKey string
+	// Unrestricted users may publish and subscribe to anything (the
+	// runtime). Otherwise Publish and Subscribe say what the user may do.
+	Unrestricted bool
+	// Publish and Subscribe list the subjects (with wildcards) the user may
+	// publish to and subscribe to. A subject matching a Deny entry is
+	// refused even when an Allow entry matches it.
+	Publish, Subscribe Rules
+}
+
+// Rules are the subjects a permission allows and denies.
+type Rules struct {
+	Allow, Deny []string
 }
 
 // DefaultPort is the port an embedded server tries first.
 const DefaultPort = 4222
+
+// ErrPortInUse is returned when the port asked for is taken.
+var ErrPortInUse = errors.New("port in use")
 
 // Server is a running embedded NATS server with JetStream.
 type Server struct {
@@ -48,16 +95,23 @@ type Server struct {
 }
 
 // StartServer starts an embedded NATS server with JetStream storing in
-// opts.Dir and waits until it accepts clients.
+// opts.Dir and waits until it accepts clients. Its users all belong to the
+// global account; the system account ($SYS: the server's events,
+// monitoring and administration) has no user, so no client can reach it.
+// (Turning the system account off instead would publish the server's
+// events in the global account, where clients could read them.)
 func StartServer(opts ServerOptions) (*Server, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("natsbus: ServerOptions.Dir is required")
 	}
+	if len(opts.Users) == 0 && !opts.NoAuth {
+		return nil, errors.New("natsbus: ServerOptions needs Users, or NoAuth to accept every client")
+	}
+	if len(opts.Users) > 0 && opts.NoAuth {
+		return nil, errors.New("natsbus: ServerOptions.NoAuth cannot be combined with Users")
+	}
 	if opts.Host == "" {
 		opts.Host = "127.0.0.1"
-	}
-	if opts.Port == 0 {
-		opts.Port = DefaultPort
 	}
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 10 * time.Second
@@ -67,15 +121,19 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	}
 	log := opts.Logger.With("component", "nats-server")
 	port := opts.Port
-	if port > 0 && !portFree(opts.Host, port) {
-		log.Info("port taken, picking a free one", "port", port)
+	switch {
+	case port == 0 && portFree(opts.Host, DefaultPort):
+		port = DefaultPort
+	case port == 0:
+		log.Info("default port taken, picking a free one", "port", DefaultPort)
 		port = server.RANDOM_PORT
+	case port > 0 && !portFree(opts.Host, port):
+		return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(opts.Host, strconv.Itoa(port)), ErrPortInUse)
 	}
 	s, err := startServer(opts, port, log)
-	if err != nil && port != server.RANDOM_PORT {
+	if err != nil && port > 0 && !portFree(opts.Host, port) {
 		// The port was taken between the check and the bind.
-		log.Info("could not start on port, picking a free one", "port", port, "err", err)
-		s, err = startServer(opts, server.RANDOM_PORT, log)
+		return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(opts.Host, strconv.Itoa(port)), ErrPortInUse)
 	}
 	return s, err
 }
@@ -89,6 +147,13 @@ func startServer(opts ServerOptions, port int, log *slog.Logger) (*Server, error
 		StoreDir:   opts.Dir,
 		MaxPayload: opts.MaxPayload,
 		NoSigs:     true,
+		Nkeys:      serverUsers(opts.Users),
+	}
+	if opts.TLS != nil {
+		sopts.TLSConfig = opts.TLS.Clone()
+		sopts.TLS = true
+		sopts.TLSVerify = opts.TLS.ClientAuth >= tls.VerifyClientCertIfGiven
+		sopts.TLSTimeout = 2
 	}
 	if opts.SyncInterval <= 0 {
 		sopts.SyncAlways = true
@@ -99,7 +164,7 @@ func startServer(opts ServerOptions, port int, log *slog.Logger) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: configure server: %w", err)
 	}
-	ns.SetLoggerV2(slogAdapter{log}, false, false, false)
+	ns.SetLoggerV2(slogAdapter{log: log, onStoreFailure: onceFunc(opts.OnStoreFailure)}, false, false, false)
 	ns.Start()
 	if !ns.ReadyForConnections(opts.ReadyTimeout) {
 		ns.Shutdown()
@@ -111,8 +176,34 @@ func startServer(opts ServerOptions, port int, log *slog.Logger) (*Server, error
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("natsbus: JetStream did not start in %s", opts.Dir)
 	}
-	log.Info("NATS server ready", "url", ns.ClientURL(), "store", opts.Dir, "sync_always", sopts.SyncAlways)
+	log.Info("NATS server ready", "url", ns.ClientURL(), "store", opts.Dir, "sync_always", sopts.SyncAlways,
+		"users", len(opts.Users), "tls", opts.TLS != nil)
 	return &Server{ns: ns, log: log}, nil
+}
+
+// serverUsers turns users into the server's nkey users.
+func serverUsers(users []User) []*server.NkeyUser {
+	var out []*server.NkeyUser
+	for _, u := range users {
+		nu := &server.NkeyUser{Nkey: u.NKey}
+		if !u.Unrestricted {
+			nu.Permissions = &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: nonNil(u.Publish.Allow), Deny: u.Publish.Deny},
+				Subscribe: &server.SubjectPermission{Allow: nonNil(u.Subscribe.Allow), Deny: u.Subscribe.Deny},
+			}
+		}
+		out = append(out, nu)
+	}
+	return out
+}
+
+// nonNil keeps an empty allow list meaning "nothing": the server treats a
+// nil Allow as no restriction, and an empty one as allowing nothing.
+func nonNil(s []string) []string {
+	if len(s) == 0 {
+		return []string{}
+	}
+	return s
 }
 
 // portFree reports whether host:port can be listened on right now.
@@ -125,8 +216,18 @@ func portFree(host string, port int) bool {
 	return true
 }
 
-// ClientURL returns the URL clients connect to, e.g. nats://127.0.0.1:4222.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+// ClientURL returns the URL clients connect to, e.g. nats://127.0.0.1:4222
+// (tls:// with TLS). A server listening on every interface is reached on
+// the loopback address.
+func (s *Server) ClientURL() string {
+	u := s.ns.ClientURL()
+	for _, everywhere := range []string{"0.0.0.0", "[::]"} {
+		if host := "//" + everywhere + ":"; strings.Contains(u, host) {
+			return strings.Replace(u, host, "//127.0.0.1:", 1)
+		}
+	}
+	return u
+}
 
 // Shutdown stops the server and waits until it has stopped. JetStream state
 // is flushed to the store directory.
@@ -135,14 +236,43 @@ func (s *Server) Shutdown() {
 	s.ns.WaitForShutdown()
 }
 
-// slogAdapter sends nats-server's log to slog.
-type slogAdapter struct{ log *slog.Logger }
+// slogAdapter sends nats-server's log to slog, and watches it for the
+// failures of JetStream's store.
+type slogAdapter struct {
+	log            *slog.Logger
+	onStoreFailure func(error)
+}
 
 func (a slogAdapter) logf(level slog.Level, format string, v []any) {
+	if level >= slog.LevelWarn && a.onStoreFailure != nil {
+		if msg := fmt.Sprintf(format, v...); isStoreFailure(msg) {
+			a.onStoreFailure(errors.New(msg))
+		}
+	}
 	if !a.log.Enabled(context.Background(), level) {
 		return
 	}
 	a.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
+}
+
+// isStoreFailure recognizes the messages with which nats-server reports a
+// store it cannot write any more: the only signal an embedded server gives.
+// Its own test (isOutOfSpaceErr) matches error text the same way; the
+// package's tests check these against the server in use.
+func isStoreFailure(msg string) bool {
+	return strings.Contains(msg, "Critical write error") || // a stream's file store (filestore.go)
+		strings.Contains(msg, "critical write error") || // a stream (stream.go)
+		strings.Contains(msg, "disabling JetStream") || // permission denied (stream.go)
+		strings.Contains(msg, "will be DISABLED") // out of space in clustered mode (jetstream.go)
+}
+
+// onceFunc returns a func calling f on its first call only; nil for nil.
+func onceFunc(f func(error)) func(error) {
+	if f == nil {
+		return nil
+	}
+	var once sync.Once
+	return func(err error) { once.Do(func() { f(err) }) }
 }
 
 // Noticef logs at debug level: the server's notices are its start-up

@@ -33,6 +33,10 @@ type StreamSpec struct {
 	Storage jetstream.StorageType
 	// Replicas is the number of replicas in a cluster. Default 1.
 	Replicas int
+	// AllowDirect lets clients read stored messages by sequence or subject
+	// ($JS.API.DIRECT.GET.<stream>) without creating a consumer: a read
+	// that creates nothing, so a client may be given it alone.
+	AllowDirect bool
 }
 
 // EnsureStream creates the stream, or updates an existing one to match spec.
@@ -43,16 +47,17 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, spec StreamSpec) 
 		return nil, errors.New("natsbus: StreamSpec.Name is required")
 	}
 	cfg := jetstream.StreamConfig{
-		Name:       spec.Name,
-		Subjects:   spec.Subjects,
-		Retention:  jetstream.LimitsPolicy,
-		Discard:    spec.Discard,
-		MaxBytes:   spec.MaxBytes,
-		MaxAge:     spec.MaxAge,
-		MaxMsgs:    -1,
-		Storage:    spec.Storage,
-		Replicas:   spec.Replicas,
-		Duplicates: spec.DuplicateWindow,
+		Name:        spec.Name,
+		Subjects:    spec.Subjects,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     spec.Discard,
+		MaxBytes:    spec.MaxBytes,
+		MaxAge:      spec.MaxAge,
+		MaxMsgs:     -1,
+		Storage:     spec.Storage,
+		Replicas:    spec.Replicas,
+		Duplicates:  spec.DuplicateWindow,
+		AllowDirect: spec.AllowDirect,
 	}
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = -1

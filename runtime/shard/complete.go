@@ -201,13 +201,15 @@ func (c *Core) registerSpecs(b *mailbox, sent *twinflowv1.AddressBatch, missing 
 		c.deadLetter(b, "invalid result: "+why)
 		return
 	}
-	merged, changed := c.specs.Merge(b.addr.Type, missing)
-	if changed {
-		if err := c.env.SaveSpecs(b.addr.Type, merged); err != nil {
-			c.log.Error("recording state specs failed; retrying", "function_type", b.addr.Type, "err", err)
-			c.retryAt(b, now.Add(c.cfg.Retry.Delay(b.attempts, c.rng)))
-			return
-		}
+	// The specs are recorded before the registry takes them: until then
+	// the batch goes out without them, the function reports them missing
+	// again, and that retries the recording.
+	if err := c.env.SaveSpecs(b.addr.Type, missing); err != nil {
+		c.log.Error("recording state specs failed; retrying", "function_type", b.addr.Type, "err", err)
+		c.retryAt(b, now.Add(c.cfg.Retry.Delay(b.attempts, c.rng)))
+		return
+	}
+	if merged, changed := c.specs.Merge(b.addr.Type, missing); changed {
 		c.log.Info("registered state specs", "function_type", b.addr.Type, "specs", len(merged))
 	}
 	// Send the same batch again, now with the declared state.
@@ -232,7 +234,7 @@ func (c *Core) deadLetter(b *mailbox, reason string) {
 		if e.Caller.Type != "" {
 			hdr[router.CallerHeader] = e.Caller.String()
 		}
-		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Headers: hdr, Data: e.Payload})
+		c.buffer(&storagev1.EgressRecord{Subject: router.FunctionDeadLetterSubject, Headers: hdr, Data: e.Payload})
 		if e.ReplyTo != "" {
 			// A requester would otherwise wait out its timeout: answer
 			// with the error instead.
@@ -244,10 +246,6 @@ func (c *Core) deadLetter(b *mailbox, reason string) {
 	c.finishBatch(b)
 }
 
-// DeadLetterSubject is where the messages of failed batches go, with the
-// router's error, target and caller headers.
-const DeadLetterSubject = "twinflow.dlq.function"
-
 // egress publishes or buffers a record, or dead-letters it when it has no
 // valid destination.
 func (c *Core) egress(b *mailbox, e *twinflowv1.EgressRecord) {
@@ -257,7 +255,7 @@ func (c *Core) egress(b *mailbox, e *twinflowv1.EgressRecord) {
 		t.m.deadLetters.Inc()
 		t.deadLetters++
 		t.lastDead = err.Error()
-		c.buffer(&storagev1.EgressRecord{Subject: DeadLetterSubject, Data: e.GetValue().GetValue(), Headers: map[string]string{
+		c.buffer(&storagev1.EgressRecord{Subject: router.FunctionDeadLetterSubject, Data: e.GetValue().GetValue(), Headers: map[string]string{
 			router.ErrorHeader: router.ErrorText(err.Error()), router.SourceHeader: b.addr.String(), router.TypenameHeader: e.GetValue().GetTypename(),
 		}})
 		return
@@ -316,7 +314,7 @@ func (c *Core) logFailures() {
 		}
 		if t.deadLetters > 0 {
 			c.log.Error("messages dead-lettered", "function_type", ft, "messages", t.deadLetters, "last_reason", t.lastDead,
-				"subject", DeadLetterSubject)
+				"subject", router.FunctionDeadLetterSubject)
 		}
 		t.retries, t.deadLetters, t.lastRetry, t.lastDead = 0, 0, "", ""
 	}

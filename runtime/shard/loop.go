@@ -68,9 +68,14 @@ func (l *Loop) Committed(p *Part) {
 func (l *Loop) Saturated() bool { return l.saturated.Load() }
 
 type saturation struct {
-	since time.Time
-	why   string
+	since  time.Time
+	why    string
+	logged bool // a pause this long was logged
 }
+
+// pauseLogAfter is how long intake pauses before it is logged: shorter
+// pauses are the ordinary backpressure of a busy shard.
+const pauseLogAfter = 5 * time.Second
 
 // SaturatedSince says since when and why intake pauses for this shard; a
 // zero time when it does not.
@@ -149,6 +154,10 @@ func (l *Loop) Run(ctx context.Context) {
 			c.Tick()
 			c.m.queuedBytes.WithLabelValues(label).Set(float64(c.queued + l.inbox.Bytes()))
 			c.m.mailboxes.WithLabelValues(label).Set(float64(len(c.boxes)))
+			if s := l.sat.Load(); s != nil && !s.logged && time.Since(s.since) >= pauseLogAfter {
+				c.log.Warn("intake paused", "for", time.Since(s.since).Round(time.Millisecond), "reason", s.why)
+				l.sat.Store(&saturation{since: s.since, why: s.why, logged: true})
+			}
 			if ticks++; ticks%statusEvery == 0 {
 				st := c.Status()
 				l.status.Store(&st)
@@ -162,6 +171,9 @@ func (l *Loop) Run(ctx context.Context) {
 			if sat {
 				l.sat.Store(&saturation{since: time.Now(), why: why})
 			} else {
+				if s := l.sat.Load(); s != nil && s.logged {
+					c.log.Info("intake resumes", "paused_for", time.Since(s.since).Round(time.Millisecond))
+				}
 				l.sat.Store(nil)
 			}
 			l.saturated.Store(sat)

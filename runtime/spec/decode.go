@@ -7,41 +7,109 @@ import (
 	"fmt"
 	"io"
 	"net/url"
-	"regexp"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/twinflow/twinflow/router"
 )
 
-// decoder walks the YAML node tree, collecting every problem with its line.
+// The file's shape. The YAML library parses a spec into nodes, and decode
+// fills these structs from them, reporting every field that is unknown,
+// duplicate, missing (tagged `spec:"required"`) or of the wrong kind with
+// its line and field path, which the library's own errors lack; the values
+// are then validated and turned into a Module. A pointer field is nil when
+// the field is absent, null or of the wrong kind.
+type (
+	rawModule struct {
+		Endpoints   []rawEndpoint   `yaml:"endpoints"`
+		Ingresses   []rawIngress    `yaml:"ingresses"`
+		Egresses    []rawEgress     `yaml:"egresses"`
+		Users       []rawUser       `yaml:"users"`
+		DeadLetters *rawDeadLetters `yaml:"deadLetters"`
+	}
+	rawDeadLetters struct {
+		MaxAge   *duration `yaml:"maxAge"`
+		MaxBytes *string   `yaml:"maxBytes"`
+	}
+	rawEndpoint struct {
+		Functions         *string   `yaml:"functions" spec:"required"`
+		URL               *string   `yaml:"url" spec:"required"`
+		Timeout           *duration `yaml:"timeout"`
+		MaxBatchAddresses *int      `yaml:"maxBatchAddresses"`
+		MaxBatchMessages  *int      `yaml:"maxBatchMessages"`
+		MaxInFlight       *int      `yaml:"maxInFlight"`
+		MaxAttempts       *int      `yaml:"maxAttempts"`
+		MaxAge            *duration `yaml:"maxAge"`
+		TLS               *rawTLS   `yaml:"tls"`
+	}
+	rawTLS struct {
+		CA   string `yaml:"ca"`
+		Cert string `yaml:"cert"`
+		Key  string `yaml:"key"`
+	}
+	rawUser struct {
+		Name      *string  `yaml:"name" spec:"required"`
+		Ingresses []string `yaml:"ingresses"`
+		Egresses  []string `yaml:"egresses"`
+		Publish   []string `yaml:"publish"`
+		Subscribe []string `yaml:"subscribe"`
+	}
+	rawIngress struct {
+		Name           string      `yaml:"name" spec:"required"`
+		Subject        string      `yaml:"subject" spec:"required"`
+		Typename       string      `yaml:"typename"`
+		TypenameHeader string      `yaml:"typenameHeader"`
+		Targets        []rawTarget `yaml:"targets" spec:"required"`
+	}
+	rawTarget struct {
+		Function string `yaml:"function" spec:"required"`
+		ID       *rawID `yaml:"id" spec:"required"`
+	}
+	rawID struct {
+		SubjectToken *int    `yaml:"subjectToken"`
+		Header       *string `yaml:"header"`
+		JSONField    *string `yaml:"jsonField"`
+	}
+	rawEgress struct {
+		Name     string  `yaml:"name" spec:"required"`
+		Subject  string  `yaml:"subject" spec:"required"`
+		Delivery *string `yaml:"delivery"`
+	}
+)
+
+// duration is a string field that holds a Go duration ("10s"); decode
+// names the expected kind in its errors.
+type duration string
+
+// decoder collects every problem of one spec with its line.
 type decoder struct {
 	file string
 	errs []*Error
 	// lines maps field paths ("ingresses[0].targets[1].id") to the line of
-	// their value, to place the errors router.New reports by path.
+	// their key, or of the item for list items, to place the errors
+	// router.New reports by path.
 	lines map[string]int
-	// keyLines maps a field's value node to the line of its key, which is
-	// where a problem with a block mapping or list value is reported.
-	keyLines map[*yaml.Node]int
-	// covered are the paths with a problem already reported; router errors
+	// covered are the paths with a problem already reported; later checks
 	// at, above or below them would repeat it.
 	covered []string
+	// misfits are the paths whose value is of the wrong kind.
+	misfits map[string]bool
+	// values counts the values decoded, against aliases that expand
+	// without end.
+	values int
 }
+
+// maxValues bounds the values of a spec; a real one has a few hundred.
+const maxValues = 100_000
 
 func (d *decoder) errorf(line int, path, format string, args ...any) {
 	d.errs = append(d.errs, &Error{File: d.file, Line: line, Path: path, Detail: fmt.Sprintf(format, args...)})
 	d.covered = append(d.covered, path)
-}
-
-// missing reports a required field that is absent from the mapping at.
-func (d *decoder) missing(n *yaml.Node, at, field string) {
-	d.errs = append(d.errs, &Error{File: d.file, Line: n.Line, Path: at, Detail: field + " is required"})
-	d.covered = append(d.covered, join(at, field))
 }
 
 func (d *decoder) err() error {
@@ -56,20 +124,22 @@ func (d *decoder) err() error {
 	return errors.Join(errs...)
 }
 
-var yamlLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// syntax reports an error of the YAML parser.
+// syntax reports an error of the YAML parser. go.yaml.in/yaml/v3 gives the
+// line of a syntax error only in its text, "yaml: line 3: detail".
 func (d *decoder) syntax(err error) {
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
-	if m := yamlLine.FindStringSubmatch(msg); m != nil {
-		line, _ := strconv.Atoi(m[1])
-		d.errorf(line, "", "invalid YAML: %s", m[2])
-		return
+	msg := strings.TrimPrefix(strings.ReplaceAll(err.Error(), "\n", " "), "yaml: ")
+	line := 0
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if n, detail, ok := strings.Cut(rest, ": "); ok {
+			if l, err := strconv.Atoi(n); err == nil {
+				line, msg = l, detail
+			}
+		}
 	}
-	d.errorf(0, "", "invalid YAML: %s", strings.TrimPrefix(msg, "yaml: "))
+	d.errorf(line, "", "invalid YAML: %s", msg)
 }
 
-func (d *decoder) module(data []byte) *Module {
+func (d *decoder) parse(data []byte) *Module {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
@@ -88,28 +158,46 @@ func (d *decoder) module(data []byte) *Module {
 		}
 		return nil
 	}
-	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
+	root := doc.Content[0]
+	if isNull(resolve(root)) {
 		return &Module{}
 	}
-	f := d.fields(doc.Content[0], "", "endpoints", "ingresses", "egresses")
-	if f == nil {
+	var raw rawModule
+	d.decode(root, reflect.ValueOf(&raw).Elem(), "", root.Line)
+	if d.values > maxValues {
 		return nil
 	}
 	m := &Module{}
-	d.endpoints(m, f["endpoints"])
-	d.ingresses(m, f["ingresses"])
-	d.egresses(m, f["egresses"])
+	d.endpoints(m, raw.Endpoints)
+	d.ingresses(m, raw.Ingresses)
+	d.egresses(m, raw.Egresses)
+	d.users(m, raw.Users)
+	d.deadLetters(m, raw.DeadLetters)
 	d.crossCheck(m)
+	d.checkUsers(m)
 	return m
 }
 
-func (d *decoder) endpoints(m *Module, n *yaml.Node) {
+// positiveDuration parses a duration that must be positive ("10s",
+// "1m30s"); it reports a bad one and returns 0.
+func (d *decoder) positiveDuration(s duration, at string) time.Duration {
+	t, err := time.ParseDuration(string(s))
+	switch {
+	case err != nil:
+		d.errorf(d.lineOf(at), at, "must be a duration like 10s or 1m30s, got %q", s)
+		return 0
+	case t <= 0:
+		d.errorf(d.lineOf(at), at, "must be positive, got %s", s)
+		return 0
+	}
+	return t
+}
+
+func (d *decoder) endpoints(m *Module, raw []rawEndpoint) {
 	seen := map[string]int{}
-	for i, item := range d.sequence(n, "endpoints") {
+	for i, r := range raw {
 		at := fmt.Sprintf("endpoints[%d]", i)
-		f := d.fields(item, at, "functions", "url", "timeout", "maxBatchAddresses", "maxBatchMessages", "maxInFlight",
-			"maxAttempts", "maxAge")
-		if f == nil {
+		if d.misfits[at] {
 			continue
 		}
 		ep := Endpoint{
@@ -118,50 +206,36 @@ func (d *decoder) endpoints(m *Module, n *yaml.Node) {
 			MaxBatchMessages:  DefaultMaxBatchMessages,
 			MaxInFlight:       DefaultMaxInFlight,
 		}
-		if v := f["functions"]; v == nil {
-			d.missing(item, at, "functions")
-		} else if s, ok := d.str(v, at+".functions"); ok {
+		if s := deref(r.Functions); r.Functions != nil {
 			if err := validFunctions(s); err != nil {
-				d.errorf(d.line(v), at+".functions", "%v", err)
+				d.errorf(d.lineOf(at+".functions"), at+".functions", "%v", err)
 			} else if j, dup := seen[s]; dup {
-				d.errorf(d.line(v), at+".functions", "%s is already served by endpoints[%d]", s, j)
+				d.errorf(d.lineOf(at+".functions"), at+".functions", "%s is already served by endpoints[%d]", s, j)
 			} else {
 				seen[s] = i
 				ep.Functions = s
 			}
 		}
-		if v := f["url"]; v == nil {
-			d.missing(item, at, "url")
-		} else if s, ok := d.str(v, at+".url"); ok {
-			if err := validURL(s); err != nil {
-				d.errorf(d.line(v), at+".url", "%v", err)
+		if r.URL != nil {
+			if err := validURL(*r.URL); err != nil {
+				d.errorf(d.lineOf(at+".url"), at+".url", "%v", err)
 			}
-			ep.URL = s
+			ep.URL = *r.URL
 		}
-		if v := f["timeout"]; v != nil {
-			if t, ok := d.duration(v, at+".timeout"); ok {
+		if r.Timeout != nil {
+			if t := d.positiveDuration(*r.Timeout, at+".timeout"); t > 0 {
 				ep.Timeout = t
 			}
 		}
-		if v := f["maxAge"]; v != nil {
-			if t, ok := d.duration(v, at+".maxAge"); ok {
-				ep.MaxAge = t
-			}
+		d.atLeast(r.MaxBatchAddresses, at+".maxBatchAddresses", 1, &ep.MaxBatchAddresses)
+		d.atLeast(r.MaxBatchMessages, at+".maxBatchMessages", 1, &ep.MaxBatchMessages)
+		d.atLeast(r.MaxInFlight, at+".maxInFlight", 1, &ep.MaxInFlight)
+		d.atLeast(r.MaxAttempts, at+".maxAttempts", 1, &ep.MaxAttempts)
+		if r.MaxAge != nil {
+			ep.MaxAge = d.positiveDuration(*r.MaxAge, at+".maxAge")
 		}
-		for _, field := range []struct {
-			name string
-			dst  *int
-		}{
-			{"maxBatchAddresses", &ep.MaxBatchAddresses},
-			{"maxBatchMessages", &ep.MaxBatchMessages},
-			{"maxInFlight", &ep.MaxInFlight},
-			{"maxAttempts", &ep.MaxAttempts},
-		} {
-			if v := f[field.name]; v != nil {
-				if x, ok := d.integer(v, at+"."+field.name, 1); ok {
-					*field.dst = x
-				}
-			}
+		if r.TLS != nil && !d.misfits[at+".tls"] {
+			ep.TLS = d.tls(*r.TLS, at+".tls", ep.URL)
 		}
 		m.Endpoints = append(m.Endpoints, ep)
 	}
@@ -196,80 +270,58 @@ func validURL(s string) error {
 	return nil
 }
 
-func (d *decoder) ingresses(m *Module, n *yaml.Node) {
-	for i, item := range d.sequence(n, "ingresses") {
+func (d *decoder) ingresses(m *Module, raw []rawIngress) {
+	for i, r := range raw {
 		at := fmt.Sprintf("ingresses[%d]", i)
 		// Every item yields a rule, so that the indexes in the errors of
 		// router.New match the file.
-		var r router.IngressRule
-		f := d.fields(item, at, "name", "subject", "typename", "typenameHeader", "targets")
-		if f != nil {
-			r.Name = d.required(f, item, at, "name")
-			r.Subject = d.required(f, item, at, "subject")
-			r.Typename = d.optional(f, at, "typename")
-			r.TypenameHeader = d.optional(f, at, "typenameHeader")
-			if v := f["targets"]; v == nil {
-				d.missing(item, at, "targets")
-			} else {
-				for j, t := range d.sequence(v, at+".targets") {
-					r.Targets = append(r.Targets, d.target(t, fmt.Sprintf("%s.targets[%d]", at, j)))
-				}
-			}
+		rule := router.IngressRule{Name: r.Name, Subject: r.Subject, Typename: r.Typename, TypenameHeader: r.TypenameHeader}
+		for j, t := range r.Targets {
+			rule.Targets = append(rule.Targets, d.target(t, fmt.Sprintf("%s.targets[%d]", at, j)))
 		}
-		m.Ingresses = append(m.Ingresses, r)
+		m.Ingresses = append(m.Ingresses, rule)
 	}
 }
 
-func (d *decoder) target(n *yaml.Node, at string) router.TargetRule {
-	t := router.TargetRule{ID: router.IDSource{SubjectToken: -1}}
-	f := d.fields(n, at, "function", "id")
-	if f == nil {
-		return t
-	}
-	t.FunctionType = d.required(f, n, at, "function")
-	v := f["id"]
-	if v == nil {
-		d.missing(n, at, "id")
+func (d *decoder) target(r rawTarget, at string) router.TargetRule {
+	t := router.TargetRule{FunctionType: r.Function, ID: router.IDSource{SubjectToken: -1}}
+	if r.ID == nil {
 		return t
 	}
 	at += ".id"
-	id := d.fields(v, at, "subjectToken", "header", "jsonField")
-	if id == nil {
-		return t
-	}
-	if len(id) != 1 {
-		d.errorf(d.line(v), at, "exactly one of subjectToken, header, jsonField is required")
-		return t
-	}
-	if tok := id["subjectToken"]; tok != nil {
-		if x, ok := d.integer(tok, at+".subjectToken", 0); ok {
-			t.ID.SubjectToken = x
+	// A value of the wrong kind, reported already, is there all the same.
+	set := 0
+	for name, isSet := range map[string]bool{
+		"subjectToken": r.ID.SubjectToken != nil,
+		"header":       r.ID.Header != nil,
+		"jsonField":    r.ID.JSONField != nil,
+	} {
+		if isSet || d.misfits[at+"."+name] {
+			set++
 		}
 	}
-	t.ID.Header = d.optional(id, at, "header")
-	t.ID.JSONField = d.optional(id, at, "jsonField")
+	if set != 1 {
+		d.errorf(d.lineOf(at), at, "exactly one of subjectToken, header, jsonField is required")
+		return t
+	}
+	d.atLeast(r.ID.SubjectToken, at+".subjectToken", 0, &t.ID.SubjectToken)
+	t.ID.Header = deref(r.ID.Header)
+	t.ID.JSONField = deref(r.ID.JSONField)
 	return t
 }
 
-func (d *decoder) egresses(m *Module, n *yaml.Node) {
-	for i, item := range d.sequence(n, "egresses") {
+func (d *decoder) egresses(m *Module, raw []rawEgress) {
+	for i, r := range raw {
 		at := fmt.Sprintf("egresses[%d]", i)
-		var r router.EgressRule
-		f := d.fields(item, at, "name", "subject", "delivery")
-		if f != nil {
-			r.Name = d.required(f, item, at, "name")
-			r.Subject = d.required(f, item, at, "subject")
-			if v := f["delivery"]; v != nil {
-				if s, ok := d.str(v, at+".delivery"); ok {
-					delivery, err := router.ParseDelivery(s)
-					if err != nil {
-						d.errorf(d.line(v), at+".delivery", "%v", err)
-					}
-					r.Delivery = delivery
-				}
+		rule := router.EgressRule{Name: r.Name, Subject: r.Subject}
+		if r.Delivery != nil {
+			delivery, err := router.ParseDelivery(*r.Delivery)
+			if err != nil {
+				d.errorf(d.lineOf(at+".delivery"), at+".delivery", "%v", err)
 			}
+			rule.Delivery = delivery
 		}
-		m.Egresses = append(m.Egresses, r)
+		m.Egresses = append(m.Egresses, rule)
 	}
 }
 
@@ -325,6 +377,31 @@ func (d *decoder) routerErrors(err error) {
 	}
 }
 
+func deref[T any](v *T) T {
+	if v == nil {
+		var zero T
+		return zero
+	}
+	return *v
+}
+
+// missing reports a required field that is absent from the mapping at.
+func (d *decoder) missing(at, field string) {
+	d.errs = append(d.errs, &Error{File: d.file, Line: d.lineOf(at), Path: at, Detail: field + " is required"})
+	d.covered = append(d.covered, join(at, field))
+}
+
+// atLeast sets *dst to the integer field at path when it is min or more.
+func (d *decoder) atLeast(v *int, path string, min int, dst *int) {
+	switch {
+	case v == nil:
+	case *v < min:
+		d.errorf(d.lineOf(path), path, "must be %d or more, got %d", min, *v)
+	default:
+		*dst = *v
+	}
+}
+
 // isCovered reports whether a problem was reported at path, above it or
 // below it.
 func (d *decoder) isCovered(path string) bool {
@@ -334,6 +411,12 @@ func (d *decoder) isCovered(path string) bool {
 		}
 	}
 	return false
+}
+
+// misfit reports a value of the wrong kind at path.
+func (d *decoder) misfit(line int, path, format string, args ...any) {
+	d.errorf(line, path, format, args...)
+	d.misfits[path] = true
 }
 
 // within reports whether path is p or a field or element below it.
@@ -360,20 +443,147 @@ func (d *decoder) lineOf(path string) int {
 	return 0
 }
 
-// line returns the line to report a problem with node n at: its key's line
-// when n is a field value, else its own.
-func (d *decoder) line(n *yaml.Node) int {
-	if l, ok := d.keyLines[n]; ok {
-		return l
-	}
-	return n.Line
-}
-
 func join(path, field string) string {
 	if path == "" {
 		return field
 	}
 	return path + "." + field
+}
+
+// decode decodes the node n into v, a value of the spec's shape, and
+// reports what does not fit with its field path. It leaves a value of the
+// wrong kind as it is, and reports false. line is where a problem with n
+// itself is reported: its key's line for a field value, its own for a list
+// item. The library decodes the scalars.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, line int) bool {
+	n = resolve(n)
+	if d.values++; d.values > maxValues {
+		if d.values == maxValues+1 {
+			d.errorf(line, path, "the spec holds more than %d values once its aliases are expanded", maxValues)
+		}
+		return false
+	}
+	if v.Kind() == reflect.Pointer {
+		p := reflect.New(v.Type().Elem())
+		if !d.decode(n, p.Elem(), path, line) {
+			return false
+		}
+		v.Set(p)
+		return true
+	}
+	fits := true
+	switch t := v.Type(); {
+	case t.Kind() == reflect.Struct:
+		names, index := fieldsOf(t)
+		if fits = n.Kind == yaml.MappingNode; !fits {
+			d.misfit(line, path, "must be a mapping with the fields %s, not %s", strings.Join(names, ", "), kindOf(n))
+			break
+		}
+		set := map[string]bool{} // a null field is an absent one
+		d.collect(n, path, names, map[string]int{}, map[*yaml.Node]bool{}, func(name string, value *yaml.Node, keyLine int) {
+			if !isNull(resolve(value)) {
+				set[name] = true
+				d.decode(value, v.Field(index[name]), join(path, name), keyLine)
+			}
+		})
+		for i, name := range names {
+			if !set[name] && t.Field(i).Tag.Get("spec") == "required" {
+				d.missing(path, name)
+			}
+		}
+	case t.Kind() == reflect.Slice:
+		if fits = n.Kind == yaml.SequenceNode; !fits {
+			d.misfit(line, path, "must be a list, not %s", kindOf(n))
+			break
+		}
+		v.Set(reflect.MakeSlice(t, len(n.Content), len(n.Content)))
+		for i, item := range n.Content {
+			at := fmt.Sprintf("%s[%d]", path, i)
+			d.lines[at] = item.Line
+			d.decode(item, v.Index(i), at, item.Line)
+		}
+	case t.Kind() == reflect.Int:
+		if fits = n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" && n.Decode(v.Addr().Interface()) == nil; !fits {
+			d.misfit(line, path, "must be an integer, not %s", kindOf(n))
+		}
+	case t == reflect.TypeFor[duration]():
+		if fits = n.Kind == yaml.ScalarNode && n.Decode(v.Addr().Interface()) == nil; !fits {
+			d.misfit(line, path, "must be a duration like 10s, not %s", kindOf(n))
+		}
+	case t.Kind() == reflect.String:
+		if fits = n.Kind == yaml.ScalarNode && n.Decode(v.Addr().Interface()) == nil; !fits {
+			d.misfit(line, path, "must be a string, not %s", kindOf(n))
+		}
+	default:
+		panic(fmt.Sprintf("spec: cannot decode into %v", t))
+	}
+	return fits
+}
+
+// collect calls field for each known, non-null field of the mapping n,
+// then for those of the mapping or mappings it merges (<<) that are not set
+// yet. It reports unknown and duplicate fields and bad merges. keyLines
+// holds the fields seen so far, merged the mappings already gathered,
+// against merge cycles.
+func (d *decoder) collect(n *yaml.Node, path string, names []string, keyLines map[string]int, merged map[*yaml.Node]bool, field func(name string, v *yaml.Node, keyLine int)) {
+	if merged[n] {
+		return
+	}
+	merged[n] = true
+	own := map[string]int{} // the lines of n's keys, against duplicates
+	var merge *yaml.Node
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		at := join(path, k.Value)
+		isMerge := k.Tag == "!!merge"
+		switch first, dup := own[k.Value]; {
+		case k.Kind != yaml.ScalarNode:
+			// Not a problem with the mapping's fields: they are still
+			// checked.
+			d.errs = append(d.errs, &Error{File: d.file, Line: k.Line, Path: path, Detail: "field names must be strings, not " + kindOf(k)})
+		case !isMerge && !slices.Contains(names, k.Value):
+			d.errorf(k.Line, at, "unknown field%s", suggest(k.Value, names))
+		case dup:
+			d.errorf(k.Line, at, "duplicate field; it is already set on line %d", first)
+		case isMerge:
+			own[k.Value] = k.Line
+			merge = v
+		default:
+			own[k.Value] = k.Line
+			if _, set := keyLines[k.Value]; !set { // else a mapping merging this one sets it
+				keyLines[k.Value] = k.Line
+				d.lines[at] = k.Line
+				field(k.Value, v, k.Line)
+			}
+		}
+	}
+	if merge == nil {
+		return
+	}
+	m := resolve(merge)
+	items := []*yaml.Node{m}
+	if m.Kind == yaml.SequenceNode {
+		items = m.Content
+	}
+	for _, item := range items {
+		if r := resolve(item); r.Kind != yaml.MappingNode {
+			d.errorf(r.Line, join(path, "<<"), "must merge a mapping or a list of mappings, not %s", kindOf(r))
+			continue
+		}
+		d.collect(resolve(item), path, names, keyLines, merged, field)
+	}
+}
+
+// fieldsOf returns the YAML names of the fields of struct type t, in order,
+// and their indexes.
+func fieldsOf(t reflect.Type) ([]string, map[string]int) {
+	names := make([]string, t.NumField())
+	index := map[string]int{}
+	for i := range names {
+		names[i] = t.Field(i).Tag.Get("yaml")
+		index[names[i]] = i
+	}
+	return names, index
 }
 
 // resolve follows aliases to the node they name.
@@ -385,76 +595,7 @@ func resolve(n *yaml.Node) *yaml.Node {
 }
 
 func isNull(n *yaml.Node) bool {
-	n = resolve(n)
-	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
-}
-
-// fields checks that n is a mapping with only the named fields, and returns
-// its non-null fields by name. Merge keys (<<) are honoured. It returns nil
-// when n is not a mapping.
-func (d *decoder) fields(n *yaml.Node, path string, names ...string) map[string]*yaml.Node {
-	if r := resolve(n); r.Kind != yaml.MappingNode {
-		d.errorf(d.line(n), path, "must be a mapping with the fields %s, not %s", strings.Join(names, ", "), kindOf(r))
-		return nil
-	}
-	out := map[string]*yaml.Node{}
-	d.collect(resolve(n), path, names, out, map[string]int{}, map[*yaml.Node]bool{})
-	return out
-}
-
-// collect gathers the fields of mapping n into out, then those of the
-// mappings it merges that are not set yet. merged holds the mappings
-// already gathered, against merge cycles.
-func (d *decoder) collect(n *yaml.Node, path string, names []string, out map[string]*yaml.Node, keyLines map[string]int, merged map[*yaml.Node]bool) {
-	if merged[n] {
-		return
-	}
-	isMerged := len(merged) > 0
-	merged[n] = true
-	var merges []*yaml.Node
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if k.Tag == "!!merge" {
-			merges = append(merges, v)
-			continue
-		}
-		if k.Kind != yaml.ScalarNode {
-			d.errorf(k.Line, path, "field names must be strings, not %s", kindOf(k))
-			continue
-		}
-		name := k.Value
-		at := join(path, name)
-		if !slices.Contains(names, name) {
-			d.errorf(k.Line, at, "unknown field%s", suggest(name, names))
-			continue
-		}
-		if first, dup := keyLines[name]; dup {
-			if !isMerged {
-				d.errorf(k.Line, at, "duplicate field; it is already set on line %d", first)
-			}
-			continue
-		}
-		keyLines[name] = k.Line
-		d.lines[at] = k.Line
-		d.keyLines[v] = k.Line
-		if !isNull(v) {
-			out[name] = v
-		}
-	}
-	for _, m := range merges {
-		m = resolve(m)
-		items := []*yaml.Node{m}
-		if m.Kind == yaml.SequenceNode {
-			items = m.Content
-		}
-		for _, item := range items {
-			if item = resolve(item); item.Kind != yaml.MappingNode {
-				d.errorf(item.Line, path, "<< must merge a mapping or a list of mappings, not %s", kindOf(item))
-				continue
-			}
-			d.collect(item, path, names, out, keyLines, merged)
-		}
-	}
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
 }
 
 // suggest proposes the field a misspelt name probably meant.
@@ -490,85 +631,4 @@ func kindOf(n *yaml.Node) string {
 		return fmt.Sprintf("the value %q", n.Value)
 	}
 	return "empty"
-}
-
-// sequence returns the items of the list n, or nil for null.
-func (d *decoder) sequence(n *yaml.Node, path string) []*yaml.Node {
-	if n == nil {
-		return nil
-	}
-	r := resolve(n)
-	if r.Kind != yaml.SequenceNode {
-		d.errorf(d.line(n), path, "must be a list, not %s", kindOf(r))
-		return nil
-	}
-	for i, item := range r.Content {
-		d.lines[fmt.Sprintf("%s[%d]", path, i)] = item.Line
-	}
-	return r.Content
-}
-
-// str returns the scalar n as a string.
-func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
-	r := resolve(n)
-	if r.Kind != yaml.ScalarNode {
-		d.errorf(d.line(n), path, "must be a string, not %s", kindOf(r))
-		return "", false
-	}
-	return r.Value, true
-}
-
-// required returns the string field name of the mapping n at path.
-func (d *decoder) required(f map[string]*yaml.Node, n *yaml.Node, at, name string) string {
-	v := f[name]
-	if v == nil {
-		d.missing(n, at, name)
-		return ""
-	}
-	s, _ := d.str(v, join(at, name))
-	return s
-}
-
-// optional returns the string field name, or "".
-func (d *decoder) optional(f map[string]*yaml.Node, at, name string) string {
-	v := f[name]
-	if v == nil {
-		return ""
-	}
-	s, _ := d.str(v, join(at, name))
-	return s
-}
-
-// integer returns the integer n, which must be at least min.
-func (d *decoder) integer(n *yaml.Node, path string, min int) (int, bool) {
-	r := resolve(n)
-	var x int
-	if r.Kind != yaml.ScalarNode || r.ShortTag() != "!!int" || r.Decode(&x) != nil {
-		d.errorf(d.line(n), path, "must be an integer, not %s", kindOf(r))
-		return 0, false
-	}
-	if x < min {
-		d.errorf(d.line(n), path, "must be %d or more, got %d", min, x)
-		return 0, false
-	}
-	return x, true
-}
-
-// duration returns the positive duration n ("10s", "1m30s").
-func (d *decoder) duration(n *yaml.Node, path string) (time.Duration, bool) {
-	r := resolve(n)
-	if r.Kind != yaml.ScalarNode {
-		d.errorf(d.line(n), path, "must be a duration like 10s, not %s", kindOf(r))
-		return 0, false
-	}
-	t, err := time.ParseDuration(r.Value)
-	if err != nil {
-		d.errorf(d.line(n), path, "must be a duration like 10s or 1m30s, got %q", r.Value)
-		return 0, false
-	}
-	if t <= 0 {
-		d.errorf(d.line(n), path, "must be positive, got %s", r.Value)
-		return 0, false
-	}
-	return t, true
 }

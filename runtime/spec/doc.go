@@ -5,8 +5,8 @@
 //
 // # Format
 //
-// All three sections are optional; an empty file is a valid empty module
-// (only the direct ingress, no endpoints).
+// All sections are optional; an empty file is a valid empty module (only
+// the direct ingress, no endpoints).
 //
 //	endpoints:
 //	  - functions: datacenter/*        # "namespace/name", or "namespace/*" for a whole namespace
@@ -17,6 +17,10 @@
 //	    maxInFlight: 8                 # concurrent calls to this endpoint; default 8
 //	    maxAttempts: 20                # dead-letter a batch after 20 failed attempts; default: no limit
 //	    maxAge: 1h                     # dead-letter a batch failing for an hour; default: no limit
+//	    tls:                           # https:// endpoints only; optional
+//	      ca: certs/ca.pem             # CAs that verify the endpoint; default the system's
+//	      cert: certs/runtime.pem      # client certificate for mutual TLS, with
+//	      key: certs/runtime-key.pem   # its key; relative to the spec file
 //
 //	ingresses:
 //	  - name: metrics                  # [A-Za-z0-9_-]+, unique; names the JetStream stream
@@ -30,6 +34,17 @@
 //	  - name: alerts                   # [A-Za-z0-9_-]+, unique, not "reply"
 //	    subject: datacenter.alerts     # records with a key go to datacenter.alerts.<key>
 //	    delivery: exactly-once         # or at-least-once; default exactly-once
+//
+//	users:                             # NATS identities of the embedded server
+//	  - name: sensors                  # [A-Za-z0-9_-]+, not runtime or client
+//	    ingresses: [metrics]           # may publish to these ("direct": the direct ingress)
+//	    egresses: [alerts]             # may subscribe to these and read their streams
+//	    publish: [twinflow.in.datacenter.server.>]  # more subjects within ingresses
+//	    subscribe: [datacenter.alerts.>]            # more subjects within egresses
+//
+//	deadLetters:
+//	  maxAge: 720h                     # keep dead letters 30 days at most; the default
+//	  maxBytes: 1GiB                   # and 1 GiB at most; the default; at least 2MiB
 //
 // # Endpoints
 //
@@ -83,6 +98,29 @@
 // egress subjects may not overlap each other or the ingress subjects. The
 // egress named "reply" is built in: it answers the NATS request a message
 // came with.
+//
+// # Users
+//
+// An embedded NATS server accepts only identities with an nkey, generated
+// into the data dir on first start: the runtime, the client identity
+// (publishes to every ingress, reads every egress and the dead letters),
+// and each user listed here, with its own credentials file
+// <data>/secrets/users/<name>.nk and its own reply inbox prefix
+// _INBOX_<name>. A user may publish only to the ingresses and subjects it
+// lists (each within an ingress) and subscribe only to the egresses and
+// subjects it lists (each within an egress). See docs/security.md.
+//
+// # Dead letters
+//
+// Messages that cannot be routed, batches that failed for good and egress
+// records that could not be published are kept in the JetStream stream
+// TWINFLOW_DLQ (subjects twinflow.dlq.>). deadLetters bounds it by age and by
+// size; at either bound the oldest dead letters are removed to make room
+// (JetStream's DiscardOld), so dead letters never block anything. Sizes are
+// a number of bytes, or a number with KiB, MiB, GiB, TiB (powers of 1024;
+// KB, MB, GB, TB are powers of 1024 too, as for -memory). The runtime
+// exports how many dead letters the bounds removed as
+// twinflow_dead_letters_discarded_total.
 //
 // # Errors
 //

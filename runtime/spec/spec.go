@@ -3,10 +3,9 @@ package spec
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
-
-	"gopkg.in/yaml.v3"
 
 	"github.com/twinflow/twinflow/router"
 )
@@ -23,6 +22,38 @@ const (
 	// DefaultMaxInFlight is how many calls to one endpoint run at once at most.
 	DefaultMaxInFlight = 8
 )
+
+// Defaults of the dead-letter stream's limits.
+const (
+	// DefaultDeadLetterMaxAge is how long dead letters are kept: 30 days.
+	DefaultDeadLetterMaxAge = 30 * 24 * time.Hour
+	// DefaultDeadLetterMaxBytes bounds the dead letters kept: 1 GiB.
+	DefaultDeadLetterMaxBytes = 1 << 30
+	// MinDeadLetterMaxBytes is the smallest bound accepted: it holds a dead
+	// letter of the largest default payload.
+	MinDeadLetterMaxBytes = 2 << 20
+)
+
+// DeadLetters bounds the dead-letter stream (TWINFLOW_DLQ, subjects
+// twinflow.dlq.>). When a bound is reached the oldest dead letters are
+// removed. A zero field means its default.
+type DeadLetters struct {
+	// MaxAge removes dead letters older than this; default 30 days.
+	MaxAge time.Duration
+	// MaxBytes bounds the size of the stream; default 1 GiB.
+	MaxBytes int64
+}
+
+// WithDefaults returns d with its zero fields set to the defaults.
+func (d DeadLetters) WithDefaults() DeadLetters {
+	if d.MaxAge == 0 {
+		d.MaxAge = DefaultDeadLetterMaxAge
+	}
+	if d.MaxBytes == 0 {
+		d.MaxBytes = DefaultDeadLetterMaxBytes
+	}
+	return d
+}
 
 // Endpoint is where the functions of some types are served. A parsed
 // Endpoint has every default filled in.
@@ -48,6 +79,9 @@ type Endpoint struct {
 	// MaxAge dead-letters a batch that has kept failing for this long; 0,
 	// the default, sets no limit.
 	MaxAge time.Duration
+	// TLS configures an https:// endpoint's certificate authorities and
+	// client certificate; nil uses the system's roots and no certificate.
+	TLS *TLS
 }
 
 // Module is a parsed, valid module spec. Ingresses and Egresses are ready for
@@ -59,6 +93,10 @@ type Module struct {
 	Ingresses []router.IngressRule
 	// Egresses are the named outputs functions publish to.
 	Egresses []router.EgressRule
+	// Users are NATS identities with narrower rights than the client's.
+	Users []User
+	// DeadLetters bounds the dead-letter stream.
+	DeadLetters DeadLetters
 }
 
 // EndpointFor returns the endpoint serving functionType ("namespace/name"):
@@ -90,15 +128,24 @@ func Load(path string) (*Module, error) {
 	if err != nil {
 		return nil, fmt.Errorf("module spec: %w", err)
 	}
-	return Parse(path, data)
+	m, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("module spec: %w", err)
+	}
+	m.resolvePaths(dir)
+	return m, nil
 }
 
 // Parse parses and validates a module spec. filename is only used in error
 // messages. It reports every problem it finds, each an [*Error], joined
 // with [errors.Join] in line order.
 func Parse(filename string, data []byte) (*Module, error) {
-	d := &decoder{file: filename, lines: map[string]int{}, keyLines: map[*yaml.Node]int{}}
-	m := d.module(data)
+	d := &decoder{file: filename, lines: map[string]int{}, misfits: map[string]bool{}}
+	m := d.parse(data)
 	if err := d.err(); err != nil {
 		return nil, err
 	}

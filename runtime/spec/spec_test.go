@@ -20,7 +20,8 @@ func TestLoadExample(t *testing.T) {
 	want := &Module{
 		Endpoints: []Endpoint{
 			{Functions: "datacenter/*", URL: "http://127.0.0.1:8000", Timeout: 10 * time.Second, MaxBatchAddresses: 256, MaxBatchMessages: 128, MaxInFlight: 8},
-			{Functions: "datacenter/alerting", URL: "https://alerting.internal:8443/twinflow", Timeout: DefaultTimeout, MaxBatchAddresses: DefaultMaxBatchAddresses, MaxBatchMessages: DefaultMaxBatchMessages, MaxInFlight: DefaultMaxInFlight},
+			{Functions: "datacenter/alerting", URL: "https://alerting.internal:8443/twinflow", Timeout: DefaultTimeout, MaxBatchAddresses: DefaultMaxBatchAddresses, MaxBatchMessages: DefaultMaxBatchMessages, MaxInFlight: DefaultMaxInFlight,
+				TLS: &TLS{CA: abs(t, "testdata/certs/alerting-ca.pem"), Cert: abs(t, "testdata/certs/runtime.pem"), Key: abs(t, "testdata/certs/runtime-key.pem")}},
 		},
 		Ingresses: []router.IngressRule{
 			{
@@ -43,7 +44,12 @@ func TestLoadExample(t *testing.T) {
 			{Name: "alerts", Subject: "datacenter.alerts", Delivery: router.ExactlyOnce},
 			{Name: "dashboard", Subject: "datacenter.dashboard", Delivery: router.AtLeastOnce},
 		},
+		Users: []User{
+			{Name: "sensors", Ingresses: []string{"metrics"}, Publish: []string{"twinflow.in.datacenter.server.>"}},
+			{Name: "dashboard", Egresses: []string{"dashboard"}, Subscribe: []string{"datacenter.alerts.>"}},
+		},
 	}
+	want.DeadLetters = DeadLetters{MaxAge: 14 * 24 * time.Hour, MaxBytes: 256 << 20}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", m, want)
 	}
@@ -52,6 +58,40 @@ func TestLoadExample(t *testing.T) {
 	}
 	if _, err := router.NewEgresses(m.Egresses); err != nil {
 		t.Error(err)
+	}
+}
+
+func abs(t *testing.T, path string) string {
+	t.Helper()
+	p, err := filepath.Abs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDeadLetterSizes(t *testing.T) {
+	for src, want := range map[string]DeadLetters{
+		"":                            {},
+		"maxBytes: 1GiB":              {MaxBytes: 1 << 30},
+		"maxBytes: 2.5MiB":            {MaxBytes: 5 << 19},
+		"maxBytes: 4194304":           {MaxBytes: 4 << 20},
+		"maxBytes: 1TiB":              {MaxBytes: 1 << 40},
+		"maxAge: 720h":                {MaxAge: 720 * time.Hour},
+		"maxAge: 1h, maxBytes: 10GiB": {MaxAge: time.Hour, MaxBytes: 10 << 30},
+	} {
+		m, err := Parse("m.yaml", []byte("deadLetters: {"+src+"}\n"))
+		if err != nil {
+			t.Errorf("%q: %v", src, err)
+			continue
+		}
+		if m.DeadLetters != want {
+			t.Errorf("%q: DeadLetters = %+v, want %+v", src, m.DeadLetters, want)
+		}
+	}
+	d := DeadLetters{MaxBytes: 5 << 20}.WithDefaults()
+	if d.MaxAge != DefaultDeadLetterMaxAge || d.MaxBytes != 5<<20 {
+		t.Errorf("WithDefaults = %+v", d)
 	}
 }
 
@@ -129,7 +169,7 @@ endpoints: &eps
     url: http://b
     maxInFlight: 3
 `))
-	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses" {
+	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters" {
 		t.Fatalf("Parse = %v, %v", m, err)
 	}
 	m, err = Parse("m.yaml", []byte(`
@@ -151,6 +191,18 @@ endpoints:
 	}
 }
 
+// TestParseAliasExpansion checks that aliases which expand to more values
+// than a spec can need are an error, not a long wait.
+func TestParseAliasExpansion(t *testing.T) {
+	const k = 1000
+	src := "ingresses:\n  - &i {name: i, subject: s, targets: [&t {function: a/b, id: {header: X}}" +
+		strings.Repeat(", *t", k) + "]}\n" + strings.Repeat("  - *i\n", k)
+	_, err := Parse("m.yaml", []byte(src))
+	if err == nil || !strings.Contains(err.Error(), "the spec holds more than 100000 values once its aliases are expanded") {
+		t.Fatalf("Parse = %v", err)
+	}
+}
+
 // TestParseErrors checks the file, line and field of every kind of error.
 func TestParseErrors(t *testing.T) {
 	const ep = "endpoints:\n  - functions: a/*\n    url: http://a\n"
@@ -166,15 +218,22 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", "endpoints: []\n---\negresses: []\n",
 			"m.yaml:2: a module spec is a single YAML document; remove the second one"},
 		{"not a mapping", "- a\n",
-			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, not a list"},
+			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, users, deadLetters, not a list"},
 		{"unknown top-level field", "endpoints: []\nendpoint: []\n",
-			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses"},
+			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters"},
 		{"duplicate field", "endpoints: []\nendpoints: []\n",
 			"m.yaml:2: endpoints: duplicate field; it is already set on line 1"},
 		{"not a list", "endpoints: {}\n",
 			"m.yaml:1: endpoints: must be a list, not a mapping"},
+		{"dead letters unknown field", "deadLetters:\n  maxMsgs: 10\n",
+			"m.yaml:2: deadLetters.maxMsgs: unknown field; the fields here are maxAge, maxBytes"},
+		{"dead letters bad values", "deadLetters:\n  maxAge: -1h\n  maxBytes: 1 GiB of it\n",
+			"m.yaml:2: deadLetters.maxAge: must be positive, got -1h\n" +
+				"m.yaml:3: deadLetters.maxBytes: must be a size like 1GiB or 512MiB, got \"1 GiB of it\""},
+		{"dead letters too small", "deadLetters:\n  maxBytes: 64KiB\n",
+			"m.yaml:2: deadLetters.maxBytes: must be at least 2MiB, to hold a dead letter of the largest message, got 64KiB"},
 		{"endpoint not a mapping", "endpoints:\n  - a/*\n",
-			`m.yaml:2: endpoints[0]: must be a mapping with the fields functions, url, timeout, maxBatchAddresses, maxBatchMessages, maxInFlight, maxAttempts, maxAge, not the string "a/*"`},
+			`m.yaml:2: endpoints[0]: must be a mapping with the fields functions, url, timeout, maxBatchAddresses, maxBatchMessages, maxInFlight, maxAttempts, maxAge, tls, not the string "a/*"`},
 		{"unknown endpoint field", ep + "    maxInflight: 3\n",
 			"m.yaml:4: endpoints[0].maxInflight: unknown field (did you mean maxInFlight?)"},
 		{"unknown endpoint field, snake case", ep + "    max_in_flight: 3\n",
@@ -298,6 +357,12 @@ m.yaml:15: ingresses[1].targets: at least one target is required`},
 `, `m.yaml:5: ingresses[0]: must be a mapping with the fields name, subject, typename, typenameHeader, targets, not the string "nope"
 m.yaml:8: ingresses[1].typename: typename "bad" is not "namespace/name"`},
 
+		{"bad merge", "endpoints:\n  - <<: 5\n    functions: a/*\n    url: http://a\n",
+			`m.yaml:2: endpoints[0].<<: must merge a mapping or a list of mappings, not the integer "5"`},
+		{"duplicate field in a merged mapping", "endpoints:\n  - &a {functions: a/*, url: http://a, url: http://b}\n  - <<: *a\n    functions: b/*\n",
+			"m.yaml:2: endpoints[0].url: duplicate field; it is already set on line 2\n" +
+				"m.yaml:2: endpoints[1].url: duplicate field; it is already set on line 2"},
+
 		{"egress errors", `egresses:
   - name: reply
     subject: a
@@ -322,6 +387,52 @@ egresses:
   - name: o
     subject: out
 `, `m.yaml:10: egresses[0].subject: "out" (with its keyed subjects out.<key>) overlaps the subject "out.*" of ingress "i"`},
+		{"tls errors", `endpoints:
+  - functions: a/*
+    url: http://a
+    tls: { ca: ca.pem }
+  - functions: b/*
+    url: https://b
+    tls: { cert: c.pem }
+  - functions: c/*
+    url: https://c
+    tls: {}
+  - functions: d/*
+    url: https://d
+    tls: { ca: x, bogus: y }
+`, `m.yaml:4: endpoints[0].tls: the endpoint's url http://a is plain http; tls needs https://
+m.yaml:7: endpoints[1].tls: set both cert and key (a client certificate and its key), or neither
+m.yaml:10: endpoints[2].tls: set ca, or cert and key, or both
+m.yaml:13: endpoints[3].tls.bogus: unknown field; the fields here are ca, cert, key`},
+		{"user errors", ep + `ingresses:
+  - name: metrics
+    subject: m.*.*
+    targets: [{ function: a/b, id: { subjectToken: 1 } }]
+egresses:
+  - name: alerts
+    subject: alerts
+users:
+  - name: client
+  - name: a b
+  - name: u
+    ingresses: [metrics, nope]
+    egresses: [alerts, none]
+    publish: [m.x.y, m.>, other.x, twinflow.in.a.b.>, twinflow.dlq.x]
+    subscribe: [alerts, alerts.k, alerts.>, other, twinflow.dlq.>]
+  - name: u
+  - ingresses: metrics
+`, `m.yaml:12: users[0].name: user name "client" is reserved for the identity every data dir has
+m.yaml:13: users[1].name: user name "a b" must match [A-Za-z0-9_-]+
+m.yaml:15: users[2].ingresses[1]: no ingress named "nope"; the ingresses are "direct" (the direct ingress), "metrics"
+m.yaml:16: users[2].egresses[1]: no egress named "none"; the egresses are "alerts"
+m.yaml:17: users[2].publish[1]: "m.>" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
+m.yaml:17: users[2].publish[2]: "other.x" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
+m.yaml:17: users[2].publish[4]: "twinflow.dlq.x" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
+m.yaml:18: users[2].subscribe[3]: "other" is not within an egress's subjects (alerts, alerts.>): a user may subscribe only to egresses
+m.yaml:18: users[2].subscribe[4]: "twinflow.dlq.>" is not within an egress's subjects (alerts, alerts.>): a user may subscribe only to egresses
+m.yaml:19: users[3].name: duplicate user name "u" (users[2])
+m.yaml:20: users[4].ingresses: must be a list, not the string "metrics"
+m.yaml:20: users[4]: name is required`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -12,16 +12,24 @@
 // Faults are kind:target@time, the time counted from the start; kinds are
 // tor, power, disk, dead, cpu and clear; a target is a rack (rack-2), a
 // server (srv-1-3, or rack-1/srv-3) or all. See package sim.
+//
+// It connects as a Twinflow client: with the NATS URL, credentials (an nkey
+// seed file) and reply inbox prefix of -nats, -creds and -inbox-prefix,
+// which default to $TWINFLOW_NATS, $TWINFLOW_CREDS and
+// $TWINFLOW_INBOX_PREFIX, else to those of the runtime started last on
+// this machine.
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -44,6 +52,8 @@ func (f *faultFlags) Set(v string) error { *f = append(*f, v); return nil }
 
 type options struct {
 	natsURL    string
+	creds      string
+	inbox      string
 	racks      int
 	servers    int
 	interval   time.Duration
@@ -67,13 +77,13 @@ func main() {
 
 func run(ctx context.Context, log *slog.Logger, args []string) error {
 	fs := flag.NewFlagSet("simulator", flag.ContinueOnError)
-	defaultNATS := os.Getenv("TWINFLOW_NATS")
-	if defaultNATS == "" {
-		defaultNATS = nats.DefaultURL
-	}
+	local := localRuntime()
 	var o options
 	var faults faultFlags
-	fs.StringVar(&o.natsURL, "nats", defaultNATS, "NATS server URL (default $TWINFLOW_NATS)")
+	fs.StringVar(&o.natsURL, "nats", envOr("TWINFLOW_NATS", local.NATSURL, nats.DefaultURL), "NATS server URL (default $TWINFLOW_NATS, else the local runtime's)")
+	fs.StringVar(&o.creds, "creds", envOr("TWINFLOW_CREDS", local.NATSCreds, ""), "nkey seed file to connect with (default $TWINFLOW_CREDS, else the local runtime's client credentials)")
+	fs.StringVar(&o.inbox, "inbox-prefix", envOr("TWINFLOW_INBOX_PREFIX", local.NATSInboxPrefix, "_INBOX"),
+		"prefix of reply inboxes (default $TWINFLOW_INBOX_PREFIX, else the local runtime's client prefix)")
 	fs.IntVar(&o.racks, "racks", 4, "number of racks")
 	fs.IntVar(&o.servers, "servers", 8, "servers per rack")
 	fs.DurationVar(&o.interval, "interval", time.Second, "time between two reports of a server")
@@ -97,9 +107,17 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 
-	nc, err := nats.Connect(o.natsURL, nats.Name("datacenter-simulator"), nats.MaxReconnects(-1))
+	opts := []nats.Option{nats.Name("datacenter-simulator"), nats.MaxReconnects(-1), nats.CustomInboxPrefix(o.inbox)}
+	if o.creds != "" {
+		auth, err := nats.NkeyOptionFromSeed(o.creds)
+		if err != nil {
+			return fmt.Errorf("-creds: %w", err)
+		}
+		opts = append(opts, auth)
+	}
+	nc, err := nats.Connect(o.natsURL, opts...)
 	if err != nil {
-		return fmt.Errorf("connecting to NATS at %s: %w", o.natsURL, err)
+		return fmt.Errorf("connecting to NATS at %s with credentials %q: %w (is twinflow run running? -creds takes its data dir's secrets/client.nk)", o.natsURL, o.creds, err)
 	}
 	defer nc.Close()
 	if *watch {
@@ -273,7 +291,9 @@ func cmpErr(first, err error) error {
 // watchAlerts prints the alerts stored in the alerts egress's stream from
 // now on, until ctx is done. It reads the stream rather than subscribing to
 // the subject: JetStream stores each record once, while a record the
-// worker publishes again after a crash reaches plain subscribers twice.
+// worker publishes again after a crash reaches plain subscribers twice. It
+// reads by direct gets, which a client may do without creating anything
+// on the server; the subscription only wakes it up.
 func watchAlerts(ctx context.Context, nc *nats.Conn) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -281,32 +301,52 @@ func watchAlerts(ctx context.Context, nc *nats.Conn) error {
 	}
 	lookup, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	stream, err := js.StreamNameBySubject(lookup, datacenter.AlertsSubject)
+	name, err := js.StreamNameBySubject(lookup, datacenter.AlertsSubject)
 	if err != nil {
 		return fmt.Errorf("no JetStream stream holds %s: is `twinflow run -config deploy/datacenter/module.yaml` running on this NATS? %w",
 			datacenter.AlertsSubject, err)
 	}
-	cons, err := js.OrderedConsumer(lookup, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{datacenter.AlertsSubject},
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
-	})
+	stream, err := js.Stream(lookup, name)
 	if err != nil {
 		return err
 	}
-	cc, err := cons.Consume(func(m jetstream.Msg) {
-		line, err := datacenter.DescribeAlert(m.Headers().Get(datacenter.TypenameHeader), m.Data())
-		if err != nil {
-			line = fmt.Sprintf("%s: %v", m.Subject(), err)
+	wake := make(chan struct{}, 1)
+	sub, err := nc.Subscribe(datacenter.AlertsSubject, func(*nats.Msg) {
+		select {
+		case wake <- struct{}{}:
+		default:
 		}
-		fmt.Println(line)
 	})
 	if err != nil {
 		return err
 	}
-	defer cc.Stop()
-	fmt.Fprintf(os.Stderr, "watching %s (stream %s) on %s; Ctrl-C to stop\n", datacenter.AlertsSubject, stream, nc.ConnectedUrl())
-	<-ctx.Done()
-	return nil
+	defer sub.Unsubscribe()
+	fmt.Fprintf(os.Stderr, "watching %s (stream %s) on %s; Ctrl-C to stop\n", datacenter.AlertsSubject, name, nc.ConnectedUrl())
+	next := stream.CachedInfo().State.LastSeq + 1
+	for {
+		m, err := stream.GetMsg(ctx, next, jetstream.WithGetMsgSubject(datacenter.AlertsSubject))
+		if err == nil {
+			line, err := datacenter.DescribeAlert(m.Header.Get(datacenter.TypenameHeader), m.Data)
+			if err != nil {
+				line = fmt.Sprintf("%s: %v", m.Subject, err)
+			}
+			fmt.Println(line)
+			next = m.Sequence + 1
+			continue
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return fmt.Errorf("reading stream %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // askUnhealthyRacks sends GetUnhealthyRacks to the data-center twin as a
@@ -345,4 +385,42 @@ func askUnhealthyRacks(ctx context.Context, nc *nats.Conn, id string) error {
 	}
 	fmt.Print(datacenter.DescribeUnhealthyRacks(answer))
 	return nil
+}
+
+func envOr(name string, defaults ...string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	for _, d := range defaults {
+		if d != "" {
+			return d
+		}
+	}
+	return ""
+}
+
+// runtimeInfo is the part of the runtime file a client needs.
+type runtimeInfo struct {
+	NATSURL         string `json:"nats_url"`
+	NATSCreds       string `json:"nats_creds"`
+	NATSInboxPrefix string `json:"nats_inbox_prefix"`
+}
+
+// localRuntime reads how to reach the runtime started last by this user on
+// this machine: twinflow run writes it to $XDG_RUNTIME_DIR/twinflow/current,
+// else to twinflow/current in the user's configuration directory. It is
+// empty when there is none.
+func localRuntime() runtimeInfo {
+	dir := os.Getenv("XDG_RUNTIME_DIR")
+	if dir == "" {
+		var err error
+		if dir, err = os.UserConfigDir(); err != nil {
+			return runtimeInfo{}
+		}
+	}
+	var info runtimeInfo
+	if b, err := os.ReadFile(filepath.Join(dir, "twinflow", "current")); err == nil {
+		_ = json.Unmarshal(b, &info)
+	}
+	return info
 }

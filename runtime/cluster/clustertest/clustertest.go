@@ -5,7 +5,7 @@
 // pause (SIGSTOP) and restart any one server.
 //
 // The servers are processes built from the nats-server module this module
-// requires (see natsbus.BuildExternalServer), not servers inside the test
+// requires (see natsbustest.BuildExternalServer), not servers inside the test
 // binary: a kill is then a real kill, and the servers are not slowed down by
 // the race detector the tests run under.
 package clustertest
@@ -32,7 +32,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/natsbus/natsbustest"
 )
 
 // Size is the number of servers of a cluster: the smallest that keeps a
@@ -85,7 +85,7 @@ func Start(t testing.TB) *Cluster {
 // StartWith is Start with options.
 func StartWith(t testing.TB, opts Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, bin: natsbus.BuildExternalServer(t), opts: opts}
+	c := &Cluster{t: t, bin: natsbustest.BuildExternalServer(t), opts: opts}
 	root := t.TempDir()
 	ports := freePorts(t, 3*Size)
 	for i := range c.servers {

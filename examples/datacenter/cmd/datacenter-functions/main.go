@@ -11,6 +11,10 @@
 // DATACENTER_CORRELATION_DELAY (how long a rack lets its servers'
 // incidents settle before it correlates them, "2s").
 //
+// It serves only calls the runtime signed: with the public keys in
+// TWINFLOW_VERIFY_KEY (twinflow keys prints them), else with the key of
+// the runtime started last on this machine.
+//
 // On SIGINT or SIGTERM it stops accepting calls and waits for the running
 // ones, so that the runtime sees no call fail during a clean shutdown.
 package main
@@ -63,11 +67,15 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 		return err
 	}
 
+	verify, err := sdk.VerifyFromEnv()
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		return err
 	}
-	srv := sdk.NewServer(*listen, sdk.Handler(reg))
+	srv := sdk.NewServer(*listen, sdk.Handler(reg, verify))
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()

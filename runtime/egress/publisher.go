@@ -1,4 +1,4 @@
-package runtime
+package egress
 
 import (
 	"context"
@@ -19,8 +19,8 @@ import (
 	"github.com/twinflow/twinflow/runtime/natsbus"
 )
 
-// publisher sends egress records and dead letters to NATS.
-type publisher struct {
+// Publisher sends egress records, dead letters and replies to NATS.
+type Publisher struct {
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	bus *natsbus.Publisher
@@ -37,8 +37,9 @@ type publisher struct {
 	}
 }
 
-func newPublisher(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *publisher {
-	p := &publisher{nc: nc, js: js, bus: natsbus.NewPublisher(js, natsbus.PublisherOptions{Logger: log}), log: log,
+// NewPublisher returns a Publisher on nc and js.
+func NewPublisher(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *Publisher {
+	p := &Publisher{nc: nc, js: js, bus: natsbus.NewPublisher(js, natsbus.PublisherOptions{Logger: log}), log: log,
 		async: make(chan []*storagev1.EgressRecord, 1024), stop: make(chan struct{})}
 	p.mu.progress = make(chan struct{})
 	return p
@@ -53,7 +54,7 @@ func newPublisher(nc *nats.Conn, js jetstream.JetStream, log *slog.Logger) *publ
 // dead letter on [router.EgressDeadLetterSubject] instead, with its payload
 // cut to fit, under the same message id. A dead letter that is too large
 // keeps its subject and is cut the same way.
-func (p *publisher) Publish(ctx context.Context, recs []*storagev1.EgressRecord) error {
+func (p *Publisher) Publish(ctx context.Context, recs []*storagev1.EgressRecord) error {
 	out := make([]natsbus.Record, len(recs))
 	limit := int(p.nc.MaxPayload())
 	for i, r := range recs {
@@ -99,7 +100,7 @@ func toRecord(r *storagev1.EgressRecord) natsbus.Record {
 }
 
 // fit returns rec, or its dead letter when it exceeds limit bytes.
-func (p *publisher) fit(rec natsbus.Record, limit int) natsbus.Record {
+func (p *Publisher) fit(rec natsbus.Record, limit int) natsbus.Record {
 	size := len(rec.Data) + headerBytes(rec.Header, rec.MsgID)
 	if limit <= 0 || size <= limit {
 		return rec
@@ -111,7 +112,7 @@ func (p *publisher) fit(rec natsbus.Record, limit int) natsbus.Record {
 // deadLetter turns rec into a dead letter that fits limit bytes. A record
 // already on a dead-letter subject keeps its subject and headers and only
 // has its payload cut.
-func (p *publisher) deadLetter(rec natsbus.Record, cause error, reason router.Reason, limit int) natsbus.Record {
+func (p *Publisher) deadLetter(rec natsbus.Record, cause error, reason router.Reason, limit int) natsbus.Record {
 	h := make(nats.Header, len(rec.Header)+4)
 	for k, v := range rec.Header {
 		h[k] = v
@@ -155,7 +156,7 @@ func headerBytes(h nats.Header, msgID string) int {
 // background, in order, retrying until they are stored. It never blocks: it
 // returns false when the queue is full, and the caller keeps the records
 // for its next checkpoint instead.
-func (p *publisher) PublishAsync(recs []*storagev1.EgressRecord) bool {
+func (p *Publisher) PublishAsync(recs []*storagev1.EgressRecord) bool {
 	p.once.Do(func() { go p.drain() })
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -174,7 +175,7 @@ func (p *publisher) PublishAsync(recs []*storagev1.EgressRecord) bool {
 // Flush waits until every record queued by PublishAsync before the call is
 // stored. The coordinator calls it before it commits a checkpoint, so that a
 // checkpoint never covers an at-least-once record that was not published.
-func (p *publisher) Flush(ctx context.Context) error {
+func (p *Publisher) Flush(ctx context.Context) error {
 	p.mu.Lock()
 	target := p.mu.queued
 	for p.mu.done < target && !p.mu.closed {
@@ -198,7 +199,7 @@ func (p *publisher) Flush(ctx context.Context) error {
 	return nil
 }
 
-func (p *publisher) drain() {
+func (p *Publisher) drain() {
 	for {
 		var recs []*storagev1.EgressRecord
 		select {
@@ -236,7 +237,7 @@ func (p *publisher) drain() {
 // Close stops the background publishing. Records still queued are not
 // published; the checkpoint that would cover them never completes, so they
 // are produced again after a restart.
-func (p *publisher) Close() {
+func (p *Publisher) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.mu.closed {
@@ -251,7 +252,7 @@ func (p *publisher) Close() {
 // NATS request. A reply too large for NATS is answered with an empty
 // message whose headers say why, so that the requester need not wait for
 // its timeout.
-func (p *publisher) Reply(rec *storagev1.EgressRecord) {
+func (p *Publisher) Reply(rec *storagev1.EgressRecord) {
 	msg := nats.NewMsg(rec.GetSubject())
 	for k, v := range rec.GetHeaders() {
 		msg.Header.Set(k, v)

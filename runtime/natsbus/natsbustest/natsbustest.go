@@ -1,11 +1,15 @@
-package natsbus
+// Package natsbustest runs NATS servers for tests, as net/http/httptest
+// runs HTTP servers: a nats-server process of the version this module
+// requires, for the tests that check the runtime against an external
+// server. It is kept apart from natsbus so that the testing package is not
+// linked into the twinflow binary.
+package natsbustest
 
 import (
 	"bufio"
 	"bytes"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -21,29 +25,6 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 )
-
-// This file holds test helpers that other packages' tests use too. They
-// depend only on testing.TB.
-
-// StartTestServer starts an embedded server for a test: a temporary store
-// directory, a free port, and a 1-minute sync interval, which keeps
-// acknowledged messages across a process crash (not a power loss) and
-// publishes fast. It shuts down when the test ends. Log lines at warning
-// level and above go to stderr.
-func StartTestServer(t testing.TB) *Server {
-	t.Helper()
-	s, err := StartServer(ServerOptions{
-		Dir:          t.TempDir(),
-		Port:         -1,
-		SyncInterval: time.Minute,
-		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	})
-	if err != nil {
-		t.Fatalf("start test NATS server: %v", err)
-	}
-	t.Cleanup(s.Shutdown)
-	return s
-}
 
 var externalBuild struct {
 	sync.Mutex
@@ -116,15 +97,25 @@ func BuildExternalServer(t testing.TB) string {
 
 // StartExternalServer runs bin (see [BuildExternalServer]) as a separate
 // process with JetStream in a temporary directory, listening on a free
-// loopback port, waits until it is ready and returns its client URL. The
-// process is stopped when the test ends; its log is shown if the test
+// loopback port, waits until it is ready and returns its client URL. With
+// a config (such as natsbus.AuthorizationConfig writes: users and their
+// permissions), the server runs with it; without, it accepts every client.
+// The process is stopped when the test ends; its log is shown if the test
 // failed.
-func StartExternalServer(t testing.TB, bin string) string {
+func StartExternalServer(t testing.TB, bin string, config string) string {
 	t.Helper()
 	dir := t.TempDir()
+	var args []string
+	if config != "" {
+		conf := filepath.Join(dir, "auth.conf")
+		if err := os.WriteFile(conf, []byte(config), 0o600); err != nil {
+			t.Fatalf("nats-server config: %v", err)
+		}
+		args = append(args, "-c", conf)
+	}
 	var lastErr error
 	for range 3 {
-		url, err := startExternal(t, bin, dir)
+		url, err := startExternal(t, bin, dir, args)
 		if err == nil {
 			return url
 		}
@@ -134,7 +125,7 @@ func StartExternalServer(t testing.TB, bin string) string {
 	return ""
 }
 
-func startExternal(t testing.TB, bin, dir string) (string, error) {
+func startExternal(t testing.TB, bin, dir string, extra []string) (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
@@ -142,7 +133,7 @@ func startExternal(t testing.TB, bin, dir string) (string, error) {
 	port := l.Addr().(*net.TCPAddr).Port
 	_ = l.Close()
 
-	cmd := exec.Command(bin, "-js", "-sd", dir, "-a", "127.0.0.1", "-p", strconv.Itoa(port))
+	cmd := exec.Command(bin, append(extra, "-js", "-sd", filepath.Join(dir, "js"), "-a", "127.0.0.1", "-p", strconv.Itoa(port))...)
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
 	if err := cmd.Start(); err != nil {
