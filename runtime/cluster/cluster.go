@@ -112,7 +112,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), err)
+		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), placementHint(err, cfg.Replicas))
 	}
 	c.log, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.changelogStream(),
@@ -132,7 +132,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 		AllowDirect: false,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster %s: stream %s: %w", cfg.Name, c.changelogStream(), err)
+		return nil, fmt.Errorf("cluster %s: stream %s: %w", cfg.Name, c.changelogStream(), placementHint(err, cfg.Replicas))
 	}
 	c.snap, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      c.snapshotBucket(),
@@ -141,12 +141,29 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster %s: object store %s: %w", cfg.Name, c.snapshotBucket(), err)
+		return nil, fmt.Errorf("cluster %s: object store %s: %w", cfg.Name, c.snapshotBucket(), placementHint(err, cfg.Replicas))
 	}
 	if c.k, err = c.recordKeyGroups(ctx, cfg.KeyGroups); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// placementHint adds what to do to JetStream's refusals to place replicas.
+func placementHint(err error, replicas int) error {
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return err
+	}
+	switch apiErr.ErrorCode {
+	case 10005: // no suitable peers for placement
+		return fmt.Errorf("%w: fewer than %d NATS servers with JetStream are up and in the cluster: "+
+			"start them (or wait for a restarting one), or set the replicas to the number of servers", err, replicas)
+	case 10074: // replicas > 1 not supported in non-clustered mode
+		return fmt.Errorf("%w: the NATS server is not part of a cluster: run %d clustered servers, "+
+			"or set the replicas to 1 (then nothing survives the loss of that server)", err, replicas)
+	}
+	return err
 }
 
 // atLeast reports whether the version "major.minor.patch[-...]" is at least

@@ -77,9 +77,10 @@ func (c *Cluster) Restore(ctx context.Context, lease Lease, store *state.Store) 
 	}
 	o := &Owned{c: c, lease: lease, subject: c.changelogSubject(kg)}
 	useStore := true
+	var err error
 	for st.Attempts < maxRestoreAttempts {
 		st.Attempts++
-		err := c.restoreOnce(ctx, o, store, useStore, &st)
+		err = c.restoreOnce(ctx, o, store, useStore, &st)
 		if err == nil {
 			return o, st, nil
 		}
@@ -88,7 +89,8 @@ func (c *Cluster) Restore(ctx context.Context, lease Lease, store *state.Store) 
 		}
 		useStore = false
 	}
-	return nil, st, fmt.Errorf("cluster %s: restore key group %d: the changelog was compacted under each of %d attempts", c.cfg.Name, kg, maxRestoreAttempts)
+	return nil, st, fmt.Errorf("cluster %s: restore key group %d: %d attempts, each from the latest snapshot, found the changelog "+
+		"broken (compacted under each, or the stream was replaced): %w", c.cfg.Name, kg, maxRestoreAttempts, err)
 }
 
 // restoreOnce is one attempt of Restore.

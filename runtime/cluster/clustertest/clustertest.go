@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -247,15 +248,19 @@ func (c *Cluster) running(i int) *process {
 	return p
 }
 
-// WaitHealthy waits until every running server reports itself healthy:
-// JetStream is up and in contact with a meta leader.
+// WaitHealthy waits until every running server reports itself healthy
+// (JetStream is up and in contact with a meta leader) and the meta leader
+// sees every running server as a current peer: until then, creating a
+// replicated stream can fail with "no suitable peers for placement".
 func (c *Cluster) WaitHealthy() {
 	c.t.Helper()
 	deadline := time.Now().Add(readyTimeout)
+	running := 0
 	for i, s := range c.servers {
 		if s.proc == nil {
 			continue
 		}
+		running++
 		for {
 			err := s.healthy()
 			if err == nil {
@@ -267,6 +272,64 @@ func (c *Cluster) WaitHealthy() {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
+	for {
+		current, err := c.currentPeers()
+		if err == nil && current == running {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("clustertest: the meta leader sees %d of %d running servers as current after %s (%v)", current, running, readyTimeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// currentPeers returns how many servers the meta leader sees as current
+// peers, itself included.
+func (c *Cluster) currentPeers() (int, error) {
+	for _, s := range c.servers {
+		if s.proc == nil {
+			continue
+		}
+		var jsz struct {
+			Meta *struct {
+				Leader   string `json:"leader"`
+				Replicas []struct {
+					Name    string `json:"name"`
+					Current bool   `json:"current"`
+					Offline bool   `json:"offline"`
+				} `json:"replicas"`
+			} `json:"meta_cluster"`
+		}
+		if err := s.monitoring("/jsz", &jsz); err != nil {
+			return 0, err
+		}
+		if jsz.Meta == nil || jsz.Meta.Leader != s.Name {
+			continue
+		}
+		n := 1
+		for _, r := range jsz.Meta.Replicas {
+			if r.Current && !r.Offline {
+				n++
+			}
+		}
+		return n, nil
+	}
+	return 0, errors.New("no running server leads the meta group")
+}
+
+// monitoring reads a JSON page of the server's monitoring endpoint.
+func (s *Server) monitoring(path string, v any) error {
+	client := http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d%s", s.monitor, path))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
 }
 
 // healthy asks the server's monitoring endpoint whether it is healthy.
