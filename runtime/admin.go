@@ -27,10 +27,15 @@ func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinfl
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("address needs a type and an id"))
 	}
 	e := a.e
-	s := keygroup.ShardOf(keygroup.Of(addr.GetId(), e.cfg.KeyGroups), e.cfg.KeyGroups, e.cfg.Shards)
+	kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups)
+	s := keygroup.ShardOf(kg, e.cfg.KeyGroups, e.cfg.Shards)
+	pl := e.pl()
+	if e.cl != nil && !pl.own.Owns(kg) {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, e.cl.notOwned(kg))
+	}
 	var vals map[string]state.Value
 	var rerr error
-	err := e.loops[s].Do(ctx, func(c *shard.Core) {
+	err := pl.loops[s].Do(ctx, func(c *shard.Core) {
 		vals, rerr = c.GetState(shard.Address{Type: addr.GetType(), ID: addr.GetId()})
 	})
 	if err == nil {
@@ -85,7 +90,7 @@ func (a *adminService) ListFunctionTypes(context.Context, *connect.Request[twinf
 }
 
 func (a *adminService) GetCheckpointStatus(context.Context, *connect.Request[twinflowv1.GetCheckpointStatusRequest]) (*connect.Response[twinflowv1.GetCheckpointStatusResponse], error) {
-	last, inProgress := a.e.coord.Latest()
+	last, inProgress := a.e.pl().coord.Latest()
 	return connect.NewResponse(&twinflowv1.GetCheckpointStatusResponse{Latest: checkpointInfo(last), InProgressId: inProgress}), nil
 }
 

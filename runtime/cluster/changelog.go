@@ -161,6 +161,17 @@ type Part struct {
 	// order: each key with its value, or a nil value for a delete (see
 	// state.Overlay.KeyGroup). Every key must be a key of the key group.
 	Changes iter.Seq2[[]byte, []byte]
+	// Messages are what the key group sends to other key groups with this
+	// checkpoint: each is stored exactly when the checkpoint is, on the
+	// receiving key group's subject (see [Cluster.MessageSubject]).
+	Messages []Message
+}
+
+// Message is a message of a key group to another, sent with a checkpoint.
+type Message struct {
+	To     int // receiving key group
+	Header nats.Header
+	Data   []byte
 }
 
 // CommitStats describes what a commit wrote.
@@ -201,6 +212,7 @@ func (c *Cluster) Commit(ctx context.Context, id uint64, parts []Part) (CommitSt
 	chunkSize := int(c.js.Conn().MaxPayload()) - headerRoom
 	var msgs []*nats.Msg
 	first := make([]int, len(parts)) // index in msgs of each part's first message
+	last := make([]int, len(parts))  // and of its record's last
 	heads := make([]uint64, len(parts))
 	sizes := make([]int64, len(parts))
 	for i, p := range parts {
@@ -223,6 +235,19 @@ func (c *Cluster) Commit(ctx context.Context, id uint64, parts []Part) (CommitSt
 			}
 			msgs = append(msgs, m)
 		}
+		last[i] = len(msgs) - 1
+		for _, sent := range p.Messages {
+			if err := c.checkKeyGroup(sent.To); err != nil {
+				return st, fmt.Errorf("cluster %s: commit %d: a message of key group %d: %w", c.cfg.Name, id, p.Owned.KeyGroup(), err)
+			}
+			m := nats.NewMsg(c.MessageSubject(sent.To))
+			m.Data = sent.Data
+			for k, v := range sent.Header {
+				m.Header[k] = v
+			}
+			st.Bytes += int64(len(sent.Data))
+			msgs = append(msgs, m)
+		}
 	}
 	st.Messages = len(msgs)
 	if len(msgs) > maxBatch {
@@ -243,7 +268,7 @@ func (c *Cluster) Commit(ctx context.Context, id uint64, parts []Part) (CommitSt
 		seq, err := c.publishBatch(actx, msgs, first, heads)
 		cancel()
 		if err == nil {
-			c.committed(parts, msgs, first, seq, sizes)
+			c.committed(parts, msgs, last, seq, sizes)
 			return st, nil
 		}
 		lastErr = err
@@ -352,16 +377,13 @@ func permanentBatchError(err error) bool {
 }
 
 // committed advances the parts' heads after a batch whose last message is
-// at seq: the batch's messages have consecutive sequences.
-func (c *Cluster) committed(parts []Part, msgs []*nats.Msg, first []int, seq uint64, sizes []int64) {
+// at seq: the batch's messages have consecutive sequences, and last holds
+// the index of each part's last record message.
+func (c *Cluster) committed(parts []Part, msgs []*nats.Msg, last []int, seq uint64, sizes []int64) {
 	base := seq - uint64(len(msgs)) + 1
 	lasts := make([]uint64, len(parts))
 	for i := range parts {
-		end := len(msgs)
-		if i+1 < len(first) {
-			end = first[i+1]
-		}
-		lasts[i] = base + uint64(end-1)
+		lasts[i] = base + uint64(last[i])
 	}
 	c.committedAt(parts, lasts, sizes)
 }

@@ -117,7 +117,7 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 	c.log, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.changelogStream(),
 		Description: "Twinflow cluster " + cfg.Name + ": changelog of every key group",
-		Subjects:    []string{c.changelogSubject(-1)},
+		Subjects:    []string{c.changelogSubject(-1), c.MessageSubject(-1)},
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxMsgs:     -1,
@@ -234,6 +234,20 @@ func (c *Cluster) changelogSubject(kg int) string {
 	}
 	return p + strconv.Itoa(kg)
 }
+
+// MessageSubject returns the subject of the messages to key group kg from
+// other key groups, or the wildcard of all key groups when kg < 0. They are
+// in the changelog stream (an atomic batch is of one stream).
+func (c *Cluster) MessageSubject(kg int) string {
+	p := "twinflow.cluster." + c.cfg.Name + ".to."
+	if kg < 0 {
+		return p + "*"
+	}
+	return p + strconv.Itoa(kg)
+}
+
+// MessageStream is the stream that holds the messages between key groups.
+func (c *Cluster) MessageStream() string { return c.changelogStream() }
 
 func (c *Cluster) checkKeyGroup(kg int) error {
 	if kg < 0 || kg >= c.k {

@@ -50,6 +50,10 @@ type Config struct {
 	Name    string // stream name; also the reader's name in manifests
 	Ingress string // the router's ingress name
 	Source  int    // barrier source number
+	// Accept, in cluster mode, says whether a message at stream sequence
+	// seq for the target id is this worker's to process: its key group is
+	// owned here and had not read past seq. Nil accepts everything.
+	Accept func(id string, seq uint64) bool
 }
 
 // Reader moves one stream's messages into the shards.
@@ -211,6 +215,9 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 			key = r.cfg.Name + "/" + id
 		}
 		for _, t := range routed.Targets {
+			if r.cfg.Accept != nil && !r.cfg.Accept(t.ID, msg.Seq) {
+				continue
+			}
 			s := r.shards.Locate(t.ID)
 			r.batches[s] = append(r.batches[s], shard.Item{Source: r.cfg.Source, Msg: shard.Envelope{
 				Target:    shard.Address(t),
