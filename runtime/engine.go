@@ -81,11 +81,11 @@ type Engine struct {
 	shardMetrics  *shard.Metrics
 	readerMetrics *ingress.Metrics
 	coordMetrics  *checkpoint.Metrics
-	pub       *egress.Publisher
-	calls     *invoke.Client
-	admin     *http.Server
-	adminL    net.Listener
-	reg       *prometheus.Registry
+	pub           *egress.Publisher
+	calls         *invoke.Client
+	admin         *http.Server
+	adminL        net.Listener
+	reg           *prometheus.Registry
 
 	cancel      context.CancelFunc // stops the loops, readers and coordinator
 	callCtx     context.Context    // function calls; cancelled on shutdown
