@@ -116,6 +116,10 @@ type clusterMode struct {
 	gen       int
 
 	reload chan struct{} // a commit was fenced or of unknown outcome
+	// due are the key groups to snapshot, queued at most once each.
+	due       chan *cluster.Owned
+	dueMu     sync.Mutex
+	dueQueued map[int]bool
 	stop   context.CancelFunc
 	done   chan struct{}
 }
@@ -138,6 +142,7 @@ func (e *Engine) startCluster(ctx context.Context) error {
 		owned: map[int]*cluster.Owned{}, pos: map[int]map[string]uint64{},
 		marks: map[[2]int]uint64{}, sent: map[[2]int]uint64{}, published: map[int][]string{}, unsent: map[int]bool{},
 		reload: make(chan struct{}, 1), done: make(chan struct{}),
+		due: make(chan *cluster.Owned, e.cfg.KeyGroups), dueQueued: map[int]bool{},
 	}
 	e.cl = cm
 	// An empty pipeline until the first plan: the admin API, readiness and
@@ -610,7 +615,58 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 		cm.unsent[kg] = true
 	}
 	cm.publishEgress(ctx, nil)
+	for _, p := range parts {
+		if p.Owned.SnapshotDue() {
+			cm.queueSnapshot(p.Owned)
+		}
+	}
 	return nil
+}
+
+// queueSnapshot asks for a snapshot of an owned key group, off the
+// checkpoint path.
+func (cm *clusterMode) queueSnapshot(o *cluster.Owned) {
+	cm.dueMu.Lock()
+	defer cm.dueMu.Unlock()
+	if cm.dueQueued[o.KeyGroup()] {
+		return
+	}
+	select {
+	case cm.due <- o:
+		cm.dueQueued[o.KeyGroup()] = true
+	default:
+	}
+}
+
+// snapshots takes the snapshots asked for, one at a time, until ctx ends:
+// a snapshot also compacts the key group's changelog, which bounds what a
+// restore reads.
+func (cm *clusterMode) snapshots(ctx context.Context) {
+	for {
+		var o *cluster.Owned
+		select {
+		case <-ctx.Done():
+			return
+		case o = <-cm.due:
+		}
+		cm.dueMu.Lock()
+		delete(cm.dueQueued, o.KeyGroup())
+		cm.dueMu.Unlock()
+		if cm.owned[o.KeyGroup()] != o {
+			continue // moved since it was asked for
+		}
+		t := time.Now()
+		info, err := cm.c.Snapshot(ctx, o, cm.e.store)
+		if err != nil {
+			if ctx.Err() == nil {
+				cm.log.Warn("snapshot failed; the changelog keeps growing until the next one", "key_group", o.KeyGroup(), "err", err)
+			}
+			continue
+		}
+		cm.m.snapshots.Inc()
+		cm.m.snapshotBytes.Add(float64(info.Bytes))
+		cm.log.Debug("snapshot taken", "key_group", o.KeyGroup(), "seq", info.Seq, "bytes", info.Bytes, "took", time.Since(t))
+	}
 }
 
 // commitChangelog writes the parts to their changelogs, retrying what can
@@ -762,6 +818,8 @@ type clusterMetrics struct {
 	restores       *prometheus.CounterVec
 	restoreSeconds prometheus.Histogram
 	lost           prometheus.Counter
+	snapshots      prometheus.Counter
+	snapshotBytes  prometheus.Counter
 	received       prometheus.Counter
 	duplicates     prometheus.Counter
 }
@@ -784,6 +842,10 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Help: "Key groups restored, by base: the store's own copy, a snapshot, or none."}, []string{"base"}),
 		restoreSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "twinflow_cluster_restore_seconds",
 			Help: "Time to restore one key group.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
+		snapshots: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_snapshots_total",
+			Help: "Snapshots of key groups taken (each compacts the key group's changelog)."}),
+		snapshotBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_snapshot_bytes_total",
+			Help: "Bytes of the snapshots taken."}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_memberships_lost_total",
 			Help: "Times this worker lost its membership (paused or cut off past the member TTL)."}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_messages_received_total",
@@ -792,6 +854,6 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Help: "Message batches from other workers at or below the receiver's high-water mark, dropped."}),
 	}
 	reg.MustRegister(m.owned, m.commits, m.commitSeconds, m.commitBytes, m.commitMessages, m.fenced, m.restores,
-		m.restoreSeconds, m.lost, m.received, m.duplicates)
+		m.restoreSeconds, m.lost, m.received, m.duplicates, m.snapshots, m.snapshotBytes)
 	return m
 }

@@ -357,6 +357,8 @@ func (e *Engine) runPipeline() {
 	if pl.remote != nil {
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); pl.remote.Run(runCtx) }()
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.cl.snapshots(runCtx) }()
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = pl.coord.Run(runCtx) }()

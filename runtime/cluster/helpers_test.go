@@ -49,6 +49,8 @@ func TestOnOneCluster(t *testing.T) {
 		{"CommitIsAtomicAcrossKeyGroups", testCommitIsAtomicAcrossKeyGroups},
 		{"Restore", testRestore},
 		{"LargeRecord", testLargeRecord},
+		{"Status", testStatus},
+		{"MessagesWithCheckpoint", testMessagesWithCheckpoint},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
