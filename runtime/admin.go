@@ -20,18 +20,36 @@ type adminService struct {
 }
 
 // GetState reads an address's state on the loop of the shard that owns it,
-// so the answer includes writes not yet checkpointed.
+// so the answer includes writes not yet checkpointed. In cluster mode an
+// address of a key group another worker owns is read there (forwarded
+// over NATS).
 func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinflowv1.GetStateRequest]) (*connect.Response[twinflowv1.GetStateResponse], error) {
 	addr := req.Msg.GetAddress()
 	if addr.GetType() == "" || addr.GetId() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("address needs a type and an id"))
 	}
 	e := a.e
+	var resp *twinflowv1.GetStateResponse
+	var err error
+	if kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups); e.cl != nil && !e.pl().own.Owns(kg) {
+		resp, err = e.cl.forwardGetState(ctx, kg, req.Msg)
+	} else {
+		resp, err = e.localState(ctx, req.Msg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// localState reads an address's state in this process.
+func (e *Engine) localState(ctx context.Context, req *twinflowv1.GetStateRequest) (*twinflowv1.GetStateResponse, error) {
+	addr := req.GetAddress()
 	kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups)
 	s := keygroup.ShardOf(kg, e.cfg.KeyGroups, e.cfg.Shards)
 	pl := e.pl()
-	if e.cl != nil && !pl.own.Owns(kg) {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, e.cl.notOwned(kg))
+	if !pl.own.Owns(kg) {
+		return nil, connect.NewError(connect.CodeUnavailable, e.cl.notOwned(kg))
 	}
 	var vals map[string]state.Value
 	var rerr error
@@ -46,7 +64,7 @@ func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinfl
 	}
 	resp := &twinflowv1.GetStateResponse{Address: addr}
 	for name, v := range vals {
-		if len(req.Msg.GetNames()) > 0 && !slices.Contains(req.Msg.GetNames(), name) {
+		if len(req.GetNames()) > 0 && !slices.Contains(req.GetNames(), name) {
 			continue
 		}
 		resp.Values = append(resp.Values, &twinflowv1.StateEntry{
@@ -64,7 +82,7 @@ func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinfl
 		}
 		return 0
 	})
-	return connect.NewResponse(resp), nil
+	return resp, nil
 }
 
 // ListFunctionTypes lists the function types the runtime knows.

@@ -334,8 +334,8 @@ func measureFailover(ctx context.Context, pub *natsbus.Publisher, workers []*run
 	return 0, errors.New("the probe was not processed within 60s")
 }
 
-// readClusterStates reads count and msgs of every address from the worker
-// that owns it: the others answer FailedPrecondition.
+// readClusterStates reads count and msgs of every address from the first
+// worker that answers: it forwards the query to the address's owner.
 func readClusterStates(ctx context.Context, workers []*runtimeProc, addresses []string) (states, error) {
 	out := make(states, len(addresses))
 	clients := make([]twinflowv1connect.AdminServiceClient, len(workers))
