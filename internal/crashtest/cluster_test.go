@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -248,6 +249,19 @@ func TestClusterCrashRecovery(t *testing.T) {
 		if panics := wk.grep("panic:"); len(panics) > 0 {
 			t.Errorf("%s panicked:\n%s", wk.name, strings.Join(panics, "\n"))
 		}
+	}
+	// The cluster's status, read from NATS alone.
+	status, err := exec.CommandContext(ctx, twinflowBin, "cluster", "status", "-nats", nats3.URLs(), "-cluster", clusterName, "-v").CombinedOutput()
+	if err != nil {
+		t.Fatalf("twinflow cluster status: %v\n%s", err, status)
+	}
+	for _, want := range []string{"cluster crash: 128 key groups, 128 held, 3 workers", "KEY GROUP", "checkpoint"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("twinflow cluster status does not say %q:\n%s", want, status)
+		}
+	}
+	if strings.Contains(string(status), "moving:") {
+		t.Errorf("twinflow cluster status shows key groups moving after the faults ended:\n%s", status)
 	}
 	slices.Sort(failovers)
 	t.Logf("%d commands (%d messages) published; %d worker kills and 1 NATS server kill by %v; states exact at %v; egress (%d records) checked at %v; "+

@@ -149,6 +149,42 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 	return c, nil
 }
 
+// ErrNoCluster means that no cluster of the name exists on the NATS
+// cluster.
+var ErrNoCluster = errors.New("no such cluster")
+
+// Attach opens an existing cluster's resources without creating or
+// changing anything: for reading its status.
+func Attach(ctx context.Context, js jetstream.JetStream, name string) (*Cluster, error) {
+	cfg := Config{Name: name}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := &Cluster{cfg: cfg, js: js}
+	var err error
+	if c.kv, err = js.KeyValue(ctx, c.bucketName()); err != nil {
+		if errors.Is(err, jetstream.ErrBucketNotFound) {
+			return nil, fmt.Errorf("cluster %s: %w on this NATS cluster (bucket %s is missing): check the name, "+
+				"or start a worker with twinflow run -cluster %s", name, ErrNoCluster, c.bucketName(), name)
+		}
+		return nil, fmt.Errorf("cluster %s: bucket %s: %w", name, c.bucketName(), err)
+	}
+	if c.log, err = js.Stream(ctx, c.changelogStream()); err != nil {
+		return nil, fmt.Errorf("cluster %s: stream %s: %w", name, c.changelogStream(), err)
+	}
+	if c.snap, err = js.ObjectStore(ctx, c.snapshotBucket()); err != nil {
+		return nil, fmt.Errorf("cluster %s: object store %s: %w", name, c.snapshotBucket(), err)
+	}
+	e, err := c.kv.Get(ctx, keyKeyGroups)
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: read the number of key groups: %w", name, err)
+	}
+	if c.k, err = strconv.Atoi(string(e.Value())); err != nil || keygroup.Validate(c.k) != nil {
+		return nil, fmt.Errorf("cluster %s: the recorded number of key groups %q is corrupt", name, e.Value())
+	}
+	return c, nil
+}
+
 // placementHint adds what to do to JetStream's refusals to place replicas.
 func placementHint(err error, replicas int) error {
 	var apiErr *jetstream.APIError
