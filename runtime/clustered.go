@@ -269,12 +269,14 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	start := time.Now()
 	cm.e.stopPipeline()
 	defer func() {
-		if err := cm.e.buildPipeline(cm.deployment(), cm.ownership()); err != nil {
+		own := cm.ownership()
+		// Before the pipeline runs: its committer publishes too.
+		cm.publishEgress(ctx, own.keyGroups())
+		if err := cm.e.buildPipeline(cm.deployment(), own); err != nil {
 			cm.e.fail(fmt.Errorf("cluster mode: building the pipeline: %w", err))
 			return
 		}
 		cm.e.runPipeline()
-		cm.publishEgress(ctx, cm.e.pl().own.keyGroups())
 	}()
 	if force {
 		for kg, o := range cm.owned {
@@ -399,7 +401,11 @@ func (cm *clusterMode) ownership() *ownership {
 
 // notOwned says where an address's key group is owned.
 func (cm *clusterMode) notOwned(kg int) error {
-	t := cm.membership().Table()
+	mem := cm.membership()
+	if mem == nil {
+		return fmt.Errorf("key group %d: this worker is joining the cluster: ask again shortly", kg)
+	}
+	t := mem.Table()
 	l := t.Lease(kg)
 	if m, ok := t.Members[l.Holder.Worker]; ok && !l.Holder.IsZero() {
 		return fmt.Errorf("key group %d is owned by worker %s (%s), not by this one (%s): ask it", kg, l.Holder.Worker, m.Address, cm.worker)
@@ -440,7 +446,8 @@ func (cm *clusterMode) leave(ctx context.Context) {
 // (a restore catches up) but never lead it. Then the egress is published.
 func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error {
 	e := cm.e
-	own := e.pl().own
+	pl := e.pl()
+	own := pl.own
 	id := ck.Manifest.GetId()
 	x := state.NewOverlay() // cluster mode's keys in the owned key groups' ranges
 	cm.commits++
@@ -506,8 +513,8 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 
 	// Marks of the messages received up to the barrier.
 	var marks map[[2]int]uint64
-	if e.remote != nil {
-		marks = e.remote.marksAt(id)
+	if pl.remote != nil {
+		marks = pl.remote.marksAt(id)
 	}
 	for rs, n := range marks {
 		if cm.owned[rs[0]] != nil && n > cm.mark(rs[0], rs[1]) {
@@ -708,15 +715,23 @@ func (cm *clusterMode) firstOwned(s int) (int, bool) {
 	return 0, false
 }
 
+// mark returns the committed high-water mark of key group r for messages
+// from s; the committer's.
 func (cm *clusterMode) mark(r, s int) uint64 {
 	if n, ok := cm.marks[[2]int{r, s}]; ok {
 		return n
 	}
+	n := cm.storedMark(r, s)
+	cm.marks[[2]int{r, s}] = n
+	return n
+}
+
+// storedMark reads the mark from the store; the remote reader's.
+func (cm *clusterMode) storedMark(r, s int) uint64 {
 	n, err := cm.e.store.Received(r, s)
 	if err != nil {
 		cm.log.Error("reading a high-water mark failed", "key_group", r, "from", s, "err", err)
 	}
-	cm.marks[[2]int{r, s}] = n
 	return n
 }
 

@@ -494,7 +494,7 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) error {
 		e.remote = &remoteReader{
 			bus: bus, source: cfg.Shards + len(readerStreams), k: cfg.KeyGroups,
 			prefix: strings.TrimSuffix(cm.c.MessageSubject(-1), "*"), own: own, shards: shardsView,
-			mark: cm.mark, m: cm.m, log: e.log.With("reader", remoteReaderName), lastSeq: start,
+			mark: cm.storedMark, m: cm.m, log: e.log.With("reader", remoteReaderName), lastSeq: start,
 			marks: map[[2]int]uint64{}, batches: make([][]shard.Item, cfg.Shards), snaps: map[uint64]map[[2]int]uint64{},
 		}
 		readers = append(readers, e.remote)
