@@ -120,8 +120,8 @@ type clusterMode struct {
 	due       chan *cluster.Owned
 	dueMu     sync.Mutex
 	dueQueued map[int]bool
-	stop   context.CancelFunc
-	done   chan struct{}
+	stop      context.CancelFunc
+	done      chan struct{}
 }
 
 // startCluster joins the cluster and starts the driver. The engine's store,
