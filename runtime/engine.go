@@ -61,6 +61,7 @@ type Engine struct {
 	store     *state.Store
 	specs     *shard.Specs
 	endpoints *endpoints
+	handled   handledTypenames
 	ranges    []keygroup.Range
 	loops     []*shard.Loop
 	cores     []*shard.Core
@@ -576,6 +577,9 @@ func (s *shardEnv) Call(c *shard.Call) {
 		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint.URL, c.Endpoint.Timeout, c.Request)
 		if err != nil && invoke.Rejected(err) {
 			err = &shard.RejectedError{Err: err}
+		}
+		if err == nil {
+			s.e.handled.observe(c.Request, resp)
 		}
 		s.loop.Completed(c, resp, err)
 	}()
