@@ -157,7 +157,7 @@ func TestForgedReplyNeverReachesRequest(t *testing.T) {
 // the README shows, without any right to change it.
 func TestTailDeadLetters(t *testing.T) {
 	c := startCLI(t)
-	if _, err := c.try("send", "cli/counter", "x", "--data", "not json", "--data-dir", c.data); err != nil {
+	if _, err := c.try("send", "cli/counter", "x", "--data", "not json", "--typename", "twinflow/json", "--data-dir", c.data); err != nil {
 		t.Fatal(err)
 	}
 	out, stop := c.tail("--all", "twinflow.dlq.>")
