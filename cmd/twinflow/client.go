@@ -197,6 +197,8 @@ func tailCmd(ctx context.Context, args []string, out io.Writer) error {
 			continue
 		case ctx.Err() != nil:
 			return nil
+		case !errors.Is(err, jetstream.ErrMsgNotFound) && !nc.IsConnected():
+			return fmt.Errorf("reading stream %s: the connection to %s is lost (did the runtime stop?): %w", name, t.NATSURL, err)
 		case !errors.Is(err, jetstream.ErrMsgNotFound):
 			return fmt.Errorf("reading stream %s: %w", name, err)
 		}
