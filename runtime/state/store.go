@@ -122,7 +122,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	po := &pebble.Options{
 		Cache:              cache,
 		MemTableSize:       uint64(opts.MemTableBytes),
-		FS:                 opts.FS,
+		FS:                 noPreallocFS{opts.FS},
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             pebbleLogger{logger},
 		EventListener: &pebble.EventListener{
