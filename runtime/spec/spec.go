@@ -63,6 +63,10 @@ type Module struct {
 	Egresses []router.EgressRule
 	// Users are NATS identities with narrower rights than the client's.
 	Users []User
+	// MQTT configures the embedded NATS server's MQTT gateway; nil when
+	// the spec has no mqtt section (twinflow run -mqtt-port turns the
+	// gateway on all the same).
+	MQTT *MQTT
 }
 
 // EndpointFor returns the endpoint serving functionType ("namespace/name"):
