@@ -195,6 +195,11 @@ func (e *Engine) startNATS(ctx context.Context) error {
 			MaxPayload:   int32(e.cfg.MaxPayload + 64<<10),
 			Logger:       e.log,
 		}
+		mqtt, devices, err := e.mqttGateway()
+		if err != nil {
+			return err
+		}
+		opts.MQTT, opts.Users = mqtt, append(opts.Users, devices...)
 		if e.cfg.NATSTLSCertFile != "" {
 			cfg, err := serverTLS(e.cfg.NATSTLSCertFile, e.cfg.NATSTLSKeyFile, "")
 			if err != nil {

@@ -55,6 +55,7 @@ func runCmd(ctx context.Context, args []string) error {
 	dedupWindow := fs.Duration("dedup-window", 10*time.Minute, "how long a publish repeated with the same Nats-Msg-Id is dropped, across restarts")
 	spillBudget := fs.String("spill-budget", "16GiB", "disk for address backlogs moved out of memory; intake pauses when it is used up")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	mqtt := addMQTTFlags(fs)
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -90,6 +91,7 @@ func runCmd(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	mqtt.apply(module)
 	if *restore != "" {
 		if err := restoreSavepoint(*restore, filepath.Join(*dataDir, "state")); err != nil {
 			return err
@@ -163,6 +165,7 @@ func printRunning(w io.Writer, info runinfo.Info, budget runtime.Budget, config 
 	if info.NATSCreds != "" {
 		fmt.Fprintf(w, "                client credentials %s, inbox prefix %s\n", info.NATSCreds, info.NATSInboxPrefix)
 	}
+	printMQTT(w, info, module)
 	fmt.Fprintf(w, "  admin:        %s (token in %s)\n  metrics:      %s/metrics\n", info.AdminURL, info.AdminTokenFile, info.AdminURL)
 	fmt.Fprintf(w, "  signing key:  %s (endpoints: TWINFLOW_VERIFY_KEY=%s)\n", filepath.Join(info.DataDir, secrets.SigningPublicFile), strings.Join(info.SigningKeys, ","))
 	fmt.Fprintf(w, "  runtime file: %s (client commands find the runtime through it)\n", filepath.Join(info.DataDir, runinfo.FileName))
