@@ -115,7 +115,10 @@ func TestREADMEWalkThrough(t *testing.T) {
 		last = j
 	}
 	check()
-	for _, j := range jobs { <-j.done; t.Logf("%s:\n%s", j.line, j.output()) }
+	for _, j := range jobs {
+		<-j.done
+		t.Logf("%s:\n%s", j.line, j.output())
+	}
 	// Every background job has ended: the runtime with stop, tail with the
 	// runtime, the greeter with kill.
 	for _, j := range jobs {
