@@ -66,6 +66,9 @@ func validateMQTT(c *Config) []error {
 	}
 	m := c.Module.MQTT
 	var errs []error
+	if m.Port == 0 || m.Port < -1 || m.Port > 65535 {
+		errs = append(errs, fmt.Errorf("the MQTT gateway's port is %d: give a port, or -1 for a free one", m.Port))
+	}
 	if c.NATSURL != "" {
 		errs = append(errs, errors.New("the MQTT gateway is the embedded NATS server's; with an external NATS server, turn on its own (mqtt block of nats-server.conf)"))
 	}

@@ -65,7 +65,7 @@ func printMQTT(w io.Writer, info runinfo.Info, module *spec.Module) {
 	}
 	fmt.Fprintf(w, "  mqtt:         %s (MQTT 3.1.1; topics become subjects: a/b/c is a.b.c)\n", info.MQTTURL)
 	for _, d := range module.MQTTDevices() {
-		fmt.Fprintf(w, "                device %s, password in %s, may publish to %v\n", d.Name,
-			secrets.DevicePasswordFile(filepath.Join(info.DataDir, secrets.DirName), d.Name), module.DeviceSubjects(d))
+		fmt.Fprintf(w, "                device %s, password in %s, may publish to %s\n", d.Name,
+			secrets.DevicePasswordFile(filepath.Join(info.DataDir, secrets.DirName), d.Name), strings.Join(module.DeviceSubjects(d), ", "))
 	}
 }

@@ -166,3 +166,70 @@ func TestRunTakesTheModuleSpecAsArgument(t *testing.T) {
 		}
 	}
 }
+
+// TestRunWithMQTT: -mqtt-port turns the MQTT gateway on for a module with
+// an ingress of topics; run says where and with which identity, the
+// runtime file names it, and keys rotates the identity's password.
+func TestRunWithMQTT(t *testing.T) {
+	isolate(t)
+	dir := t.TempDir()
+	module := filepath.Join(dir, "module.yaml")
+	if err := os.WriteFile(module, []byte(`endpoints:
+  - functions: dc/*
+    url: http://127.0.0.1:1
+ingresses:
+  - name: devices
+    topic: dc1/+/+/metrics
+    typename: dc/Report
+    targets:
+      - function: dc/server
+        id: { subjectToken: 2 }
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	_, port, _ := strings.Cut(freeAddr(t), ":")
+	p := startRun(t, module, "-data", data, "-mqtt-port", port)
+	waitFor(t, "the ready line", func() bool { return strings.Contains(p.output(), "twinflow ready: clients may connect") })
+	out := p.output()
+	password := filepath.Join(data, "secrets", "mqtt", "device.password")
+	for _, want := range []string{"  mqtt:         mqtt://127.0.0.1:" + port + " (MQTT 3.1.1",
+		"device device, password in " + password + ", may publish to dc1.*.*.metrics"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the runtime's output lacks %q:\n%s", want, out)
+		}
+	}
+	info, err := os.ReadFile(filepath.Join(data, "twinflow.json"))
+	if err != nil || !strings.Contains(string(info), `"mqtt_url": "mqtt://127.0.0.1:`+port+`"`) {
+		t.Errorf("the runtime file: %s, %v", info, err)
+	}
+	before, err := os.ReadFile(password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := twinflow(t, "keys", "rotate", "mqtt", "device", "--data", data); r.code != 0 || !strings.Contains(r.stdout, "the password of MQTT device device is replaced") {
+		t.Errorf("keys rotate mqtt: %v", r)
+	}
+	if after, _ := os.ReadFile(password); string(after) == string(before) {
+		t.Error("the password did not change")
+	}
+	if r := twinflow(t, "stop", "--data-dir", data); r.code != 0 {
+		t.Fatalf("stop: %v", r)
+	}
+	<-p.done
+
+	// The gateway is the embedded server's, and devices need an ingress.
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-nats", "nats://127.0.0.1:1", "-mqtt-port", port, module}, "the MQTT gateway is the embedded NATS server's"},
+		{[]string{"-mqtt-port", port}, "an MQTT device may publish nowhere"},
+		{[]string{"-mqtt-port", "0", module}, "the MQTT gateway's port is 0"},
+	} {
+		r := twinflow(t, append([]string{"run", "-data", filepath.Join(dir, "other")}, tt.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("run %s: %v\nwant %q", strings.Join(tt.args, " "), r, tt.want)
+		}
+	}
+}
