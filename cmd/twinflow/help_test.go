@@ -14,7 +14,7 @@ func TestHelp(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"run", "-h"}, []string{"twinflow run [-config] [module.yaml]", "-nats-port"}},
+		{[]string{"run", "-h"}, []string{"twinflow run [[-config] module.yaml]", "-nats-port"}},
 		{[]string{"wait", "-h"}, []string{"twinflow wait [--timeout D]", "-timeout"}},
 		{[]string{"send", "-h"}, []string{"twinflow send TYPE ID (--json DOC | --data TEXT)", "-typename"}},
 		{[]string{"request", "--help"}, []string{"twinflow request TYPE ID", "-timeout"}},

@@ -16,7 +16,7 @@ import (
 const usage = `twinflow: stateful functions for digital twins
 
 Usage:
-  twinflow run [-config] [module.yaml] [-data DIR] [-nats URL] [flags] start a worker
+  twinflow run [[-config] module.yaml] [-data DIR] [-nats URL] [flags]  start a worker
   twinflow wait [--timeout D] [--live]                                  wait until the runtime is ready (or live)
   twinflow send TYPE ID (--json DOC | --data TEXT) [--typename T]       publish to the direct ingress
   twinflow request TYPE ID (--json DOC | --data TEXT) [--typename T]    publish and wait for the reply
@@ -26,7 +26,7 @@ Usage:
   twinflow checkpoint now | list | status                               take a checkpoint, list them, or show the latest
   twinflow stop [--savepoint NAME]                                      stop cleanly after a final checkpoint
   twinflow keys [--data DIR]                                            print the key function endpoints verify calls with
-  twinflow keys rotate signing | admin-token | nats ID | mqtt DEVICE   replace a key (see docs/security.md)
+  twinflow keys rotate signing | admin-token | nats ID | mqtt DEVICE    replace a key (see docs/security.md)
   twinflow keys nats-config [-config module.yaml]                       print a nats-server authorization block
   twinflow version                                                      print the version
 

@@ -108,6 +108,9 @@ func runCmd(ctx context.Context, args []string) error {
 		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill,
 	}
 	e, err := runtime.Start(ctx, cfg)
+	if errors.Is(err, natsbus.ErrMQTTPortInUse) {
+		return fmt.Errorf("%w: the MQTT gateway's port is taken (an MQTT broker, or another twinflow run?); choose another with -mqtt-port (or mqtt.port in the module spec)", err)
+	}
 	if errors.Is(err, natsbus.ErrPortInUse) {
 		return fmt.Errorf("%w: -nats-port %d is taken (another twinflow run, or a NATS server?); choose another port, "+
 			"or leave -nats-port out to take 4222 or else a free port", err, *natsPort)

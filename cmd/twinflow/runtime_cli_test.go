@@ -3,9 +3,11 @@ package main
 import (
 	"bufio"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -218,7 +220,14 @@ ingresses:
 	}
 	<-p.done
 
-	// The gateway is the embedded server's, and devices need an ingress.
+	// The gateway is the embedded server's, devices need an ingress, and a
+	// port taken is said.
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenPort := strconv.Itoa(taken.Addr().(*net.TCPAddr).Port)
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -226,6 +235,7 @@ ingresses:
 		{[]string{"-nats", "nats://127.0.0.1:1", "-mqtt-port", port, module}, "the MQTT gateway is the embedded NATS server's"},
 		{[]string{"-mqtt-port", port}, "an MQTT device may publish nowhere"},
 		{[]string{"-mqtt-port", "0", module}, "the MQTT gateway's port is 0"},
+		{[]string{"-mqtt-port", takenPort, "-nats-port", "-1", "-admin", "127.0.0.1:0", module}, "127.0.0.1:" + takenPort + ": MQTT port in use: the MQTT gateway's port is taken"},
 	} {
 		r := twinflow(t, append([]string{"run", "-data", filepath.Join(dir, "other")}, tt.args...)...)
 		if r.code == 0 || !strings.Contains(r.stderr, tt.want) {

@@ -106,6 +106,10 @@ const DefaultPort = 4222
 // ErrPortInUse is returned when the port asked for is taken.
 var ErrPortInUse = errors.New("port in use")
 
+// ErrMQTTPortInUse is returned when the MQTT gateway's port is taken; it
+// wraps ErrPortInUse.
+var ErrMQTTPortInUse = fmt.Errorf("MQTT %w", ErrPortInUse)
+
 // Server is a running embedded NATS server with JetStream.
 type Server struct {
 	ns      *server.Server
@@ -149,13 +153,15 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	case port > 0 && !portFree(opts.Host, port):
 		return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(opts.Host, strconv.Itoa(port)), ErrPortInUse)
 	}
-	if m := opts.MQTT; m != nil {
+	if opts.MQTT != nil {
+		m := *opts.MQTT
 		if m.Host == "" {
 			m.Host = "127.0.0.1"
 		}
 		if m.Port > 0 && !portFree(m.Host, m.Port) {
-			return nil, fmt.Errorf("natsbus: MQTT %s: %w", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), ErrPortInUse)
+			return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), ErrMQTTPortInUse)
 		}
+		opts.MQTT = &m
 	}
 	s, err := startServer(opts, port, log)
 	if err != nil && port > 0 && !portFree(opts.Host, port) {
@@ -163,7 +169,7 @@ func StartServer(opts ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(opts.Host, strconv.Itoa(port)), ErrPortInUse)
 	}
 	if m := opts.MQTT; err != nil && m != nil && m.Port > 0 && !portFree(m.Host, m.Port) {
-		return nil, fmt.Errorf("natsbus: MQTT %s: %w", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), ErrPortInUse)
+		return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), ErrMQTTPortInUse)
 	}
 	return s, err
 }
