@@ -509,6 +509,7 @@ func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 	defer cancel()
+	e.coord.Hold()
 	man, err := e.coord.Checkpoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("final checkpoint: %w", err)
