@@ -26,11 +26,16 @@ import (
 // the field is absent, null or of the wrong kind.
 type (
 	rawModule struct {
-		Endpoints []rawEndpoint `yaml:"endpoints"`
-		Ingresses []rawIngress  `yaml:"ingresses"`
-		Egresses  []rawEgress   `yaml:"egresses"`
-		Users     []rawUser     `yaml:"users"`
-		MQTT      *rawMQTT      `yaml:"mqtt"`
+		Endpoints   []rawEndpoint   `yaml:"endpoints"`
+		Ingresses   []rawIngress    `yaml:"ingresses"`
+		Egresses    []rawEgress     `yaml:"egresses"`
+		Users       []rawUser       `yaml:"users"`
+		DeadLetters *rawDeadLetters `yaml:"deadLetters"`
+		MQTT        *rawMQTT        `yaml:"mqtt"`
+	}
+	rawDeadLetters struct {
+		MaxAge   *duration `yaml:"maxAge"`
+		MaxBytes *string   `yaml:"maxBytes"`
 	}
 	rawEndpoint struct {
 		Functions         *string   `yaml:"functions" spec:"required"`
@@ -169,6 +174,7 @@ func (d *decoder) parse(data []byte) *Module {
 	d.ingresses(m, raw.Ingresses)
 	d.egresses(m, raw.Egresses)
 	d.users(m, raw.Users)
+	d.deadLetters(m, raw.DeadLetters)
 	d.mqtt(m, raw.MQTT)
 	d.crossCheck(m)
 	d.checkUsers(m)

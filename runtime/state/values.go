@@ -189,9 +189,15 @@ func Touch(o *Overlay, kg int, addr Address, vals map[string]Value, now int64) {
 // cursor to pass next, or nil when it reached the end of r. A cursor that
 // is not in r starts over. o should be the newest layer of v.
 func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, limit int) (next []byte, err error) {
+	return sweep(v, o, r, kindValue, valueExpiresAt, from, now, limit)
+}
+
+// sweep deletes the expired entries of one kind of the key groups in r, as
+// SweepExpired describes; expiresAt reads an entry's expiry (0: never).
+func sweep(v View, o *Overlay, r keygroup.Range, kind byte, expiresAt func([]byte) (int64, error), from []byte, now int64, limit int) (next []byte, err error) {
 	kg := r.Lo
 	if from != nil {
-		if fkg, ok := KeyGroupOf(from); ok && r.Contains(fkg) {
+		if fkg, ok := KeyGroupOf(from); ok && r.Contains(fkg) && len(from) > 2 && from[2] == kind {
 			kg = fkg
 		} else {
 			from = nil
@@ -201,7 +207,7 @@ func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, 
 	var dels [][]byte
 	var it *mergeIter
 	for ; kg < r.Hi && next == nil; kg++ {
-		lo, hi := kindBounds(kg, kindValue)
+		lo, hi := kindBounds(kg, kind)
 		if from != nil && bytes.Compare(from, lo) > 0 {
 			lo = from
 		}
@@ -219,7 +225,7 @@ func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, 
 				break
 			}
 			examined++
-			at, err := valueExpiresAt(it.val)
+			at, err := expiresAt(it.val)
 			if err != nil {
 				return nil, errors.Join(fmt.Errorf("state: sweep %q: %w", it.key, err), it.close())
 			}
