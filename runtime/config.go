@@ -333,6 +333,7 @@ func (c Config) Validate() error {
 	if host := adminHost(c.AdminAddr); !isLoopback(host) && c.AdminTLSCertFile == "" && !c.AdminInsecure {
 		errs = append(errs, fmt.Errorf("the admin API would listen on %s, beyond this machine, over plain HTTP: serve it over TLS (twinflow run -admin-tls-cert and -admin-tls-key), or pass -admin-insecure to accept that its token crosses the network in clear", c.AdminAddr))
 	}
+	errs = append(errs, validateMQTT(&c)...)
 	if c.MaxAdminRequestBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max admin request size must be at least 1 KiB, got %d", c.MaxAdminRequestBytes))
 	}

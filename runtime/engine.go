@@ -63,6 +63,7 @@ type Engine struct {
 	store     *state.Store
 	specs     *shard.Specs
 	endpoints *endpoints
+	handled   handledTypenames
 	ranges    []keygroup.Range
 	loops     []*shard.Loop
 	cores     []*shard.Core
@@ -214,6 +215,11 @@ func (e *Engine) startNATS(ctx context.Context) error {
 				e.fail(natsStoreFailure(filepath.Join(e.cfg.DataDir, "nats"), err))
 			},
 		}
+		mqtt, devices, err := e.mqttGateway()
+		if err != nil {
+			return err
+		}
+		opts.MQTT, opts.Users = mqtt, append(opts.Users, devices...)
 		if e.cfg.NATSTLSCertFile != "" {
 			cfg, err := serverTLS(e.cfg.NATSTLSCertFile, e.cfg.NATSTLSKeyFile, "")
 			if err != nil {
@@ -611,6 +617,9 @@ func (s *shardEnv) Call(c *shard.Call) {
 		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint.URL, c.Endpoint.Timeout, c.Request)
 		if err != nil && invoke.Rejected(err) {
 			err = &shard.RejectedError{Err: err}
+		}
+		if err == nil {
+			s.e.handled.observe(c.Request, resp)
 		}
 		s.loop.Completed(c, resp, err)
 	}()

@@ -148,7 +148,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	po := &pebble.Options{
 		Cache:              cache,
 		MemTableSize:       uint64(opts.MemTableBytes),
-		FS:                 vfs.OnDiskFull(opts.FS, d.waitForSpace),
+		FS:                 vfs.OnDiskFull(noPreallocFS{opts.FS}, d.waitForSpace),
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             pebbleLogger{logger, d},
 		EventListener: &pebble.EventListener{

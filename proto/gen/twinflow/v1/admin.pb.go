@@ -283,9 +283,13 @@ type FunctionTypeInfo struct {
 	// URL of the endpoint serving it.
 	EndpointUrl string `protobuf:"bytes,2,opt,name=endpoint_url,json=endpointUrl,proto3" json:"endpoint_url,omitempty"`
 	// The state specs registered for it.
-	StateSpecs    []*StateSpec `protobuf:"bytes,3,rep,name=state_specs,json=stateSpecs,proto3" json:"state_specs,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StateSpecs []*StateSpec `protobuf:"bytes,3,rep,name=state_specs,json=stateSpecs,proto3" json:"state_specs,omitempty"`
+	// Typenames of the messages the function handled successfully since the
+	// runtime started, most recent first, at most 16. Functions do not declare
+	// the messages they take; these are the ones they were seen to take.
+	HandledTypenames []string `protobuf:"bytes,4,rep,name=handled_typenames,json=handledTypenames,proto3" json:"handled_typenames,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *FunctionTypeInfo) Reset() {
@@ -335,6 +339,13 @@ func (x *FunctionTypeInfo) GetEndpointUrl() string {
 func (x *FunctionTypeInfo) GetStateSpecs() []*StateSpec {
 	if x != nil {
 		return x.StateSpecs
+	}
+	return nil
+}
+
+func (x *FunctionTypeInfo) GetHandledTypenames() []string {
+	if x != nil {
+		return x.HandledTypenames
 	}
 	return nil
 }
@@ -791,12 +802,13 @@ const file_twinflow_v1_admin_proto_rawDesc = "" +
 	"\x16expires_at_unix_millis\x18\x03 \x01(\x03R\x13expiresAtUnixMillis\"\x1a\n" +
 	"\x18ListFunctionTypesRequest\"a\n" +
 	"\x19ListFunctionTypesResponse\x12D\n" +
-	"\x0efunction_types\x18\x01 \x03(\v2\x1d.twinflow.v1.FunctionTypeInfoR\rfunctionTypes\"\x82\x01\n" +
+	"\x0efunction_types\x18\x01 \x03(\v2\x1d.twinflow.v1.FunctionTypeInfoR\rfunctionTypes\"\xaf\x01\n" +
 	"\x10FunctionTypeInfo\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12!\n" +
 	"\fendpoint_url\x18\x02 \x01(\tR\vendpointUrl\x127\n" +
 	"\vstate_specs\x18\x03 \x03(\v2\x16.twinflow.v1.StateSpecR\n" +
-	"stateSpecs\"\x1c\n" +
+	"stateSpecs\x12+\n" +
+	"\x11handled_typenames\x18\x04 \x03(\tR\x10handledTypenames\"\x1c\n" +
 	"\x1aGetCheckpointStatusRequest\"x\n" +
 	"\x1bGetCheckpointStatusResponse\x123\n" +
 	"\x06latest\x18\x01 \x01(\v2\x1b.twinflow.v1.CheckpointInfoR\x06latest\x12$\n" +
