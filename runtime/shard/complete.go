@@ -142,20 +142,36 @@ func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 	wall := c.env.Wall().UnixNano()
 	addr := state.Address(b.addr)
 	specs := c.specs.Of(b.addr.Type)
+	// An address read with state is in the address index, unless the index
+	// lost an address since: then the store checks.
+	indexed := len(b.values) > 0 && b.indexed == c.store.Unindexed()
+	wrote, deleted := false, false
 	for _, mu := range eff.GetStateMutations() {
 		// Values that expire after invoke live on while their address is
 		// used; a written one was refreshed by its write.
 		delete(b.values, mu.GetName())
 		if mu.GetKind() == twinflowv1.StateMutation_KIND_DELETE {
 			c.store.DeleteValue(b.kg, addr, mu.GetName())
+			deleted = true
 			continue
 		}
+		wrote = true
 		v := state.Value{Typename: mu.GetValue().GetTypename(), Data: mu.GetValue().GetValue()}
 		if s := specByName(specs, mu.GetName()); s != nil {
 			v.Expiry = s.GetExpiryMode()
 			v.ExpireAfterMillis = s.GetExpireAfterMillis()
 		}
 		c.store.PutValue(b.kg, addr, mu.GetName(), v.Refreshed(nowMs))
+	}
+	if wrote && !indexed {
+		if err := c.store.IndexAddress(b.kg, addr); err != nil {
+			c.log.Error("adding an address to the address index failed", "address", b.addr.String(), "err", err)
+		}
+	}
+	if deleted {
+		if err := c.store.UnindexIfEmpty(b.kg, addr); err != nil {
+			c.log.Error("removing an address from the address index failed", "address", b.addr.String(), "err", err)
+		}
 	}
 	c.store.Touch(b.kg, addr, b.values, nowMs)
 	for _, o := range eff.GetOutgoing() {

@@ -184,11 +184,19 @@ func Touch(o *Overlay, kg int, addr Address, vals map[string]Value, now int64) {
 }
 
 // SweepExpired deletes expired state values of the key groups in r into o,
-// examining at most limit values per call (no limit when limit <= 0). It
+// examining at most limit values per call (no limit when limit <= 0), and
+// removes the addresses left without state from the address index. It
 // starts at the cursor from, nil for the beginning of r, and returns the
 // cursor to pass next, or nil when it reached the end of r. A cursor that
-// is not in r starts over. o should be the newest layer of v.
+// is not in r starts over. o must be the newest layer of v.
 func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, limit int) (next []byte, err error) {
+	next, _, err = sweepExpired(v, o, r, from, now, limit)
+	return next, err
+}
+
+// sweepExpired is [SweepExpired]; it also returns how many addresses it
+// removed from the index.
+func sweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, limit int) (next []byte, unindexed int, err error) {
 	kg := r.Lo
 	if from != nil {
 		if fkg, ok := KeyGroupOf(from); ok && r.Contains(fkg) {
@@ -208,7 +216,7 @@ func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, 
 		from = nil
 		if it == nil {
 			if it, err = v.newIter(lo, hi); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 		} else {
 			it.reset(lo, hi)
@@ -221,7 +229,7 @@ func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, 
 			examined++
 			at, err := valueExpiresAt(it.val)
 			if err != nil {
-				return nil, errors.Join(fmt.Errorf("state: sweep %q: %w", it.key, err), it.close())
+				return nil, 0, errors.Join(fmt.Errorf("state: sweep %q: %w", it.key, err), it.close())
 			}
 			if at != 0 && at <= now {
 				dels = append(dels, bytes.Clone(it.key))
@@ -230,11 +238,29 @@ func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, 
 	}
 	if it != nil {
 		if err := it.close(); err != nil {
-			return nil, err
+			return nil, 0, err
 		}
 	}
 	for _, k := range dels {
 		o.Delete(k)
 	}
-	return next, nil
+	// The values of an address are adjacent: check each address once, after
+	// its last deleted value.
+	for i, k := range dels {
+		kg, addr, _, err := DecodeValueKey(k)
+		if err != nil {
+			return nil, unindexed, err
+		}
+		if i+1 < len(dels) && bytes.HasPrefix(dels[i+1], AddressPrefix(kg, addr)) {
+			continue
+		}
+		dropped, err := DropIndexIfEmpty(v, o, kg, addr)
+		if err != nil {
+			return nil, unindexed, err
+		}
+		if dropped {
+			unindexed++
+		}
+	}
+	return next, unindexed, nil
 }
