@@ -193,6 +193,7 @@ func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 	for _, e := range eff.GetEgress() {
 		c.egress(b, e)
 	}
+	c.recordApplied(b, eff, time.Unix(0, wall))
 	m := c.typeInfo(b.addr.Type).m
 	m.invocations.Add(float64(len(b.inflight)))
 	for i := range b.inflight {
@@ -234,6 +235,7 @@ func (c *Core) registerSpecs(b *mailbox, sent *twinflowv1.AddressBatch, missing 
 // with the reason, and lets the address go on with its next messages.
 func (c *Core) deadLetter(b *mailbox, reason string) {
 	reason = router.ErrorText(reason)
+	c.recordDeadLettered(b, reason)
 	t := c.typeInfo(b.addr.Type)
 	t.m.deadLetters.Add(float64(len(b.inflight)))
 	t.deadLetters += len(b.inflight)

@@ -60,6 +60,11 @@ type Config struct {
 	Limits Limits
 
 	TimerScanLimit int // delayed messages fired per key group per tick
+
+	// RecentAddresses bounds the addresses whose recent activity the shard
+	// keeps in memory (see Core.Activity); 0 means DefaultRecentAddresses,
+	// a negative number keeps none.
+	RecentAddresses int
 }
 
 // Defaults of Config.
@@ -94,6 +99,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.Probe.Base <= 0 {
 		cfg.Probe = DefaultProbe
+	}
+	if cfg.RecentAddresses == 0 {
+		cfg.RecentAddresses = DefaultRecentAddresses
 	}
 	cfg.Limits.setDefaults()
 }
@@ -170,6 +178,8 @@ type Core struct {
 
 	types map[string]*typeInfo // by function type
 
+	recent *recent // nil when no activity is kept
+
 	// Reused by Dispatch.
 	calls  []*Call
 	picked []*mailbox
@@ -198,6 +208,9 @@ func NewCore(cfg Config, env Env, store Store, specs *Specs, m *Metrics, log *sl
 		mailboxKGs: make(map[int]bool),
 		nextDue:    dueUnknown,
 		types:      make(map[string]*typeInfo),
+	}
+	if cfg.RecentAddresses > 0 {
+		c.recent = newRecent(cfg.RecentAddresses)
 	}
 	return c
 }
