@@ -6,6 +6,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twinflow/twinflow/runtime/console"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/spec"
@@ -103,6 +105,11 @@ type Config struct {
 	DedupWindow time.Duration
 	// Memory is the process's memory budget.
 	Memory Memory
+	// ConsolePages are applications' own pages, by name, that the web
+	// console serves under /ui/apps/NAME/ from their file systems
+	// (index.html first), behind its login. Names are letters, digits, '-'
+	// and '_'.
+	ConsolePages map[string]fs.FS
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock of state expiry, delayed messages and retry backoff;
@@ -279,6 +286,9 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
+	}
+	if err := console.CheckApps(c.ConsolePages); err != nil {
+		errs = append(errs, err)
 	}
 	if c.Shards < 1 || c.Shards > 1024 {
 		errs = append(errs, fmt.Errorf("shards must be within [1,1024], got %d", c.Shards))

@@ -23,6 +23,9 @@ Usage:
   twinflow request TYPE ID (--json DOC | --data TEXT) [--typename T]    publish and wait for the reply
   twinflow tail SUBJECT                                                 print records published on an egress subject
   twinflow state get TYPE ID [NAME]                                     print an address's state
+  twinflow state list TYPE [--prefix P] [--limit N] [--after ID]        list the addresses of a function type
+  twinflow dlq list [--before SEQ] | replay SEQ...                      list dead letters, replay them to their ingress
+  twinflow console                                                      print the web console's address and a login link
   twinflow functions                                                    list function types and their state specs
   twinflow checkpoint now | list | status                               take or list checkpoints
   twinflow stop [--savepoint NAME]                                      stop cleanly after a final checkpoint
@@ -65,10 +68,17 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 	case "tail":
 		return tailCmd(ctx, rest, out)
 	case "state":
+		if len(rest) > 0 && rest[0] == "list" {
+			return stateListCmd(ctx, rest[1:], out)
+		}
 		if len(rest) == 0 || rest[0] != "get" {
-			return errors.New(`usage: twinflow state get TYPE ID [NAME]`)
+			return errors.New(`usage: twinflow state get TYPE ID [NAME] | twinflow state list TYPE [--prefix P]`)
 		}
 		return stateCmd(ctx, rest[1:], out)
+	case "dlq":
+		return dlqCmd(ctx, rest, out)
+	case "console":
+		return consoleCmd(ctx, rest, out)
 	case "functions":
 		return functionsCmd(ctx, rest, out)
 	case "checkpoint":

@@ -25,6 +25,7 @@
 //	-interval D      INTERVAL   time between two reports of a server (1s)
 //	-faults LIST     FAULTS     fault schedule, kind:target@time,... (see examples/datacenter/sim)
 //	-alerts HOW      ALERTS     "decoded" (simulator -watch, one line each) or "tail" (twinflow tail)
+//	-console-page DIR           the example's page for the web console (examples/datacenter/console)
 //
 // The function endpoint listens where the module spec
 // (deploy/datacenter/module.yaml) says it is.
@@ -38,6 +39,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -66,6 +68,7 @@ type config struct {
 	faults, alerts    string
 	readyTimeout      time.Duration
 	rackfun           string // "go", or "ts": the rack twin in TypeScript
+	consolePage       string // the example's page for the web console; "" for none
 	endpoint          string // from the module spec
 	rackEndpoint      string // of datacenter/rack, when another endpoint serves it
 }
@@ -105,6 +108,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.alerts, "alerts", "decoded", `how to print the alerts: "decoded" (simulator -watch) or "tail" (twinflow tail) ($ALERTS)`)
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", time.Minute, "how long to wait for each process to serve")
 	fs.StringVar(&c.rackfun, "rackfun", "go", `which rack twin serves datacenter/rack: "go", or "ts", the TypeScript one in `+tsRack+`, built by make ts ($RACKFUN)`)
+	fs.StringVar(&c.consolePage, "console-page", "examples/datacenter/console", "directory of the example's page for the web console; empty for none")
 	for name, env := range settings {
 		if v := os.Getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -130,6 +134,11 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		c.module = tsRackModule
 	default:
 		return c, fmt.Errorf("-rackfun (RACKFUN) is %q; want go or ts", c.rackfun)
+	}
+	if c.consolePage != "" {
+		if _, err := os.Stat(filepath.Join(c.consolePage, "index.html")); err != nil {
+			return c, fmt.Errorf("-console-page %s: %w (run make run from the repository's top, or give -console-page '' to run without the page)", c.consolePage, err)
+		}
 	}
 	m, err := spec.Load(c.module)
 	if err != nil {
@@ -182,12 +191,16 @@ func processes(c config) []process {
 			stopWithin: 10 * time.Second,
 		})
 	}
+	runArgs := []string{"run", "-config", c.module, "-data", filepath.Join(c.data, "twinflow"),
+		"-nats-port", strconv.Itoa(c.natsPort), "-admin", c.admin}
+	if c.consolePage != "" {
+		runArgs = append(runArgs, "-console-page", "datacenter="+c.consolePage)
+	}
 	return append(ps, []process{
 		{
 			name: "twinflow run", bin: "twinflow",
-			args: []string{"run", "-config", c.module, "-data", filepath.Join(c.data, "twinflow"),
-				"-nats-port", strconv.Itoa(c.natsPort), "-admin", c.admin},
-			log: "twinflow.log", ready: healthy("http://" + c.admin + "/healthz"),
+			args: runArgs,
+			log:  "twinflow.log", ready: healthy("http://" + c.admin + "/healthz"),
 			waitsFor:   "to answer on http://" + c.admin + "/healthz",
 			stopWithin: 90 * time.Second, // its final checkpoint may take up to a minute
 		},
@@ -347,7 +360,7 @@ func supervise(ctx context.Context, g *group, procs []process, c config, out, er
 func printBanner(out *terminal, c config) {
 	out.printf(`
 The data-center twin is running: %d racks of %d servers, one report each per %s.
-  function endpoint  http://%s
+%s  function endpoint  http://%s
   twinflow admin     http://%s
   metrics            http://%s/metrics
   NATS               nats://127.0.0.1:%d
@@ -362,7 +375,24 @@ In another terminal (the commands find this runtime: it is the one started last)
   bin/simulator -unhealthy dc           # the same question, the answer decoded
   bin/twinflow tail datacenter.alerts   # the raw alert records
 
-`, c.racks, c.servers, c.interval, c.endpoint, c.admin, c.admin, c.natsPort, filepath.Join(c.data, "logs"), c.faults)
+`, c.racks, c.servers, c.interval, consoleLines(c), c.endpoint, c.admin, c.admin, c.natsPort, filepath.Join(c.data, "logs"), c.faults)
+}
+
+// consoleLines are the banner's lines about the web console: its address,
+// and a link that logs the browser in and opens the example's page. The
+// token travels in the link's fragment, which the browser sends nowhere.
+func consoleLines(c config) string {
+	base := "http://" + c.admin + "/ui/"
+	page := base
+	if c.consolePage != "" {
+		page = base + "apps/datacenter/"
+	}
+	token, err := os.ReadFile(filepath.Join(c.data, "twinflow", "secrets", "admin.token"))
+	if err != nil {
+		return fmt.Sprintf("  web console        %s (log in with the token in %s)\n", page, filepath.Join(c.data, "twinflow", "secrets", "admin.token"))
+	}
+	return fmt.Sprintf("  web console        %s\n  open to log in     %slogin?next=%s#token=%s\n",
+		page, base, url.QueryEscape(strings.TrimPrefix(page, "http://"+c.admin)), url.QueryEscape(strings.TrimSpace(string(token))))
 }
 
 // listening is ready once addr accepts TCP connections.
