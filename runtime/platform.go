@@ -24,14 +24,16 @@ import (
 // registry (gathered in process, never scraped over HTTP), its shards'
 // status and its ingress streams' positions into a PlatformSample, keeps
 // the last few minutes of them for GetPlatform, and sends each to the
-// console's live feed. Rates and latency quantiles are computed from the
-// difference between two gatherings, so they describe the last second.
+// console's live feed. Rates are the difference between two gatherings, so
+// they describe the last second; latency quantiles are taken over the last
+// latencyWindow, so that a function called now and then still shows them.
 
 const (
 	sampleEvery      = time.Second
 	samplesKept      = 300 // five minutes
 	checkpointsKept  = 120
 	streamInfoMaxAge = 500 * time.Millisecond
+	latencyWindow    = 10 // samples
 )
 
 // platform samples the runtime and keeps the samples.
@@ -46,7 +48,9 @@ type platform struct {
 		checkpoints []*twinflowv1.CheckpointInfo // oldest first
 		subs        map[chan console.Event]struct{}
 	}
-	prev *gathered // the sampler's last gathering; only the sampler uses it
+	// The sampler's last gatherings, oldest first, latencyWindow+1 at most;
+	// only the sampler uses them.
+	history []*gathered
 }
 
 func newPlatform(e *Engine) *platform {
@@ -85,6 +89,10 @@ func (p *platform) run(ctx context.Context) {
 	t := time.NewTicker(sampleEvery)
 	defer t.Stop()
 	defer p.close()
+	// The first gathering is the baseline of the first sample's rates.
+	if g, err := gather(p.e.reg, time.Now()); err == nil {
+		p.history = append(p.history, g)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -114,10 +122,10 @@ func (p *platform) sample(ctx context.Context) {
 		return
 	}
 	s := &twinflowv1.PlatformSample{AtUnixMillis: now.UnixMilli()}
-	if prev := p.prev; prev != nil {
-		p.rates(s, prev, g)
+	if n := len(p.history); n > 0 {
+		p.rates(s, p.history[n-1], p.history[0], g)
 	}
-	p.prev = g
+	p.history = appendBounded(p.history, g, latencyWindow+1)
 	p.shards(s, g)
 	p.streams(ctx, s)
 	for _, pr := range p.e.readiness() {
@@ -146,8 +154,9 @@ func appendBounded[T any](s []T, v T, n int) []T {
 	return append(s, v)
 }
 
-// rates fills in what happened between two gatherings.
-func (p *platform) rates(s *twinflowv1.PlatformSample, prev, cur *gathered) {
+// rates fills in what happened since the gathering prev, and the
+// latencies since the older gathering old.
+func (p *platform) rates(s *twinflowv1.PlatformSample, prev, old, cur *gathered) {
 	secs := cur.at.Sub(prev.at).Seconds()
 	if secs <= 0 {
 		return
@@ -176,8 +185,8 @@ func (p *platform) rates(s *twinflowv1.PlatformSample, prev, cur *gathered) {
 		if all := inv + ret + dead; all > 0 {
 			f.ErrorRatio = (ret + dead) / all
 		}
-		d := cur.fnCalls[t].minus(prev.fnCalls[t])
-		f.CallsPerSecond = d.count / secs
+		f.CallsPerSecond = rate(prev.fnCalls[t].count, cur.fnCalls[t].count)
+		d := cur.fnCalls[t].minus(old.fnCalls[t])
 		f.P50Millis, f.P99Millis = 1000*d.quantile(0.5), 1000*d.quantile(0.99)
 		s.Functions = append(s.Functions, f)
 	}
@@ -185,9 +194,9 @@ func (p *platform) rates(s *twinflowv1.PlatformSample, prev, cur *gathered) {
 		if slices.ContainsFunc(s.Endpoints, func(x *twinflowv1.EndpointSample) bool { return x.Url == ep.URL }) {
 			continue
 		}
-		d := cur.endpoints[ep.URL].minus(prev.endpoints[ep.URL])
+		d := cur.endpoints[ep.URL].minus(old.endpoints[ep.URL])
 		s.Endpoints = append(s.Endpoints, &twinflowv1.EndpointSample{
-			Url: ep.URL, Reachable: true, CallsPerSecond: d.count / secs,
+			Url: ep.URL, Reachable: true, CallsPerSecond: rate(prev.endpoints[ep.URL].count, cur.endpoints[ep.URL].count),
 			P50Millis: 1000 * d.quantile(0.5), P99Millis: 1000 * d.quantile(0.99),
 		})
 	}

@@ -207,15 +207,24 @@ func (b *Browser) Login(adminURL, token, next string) {
 	b.WaitJS("the page after logging in", fmt.Sprintf("location.pathname === %q", strings.SplitN(next, "#", 2)[0]))
 }
 
-// WaitJS waits until the JavaScript expression is true.
+// WaitJS waits until the JavaScript expression is true. It asks again
+// every 50 ms, also across page loads (while a page loads, the expression
+// cannot run).
 func (b *Browser) WaitJS(what, expr string) {
 	b.t.Helper()
-	ctx, cancel := context.WithTimeout(b.ctx, waitFor+5*time.Second)
-	defer cancel()
-	_, err := chromedp.Run(ctx, chromedp.Poll[bool]("Boolean("+expr+")", chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(waitFor)))
-	if err != nil {
-		b.t.Fatalf("waiting for %s (%s): %v\nthe page shows:\n%s", what, expr, err, b.text())
+	deadline := time.Now().Add(waitFor)
+	var last error
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool]("Boolean("+expr+")"))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
 	}
+	b.t.Fatalf("waiting for %s (%s): not true after %s (last error: %v)\nthe page shows:\n%s", what, expr, waitFor, last, b.text())
 }
 
 // WaitText waits until the element selected by the CSS selector holds text.

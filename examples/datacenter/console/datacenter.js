@@ -59,8 +59,7 @@ function render({ racks, incidents }) {
     h("a", {
       class: "cell " + (kinds.length ? "bad" : "ok"), href: twin("datacenter/server", id), "data-server": id,
       "data-health": kinds.length ? "incident" : "healthy",
-      "aria-label": id + (kinds.length ? ": " + kinds.join(", ") : ": healthy"),
-    }, id, kinds.length ? h("span", { class: "kinds" }, kinds.join(" ")) : null))))) : h("p", {}, "No rack twin yet."));
+    }, id, h("span", { class: "kinds" }, kinds.length ? kinds.join(" ") : "healthy")))))) : h("p", {}, "No rack twin yet."));
   replace($("alerts"), unhealthyRacks.length ? table(null, ["Rack", "Kind", "Servers", "Reason", "Since"],
     unhealthyRacks.map((r) => [h("a", { href: twin("datacenter/rack", r.id) }, r.id), r.alert.kind, (r.alert.servers || []).join(", "),
       r.alert.reason, fmtTime(Date.parse(r.alert.openedAt))]))

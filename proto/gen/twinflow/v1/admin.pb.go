@@ -2536,7 +2536,7 @@ type FunctionSample struct {
 	// The share of attempts that failed: (retries + dead letters) /
 	// (invocations + retries + dead letters).
 	ErrorRatio float64 `protobuf:"fixed64,5,opt,name=error_ratio,json=errorRatio,proto3" json:"error_ratio,omitempty"`
-	// Latency of the calls that carried the type, over the interval.
+	// Latency of the calls that carried the type, over the last 10 seconds.
 	P50Millis float64 `protobuf:"fixed64,6,opt,name=p50_millis,json=p50Millis,proto3" json:"p50_millis,omitempty"`
 	P99Millis float64 `protobuf:"fixed64,7,opt,name=p99_millis,json=p99Millis,proto3" json:"p99_millis,omitempty"`
 	// Calls that carried the type.
@@ -2639,8 +2639,9 @@ type EndpointSample struct {
 	Reachable      bool    `protobuf:"varint,2,opt,name=reachable,proto3" json:"reachable,omitempty"`
 	LastError      string  `protobuf:"bytes,3,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	CallsPerSecond float64 `protobuf:"fixed64,4,opt,name=calls_per_second,json=callsPerSecond,proto3" json:"calls_per_second,omitempty"`
-	P50Millis      float64 `protobuf:"fixed64,5,opt,name=p50_millis,json=p50Millis,proto3" json:"p50_millis,omitempty"`
-	P99Millis      float64 `protobuf:"fixed64,6,opt,name=p99_millis,json=p99Millis,proto3" json:"p99_millis,omitempty"`
+	// Latency of its calls, over the last 10 seconds.
+	P50Millis float64 `protobuf:"fixed64,5,opt,name=p50_millis,json=p50Millis,proto3" json:"p50_millis,omitempty"`
+	P99Millis float64 `protobuf:"fixed64,6,opt,name=p99_millis,json=p99Millis,proto3" json:"p99_millis,omitempty"`
 	// The function types it serves.
 	Functions     []string `protobuf:"bytes,7,rep,name=functions,proto3" json:"functions,omitempty"`
 	unknownFields protoimpl.UnknownFields

@@ -14,6 +14,12 @@ function niceMax(v) {
   return 10 * p;
 }
 
+// ticks are the fractions of the top the axis is labelled at: a half only
+// when it is not below one, so that counts and bytes get no half labels.
+function ticks(top) {
+  return top >= 2 ? [0, 0.5, 1] : [0, 1];
+}
+
 function legend(series) {
   return h("div", { class: "legend" }, series.map((s, i) =>
     h("span", {}, h("span", { class: "swatch s" + (s.color ?? i), "aria-hidden": "true" }), s.name)));
@@ -31,7 +37,7 @@ export function lineChart({ label, times, series, format = String }) {
   const latest = series.map((s) => s.name + " " + format(s.values[s.values.length - 1] ?? 0)).join(", ");
   const svg = h("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${label}: latest ${latest}` },
     h("title", {}, label),
-    [0, 0.5, 1].map((f) => [
+    ticks(top).map((f) => [
       h("line", { class: "axis", x1: PAD.l, x2: W - PAD.r, y1: y(top * f), y2: y(top * f) }),
       h("text", { x: PAD.l - 6, y: y(top * f) + 4, "text-anchor": "end" }, format(top * f)),
     ]),
@@ -55,7 +61,7 @@ export function barChart({ label, items, series, format = String }) {
   const latest = series.map((s) => s.name + " " + format(s.values[s.values.length - 1] ?? 0)).join(", ");
   const svg = h("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${label}: ${items.length} shown, the last ${latest}` },
     h("title", {}, label),
-    [0, 0.5, 1].map((f) => [
+    ticks(top).map((f) => [
       h("line", { class: "axis", x1: PAD.l, x2: W - PAD.r, y1: y(top * f), y2: y(top * f) }),
       h("text", { x: PAD.l - 6, y: y(top * f) + 4, "text-anchor": "end" }, format(top * f)),
     ]),

@@ -19,7 +19,8 @@ export function render(main) {
   const load = async () => {
     const r = await call("ListDeadLetters", { before: cursors[page], limit: PAGE });
     lastTotal = num(r.total);
-    summary.textContent = fmtNum(num(r.total)) + " dead letters, " + fmtNum(num(r.replayed)) + " replayed.";
+    const total = num(r.total);
+    summary.textContent = fmtNum(total) + (total === 1 ? " dead letter, " : " dead letters, ") + fmtNum(num(r.replayed)) + " replayed.";
     const dls = r.deadLetters || [];
     selected = new Set([...selected].filter((s) => dls.some((d) => num(d.sequence) === s)));
     replayButton.disabled = selected.size === 0;
@@ -40,7 +41,7 @@ export function render(main) {
             d.target || d.originalSubject || d.source || "–",
             d.typename || "–",
             h("code", {}, d.json ? pretty(d.json) : textOf(d.preview)),
-            num(d.replayedAtUnixMillis) ? h("span", { class: "badge ok" }, "replayed " + fmtDateTime(d.replayedAtUnixMillis))
+            num(d.replayedAtUnixMillis) ? h("span", {}, h("span", { class: "badge ok" }, "replayed"), " " + fmtDateTime(d.replayedAtUnixMillis))
               : d.replaySubject ? "to " + d.replaySubject : h("span", { class: "muted" }, d.notReplayable || "no"),
           ];
         }), { numeric: [1] })

@@ -76,9 +76,10 @@ function renderList(main, type, params) {
   })().catch((e) => replace(body, failure(e)));
 }
 
+// valueView shows a state value; the block scrolls, so it takes the focus
+// to be scrolled with the keyboard.
 function valueView(v) {
-  if (v.json) return h("pre", {}, pretty(v.json));
-  return h("pre", {}, textOf(v.value && v.value.value));
+  return h("pre", { tabindex: "0" }, v.json ? pretty(v.json) : textOf(v.value && v.value.value));
 }
 
 function activityRows(entries, received) {
@@ -156,7 +157,7 @@ function sendForm(type, id, refresh) {
       const r = await call("SendMessage", { address: { type, id }, typename: typename.value.trim(), json: payload.value, request: asRequest.checked });
       const lines = [h("p", {}, "Published (sequence " + num(r.sequence) + ").")];
       if (r.replyError) lines.push(h("p", { class: "error" }, "The reply is an error: " + r.replyError));
-      else if (r.reply) lines.push(h("p", {}, "Reply (" + r.reply.typename + "):"), h("pre", {}, r.replyJson ? pretty(r.replyJson) : textOf(r.reply.value)));
+      else if (r.reply) lines.push(h("p", {}, "Reply (" + r.reply.typename + "):"), h("pre", { tabindex: "0" }, r.replyJson ? pretty(r.replyJson) : textOf(r.reply.value)));
       replace(out, lines);
       setTimeout(refresh, 300);
     } catch (err) {

@@ -1370,7 +1370,7 @@ export type FunctionSample = Message<"twinflow.v1.FunctionSample"> & {
   errorRatio: number;
 
   /**
-   * Latency of the calls that carried the type, over the interval.
+   * Latency of the calls that carried the type, over the last 10 seconds.
    *
    * @generated from field: double p50_millis = 6;
    */
@@ -1425,6 +1425,8 @@ export type EndpointSample = Message<"twinflow.v1.EndpointSample"> & {
   callsPerSecond: number;
 
   /**
+   * Latency of its calls, over the last 10 seconds.
+   *
    * @generated from field: double p50_millis = 5;
    */
   p50Millis: number;
