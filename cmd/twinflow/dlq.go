@@ -70,7 +70,11 @@ func dlqListCmd(ctx context.Context, args []string, out io.Writer) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "# %d dead letters, %d replayed", resp.Msg.GetTotal(), resp.Msg.GetReplayed())
+	noun := "dead letters"
+	if resp.Msg.GetTotal() == 1 {
+		noun = "dead letter"
+	}
+	fmt.Fprintf(out, "# %d %s, %d replayed", resp.Msg.GetTotal(), noun, resp.Msg.GetReplayed())
 	if next := resp.Msg.GetNextBefore(); next != 0 {
 		fmt.Fprintf(out, "; next page: --before %d", next)
 	}
