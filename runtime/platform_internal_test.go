@@ -9,8 +9,8 @@ func TestHistogramQuantile(t *testing.T) {
 	// Bounds 1, 2, 4, +Inf; cumulative counts.
 	h := histogram{count: 10, uppers: []float64{1, 2, 4, math.Inf(1)}, counts: []float64{2, 6, 10, 10}}
 	for _, c := range []struct{ q, want float64 }{
-		{0.1, 0.5},  // rank 1 of the 2 in [0,1]
-		{0.5, 1.75}, // rank 5: 3rd of the 4 in (1,2]
+		{0.1, 0.5},   // rank 1 of the 2 in [0,1]
+		{0.5, 1.75},  // rank 5: 3rd of the 4 in (1,2]
 		{0.99, 3.95}, // rank 9.9: 3.9th of the 4 in (2,4]
 	} {
 		if got := h.quantile(c.q); math.Abs(got-c.want) > 1e-9 {

@@ -142,9 +142,11 @@ func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 	wall := c.env.Wall().UnixNano()
 	addr := state.Address(b.addr)
 	specs := c.specs.Of(b.addr.Type)
-	// An address read with state is in the address index, unless the index
-	// lost an address since: then the store checks.
-	indexed := len(b.values) > 0 && b.indexed == c.store.Unindexed()
+	// The state read for the call says whether the address is in the
+	// address index: with no value (of all its type declares) it is not;
+	// with some it is, unless the index lost an address since the read
+	// (an expired value swept meanwhile), and then the store looks.
+	hadState, unindexedSince := len(b.values) > 0, b.indexed != c.store.Unindexed()
 	wrote, deleted := false, false
 	for _, mu := range eff.GetStateMutations() {
 		// Values that expire after invoke live on while their address is
@@ -163,8 +165,12 @@ func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 		}
 		c.store.PutValue(b.kg, addr, mu.GetName(), v.Refreshed(nowMs))
 	}
-	if wrote && !indexed {
-		if err := c.store.IndexAddress(b.kg, addr); err != nil {
+	if wrote && (!hadState || unindexedSince) {
+		index := c.store.IndexAddress
+		if !hadState {
+			index = c.store.IndexNewAddress
+		}
+		if err := index(b.kg, addr); err != nil {
 			c.log.Error("adding an address to the address index failed", "address", b.addr.String(), "err", err)
 		}
 	}

@@ -29,12 +29,13 @@ import (
 // The invariant: an address has an index entry if and only if it has at
 // least one stored state value (expired values count until they are
 // deleted). Whoever writes values keeps it: after writing a value of an
-// address that had none, [PutIndex]; after deleting values, [DropIndexIfEmpty].
-// [Layers] does both for the values it deletes itself (expired values
-// found by reads and sweeps); the shard does them for the mutations of a
-// function's result, where it knows from the state it read for the call
-// whether the address had any, so that an address that already has state
-// costs the index nothing.
+// address that had none, [PutIndex] (or [AddIndex] when it knows that);
+// after deleting values, [DropIndexIfEmpty]. [Layers] does this for the
+// values it deletes itself (expired values found by reads and sweeps); the
+// shard does it for the mutations of a function's result, where it knows
+// from the state it read for the call whether the address had any: an
+// address that had state costs the index nothing, and one that had none
+// costs two writes to the overlay and a read of its type's count.
 
 // Key kinds of the address index.
 const (
@@ -68,8 +69,15 @@ func PutIndex(v View, o *Overlay, kg int, addr Address) (bool, error) {
 	if _, ok, err := v.Get(key); err != nil || ok {
 		return false, err
 	}
-	o.Set(key, []byte{})
-	return true, addIndexCount(v, o, kg, addr.Type, 1)
+	return true, AddIndex(v, o, kg, addr)
+}
+
+// AddIndex adds addr, which the caller knows is not in the address index
+// of key group kg, without looking: the first write of an address whose
+// state was read and found empty. o must be the newest layer of v.
+func AddIndex(v View, o *Overlay, kg int, addr Address) error {
+	o.Set(IndexKey(kg, addr), []byte{})
+	return addIndexCount(v, o, kg, addr.Type, 1)
 }
 
 // DropIndexIfEmpty removes addr from the address index of key group kg

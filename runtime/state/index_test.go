@@ -312,3 +312,52 @@ func BenchmarkListAddresses(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkIndexNewAddress measures what the index adds to the first write
+// of an address: the value alone, against the value and the index entry
+// (a read of the entry, and of the type's count in its key group), among
+// 100k addresses already in Pebble.
+func BenchmarkIndexNewAddress(b *testing.B) {
+	const k = 128
+	s, err := Open(b.TempDir(), Options{KeyGroups: k})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	o := NewOverlay()
+	for i := range 100_000 {
+		a := Address{"dc/server", fmt.Sprintf("old-%07d", i)}
+		kg := keygroup.Of(a.ID, k)
+		PutValue(o, kg, a, "v", Value{Typename: "t", Data: []byte(`{"ok":true}`)})
+		if _, err := PutIndex(NewView(s, o), o, kg, a); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if _, err := s.Commit([]*Overlay{o}, nil); err != nil {
+		b.Fatal(err)
+	}
+	for _, index := range []bool{false, true} {
+		name := "value"
+		if index {
+			name = "value+index"
+		}
+		b.Run(name, func(b *testing.B) {
+			ids := make([]Address, b.N)
+			for i := range ids {
+				ids[i] = Address{"dc/server", fmt.Sprintf("new-%s-%09d", name, i)}
+			}
+			o := NewOverlay()
+			v := NewView(s, o)
+			b.ResetTimer()
+			for i := range b.N {
+				kg := keygroup.Of(ids[i].ID, k)
+				PutValue(o, kg, ids[i], "v", Value{Typename: "t", Data: []byte(`{"ok":true}`)})
+				if index {
+					if _, err := PutIndex(v, o, kg, ids[i]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

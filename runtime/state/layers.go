@@ -166,6 +166,13 @@ func (l *Layers) IndexAddress(kg int, addr Address) error {
 	return err
 }
 
+// IndexNewAddress adds addr to the address index without looking: call it
+// after writing the first value of an address whose state was read (all
+// the values its type declares) and found empty.
+func (l *Layers) IndexNewAddress(kg int, addr Address) error {
+	return AddIndex(l.v, l.overlay, kg, addr)
+}
+
 // UnindexIfEmpty removes addr from the address index when it has no state
 // left: call it after deleting values of addr.
 func (l *Layers) UnindexIfEmpty(kg int, addr Address) error {
