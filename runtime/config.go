@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/twinflow/twinflow/runtime/console"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/shard"
@@ -99,9 +101,9 @@ type Config struct {
 	StopTimeout time.Duration
 	// DedupWindow is how long a publisher may repeat a message with the
 	// same Nats-Msg-Id and have the repeat dropped, across restarts of the
-	// runtime and of NATS: the duplicate window of every stream, and the
-	// age below which ingress messages are kept after a checkpoint read
-	// them. Default 10 minutes.
+	// runtime and of NATS: the duplicate window of every stream, and how
+	// long an address remembers the keys of the messages it received.
+	// Default 10 minutes.
 	DedupWindow time.Duration
 	// Memory is the process's memory budget.
 	Memory Memory
@@ -112,6 +114,10 @@ type Config struct {
 	ConsolePages map[string]fs.FS
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
+	// StateFS is the file system of the Pebble store in DataDir/state; nil
+	// means the operating system's. Tests inject disk faults through it
+	// (runtime/state/faultfs).
+	StateFS vfs.FS
 	// Now is the clock of state expiry, delayed messages and retry backoff;
 	// default time.Now. Tests inject one to drive them; a clock that stands
 	// still also holds back retries. Metrics use the wall clock.

@@ -30,6 +30,7 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
+	"github.com/twinflow/twinflow/runtime/datadir"
 	"github.com/twinflow/twinflow/runtime/egress"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/invoke"
@@ -53,6 +54,7 @@ type Engine struct {
 	cfg    Config
 	log    *slog.Logger
 	budget Budget
+	lock   *datadir.Lock // the data dir, for this process only
 
 	keys       *secrets.Set
 	server     *natsbus.Server // nil with an external NATS
@@ -91,6 +93,10 @@ type Engine struct {
 	finishDone chan struct{} // closed when the clean stop has its outcome
 	finalMan   *storagev1.Manifest
 	finalErr   error
+
+	failOnce sync.Once
+	failed   chan struct{} // closed when the engine cannot continue
+	failErr  error         // why; set before failed is closed
 }
 
 // Start opens the data dir, restores the last complete checkpoint, and
@@ -101,8 +107,8 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	cfg = cfg.withDefaults()
 	budget, _ := cfg.Memory.Resolve()
-	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), reg: prometheus.NewRegistry(), started: time.Now(),
-		finishDone: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), failed: make(chan struct{}),
+		reg: prometheus.NewRegistry(), started: time.Now(), finishDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			e.closeAll()
@@ -121,25 +127,32 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	e.platform = newPlatform(e)
 	e.log.Info("memory budget", "budget", budget.String())
 
+	// One process per data dir; the second is told which process holds it.
+	if e.lock, err = datadir.Acquire(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	// A damaged checkpoint must stop the start, naming the file, rather
 	// than restore less than it holds.
-	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), nil); err != nil {
+	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), cfg.StateFS); err != nil {
 		return nil, err
 	}
 	e.store, err = state.Open(filepath.Join(cfg.DataDir, "state"), state.Options{
 		// Pebble reserves its memtables inside its cache; two memtables may
 		// be live at once (one being flushed).
-		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2, Logger: e.log,
+		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2,
+		FS: cfg.StateFS, Logger: e.log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	e.registerDisk()
 	if err := e.startNATS(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.ensureStreams(ctx); err != nil {
 		return nil, err
 	}
+	e.reg.MustRegister(newDeadLetterCollector(e.js))
 	specs, err := e.store.LoadSpecs()
 	if err != nil {
 		return nil, err
@@ -182,6 +195,10 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); e.platform.run(runCtx) }()
+	go e.watchFailures()
+	if err := e.Err(); err != nil {
+		return nil, err
+	}
 	last, _ := e.coord.Latest()
 	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(),
 		"shards", cfg.Shards, "key_groups", cfg.KeyGroups, "restored_checkpoint", last.GetId())
@@ -201,6 +218,9 @@ func (e *Engine) startNATS(ctx context.Context) error {
 			SyncInterval: e.cfg.NATSSyncInterval,
 			MaxPayload:   int32(e.cfg.MaxPayload + 64<<10),
 			Logger:       e.log,
+			OnStoreFailure: func(err error) {
+				e.fail(natsStoreFailure(filepath.Join(e.cfg.DataDir, "nats"), err))
+			},
 		}
 		if e.cfg.NATSTLSCertFile != "" {
 			cfg, err := serverTLS(e.cfg.NATSTLSCertFile, e.cfg.NATSTLSKeyFile, "")
@@ -278,9 +298,13 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	}
 	// Clients read the dead letters and egresses by direct gets, which
 	// create no consumer (see NATSUsers).
+	dlq, err := e.deadLetterStream()
+	if err != nil {
+		return err
+	}
 	streams := []natsbus.StreamSpec{
 		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: e.cfg.DedupWindow},
-		{Name: DeadLetterStream, Subjects: []string{router.DeadLetterSubjects}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true},
+		dlq,
 	}
 	for _, in := range e.cfg.Module.Ingresses {
 		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: e.cfg.DedupWindow})
@@ -334,6 +358,7 @@ func (e *Engine) build(deployment string) error {
 			MaxSpillBytes:   cfg.MaxSpillBytes / int64(cfg.Shards),
 			Retry:           backoff.Policy{Base: cfg.RetryBase, Max: cfg.RetryMax},
 			Limits:          shard.Limits{MaxPayload: cfg.MaxPayload},
+			DedupWindow:     cfg.DedupWindow,
 			TimerScanLimit:  1024,
 		}
 		envs[i] = &shardEnv{e: e, index: i}
@@ -368,7 +393,7 @@ func (e *Engine) build(deployment string) error {
 	for i, l := range e.loops {
 		coordShards[i] = l
 	}
-	trim := &streamTrimmer{js: e.js, log: e.log, window: cfg.DedupWindow, done: map[string]uint64{}}
+	trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
 	onComplete := func(m *storagev1.Manifest) {
 		trim.trim(m)
 		e.platform.checkpointDone(m)
@@ -549,6 +574,10 @@ func (e *Engine) closeAll() {
 	if e.cancelCalls != nil {
 		e.cancelCalls()
 	}
+	if e.store != nil {
+		// A checkpoint waiting for disk space must not hold up the stop.
+		e.store.StopWaiting()
+	}
 	e.wg.Wait()
 	e.callWG.Wait()
 	if e.admin != nil {
@@ -572,6 +601,11 @@ func (e *Engine) closeAll() {
 	if e.store != nil {
 		if err := e.store.Close(); err != nil {
 			e.log.Error("closing store", "err", err)
+		}
+	}
+	if e.lock != nil {
+		if err := e.lock.Release(); err != nil {
+			e.log.Error("releasing the data dir", "err", err)
 		}
 	}
 }
@@ -626,48 +660,29 @@ func (s *shardSet) Locate(id string) int {
 	return keygroup.ShardOf(keygroup.Of(id, s.e.cfg.KeyGroups), s.e.cfg.KeyGroups, s.e.cfg.Shards)
 }
 func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
-func (s *shardSet) Saturated(i int) bool     { return s.e.loops[i].Saturated() }
-func (s *shardSet) Count() int               { return len(s.e.loops) }
-
-// streamTrimmer deletes the ingress messages that a complete checkpoint
-// has read past and that are older than the dedup window, so that the
-// streams hold the backlog and the last window of messages.
-//
-// The window matters across restarts: JetStream rebuilds its duplicate
-// map from the messages a stream still holds, so a message trimmed as soon
-// as a checkpoint read it would be forgotten, and a publisher repeating it
-// after a restart (its acknowledgement lost in the crash) would have it
-// stored and counted again. Keeping a window's worth costs disk (the
-// ingress rate times the window), not time.
-type streamTrimmer struct {
-	js      jetstream.JetStream
-	log     *slog.Logger
-	window  time.Duration
-	history []trimPoint       // complete checkpoints' sequences, oldest first
-	done    map[string]uint64 // sequence trimmed up to, by stream
+func (s *shardSet) Saturated(i int) bool {
+	// Nothing more is taken in while checkpoints cannot be written.
+	return s.e.loops[i].Saturated() || s.e.store.DiskFull() != nil
 }
+func (s *shardSet) Count() int { return len(s.e.loops) }
 
-// trimPoint is what a complete checkpoint had read, and when.
-type trimPoint struct {
-	at   time.Time
-	seqs map[string]uint64
+// streamTrimmer deletes the ingress messages that a complete checkpoint has
+// read past: a restore never reads before the recorded sequence, so they
+// are not needed again, and the streams stay as small as the backlog.
+//
+// A publisher that repeats a trimmed message after a restart of NATS (which
+// rebuilds its duplicate map only from the messages a stream still holds)
+// gets it stored again; the addresses it targets drop it, since they
+// remember the keys of the messages they received for the dedup window
+// (shard.Envelope.Key).
+type streamTrimmer struct {
+	js   jetstream.JetStream
+	log  *slog.Logger
+	done map[string]uint64 // sequence trimmed up to, by stream
 }
 
 func (t *streamTrimmer) trim(man *storagev1.Manifest) {
-	now := time.Now()
-	t.history = append(t.history, trimPoint{at: now, seqs: man.GetReaderSequences()})
-	// The newest checkpoint older than the window: every message it read
-	// was stored before that.
-	i := 0
-	for i < len(t.history) && now.Sub(t.history[i].at) >= t.window {
-		i++
-	}
-	if i == 0 {
-		return
-	}
-	point := t.history[i-1]
-	t.history = t.history[i-1:]
-	for stream, seq := range point.seqs {
+	for stream, seq := range man.GetReaderSequences() {
 		if seq == 0 || t.done[stream] >= seq {
 			continue
 		}

@@ -72,9 +72,7 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep := serve(t, reg)
-	cfg := baseConfig(t, ep.url())
-	cfg.DedupWindow = time.Second
-	h := start(t, cfg)
+	h := start(t, baseConfig(t, ep.url()))
 	out := h.subscribe("test.out")
 
 	const addresses, perAddress = 20, 10
@@ -102,8 +100,7 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 			t.Errorf("source header = %q", got)
 		}
 	}
-	// Once a checkpoint covers them and they are older than the dedup
-	// window, the ingress messages are trimmed.
+	// Once a checkpoint covers them, the ingress messages are trimmed.
 	eventually(t, "the ingress stream trimmed", func() bool {
 		s, err := h.ops.Stream(context.Background(), runtime.DirectStream)
 		if err != nil {

@@ -23,6 +23,7 @@ import (
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/sdk"
 )
@@ -301,9 +302,11 @@ func TestStopWithStuckEndpointMeetsItsDeadline(t *testing.T) {
 }
 
 // TestRepeatedPublishIsDroppedAfterRestart publishes a message, lets a
-// checkpoint cover it, crashes the runtime (and its embedded NATS) and
-// publishes the same message id again, as a publisher whose
-// acknowledgement was lost in the crash does: the repeat is dropped.
+// checkpoint cover it (the ingress stream is then trimmed), crashes the
+// runtime and its embedded NATS, and publishes the same message id again,
+// as a publisher does whose acknowledgement was lost in the crash: NATS
+// stores it again, having forgotten the trimmed id, and the address drops
+// it as a repeat.
 func TestRepeatedPublishIsDroppedAfterRestart(t *testing.T) {
 	reg := sdk.NewRegistry()
 	if err := reg.Register("test/counter", sdk.FunctionFunc(counter), count); err != nil {
@@ -311,35 +314,42 @@ func TestRepeatedPublishIsDroppedAfterRestart(t *testing.T) {
 	}
 	ep := serve(t, reg)
 	h := start(t, baseConfig(t, ep.url()))
-	publish := func(id string) *jetstream.PubAck {
+	publish := func(id string) {
 		t.Helper()
 		subject, _ := router.DirectSubject("test/counter", "a")
 		msg := nats.NewMsg(subject)
 		msg.Header.Set(router.TypenameHeader, sdk.Int64Type.Typename())
 		msg.Header.Set(jetstream.MsgIDHeader, id)
 		msg.Data = []byte("1")
-		ack, err := h.js.PublishMsg(context.Background(), msg)
-		if err != nil {
+		if _, err := h.js.PublishMsg(context.Background(), msg); err != nil {
 			t.Fatalf("publish %s: %v", id, err)
 		}
-		return ack
 	}
 	publish("m-1")
 	eventually(t, "m-1 applied", func() bool { return h.stateInt("test/counter", "a", "count") == 1 })
-	// Complete checkpoints cover m-1: the runtime may trim what they read.
+	// Complete checkpoints cover m-1: the runtime trims what they read.
 	for i := 0; i < 3; i++ {
 		if _, err := h.e.Checkpoint(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
+	eventually(t, "the ingress stream trimmed", func() bool {
+		s, err := h.ops.Stream(context.Background(), runtime.DirectStream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(context.Background())
+		return err == nil && info.State.Msgs == 0
+	})
 	h.crash()
-	if ack := publish("m-1"); !ack.Duplicate {
-		t.Errorf("the repeated publish of m-1 was stored as new (sequence %d)", ack.Sequence)
-	}
+	publish("m-1")
 	publish("m-2")
 	eventually(t, "m-2 applied", func() bool { return h.stateInt("test/counter", "a", "count") >= 2 })
 	if got := h.stateInt("test/counter", "a", "count"); got != 2 {
 		t.Fatalf("count %d after m-1, m-1 again and m-2; want 2", got)
+	}
+	if n := h.metric("twinflow_duplicates_dropped_total"); n != 1 {
+		t.Fatalf("%v duplicates dropped, want the repeat of m-1", n)
 	}
 }
 

@@ -121,7 +121,8 @@ func runCmd(ctx context.Context, args []string) error {
 	select {
 	case <-ctx.Done():
 	case <-e.Done():
-		return nil
+		// Stopped by itself: it could not continue (a disk it cannot write).
+		return e.Err()
 	}
 	// A second signal ends the process at once: the last complete
 	// checkpoint is where the next start resumes.

@@ -237,7 +237,7 @@ func TestCrashRecovery(t *testing.T) {
 // after their delay, which the workload assumes never happens (see
 // LateCancelDelay). That is the test's timing failing, not exactly-once.
 func lateCancels(ctx context.Context, d *driver, w *Workload) string {
-	ids, err := egressIDs(ctx, d.js)
+	ids, err := egressIDs(ctx, d.ops)
 	if err != nil {
 		return ""
 	}

@@ -23,10 +23,11 @@ import (
 
 // TestRetriedPublishAfterKill is the deterministic case of a publisher's
 // retry across a crash: a message is stored and processed, complete
-// checkpoints cover it, the runtime (with its embedded NATS) is killed and
-// started again, and the message is published again with the same id, as a
-// publisher does whose acknowledgement the crash lost. It is dropped as a
-// duplicate and counts once.
+// checkpoints cover it (and the ingress stream is trimmed), the runtime
+// (with its embedded NATS) is killed and started again, and the message is
+// published again with the same id, as a publisher does whose
+// acknowledgement the crash lost. NATS, which forgot the trimmed id, stores
+// it again; its target drops it as a repeat, and it counts once.
 func TestRetriedPublishAfterKill(t *testing.T) {
 	twinflowBin, functionBin := binaries(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -57,12 +58,13 @@ func TestRetriedPublishAfterKill(t *testing.T) {
 	if err := rt.startReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+	stored := 0
 	for _, c := range w.Commands {
-		ack := d.publishOne(ctx, t, c)
-		if !ack.Duplicate {
-			t.Errorf("command %s published again after the restart was stored as new (sequence %d)", c.Cmd.ID, ack.Sequence)
+		if ack := d.publishOne(ctx, t, c); !ack.Duplicate {
+			stored++
 		}
 	}
+	t.Logf("%d of %d commands published again were stored again by NATS; their targets must drop them", stored, len(w.Commands))
 	// A marker after them: once it is applied, the repeats would have been.
 	marker := Generate(22, Options{Addresses: 5, Commands: 1, Prefix: "m"})
 	if err := d.publish(ctx, marker.Commands); err != nil {
@@ -219,7 +221,7 @@ func TestEndpointOutage(t *testing.T) {
 	waitStatesWithin(ctx, t, rt, w, 2*time.Minute)
 	var ediff []string
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		ids, err := egressIDs(ctx, d.js)
+		ids, err := egressIDs(ctx, d.ops)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -231,7 +233,7 @@ func TestEndpointOutage(t *testing.T) {
 	if len(ediff) > 0 {
 		t.Errorf("egress differs from exactly-once for %d records:\n%s", len(ediff), summarize(ediff, 20))
 	}
-	dead, err := deadLetters(ctx, d.js)
+	dead, err := deadLetters(ctx, d.ops)
 	if err != nil {
 		t.Fatal(err)
 	}

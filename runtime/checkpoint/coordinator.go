@@ -306,7 +306,7 @@ func (c *Coordinator) commit(ctx context.Context, overlays []*state.Overlay, met
 		c.m.commitFailures.Inc()
 		d := retry.Next()
 		if retry.Retries() == 1 || retry.Retries()%10 == 0 {
-			c.log.Error("writing checkpoint failed; intake pauses as memory fills, queries go on; retrying",
+			c.log.Error("writing checkpoint failed; intake pauses, queries go on; retrying",
 				"err", err, "attempts", retry.Retries(), "retry_in", d)
 		}
 		select {

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	"github.com/twinflow/twinflow/router"
@@ -211,6 +212,13 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 			}
 			continue
 		}
+		// A message published with an id is idempotent: its targets drop a
+		// repeat (see shard.Envelope.Key). Ids are the publisher's, per
+		// stream.
+		key := ""
+		if id := msg.Header.Get(jetstream.MsgIDHeader); id != "" {
+			key = r.cfg.Name + "/" + id
+		}
 		for _, t := range routed.Targets {
 			s := r.shards.Locate(t.ID)
 			r.batches[s] = append(r.batches[s], shard.Item{Source: r.cfg.Source, Msg: shard.Envelope{
@@ -219,6 +227,7 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 				Payload:   routed.Payload,
 				ReplyTo:   routed.ReplyTo,
 				Published: msg.Time.UnixNano(),
+				Key:       key,
 			}})
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -52,6 +53,12 @@ type ServerOptions struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
+	// OnStoreFailure, when set, is called once when JetStream reports that
+	// it could not write its store (a full disk, a permission problem, an
+	// I/O error). A single server does not recover from that by itself: the
+	// stream that failed refuses every later write, and a permission
+	// problem disables JetStream, until the server restarts.
+	OnStoreFailure func(error)
 }
 
 // User is an identity of an embedded server: an nkey and what it may do.
@@ -157,7 +164,7 @@ func startServer(opts ServerOptions, port int, log *slog.Logger) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: configure server: %w", err)
 	}
-	ns.SetLoggerV2(slogAdapter{log}, false, false, false)
+	ns.SetLoggerV2(slogAdapter{log: log, onStoreFailure: onceFunc(opts.OnStoreFailure)}, false, false, false)
 	ns.Start()
 	if !ns.ReadyForConnections(opts.ReadyTimeout) {
 		ns.Shutdown()
@@ -229,14 +236,43 @@ func (s *Server) Shutdown() {
 	s.ns.WaitForShutdown()
 }
 
-// slogAdapter sends nats-server's log to slog.
-type slogAdapter struct{ log *slog.Logger }
+// slogAdapter sends nats-server's log to slog, and watches it for the
+// failures of JetStream's store.
+type slogAdapter struct {
+	log            *slog.Logger
+	onStoreFailure func(error)
+}
 
 func (a slogAdapter) logf(level slog.Level, format string, v []any) {
+	if level >= slog.LevelWarn && a.onStoreFailure != nil {
+		if msg := fmt.Sprintf(format, v...); isStoreFailure(msg) {
+			a.onStoreFailure(errors.New(msg))
+		}
+	}
 	if !a.log.Enabled(context.Background(), level) {
 		return
 	}
 	a.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
+}
+
+// isStoreFailure recognizes the messages with which nats-server reports a
+// store it cannot write any more: the only signal an embedded server gives.
+// Its own test (isOutOfSpaceErr) matches error text the same way; the
+// package's tests check these against the server in use.
+func isStoreFailure(msg string) bool {
+	return strings.Contains(msg, "Critical write error") || // a stream's file store (filestore.go)
+		strings.Contains(msg, "critical write error") || // a stream (stream.go)
+		strings.Contains(msg, "disabling JetStream") || // permission denied (stream.go)
+		strings.Contains(msg, "will be DISABLED") // out of space in clustered mode (jetstream.go)
+}
+
+// onceFunc returns a func calling f on its first call only; nil for nil.
+func onceFunc(f func(error)) func(error) {
+	if f == nil {
+		return nil
+	}
+	var once sync.Once
+	return func(err error) { once.Do(func() { f(err) }) }
 }
 
 // Noticef logs at debug level: the server's notices are its start-up

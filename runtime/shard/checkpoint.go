@@ -164,11 +164,17 @@ func (c *Core) finishPart() {
 		_, kg := c.cfg.Locate(s.GetAddress().GetId())
 		spilledKG[kg] = append(spilledKG[kg], s)
 	}
+	expires := c.env.Now().Add(c.cfg.DedupWindow).UnixMilli()
 	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
 		// An address's messages of the snapshot come before those that
 		// reached it later.
 		q := part.queued[kg]
 		for _, e := range part.recorded[kg] {
+			// The checkpoint holds a recorded message, so it holds its mark
+			// too: after a restore from it, a repeat is still dropped.
+			if e.Key != "" {
+				state.PutSeen(part.Overlay, kg, state.Address(e.Target), e.Key, expires)
+			}
 			if s := part.spilled[e.Target]; s != nil {
 				s.After = append(s.After, pendingOf(&e))
 				continue

@@ -224,13 +224,15 @@ func (c *Core) registerSpecs(b *mailbox, sent *twinflowv1.AddressBatch, missing 
 		c.deadLetter(b, "invalid result: "+why)
 		return
 	}
-	merged, changed := c.specs.Merge(b.addr.Type, missing)
-	if changed {
-		if err := c.env.SaveSpecs(b.addr.Type, merged); err != nil {
-			c.log.Error("recording state specs failed; retrying", "function_type", b.addr.Type, "err", err)
-			c.retryAt(b, now.Add(c.cfg.Retry.Delay(b.attempts, c.rng)))
-			return
-		}
+	// The specs are recorded before the registry takes them: until then
+	// the batch goes out without them, the function reports them missing
+	// again, and that retries the recording.
+	if err := c.env.SaveSpecs(b.addr.Type, missing); err != nil {
+		c.log.Error("recording state specs failed; retrying", "function_type", b.addr.Type, "err", err)
+		c.retryAt(b, now.Add(c.cfg.Retry.Delay(b.attempts, c.rng)))
+		return
+	}
+	if merged, changed := c.specs.Merge(b.addr.Type, missing); changed {
 		c.log.Info("registered state specs", "function_type", b.addr.Type, "specs", len(merged))
 	}
 	// Send the same batch again, now with the declared state.

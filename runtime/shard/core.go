@@ -59,6 +59,10 @@ type Config struct {
 	// Limits bound what a function's results may hold.
 	Limits Limits
 
+	// DedupWindow is how long an address remembers the idempotency key of
+	// a message that reached it; 0 means DefaultDedupWindow.
+	DedupWindow time.Duration
+
 	TimerScanLimit int // delayed messages fired per key group per tick
 
 	// RecentAddresses bounds the addresses whose recent activity the shard
@@ -76,6 +80,8 @@ const (
 	// DefaultMaxAddressQueue is the default Config.MaxAddressQueue: eight
 	// batches of the spec's default size.
 	DefaultMaxAddressQueue = 1024
+	// DefaultDedupWindow is the default Config.DedupWindow.
+	DefaultDedupWindow = 10 * time.Minute
 )
 
 // DefaultRetry and DefaultProbe are the default backoff policies. Probes of
@@ -102,6 +108,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.RecentAddresses == 0 {
 		cfg.RecentAddresses = DefaultRecentAddresses
+	}
+	if cfg.DedupWindow <= 0 {
+		cfg.DedupWindow = DefaultDedupWindow
 	}
 	cfg.Limits.setDefaults()
 }
@@ -130,7 +139,8 @@ type Env interface {
 	// Part hands this shard's finished part of a checkpoint to the
 	// coordinator, which calls Core.Committed once it is durable.
 	Part(p *Part)
-	// SaveSpecs durably records the state specs of a function type.
+	// SaveSpecs durably records state specs of a function type, replacing
+	// recorded specs of the same name and keeping the others.
 	SaveSpecs(functionType string, specs []*twinflowv1.StateSpec) error
 	// WantCheckpoint asks the coordinator for a checkpoint soon, because the
 	// uncommitted state is at its budget.
@@ -171,6 +181,7 @@ type Core struct {
 
 	ticks       int
 	sweepCursor []byte // where the sweep of expired values resumes
+	seenCursor  []byte // where the sweep of expired seen keys resumes
 	// nextDue is when the earliest delayed message is due (Unix ms), or
 	// dueUnknown. It may be earlier than the truth (a cancelled timer does
 	// not raise it), never later, so a tick before it has nothing to fire.
@@ -228,8 +239,33 @@ func (c *Core) Deliver(it Item) {
 		c.barrier(it.Source, it.Barrier)
 		return
 	}
+	if it.Msg.Key != "" && !c.firstSeen(&it.Msg) {
+		return
+	}
 	c.record(it.Source, &it.Msg)
 	c.enqueue(it.Msg)
+}
+
+// firstSeen reports whether a message with an idempotency key is the first
+// with that key to reach its target within the dedup window, and marks it
+// seen. The mark is written with the message's arrival, so a checkpoint
+// holds both or neither: a message replayed after a restore is not a
+// repeat. A read error lets the message through (at-least-once rather than
+// lost).
+func (c *Core) firstSeen(env *Envelope) bool {
+	_, kg := c.cfg.Locate(env.Target.ID)
+	addr := state.Address(env.Target)
+	now := c.env.Now().UnixMilli()
+	seen, err := c.store.Seen(kg, addr, env.Key, now)
+	if err != nil {
+		c.log.Error("reading the seen keys failed; taking the message as new", "address", env.Target.String(), "err", err)
+	}
+	if seen {
+		c.m.duplicates.Inc()
+		return false
+	}
+	c.store.MarkSeen(kg, addr, env.Key, now+c.cfg.DedupWindow.Milliseconds())
+	return true
 }
 
 // route sends a message to the shard owning its target.
@@ -277,7 +313,7 @@ func (c *Core) Settled() bool {
 // that do make progress, and intake waits for them.
 func (c *Core) Saturated(inboxBytes, inboxMsgs int64) (bool, string) {
 	if c.overMemory(inboxBytes, inboxMsgs) {
-		c.spillFailing()
+		c.spillFailing(inboxBytes, inboxMsgs)
 	}
 	switch {
 	case c.queued+inboxBytes > c.cfg.MaxQueueBytes:

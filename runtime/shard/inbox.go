@@ -22,12 +22,16 @@ type Envelope struct {
 	Payload   []byte
 	ReplyTo   string
 	Published int64 // unix nanos when it entered the platform, for latency metrics; 0 if unknown
+	// Key is the message's idempotency key, "" for none: a message with
+	// the key of one its target has seen within the dedup window is a
+	// repeat, and is dropped.
+	Key string
 }
 
 // size is the memory an envelope is charged for in queue budgets.
 func (e *Envelope) size() int64 {
 	return int64(len(e.Payload)+len(e.Typename)+len(e.Target.Type)+len(e.Target.ID)+
-		len(e.Caller.Type)+len(e.Caller.ID)+len(e.ReplyTo)) + envelopeOverhead
+		len(e.Caller.Type)+len(e.Caller.ID)+len(e.ReplyTo)+len(e.Key)) + envelopeOverhead
 }
 
 // envelopeOverhead approximates the fixed cost of an envelope in a queue:

@@ -155,11 +155,11 @@ func (c *Core) spillQueue(b *mailbox) {
 }
 
 // spillFailing spills the memory queues of failing addresses until the
-// shard is within its memory bounds: first those waiting for a retry, then
-// those of unreachable endpoints.
-func (c *Core) spillFailing() {
+// shard is within its memory bounds, counting what waits in its inbox:
+// first those waiting for a retry, then those of unreachable endpoints.
+func (c *Core) spillFailing(inboxBytes, inboxMsgs int64) {
 	for _, b := range c.retrying {
-		if !c.overMemory(0, 0) {
+		if !c.overMemory(inboxBytes, inboxMsgs) {
 			return
 		}
 		c.spillQueue(b)
@@ -169,7 +169,7 @@ func (c *Core) spillFailing() {
 			continue
 		}
 		for _, b := range q.boxes {
-			if !c.overMemory(0, 0) {
+			if !c.overMemory(inboxBytes, inboxMsgs) {
 				return
 			}
 			c.spillQueue(b)
@@ -242,8 +242,10 @@ func (c *Core) forget(b *mailbox) {
 	c.free = append(c.free, b)
 }
 
+// markReady makes b ready if it has work and waits for nothing: not for a
+// call, nor for a retry (dueRetries makes it ready then).
 func (c *Core) markReady(b *mailbox) {
-	if b.isReady || b.inCall || len(b.inflight) > 0 || !b.hasWork() {
+	if b.isReady || b.inCall || len(b.inflight) > 0 || !b.retryAt.IsZero() || !b.hasWork() {
 		return
 	}
 	c.pushReady(b)

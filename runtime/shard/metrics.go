@@ -18,6 +18,7 @@ type Metrics struct {
 	unreachable     *prometheus.GaugeVec
 	egress          prometheus.Counter
 	spilled         prometheus.Counter
+	duplicates      prometheus.Counter
 	timersSet       prometheus.Counter
 	timersFired     prometheus.Counter
 	timersCancelled prometheus.Counter
@@ -57,6 +58,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "twinflow_egress_records_total", Help: "Egress records produced by functions."}),
 		spilled: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "twinflow_spilled_messages_total", Help: "Messages moved out of memory into an address's backlog in the store."}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "twinflow_duplicates_dropped_total", Help: "Messages dropped because their target had seen their idempotency key."}),
 		timersSet: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "twinflow_delayed_messages_set_total", Help: "Delayed messages scheduled."}),
 		timersFired: prometheus.NewCounter(prometheus.CounterOpts{
@@ -85,7 +88,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		endpoints: make(map[string]prometheus.Observer),
 	}
 	if reg != nil {
-		reg.MustRegister(m.invocations, m.retries, m.deadLetters, m.callSeconds, m.unreachable, m.egress, m.spilled,
+		reg.MustRegister(m.invocations, m.retries, m.deadLetters, m.callSeconds, m.unreachable, m.egress, m.spilled, m.duplicates,
 			m.timersSet, m.timersFired, m.timersCancelled, m.batchAddresses, m.latency, m.pauseSeconds, m.queuedBytes,
 			m.mailboxes, m.saturated, m.spilledBytes, m.spilledMessages)
 	}

@@ -25,7 +25,8 @@ import (
 var modelSeed = flag.Uint64("model.seed", 0, "seed for TestCoresAgainstModel (0: random)")
 
 // TestCoresAgainstModel steps two shard cores and the checkpoint
-// coordinator's core through random interleavings of ingress reads,
+// coordinator's core through random interleavings of ingress reads (some
+// of them repeats of earlier messages, with the same idempotency key),
 // cross-shard deliveries, function calls that succeed, fail transiently or
 // permanently, delayed messages, checkpoints and crashes, with a real
 // Pebble store. Shards spill backlogs to the store when an address holds
@@ -38,16 +39,20 @@ func TestCoresAgainstModel(t *testing.T) {
 		seed = rand.Uint64()
 	}
 	t.Logf("seed %d (rerun with -model.seed=%d)", seed, seed)
-	spilled := 0
+	spilled, repeats := 0, 0
 	for round := 0; round < 4; round++ {
 		w := newWorld(t, seed+uint64(round))
 		w.run(3000)
 		w.drain()
 		w.check()
 		spilled += w.spilled
+		repeats += w.repeats
 	}
 	if spilled == 0 {
 		t.Error("no backlog ever spilled: the model did not exercise spilling")
+	}
+	if repeats == 0 {
+		t.Error("no message was ever repeated: the model did not exercise idempotency keys")
 	}
 }
 
@@ -88,6 +93,7 @@ type world struct {
 	published     map[string]*storagev1.EgressRecord // by message id, as JetStream dedups
 
 	spilled int // most messages seen spilled at once
+	repeats int // messages the log holds twice
 
 	expect map[string]int64 // good address → count
 	bad    map[int]bool     // ids of nodes that must be dead-lettered
@@ -276,6 +282,13 @@ func (w *world) read(k int) {
 		n := w.log[w.readPos]
 		w.readPos++
 		w.route(modelShards, n, shard.Address{})
+		// Now and then a publisher repeats a message it published before,
+		// as after a lost acknowledgement: the stream holds it twice, and
+		// the repeat must have no effect.
+		if w.rng.IntN(20) == 0 {
+			w.log = append(w.log, w.log[w.rng.IntN(w.readPos)])
+			w.repeats++
+		}
 	}
 	if id := w.readerBarrier; id != 0 {
 		w.readerBarrier = 0
@@ -289,6 +302,10 @@ func (w *world) read(k int) {
 func (w *world) route(source int, n node, caller shard.Address) {
 	b, _ := json.Marshal(n)
 	env := shard.Envelope{Target: shard.Address{Type: counterType, ID: n.To}, Caller: caller, Typename: "m/node", Payload: b}
+	if caller == (shard.Address{}) {
+		// Ingress messages carry their id as idempotency key.
+		env.Key = strconv.Itoa(n.ID)
+	}
 	s := keygroup.ShardOf(keygroup.Of(n.To, modelK), modelK, modelShards)
 	w.inboxes[s] = append(w.inboxes[s], shard.Item{Source: source, Msg: env})
 }

@@ -57,6 +57,14 @@ type Store interface {
 	// backlog from sequence from on, with their size as stored.
 	TakeSpilled(kg int, addr state.Address, from uint64, n int) ([]*storagev1.Pending, int64, error)
 
+	// Seen reports whether addr has an unexpired mark for an idempotency
+	// key; MarkSeen marks it until expiresAt; SweepSeen deletes expired
+	// marks in r from the key from on, and returns where the next sweep
+	// resumes.
+	Seen(kg int, addr state.Address, key string, now int64) (bool, error)
+	MarkSeen(kg int, addr state.Address, key string, expiresAt int64)
+	SweepSeen(r keygroup.Range, from []byte, now int64, limit int) ([]byte, error)
+
 	// HandOff sets the uncommitted writes aside for a checkpoint and
 	// returns them; reads still see them until Committed.
 	HandOff() *state.Overlay

@@ -17,7 +17,7 @@ const (
 )
 
 // Tick fires due delayed messages, and now and then deletes some expired
-// values and logs the failures counted since the last log.
+// values and seen keys and logs the failures counted since the last log.
 func (c *Core) Tick() {
 	now := c.env.Now()
 	nowMs := now.UnixMilli()
@@ -28,6 +28,10 @@ func (c *Core) Tick() {
 			c.log.Error("sweeping expired state failed", "err", err)
 		}
 		c.sweepCursor = next
+		if next, err = c.store.SweepSeen(c.keyGroups(), c.seenCursor, nowMs, sweepLimit); err != nil {
+			c.log.Error("sweeping expired seen keys failed", "err", err)
+		}
+		c.seenCursor = next
 	}
 	if c.ticks%logEvery == 0 {
 		c.logFailures()

@@ -26,10 +26,15 @@ import (
 // the field is absent, null or of the wrong kind.
 type (
 	rawModule struct {
-		Endpoints []rawEndpoint `yaml:"endpoints"`
-		Ingresses []rawIngress  `yaml:"ingresses"`
-		Egresses  []rawEgress   `yaml:"egresses"`
-		Users     []rawUser     `yaml:"users"`
+		Endpoints   []rawEndpoint   `yaml:"endpoints"`
+		Ingresses   []rawIngress    `yaml:"ingresses"`
+		Egresses    []rawEgress     `yaml:"egresses"`
+		Users       []rawUser       `yaml:"users"`
+		DeadLetters *rawDeadLetters `yaml:"deadLetters"`
+	}
+	rawDeadLetters struct {
+		MaxAge   *duration `yaml:"maxAge"`
+		MaxBytes *string   `yaml:"maxBytes"`
 	}
 	rawEndpoint struct {
 		Functions         *string   `yaml:"functions" spec:"required"`
@@ -167,6 +172,7 @@ func (d *decoder) parse(data []byte) *Module {
 	d.ingresses(m, raw.Ingresses)
 	d.egresses(m, raw.Egresses)
 	d.users(m, raw.Users)
+	d.deadLetters(m, raw.DeadLetters)
 	d.crossCheck(m)
 	d.checkUsers(m)
 	return m

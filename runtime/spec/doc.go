@@ -42,6 +42,10 @@
 //	    publish: [twinflow.in.datacenter.server.>]  # more subjects within ingresses
 //	    subscribe: [datacenter.alerts.>]            # more subjects within egresses
 //
+//	deadLetters:
+//	  maxAge: 720h                     # keep dead letters 30 days at most; the default
+//	  maxBytes: 1GiB                   # and 1 GiB at most; the default; at least 2MiB
+//
 // # Endpoints
 //
 // A function type is served by the endpoint that names it exactly, else by
@@ -105,6 +109,18 @@
 // _INBOX_<name>. A user may publish only to the ingresses and subjects it
 // lists (each within an ingress) and subscribe only to the egresses and
 // subjects it lists (each within an egress). See docs/security.md.
+//
+// # Dead letters
+//
+// Messages that cannot be routed, batches that failed for good and egress
+// records that could not be published are kept in the JetStream stream
+// TWINFLOW_DLQ (subjects twinflow.dlq.>). deadLetters bounds it by age and by
+// size; at either bound the oldest dead letters are removed to make room
+// (JetStream's DiscardOld), so dead letters never block anything. Sizes are
+// a number of bytes, or a number with KiB, MiB, GiB, TiB (powers of 1024;
+// KB, MB, GB, TB are powers of 1024 too, as for -memory). The runtime
+// exports how many dead letters the bounds removed as
+// twinflow_dead_letters_discarded_total.
 //
 // # Errors
 //

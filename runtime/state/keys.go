@@ -19,6 +19,7 @@ package state
 //	[kg][0x06][enc(address)][seq u64 BE]   spilled message   -> storagev1.Pending
 //	[kg][0x07][len(type)][type][id]        address index     -> empty (index.go)
 //	[kg][0x08][type]                       addresses of type -> count, u64 BE
+//	[kg][0x10][enc(address)][key]          seen message key  -> expiry, Unix ms u64 BE
 //
 // The address prefix [kg][0x01][enc(address)] covers all values of one
 // address, so reading an address is one range scan. Timers sort by due time
@@ -28,7 +29,9 @@ package state
 // lives in the key group of its owner, the address that sent it, because
 // only the owner's shard cancels it. Spilled messages are the part of an
 // address's backlog kept out of memory, in order by seq; the mailbox
-// snapshot says which sequences are live.
+// snapshot says which sequences are live. A seen key marks a message
+// with an idempotency key that reached the address, until it expires: a
+// repeat of it is dropped.
 //
 // Metadata of the whole data directory belongs to no key group:
 //
@@ -66,6 +69,7 @@ const (
 	kindMailbox  = 0x04
 	kindTimerSeq = 0x05
 	kindSpill    = 0x06
+	kindSeen     = 0x10
 )
 
 // Metadata keys.

@@ -197,52 +197,9 @@ func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, 
 // sweepExpired is [SweepExpired]; it also returns how many addresses it
 // removed from the index.
 func sweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, limit int) (next []byte, unindexed int, err error) {
-	kg := r.Lo
-	if from != nil {
-		if fkg, ok := KeyGroupOf(from); ok && r.Contains(fkg) {
-			kg = fkg
-		} else {
-			from = nil
-		}
-	}
-	examined := 0
-	var dels [][]byte
-	var it *mergeIter
-	for ; kg < r.Hi && next == nil; kg++ {
-		lo, hi := kindBounds(kg, kindValue)
-		if from != nil && bytes.Compare(from, lo) > 0 {
-			lo = from
-		}
-		from = nil
-		if it == nil {
-			if it, err = v.newIter(lo, hi); err != nil {
-				return nil, 0, err
-			}
-		} else {
-			it.reset(lo, hi)
-		}
-		for ; it.valid(); it.next() {
-			if limit > 0 && examined == limit {
-				next = bytes.Clone(it.key)
-				break
-			}
-			examined++
-			at, err := valueExpiresAt(it.val)
-			if err != nil {
-				return nil, 0, errors.Join(fmt.Errorf("state: sweep %q: %w", it.key, err), it.close())
-			}
-			if at != 0 && at <= now {
-				dels = append(dels, bytes.Clone(it.key))
-			}
-		}
-	}
-	if it != nil {
-		if err := it.close(); err != nil {
-			return nil, 0, err
-		}
-	}
-	for _, k := range dels {
-		o.Delete(k)
+	next, dels, err := sweep(v, o, r, kindValue, valueExpiresAt, from, now, limit)
+	if err != nil {
+		return nil, 0, err
 	}
 	// The values of an address are adjacent: check each address once, after
 	// its last deleted value.
@@ -263,4 +220,57 @@ func sweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, 
 		}
 	}
 	return next, unindexed, nil
+}
+
+// sweep deletes the expired entries of one kind of the key groups in r, as
+// SweepExpired describes, and returns the keys it deleted; expiresAt reads
+// an entry's expiry (0: never).
+func sweep(v View, o *Overlay, r keygroup.Range, kind byte, expiresAt func([]byte) (int64, error), from []byte, now int64, limit int) (next []byte, dels [][]byte, err error) {
+	kg := r.Lo
+	if from != nil {
+		if fkg, ok := KeyGroupOf(from); ok && r.Contains(fkg) && len(from) > 2 && from[2] == kind {
+			kg = fkg
+		} else {
+			from = nil
+		}
+	}
+	examined := 0
+	var it *mergeIter
+	for ; kg < r.Hi && next == nil; kg++ {
+		lo, hi := kindBounds(kg, kind)
+		if from != nil && bytes.Compare(from, lo) > 0 {
+			lo = from
+		}
+		from = nil
+		if it == nil {
+			if it, err = v.newIter(lo, hi); err != nil {
+				return nil, nil, err
+			}
+		} else {
+			it.reset(lo, hi)
+		}
+		for ; it.valid(); it.next() {
+			if limit > 0 && examined == limit {
+				next = bytes.Clone(it.key)
+				break
+			}
+			examined++
+			at, err := expiresAt(it.val)
+			if err != nil {
+				return nil, nil, errors.Join(fmt.Errorf("state: sweep %q: %w", it.key, err), it.close())
+			}
+			if at != 0 && at <= now {
+				dels = append(dels, bytes.Clone(it.key))
+			}
+		}
+	}
+	if it != nil {
+		if err := it.close(); err != nil {
+			return nil, nil, err
+		}
+	}
+	for _, k := range dels {
+		o.Delete(k)
+	}
+	return next, dels, nil
 }
