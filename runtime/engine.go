@@ -56,26 +56,30 @@ type Engine struct {
 	budget Budget
 	lock   *datadir.Lock // the data dir, for this process only
 
-	keys       *secrets.Set
-	server     *natsbus.Server // nil with an external NATS
-	nc         *nats.Conn
-	js         jetstream.JetStream
-	store      *state.Store
-	specs      *shard.Specs
-	endpoints  *endpoints
-	ranges     []keygroup.Range
-	loops      []*shard.Loop
-	cores      []*shard.Core
-	coord      *checkpoint.Coordinator
-	reads      []*ingress.Reader
-	pub        *egress.Publisher
-	calls      *invoke.Client
-	admin      *http.Server
-	adminL     net.Listener
-	reg        *prometheus.Registry
-	layers     []*state.Layers // each shard's state; touched only on its loop
-	deployment string          // the data dir's id
-	platform   *platform       // the runtime's samples of itself, for the console
+	keys      *secrets.Set
+	server    *natsbus.Server // nil with an external NATS
+	nc        *nats.Conn
+	js        jetstream.JetStream
+	store     *state.Store
+	specs     *shard.Specs
+	endpoints *endpoints
+	ranges    []keygroup.Range
+	loops     []*shard.Loop
+	cores     []*shard.Core
+	coord     *checkpoint.Coordinator
+	reads     []*ingress.Reader
+	pub       *egress.Publisher
+	calls     *invoke.Client
+	admin     *http.Server
+	adminL    net.Listener
+	reg       *prometheus.Registry
+
+	// What the admin API and the console read: each shard's state
+	// (touched only on its loop), the data dir's id, the runtime's samples
+	// of itself, and the admin token.
+	layers     []*state.Layers
+	deployment string
+	platform   *platform
 	adminToken *tokenFile
 
 	cancel      context.CancelFunc // stops the loops, readers and coordinator

@@ -67,9 +67,8 @@ type Reader struct {
 	paused  atomic.Bool   // intake stopped for shutdown
 	failing atomic.Pointer[Failure]
 	lastSeq uint64
-	// position is lastSeq, for other goroutines.
-	position atomic.Uint64
-	batches  [][]shard.Item
+	readSeq atomic.Uint64 // lastSeq, for other goroutines
+	batches [][]shard.Item
 	// dead letters since they were last logged: they are logged together,
 	// never one line per message
 	dead struct {
@@ -112,7 +111,7 @@ func New(cfg Config, bus *natsbus.Reader, startAfter uint64, rt *router.Router, 
 		lastSeq: startAfter,
 		batches: make([][]shard.Item, shards.Count()),
 	}
-	r.position.Store(startAfter)
+	r.readSeq.Store(startAfter)
 	return r
 }
 
@@ -126,7 +125,7 @@ func (r *Reader) Name() string { return r.cfg.Name }
 // Position is the stream sequence of the last message the reader delivered
 // to the shards (or the one it started after). It may be called from any
 // goroutine.
-func (r *Reader) Position() uint64 { return r.position.Load() }
+func (r *Reader) Position() uint64 { return r.readSeq.Load() }
 
 // RequestBarrier asks for barrier id between two batches.
 func (r *Reader) RequestBarrier(id uint64) { r.barrier.Store(id) }
@@ -251,7 +250,7 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 		}
 	}
 	r.lastSeq = msgs[len(msgs)-1].Seq
-	r.position.Store(r.lastSeq)
+	r.readSeq.Store(r.lastSeq)
 	r.m.messages.Add(float64(len(msgs)))
 	r.m.deadLetters.Add(float64(len(dead)))
 }
