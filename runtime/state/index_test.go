@@ -209,6 +209,46 @@ func TestListAddresses(t *testing.T) {
 	}
 }
 
+// TestListingReadsAPage lists pages among 100k addresses in 128 key
+// groups: each page reads at most limit+1 index entries per key group, not
+// the whole index, and the count is read, not counted.
+func TestListingReadsAPage(t *testing.T) {
+	const k, total, limit = 128, 100_000, 50
+	s := openMem(t, vfs.NewCrashableMem(), k)
+	defer closeStore(t, s)
+	o := NewOverlay()
+	for i := range total {
+		a := Address{"dc/server", fmt.Sprintf("srv-%07d", i)}
+		kg := keygroup.Of(a.ID, k)
+		PutValue(o, kg, a, "v", Value{Typename: "t"})
+		if err := AddIndex(NewView(nil, o), o, kg, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit(t, s, o)
+	v := NewView(s)
+	r := keygroup.Range{Lo: 0, Hi: k}
+	for _, c := range []struct{ prefix, after, first string }{
+		{"", "", "srv-0000000"},
+		{"", "srv-0050000", "srv-0050001"},
+		{"srv-0075", "", "srv-0075000"},
+	} {
+		ids, read, err := listAddresses(v, r, "dc/server", c.prefix, c.after, limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ids) != limit || ids[0] != c.first {
+			t.Errorf("page after %q with prefix %q: %d ids from %q, want %d from %s", c.after, c.prefix, len(ids), ids[0], limit, c.first)
+		}
+		if read > (limit+1)*k {
+			t.Errorf("a page read %d of the %d index entries; want at most %d", read, total, (limit+1)*k)
+		}
+	}
+	if n := count(t, v, k, "dc/server"); n != total {
+		t.Errorf("count %d, want %d", n, total)
+	}
+}
+
 func firstWithPrefix(ids []string, prefix string) string {
 	for _, id := range ids {
 		if strings.HasPrefix(id, prefix) {
