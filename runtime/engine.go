@@ -75,6 +75,14 @@ type Engine struct {
 	adminL    net.Listener
 	reg       *prometheus.Registry
 
+	// What the admin API and the console read: each shard's state
+	// (touched only on its loop), the data dir's id, the runtime's samples
+	// of itself, and the admin token.
+	layers     []*state.Layers
+	deployment string
+	platform   *platform
+	adminToken *tokenFile
+
 	cancel      context.CancelFunc // stops the loops, readers and coordinator
 	callCtx     context.Context    // function calls; cancelled on shutdown
 	cancelCalls context.CancelFunc
@@ -121,6 +129,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e.registerBudget()
+	e.platform = newPlatform(e)
 	e.log.Info("memory budget", "budget", budget.String())
 
 	// One process per data dir; the second is told which process holds it.
@@ -158,6 +167,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	e.deployment = deployment
 	e.pub = egress.NewPublisher(e.nc, e.js, e.log)
 	endpointTLS, err := endpointTLS(cfg.Module)
 	if err != nil {
@@ -188,6 +198,8 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); e.platform.run(runCtx) }()
 	go e.watchFailures()
 	if err := e.Err(); err != nil {
 		return nil, err
@@ -344,6 +356,7 @@ func (e *Engine) build(deployment string) error {
 	sources := len(readerStreams) + 1 // readers and the coordinator
 	e.loops = make([]*shard.Loop, cfg.Shards)
 	e.cores = make([]*shard.Core, cfg.Shards)
+	e.layers = make([]*state.Layers, cfg.Shards)
 	envs := make([]*shardEnv, cfg.Shards)
 	for i := range e.loops {
 		scfg := shard.Config{
@@ -359,7 +372,8 @@ func (e *Engine) build(deployment string) error {
 			TimerScanLimit:  1024,
 		}
 		envs[i] = &shardEnv{e: e, index: i}
-		e.cores[i] = shard.NewCore(scfg, envs[i], state.NewLayers(e.store, e.log), e.specs, shardMetrics, e.log)
+		e.layers[i] = state.NewLayers(e.store, e.log)
+		e.cores[i] = shard.NewCore(scfg, envs[i], e.layers[i], e.specs, shardMetrics, e.log)
 		e.loops[i] = shard.NewLoop(e.cores[i], shard.NewInbox(), 10*time.Millisecond)
 		envs[i].loop = e.loops[i]
 	}
@@ -390,7 +404,11 @@ func (e *Engine) build(deployment string) error {
 		coordShards[i] = l
 	}
 	trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
-	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: trim.trim},
+	onComplete := func(m *storagev1.Manifest) {
+		trim.trim(m)
+		e.platform.checkpointDone(m)
+	}
+	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: onComplete},
 		e.store, coordShards, readers, e.pub, checkpoint.NewMetrics(e.reg), e.log)
 	for _, r := range e.reads {
 		r.SetBarriers(e.coord)
@@ -428,7 +446,16 @@ func (e *Engine) startAdmin() error {
 	mux.HandleFunc("/livez", e.handleLive)
 	mux.HandleFunc("/healthz", e.handleLive) // the name of earlier releases
 	mux.HandleFunc("/readyz", e.handleReady)
-	e.admin = &http.Server{Handler: e.guardAdmin(mux), ReadHeaderTimeout: 10 * time.Second}
+	e.adminToken = &tokenFile{path: e.keys.AdminTokenFile}
+	sessions := e.consoleSessions()
+	ui, err := e.consoleHandler(sessions)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	mux.Handle("/ui", ui)
+	mux.Handle("/ui/", ui)
+	e.admin = &http.Server{Handler: e.guardAdmin(mux, sessions), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = e.admin.Serve(l) }()
 	return nil
 }
@@ -614,7 +641,9 @@ func (s *shardEnv) Call(c *shard.Call) {
 	s.e.callWG.Add(1)
 	go func() {
 		defer s.e.callWG.Done()
+		started := time.Now()
 		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint.URL, c.Endpoint.Timeout, c.Request)
+		s.e.platform.observeCall(c.Request, time.Since(started))
 		if err != nil && invoke.Rejected(err) {
 			err = &shard.RejectedError{Err: err}
 		}

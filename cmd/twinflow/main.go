@@ -22,6 +22,9 @@ Usage:
   twinflow request TYPE ID (--json DOC | --data TEXT) [--typename T]    publish and wait for the reply
   twinflow tail SUBJECT                                                 print records published on an egress subject
   twinflow state get TYPE ID [NAME]                                     print an address's state
+  twinflow state list TYPE [--prefix P] [--limit N] [--after ID]        list the addresses of a function type
+  twinflow dlq list [--before SEQ] | replay SEQ...                      list dead letters, replay them to their ingress
+  twinflow console                                                      print the web console's address and a login link
   twinflow functions                                                    list function types and their state specs
   twinflow checkpoint now | list | status                               take a checkpoint, list them, or show the latest
   twinflow stop [--savepoint NAME]                                      stop cleanly after a final checkpoint
@@ -73,10 +76,17 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprint(out, "usage:\n"+commandUsage("state"))
 			return nil
 		}
+		if len(rest) > 0 && rest[0] == "list" {
+			return stateListCmd(ctx, rest[1:], out)
+		}
 		if len(rest) == 0 || rest[0] != "get" {
-			return usageError("state", "state: want a verb: get")
+			return usageError("state", "state: want a verb: get or list")
 		}
 		return stateCmd(ctx, rest[1:], out)
+	case "dlq":
+		return dlqCmd(ctx, rest, out)
+	case "console":
+		return consoleCmd(ctx, rest, out)
 	case "functions":
 		return functionsCmd(ctx, rest, out)
 	case "checkpoint":

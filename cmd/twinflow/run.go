@@ -56,6 +56,8 @@ func runCmd(ctx context.Context, args []string) error {
 	spillBudget := fs.String("spill-budget", "16GiB", "disk for address backlogs moved out of memory; intake pauses when it is used up")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	mqtt := addMQTTFlags(fs)
+	var pages consolePages
+	fs.Var(&pages, "console-page", "NAME=DIR: serve the pages in DIR (index.html first) in the web console under /ui/apps/NAME/; repeatable")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
@@ -105,7 +107,7 @@ func runCmd(ctx context.Context, args []string) error {
 		AdminAddr: *admin, AdminTLSCertFile: *adminTLSCert, AdminTLSKeyFile: *adminTLSKey, AdminClientCAFile: *adminClientCA,
 		AdminInsecure: *adminInsecure, MetricsAuth: metrics, SavepointDir: *savepointDir,
 		Shards: *shards, KeyGroups: *keyGroups, CheckpointInterval: *interval, Memory: runtime.Memory{Total: total}, Logger: log,
-		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill,
+		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill, ConsolePages: pages.fs(),
 	}
 	e, err := runtime.Start(ctx, cfg)
 	if errors.Is(err, natsbus.ErrMQTTPortInUse) {
@@ -171,6 +173,7 @@ func printRunning(w io.Writer, info runinfo.Info, budget runtime.Budget, config 
 	}
 	printMQTT(w, info, module)
 	fmt.Fprintf(w, "  admin:        %s (token in %s)\n  metrics:      %s/metrics\n", info.AdminURL, info.AdminTokenFile, info.AdminURL)
+	fmt.Fprintf(w, "  console:      %s/ui/ (twinflow console prints a link that logs in)\n", info.AdminURL)
 	fmt.Fprintf(w, "  signing key:  %s (endpoints: TWINFLOW_VERIFY_KEY=%s)\n", filepath.Join(info.DataDir, secrets.SigningPublicFile), strings.Join(info.SigningKeys, ","))
 	fmt.Fprintf(w, "  runtime file: %s (client commands find the runtime through it)\n", filepath.Join(info.DataDir, runinfo.FileName))
 	fmt.Fprintf(w, "  memory:       %s\n", budget)

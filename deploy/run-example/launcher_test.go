@@ -64,7 +64,7 @@ func launcher(t *testing.T, moduleSpec string) (*exec.Cmd, string) {
 		t.Fatal(err)
 	}
 	_, natsPort, _ := net.SplitHostPort(freeAddr(t))
-	cmd := exec.Command(filepath.Join(bin, "run-example"), "-bin", bin, "-module", specPath,
+	cmd := exec.Command(filepath.Join(bin, "run-example"), "-bin", bin, "-module", specPath, "-console-page", "../../examples/datacenter/console",
 		"-nats-port", natsPort, "-admin", freeAddr(t), "-racks", "1", "-servers", "2", "-interval", "100ms", "-faults", "disk:rack-0/srv-1@1s")
 	dataParent := filepath.Join(tmp, "tmp")
 	if err := os.Mkdir(dataParent, 0o755); err != nil {
@@ -112,6 +112,11 @@ func TestInterruptWithOutputOnAPipe(t *testing.T) {
 	}
 	if len(pids) != 4 {
 		t.Fatalf("the launcher started %v; want 4 processes. Its output:\n%s", pids, strings.Join(output, "\n"))
+	}
+	if !slices.ContainsFunc(output, func(l string) bool {
+		return strings.Contains(l, "/ui/login?next=%2Fui%2Fapps%2Fdatacenter%2F#token=")
+	}) {
+		t.Errorf("the banner has no link to log in to the example's console page. The output:\n%s", strings.Join(output, "\n"))
 	}
 	r.Close() // the reader of the pipe is gone, as tee after Ctrl-C
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {

@@ -28,6 +28,7 @@
 //	-alerts HOW      ALERTS     "decoded" (simulator -watch, one line each) or "tail" (twinflow tail)
 //	-mqtt            MQTT       the servers are MQTT devices (deploy/datacenter/module-mqtt.yaml)
 //	-mqtt-port N     MQTT_PORT  port of the MQTT gateway (1883)
+//	-console-page DIR           the example's page for the web console (examples/datacenter/console)
 //
 // The function endpoint listens where the module spec
 // (deploy/datacenter/module.yaml) says it is.
@@ -47,6 +48,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -77,6 +79,7 @@ type config struct {
 	rackfun           string // "go", or "ts": the rack twin in TypeScript
 	mqtt              bool   // the simulated servers publish over MQTT
 	mqttPort          int
+	consolePage       string // the example's page for the web console; "" for none
 	endpoint          string // from the module spec
 	rackEndpoint      string // of datacenter/rack, when another endpoint serves it
 }
@@ -123,6 +126,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.rackfun, "rackfun", "go", `which rack twin serves datacenter/rack: "go", or "ts", the TypeScript one in `+tsRack+`, built by make ts ($RACKFUN)`)
 	fs.BoolVar(&c.mqtt, "mqtt", false, "the simulated servers are MQTT devices that publish through the runtime's MQTT gateway, with the module spec "+mqttModule+" ($MQTT)")
 	fs.IntVar(&c.mqttPort, "mqtt-port", 1883, "with -mqtt: port of the MQTT gateway ($MQTT_PORT)")
+	fs.StringVar(&c.consolePage, "console-page", "examples/datacenter/console", "directory of the example's page for the web console; empty for none")
 	for name, env := range settings {
 		if v := os.Getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -156,6 +160,11 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 		c.module = tsRackModule
 	default:
 		return c, fmt.Errorf("-rackfun (RACKFUN) is %q; want go or ts", c.rackfun)
+	}
+	if c.consolePage != "" {
+		if _, err := os.Stat(filepath.Join(c.consolePage, "index.html")); err != nil {
+			return c, fmt.Errorf("-console-page %s: %w (run make run from the repository's top, or give -console-page '' to run without the page)", c.consolePage, err)
+		}
 	}
 	m, err := spec.Load(c.module)
 	if err != nil {
@@ -208,12 +217,17 @@ func processes(c config) []process {
 			stopWithin: 10 * time.Second,
 		})
 	}
+	runArgs := []string{"run", "-config", c.module, "-data", filepath.Join(c.data, "twinflow"),
+		"-nats-port", strconv.Itoa(c.natsPort), "-admin", c.admin, "-memory", c.memory}
+	runArgs = append(runArgs, c.mqttArgs("-mqtt-port", strconv.Itoa(c.mqttPort))...)
+	if c.consolePage != "" {
+		runArgs = append(runArgs, "-console-page", "datacenter="+c.consolePage)
+	}
 	return append(ps, []process{
 		{
 			name: "twinflow run", bin: "twinflow",
-			args: append([]string{"run", "-config", c.module, "-data", filepath.Join(c.data, "twinflow"),
-				"-nats-port", strconv.Itoa(c.natsPort), "-admin", c.admin, "-memory", c.memory}, c.mqttArgs("-mqtt-port", strconv.Itoa(c.mqttPort))...),
-			log: "twinflow.log", ready: healthy("http://" + c.admin + "/healthz"),
+			args: runArgs,
+			log:  "twinflow.log", ready: healthy("http://" + c.admin + "/healthz"),
 			waitsFor:   "to answer on http://" + c.admin + "/healthz",
 			stopWithin: 90 * time.Second, // its final checkpoint may take up to a minute
 		},
@@ -391,7 +405,7 @@ func printBanner(out *terminal, c config) {
 	}
 	out.printf(`
 The data-center twin is running: %d racks of %d servers, one report each per %s.
-  function endpoint  http://%s
+%s  function endpoint  http://%s
   twinflow admin     http://%s
   metrics            http://%s/metrics
   NATS               nats://127.0.0.1:%d%s
@@ -406,7 +420,24 @@ In another terminal (the commands find this runtime: it is the one started last)
   bin/simulator -unhealthy dc           # the same question, the answer decoded
   bin/twinflow tail datacenter.alerts   # the raw alert records
 
-`, c.racks, c.servers, c.interval, c.endpoint, c.admin, c.admin, c.natsPort, mqttLine, filepath.Join(c.data, "logs"), c.faults)
+`, c.racks, c.servers, c.interval, consoleLines(c), c.endpoint, c.admin, c.admin, c.natsPort, mqttLine, filepath.Join(c.data, "logs"), c.faults)
+}
+
+// consoleLines are the banner's lines about the web console: its address,
+// and a link that logs the browser in and opens the example's page. The
+// token travels in the link's fragment, which the browser sends nowhere.
+func consoleLines(c config) string {
+	base := "http://" + c.admin + "/ui/"
+	page := base
+	if c.consolePage != "" {
+		page = base + "apps/datacenter/"
+	}
+	token, err := os.ReadFile(filepath.Join(c.data, "twinflow", "secrets", "admin.token"))
+	if err != nil {
+		return fmt.Sprintf("  web console        %s (log in with the token in %s)\n", page, filepath.Join(c.data, "twinflow", "secrets", "admin.token"))
+	}
+	return fmt.Sprintf("  web console        %s\n  open to log in     %slogin?next=%s#token=%s\n",
+		page, base, url.QueryEscape(strings.TrimPrefix(page, "http://"+c.admin)), url.QueryEscape(strings.TrimSpace(string(token))))
 }
 
 // listening is ready once addr accepts TCP connections.
