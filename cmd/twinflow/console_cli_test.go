@@ -32,7 +32,7 @@ func TestDLQListAndReplay(t *testing.T) {
 	c := startCLI(t)
 	// Not the JSON the counter wants: it fails for good. Dead letters of
 	// functions go out with the checkpoint that covers them.
-	c.run("send", "cli/counter", "x", "--data", "not json")
+	c.run("send", "cli/counter", "x", "--data", "not json", "--typename", "twinflow/bytes")
 	eventually(t, "the dead letter", func() bool {
 		c.run("checkpoint", "now")
 		return strings.Contains(c.run("dlq", "list"), "# 1 dead letter, 0 replayed")
