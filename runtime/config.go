@@ -6,6 +6,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/twinflow/twinflow/runtime/console"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/spec"
@@ -116,6 +118,11 @@ type Config struct {
 	DedupWindow time.Duration
 	// Memory is the process's memory budget.
 	Memory Memory
+	// ConsolePages are applications' own pages, by name, that the web
+	// console serves under /ui/apps/NAME/ from their file systems
+	// (index.html first), behind its login. Names are letters, digits, '-'
+	// and '_'.
+	ConsolePages map[string]fs.FS
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
 	// StateFS is the file system of the Pebble store in DataDir/state; nil
@@ -300,6 +307,9 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
 	}
+	if err := console.CheckApps(c.ConsolePages); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Shards < 1 || c.Shards > 1024 {
 		errs = append(errs, fmt.Errorf("shards must be within [1,1024], got %d", c.Shards))
 	}
@@ -351,6 +361,7 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("cluster %s needs the NATS cluster's URLs (twinflow run -nats nats://a:4222,nats://b:4222,nats://c:4222): "+
 			"the workers of a cluster share its JetStream", c.Cluster))
 	}
+	errs = append(errs, validateMQTT(&c)...)
 	if c.MaxAdminRequestBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max admin request size must be at least 1 KiB, got %d", c.MaxAdminRequestBytes))
 	}

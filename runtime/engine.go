@@ -63,6 +63,7 @@ type Engine struct {
 	store     *state.Store
 	specs     *shard.Specs
 	endpoints *endpoints
+	handled   handledTypenames
 	ranges    []keygroup.Range
 	loops     []*shard.Loop
 	cores     []*shard.Core
@@ -86,6 +87,14 @@ type Engine struct {
 	admin         *http.Server
 	adminL        net.Listener
 	reg           *prometheus.Registry
+
+	// What the admin API and the console read: each shard's state
+	// (touched only on its loop), the data dir's id, the runtime's samples
+	// of itself, and the admin token.
+	layers     []*state.Layers
+	deployment string
+	platform   *platform
+	adminToken *tokenFile
 
 	cancel      context.CancelFunc // stops the loops, readers and coordinator
 	callCtx     context.Context    // function calls; cancelled on shutdown
@@ -133,6 +142,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e.registerBudget()
+	e.platform = newPlatform(e)
 	e.log.Info("memory budget", "budget", budget.String())
 
 	// One process per data dir; the second is told which process holds it.
@@ -170,6 +180,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	e.deployment = deployment
 	e.pub = egress.NewPublisher(e.nc, e.js, e.log)
 	endpointTLS, err := endpointTLS(cfg.Module)
 	if err != nil {
@@ -177,6 +188,10 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.calls = invoke.New(invoke.Options{MaxConnsPerHost: 64, SigningKey: e.keys.Signing, TLS: endpointTLS})
 	e.callCtx, e.cancelCalls = context.WithCancel(context.Background())
+	// The console's samples of the runtime outlive the pipelines of
+	// cluster mode; they end with the calls, on shutdown.
+	e.callWG.Add(1)
+	go func() { defer e.callWG.Done(); e.platform.run(e.callCtx) }()
 	if cfg.Cluster != "" {
 		e.reg.MustRegister(newReadinessCollector(e))
 		if err := e.startCluster(ctx); err != nil {
@@ -226,6 +241,11 @@ func (e *Engine) startNATS(ctx context.Context) error {
 				e.fail(natsStoreFailure(filepath.Join(e.cfg.DataDir, "nats"), err))
 			},
 		}
+		mqtt, devices, err := e.mqttGateway()
+		if err != nil {
+			return err
+		}
+		opts.MQTT, opts.Users = mqtt, append(opts.Users, devices...)
 		if e.cfg.NATSTLSCertFile != "" {
 			cfg, err := serverTLS(e.cfg.NATSTLSCertFile, e.cfg.NATSTLSKeyFile, "")
 			if err != nil {
@@ -328,6 +348,8 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 // pipeline is the engine's processing parts, as of one moment.
 type pipeline struct {
 	loops  []*shard.Loop
+	layers []*state.Layers // each shard's state, read only on its loop
+	ranges []keygroup.Range
 	reads  []*ingress.Reader
 	coord  *checkpoint.Coordinator
 	own    *ownership
@@ -338,7 +360,7 @@ type pipeline struct {
 func (e *Engine) pl() pipeline {
 	e.plMu.RLock()
 	defer e.plMu.RUnlock()
-	return pipeline{loops: e.loops, reads: e.reads, coord: e.coord, own: e.own, remote: e.remote}
+	return pipeline{loops: e.loops, reads: e.reads, coord: e.coord, layers: e.layers, ranges: e.ranges, own: e.own, remote: e.remote}
 }
 
 // runPipeline starts the shard loops, the readers and the coordinator.
@@ -430,6 +452,7 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) error {
 	}
 	e.loops = make([]*shard.Loop, cfg.Shards)
 	e.cores = make([]*shard.Core, cfg.Shards)
+	e.layers = make([]*state.Layers, cfg.Shards)
 	envs := make([]*shardEnv, cfg.Shards)
 	pr := &peers{loops: e.loops}
 	for i := range e.loops {
@@ -446,7 +469,8 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) error {
 			TimerScanLimit:  1024,
 		}
 		envs[i] = &shardEnv{e: e, peers: pr, index: i}
-		e.cores[i] = shard.NewCore(scfg, envs[i], state.NewLayers(e.store, e.log), e.specs, shardMetrics, e.log)
+		e.layers[i] = state.NewLayers(e.store, e.log)
+		e.cores[i] = shard.NewCore(scfg, envs[i], e.layers[i], e.specs, shardMetrics, e.log)
 		e.loops[i] = shard.NewLoop(e.cores[i], shard.NewInbox(), 10*time.Millisecond)
 		envs[i].loop = e.loops[i]
 	}
@@ -503,13 +527,16 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) error {
 	for i, l := range e.loops {
 		coordShards[i] = l
 	}
-	ccfg := checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment}
+	ccfg := checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: e.platform.checkpointDone}
 	if own != nil {
 		// Other workers read the streams too: nothing is trimmed.
 		ccfg.Commit = e.cl.commit
 	} else {
 		trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
-		ccfg.OnComplete = trim.trim
+		ccfg.OnComplete = func(m *storagev1.Manifest) {
+			trim.trim(m)
+			e.platform.checkpointDone(m)
+		}
 	}
 	if e.coordMetrics == nil {
 		e.coordMetrics = checkpoint.NewMetrics(e.reg)
@@ -572,7 +599,16 @@ func (e *Engine) startAdmin() error {
 	mux.HandleFunc("/livez", e.handleLive)
 	mux.HandleFunc("/healthz", e.handleLive) // the name of earlier releases
 	mux.HandleFunc("/readyz", e.handleReady)
-	e.admin = &http.Server{Handler: e.guardAdmin(mux), ReadHeaderTimeout: 10 * time.Second}
+	e.adminToken = &tokenFile{path: e.keys.AdminTokenFile}
+	sessions := e.consoleSessions()
+	ui, err := e.consoleHandler(sessions)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	mux.Handle("/ui", ui)
+	mux.Handle("/ui/", ui)
+	e.admin = &http.Server{Handler: e.guardAdmin(mux, sessions), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = e.admin.Serve(l) }()
 	return nil
 }
@@ -669,6 +705,7 @@ func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 	defer cancel()
+	pl.coord.Hold()
 	man, err := pl.coord.Checkpoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("final checkpoint: %w", err)
@@ -778,9 +815,14 @@ func (s *shardEnv) Call(c *shard.Call) {
 	s.e.callWG.Add(1)
 	go func() {
 		defer s.e.callWG.Done()
+		started := time.Now()
 		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint.URL, c.Endpoint.Timeout, c.Request)
+		s.e.platform.observeCall(c.Request, time.Since(started))
 		if err != nil && invoke.Rejected(err) {
 			err = &shard.RejectedError{Err: err}
+		}
+		if err == nil {
+			s.e.handled.observe(c.Request, resp)
 		}
 		s.loop.Completed(c, resp, err)
 	}()

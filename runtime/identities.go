@@ -39,10 +39,7 @@ func InboxPrefix(identity string) string { return router.InboxPrefix + "_" + ide
 // Every inbox prefix is denied to everyone's publishing, even where an
 // ingress's wildcards would cover it: only the runtime answers requests.
 func NATSUsers(m *spec.Module, keys *secrets.Set) []natsbus.User {
-	inboxes := []string{router.InboxPrefix + ".>", ClientInboxPrefix + ".>", RuntimeInboxPrefix + ".>"}
-	for _, u := range m.Users {
-		inboxes = append(inboxes, InboxPrefix(u.Name)+".>")
-	}
+	inboxes := inboxSubjects(m)
 	allEgresses := make([]string, len(m.Egresses))
 	for i, e := range m.Egresses {
 		allEgresses[i] = e.Name
@@ -88,6 +85,16 @@ func NATSUsers(m *spec.Module, keys *secrets.Set) []natsbus.User {
 		})
 	}
 	return users
+}
+
+// inboxSubjects are the subjects of every identity's reply inboxes, which
+// only the runtime may publish on.
+func inboxSubjects(m *spec.Module) []string {
+	inboxes := []string{router.InboxPrefix + ".>", ClientInboxPrefix + ".>", RuntimeInboxPrefix + ".>"}
+	for _, u := range m.Users {
+		inboxes = append(inboxes, InboxPrefix(u.Name)+".>")
+	}
+	return inboxes
 }
 
 // egressStreams are the streams of the named egresses.

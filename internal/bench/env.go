@@ -318,7 +318,8 @@ func (v *env) close() {
 	_ = os.RemoveAll(v.dir)
 }
 
-// metrics reads /metrics: series (name with labels) → value.
+// metrics reads /metrics: series (name with labels) → value, and name →
+// the sum of its series.
 func (v *env) metrics(ctx context.Context) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, v.e.AdminURL()+"/metrics", nil)
 	if err != nil {
@@ -343,8 +344,15 @@ func (v *env) metrics(ctx context.Context) (map[string]float64, error) {
 			continue
 		}
 		f, err := strconv.ParseFloat(string(line[i+1:]), 64)
-		if err == nil {
-			out[string(line[:i])] = f
+		if err != nil {
+			continue
+		}
+		series := string(line[:i])
+		out[series] = f
+		// A labelled series also counts towards its name alone: the sum
+		// over its labels.
+		if name, _, labelled := strings.Cut(series, "{"); labelled {
+			out[name] += f
 		}
 	}
 	return out, nil

@@ -71,6 +71,7 @@ type Reader struct {
 	paused  atomic.Bool   // intake stopped for shutdown
 	failing atomic.Pointer[Failure]
 	lastSeq uint64
+	readSeq atomic.Uint64 // lastSeq, for other goroutines
 	batches [][]shard.Item
 	// dead letters since they were last logged: they are logged together,
 	// never one line per message
@@ -108,12 +109,14 @@ func (r *Reader) Failing() *Failure { return r.failing.Load() }
 // New returns a reader that starts after startAfter, the sequence recorded
 // in the last checkpoint.
 func New(cfg Config, bus *natsbus.Reader, startAfter uint64, rt *router.Router, shards Shards, barriers Barriers, dlq Publisher, m *Metrics, log *slog.Logger) *Reader {
-	return &Reader{
+	r := &Reader{
 		cfg: cfg, bus: bus, router: rt, shards: shards, barriers: barriers, dlq: dlq, m: m,
 		log:     log.With("stream", cfg.Name),
 		lastSeq: startAfter,
 		batches: make([][]shard.Item, shards.Count()),
 	}
+	r.readSeq.Store(startAfter)
+	return r
 }
 
 // SetBarriers sets where barrier sequences go; the coordinator is built
@@ -122,6 +125,11 @@ func (r *Reader) SetBarriers(b Barriers) { r.barriers = b }
 
 // Name identifies the reader in checkpoint manifests.
 func (r *Reader) Name() string { return r.cfg.Name }
+
+// Position is the stream sequence of the last message the reader delivered
+// to the shards (or the one it started after). It may be called from any
+// goroutine.
+func (r *Reader) Position() uint64 { return r.readSeq.Load() }
 
 // RequestBarrier asks for barrier id between two batches.
 func (r *Reader) RequestBarrier(id uint64) { r.barrier.Store(id) }
@@ -249,6 +257,7 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 		}
 	}
 	r.lastSeq = msgs[len(msgs)-1].Seq
+	r.readSeq.Store(r.lastSeq)
 	r.m.messages.Add(float64(len(msgs)))
 	r.m.deadLetters.Add(float64(len(dead)))
 }

@@ -97,6 +97,10 @@ type Module struct {
 	Users []User
 	// DeadLetters bounds the dead-letter stream.
 	DeadLetters DeadLetters
+	// MQTT configures the embedded NATS server's MQTT gateway; nil when
+	// the spec has no mqtt section (twinflow run -mqtt-port turns the
+	// gateway on all the same).
+	MQTT *MQTT
 }
 
 // EndpointFor returns the endpoint serving functionType ("namespace/name"):

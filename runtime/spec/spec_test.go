@@ -169,7 +169,7 @@ endpoints: &eps
     url: http://b
     maxInFlight: 3
 `))
-	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters" {
+	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters, mqtt" {
 		t.Fatalf("Parse = %v, %v", m, err)
 	}
 	m, err = Parse("m.yaml", []byte(`
@@ -218,9 +218,9 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", "endpoints: []\n---\negresses: []\n",
 			"m.yaml:2: a module spec is a single YAML document; remove the second one"},
 		{"not a mapping", "- a\n",
-			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, users, deadLetters, not a list"},
+			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, users, deadLetters, mqtt, not a list"},
 		{"unknown top-level field", "endpoints: []\nendpoint: []\n",
-			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters"},
+			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters, mqtt"},
 		{"duplicate field", "endpoints: []\nendpoints: []\n",
 			"m.yaml:2: endpoints: duplicate field; it is already set on line 1"},
 		{"not a list", "endpoints: {}\n",
@@ -268,7 +268,7 @@ func TestParseErrors(t *testing.T) {
 			`m.yaml:4: endpoints[0].maxBatchAddresses: must be an integer, not the number "99999999999999999999999"`},
 
 		{"ingress missing fields", ep + "ingresses:\n  - typename: a/B\n",
-			"m.yaml:5: ingresses[0]: name is required\nm.yaml:5: ingresses[0]: subject is required\nm.yaml:5: ingresses[0]: targets is required"},
+			"m.yaml:5: ingresses[0]: name is required\nm.yaml:5: ingresses[0]: targets is required\nm.yaml:5: ingresses[0]: subject is required (or topic, for MQTT)"},
 		{"target missing fields", ep + "ingresses:\n  - name: i\n    subject: s\n    targets:\n      - {}\n",
 			"m.yaml:8: ingresses[0].targets[0]: function is required\nm.yaml:8: ingresses[0].targets[0]: id is required"},
 		{"id with none", ep + `ingresses:
@@ -354,7 +354,7 @@ m.yaml:15: ingresses[1].targets: at least one target is required`},
     subject: s
     typename: bad
     targets: [{ function: a/b, id: { header: X } }]
-`, `m.yaml:5: ingresses[0]: must be a mapping with the fields name, subject, typename, typenameHeader, targets, not the string "nope"
+`, `m.yaml:5: ingresses[0]: must be a mapping with the fields name, subject, topic, typename, typenameHeader, targets, not the string "nope"
 m.yaml:8: ingresses[1].typename: typename "bad" is not "namespace/name"`},
 
 		{"bad merge", "endpoints:\n  - <<: 5\n    functions: a/*\n    url: http://a\n",

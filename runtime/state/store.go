@@ -148,7 +148,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	po := &pebble.Options{
 		Cache:              cache,
 		MemTableSize:       uint64(opts.MemTableBytes),
-		FS:                 vfs.OnDiskFull(opts.FS, d.waitForSpace),
+		FS:                 vfs.OnDiskFull(noPreallocFS{opts.FS}, d.waitForSpace),
 		FormatMajorVersion: FormatMajorVersion,
 		Logger:             pebbleLogger{logger, d},
 		EventListener: &pebble.EventListener{
@@ -251,8 +251,8 @@ func (s *Store) init(k int) error {
 		s.k = k
 		return nil
 	}
-	if version != layoutVersion {
-		return fmt.Errorf("state: open %s: storage layout version %d; this build reads version %d only", s.dir, version, layoutVersion)
+	if version != layoutVersion && version != layoutVersionNoIndex {
+		return fmt.Errorf("state: open %s: storage layout version %d; this build reads versions %d and %d only", s.dir, version, layoutVersionNoIndex, layoutVersion)
 	}
 	stored, ok, err := getUvarint(v, metaKey(metaKeyGroups))
 	if err != nil || !ok || keygroup.Validate(int(stored)) != nil {
@@ -262,6 +262,24 @@ func (s *Store) init(k int) error {
 		return &KeyGroupsMismatchError{Dir: s.dir, Stored: int(stored), Requested: k}
 	}
 	s.k = int(stored)
+	if version == layoutVersionNoIndex {
+		return s.upgradeIndex()
+	}
+	return nil
+}
+
+// upgradeIndex upgrades a data directory of layout version 1: it builds the
+// address index and records version 2, in one synced batch.
+func (s *Store) upgradeIndex() error {
+	o := NewOverlay()
+	if _, err := buildIndex(NewView(s), s.k, o); err != nil {
+		return fmt.Errorf("state: open %s: %w", s.dir, err)
+	}
+	meta := NewOverlay()
+	meta.Set(metaKey(metaVersion), uvarint(layoutVersion))
+	if _, err := s.Commit([]*Overlay{o}, meta); err != nil {
+		return fmt.Errorf("state: open %s: upgrading to layout version %d: %w", s.dir, layoutVersion, err)
+	}
 	return nil
 }
 
