@@ -279,7 +279,7 @@ func roundAll(ds []time.Duration) []time.Duration {
 }
 
 // newWorker is a twinflow run process that joins the test's cluster.
-func newWorker(t *testing.T, bin, module, natsURLs string, i int) *runtimeProc {
+func newWorker(t testing.TB, bin, module, natsURLs string, i int) *runtimeProc {
 	adminPort := freePort(t)
 	dataDir := t.TempDir()
 	args := []string{"run", "-config", module, "-data", dataDir, "-nats", natsURLs, "-cluster", clusterName,

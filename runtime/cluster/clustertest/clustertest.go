@@ -524,3 +524,12 @@ func (c *Cluster) MoveLeader(js jetstream.JetStream, stream string, i int) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// PID returns the process id of server i, 0 when it is not running: for
+// measuring what the servers cost.
+func (c *Cluster) PID(i int) int {
+	if p := c.servers[i].proc; p != nil {
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
