@@ -14,20 +14,20 @@ import (
 // What cluster mode keeps in a key group's own range, so that whoever owns
 // the key group next restores it from the key group's changelog alone:
 //
-//	[kg][0x07][reader]        reader position  -> stream sequence u64 BE
-//	[kg][0x08][msg id]        unpublished egress -> storagev1.EgressRecord
-//	[kg][0x09][to kg u16 BE]  messages sent     -> last sequence u64 BE
-//	[kg][0x0A][from kg u16 BE] messages received -> high-water mark u64 BE
+//	[kg][0x11][reader]         reader position    -> stream sequence u64 BE
+//	[kg][0x12][msg id]         unpublished egress -> storagev1.EgressRecord
+//	[kg][0x13][to kg u16 BE]   messages sent      -> last sequence u64 BE
+//	[kg][0x14][from kg u16 BE] messages received  -> high-water mark u64 BE
 //
 // A reader position is the sequence of its stream up to which the key
 // group's messages are in the key group's state or mailboxes. Messages
 // between workers are numbered per (sending, receiving) key group; the
 // receiver drops one at or below its high-water mark for the sender.
 const (
-	kindReaderPos = 0x07
-	kindEgress    = 0x08
-	kindSentSeq   = 0x09
-	kindRecvMark  = 0x0A
+	kindReaderPos = 0x11
+	kindEgress    = 0x12
+	kindSentSeq   = 0x13
+	kindRecvMark  = 0x14
 )
 
 func readerPosKey(kg int, reader string) []byte {

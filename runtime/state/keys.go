@@ -20,6 +20,7 @@ package state
 //	[kg][0x07][len(type)][type][id]        address index     -> empty (index.go)
 //	[kg][0x08][type]                       addresses of type -> count, u64 BE
 //	[kg][0x10][enc(address)][key]          seen message key  -> expiry, Unix ms u64 BE
+//	[kg][0x11..0x14]...                    cluster mode's positions, egress and message marks (clusterkeys.go)
 //
 // The address prefix [kg][0x01][enc(address)] covers all values of one
 // address, so reading an address is one range scan. Timers sort by due time
