@@ -38,6 +38,9 @@ type clusterShape struct {
 	commands    int
 	period      time.Duration // over which the commands are published
 	workerKills int
+	// lateCancels adds cancels sent in a later invocation, whose delayed
+	// messages must then be waited out (LateCancelDelay).
+	lateCancels bool
 }
 
 // clusterFault is one planned kill of a worker.
@@ -78,9 +81,13 @@ func TestClusterCrashRecovery(t *testing.T) {
 	t.Logf("seed %d (run again with -crash.seed=%d)", seed, seed)
 	shape := clusterShape{commands: 1200, period: 15 * time.Second, workerKills: 3}
 	if *clusterLong {
-		shape = clusterShape{commands: 6000, period: 60 * time.Second, workerKills: 10}
+		shape = clusterShape{commands: 6000, period: 60 * time.Second, workerKills: 10, lateCancels: true}
 	}
-	w := Generate(seed, Options{Commands: shape.commands})
+	w := Generate(seed, Options{Commands: shape.commands, NoLateCancels: !shape.lateCancels})
+	settle := MaxDelay + time.Second // until every cancelled delayed message would have fired
+	if shape.lateCancels {
+		settle = LateCancelDelay + time.Second
+	}
 	plan := planClusterFaults(seed, shape.workerKills)
 	t.Logf("workload: %d commands to %d addresses, %d messages in all, %d egress records; ops %v",
 		len(w.Commands), len(w.Addresses), w.Messages(), len(w.Egress), w.Ops)
@@ -212,7 +219,7 @@ func TestClusterCrashRecovery(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	converged := time.Since(begin)
-	time.Sleep(LateCancelDelay + time.Second)
+	time.Sleep(settle)
 	got, err := readClusterStates(ctx, workers, w.Addresses)
 	if err != nil {
 		t.Fatalf("reading states: %v", err)
