@@ -161,7 +161,9 @@ func (e *Engine) startCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cm.mem = mem
+	cm.mu.Lock()
+	cm.mem = mem // queries read it from their goroutines
+	cm.mu.Unlock()
 	if err := cm.reconcile(ctx, false); err != nil {
 		return err
 	}
@@ -176,9 +178,9 @@ func (e *Engine) startCluster(ctx context.Context) error {
 // again from the store's, which may lag the changelog.
 func (cm *clusterMode) deployment() string {
 	cm.gen++
-	inc := "0"
-	if cm.mem != nil {
-		inc = cm.mem.Self().Incarnation
+	inc := "0" // the empty pipeline before the join, which owns nothing
+	if mem := cm.membership(); mem != nil {
+		inc = mem.Self().Incarnation
 	}
 	return fmt.Sprintf("%s-%s-%d", cm.worker, inc, cm.gen)
 }
