@@ -84,8 +84,8 @@ type Engine struct {
 	deployment string
 	// types are the protobuf messages of the module's descriptor sets and
 	// the builtins; json renders and encodes values with them.
-	types *descriptors.Registry
-	json  *typedjson.Codec
+	types      *descriptors.Registry
+	json       *typedjson.Codec
 	platform   *platform
 	adminToken *tokenFile
 

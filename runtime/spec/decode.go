@@ -190,6 +190,9 @@ func (d *decoder) descriptors(m *Module, paths []string) {
 	seen := map[string]int{}
 	for i, p := range paths {
 		at := fmt.Sprintf("descriptors[%d]", i)
+		if d.misfits[at] {
+			continue
+		}
 		if j, dup := seen[p]; dup {
 			d.errorf(d.lineOf(at), at, "%s is already listed as descriptors[%d]", p, j)
 			continue
