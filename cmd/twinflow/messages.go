@@ -104,6 +104,9 @@ func (p *printer) fetch(ctx context.Context) {
 		p.fetchErr = err
 		return
 	}
+	if len(set) == 0 {
+		return // the module spec lists no descriptors: the builtins are all
+	}
 	types, err := descriptors.New(descriptors.Set{Name: "of the runtime", Data: set})
 	if err != nil {
 		p.fetchErr = err
