@@ -24,7 +24,7 @@ import (
 // spec's descriptor set tells what it holds.
 type readingType struct{}
 
-func (readingType) Typename() string               { return descriptorstest.Typename }
+func (readingType) Typename() string                { return descriptorstest.Typename }
 func (readingType) Encode(v []byte) ([]byte, error) { return bytes.Clone(v), nil }
 func (readingType) Decode(b []byte) ([]byte, error) { return bytes.Clone(b), nil }
 
