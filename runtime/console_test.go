@@ -377,36 +377,37 @@ func TestReplayDeadLetters(t *testing.T) {
 	if ingress.GetReason() == "" || ingress.GetReplaySubject() != "twinflow.in.test.picky.y" || ingress.GetHeaders()["X-Mine"] != "kept" {
 		t.Fatalf("ingress dead letter %v", ingress)
 	}
+	// The stream is trimmed after each checkpoint: the replayed message is
+	// seen on its subject as it is published.
+	var seen collector
+	sub, err := h.ops.Conn().Subscribe("twinflow.in.test.picky.y", func(m *nats.Msg) {
+		seen.mu.Lock()
+		seen.msgs = append(seen.msgs, m)
+		seen.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := h.ops.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
 	if r := replay(t, h, ingress.GetSequence()); r[0].GetOutcome() != twinflowv1.ReplayOutcome_REPLAY_OUTCOME_REPLAYED {
 		t.Fatalf("replaying the ingress dead letter: %v", r)
 	}
-	in, err := h.ops.Stream(context.Background(), runtime.DirectStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := in.GetLastMsgForSubject(context.Background(), "twinflow.in.test.picky.y")
-	if err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, "the replayed message on its subject", func() bool { return len(seen.all()) > 0 })
+	got := seen.all()[0]
 	if got.Header.Get("X-Mine") != "kept" || got.Header.Get(runtime.ReplayOfHeader) != strconv.FormatUint(ingress.GetSequence(), 10) ||
 		!strings.HasPrefix(got.Header.Get(nats.MsgIdHdr), "twinflow-dlq-replay-") || string(got.Data) != "1" {
 		t.Errorf("the replayed message: headers %v, data %q", got.Header, got.Data)
 	}
 
 	// What cannot be replayed says why.
-	// The replay record of the ingress dead letter; the replayed message's
-	// own dead letter may come before or after it in the stream.
-	dlq, err := h.ops.Stream(context.Background(), runtime.DeadLetterStream)
+	rec, err := s.GetLastMsgForSubject(context.Background(), "twinflow.dlq.replayed."+strconv.FormatUint(ingress.GetSequence(), 10))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("the record of the ingress dead letter's replay: %v", err)
 	}
-	var record uint64
-	for seq := uint64(1); seq <= dlq.CachedInfo().State.LastSeq; seq++ {
-		if m, err := dlq.GetMsg(context.Background(), seq); err == nil && strings.HasPrefix(m.Subject, "twinflow.dlq.replayed.") {
-			record = seq
-		}
-	}
-	r := replay(t, h, 9999, record)
+	r := replay(t, h, 9999, rec.Sequence)
 	if r[0].GetOutcome() != twinflowv1.ReplayOutcome_REPLAY_OUTCOME_NOT_FOUND || r[1].GetOutcome() == twinflowv1.ReplayOutcome_REPLAY_OUTCOME_REPLAYED {
 		t.Errorf("replaying a missing sequence and a replay record: %v", r)
 	}
