@@ -68,7 +68,9 @@ type Item struct {
 	Target Address
 	// Typename, Payload, ReplyTo and Key are as in [Routed]. An item
 	// without an idempotency_key of its own, in a batch published with a
-	// Nats-Msg-Id, has the key "<Nats-Msg-Id>/<index>".
+	// Nats-Msg-Id, has the key "<Nats-Msg-Id>/<index>". An item that cannot
+	// be routed keeps its ReplyTo as given, so that the requester may be
+	// told: check it with [Router.CheckReplyTo] before answering.
 	Typename string
 	Payload  []byte
 	ReplyTo  string
@@ -627,7 +629,7 @@ func (r *Router) routeBatch(msg Message) (Routed, error) {
 		}
 		if err != nil {
 			raw, _ := proto.Marshal(env)
-			out.Items[i] = Item{Err: err, Envelope: raw}
+			out.Items[i] = Item{Err: err, Envelope: raw, ReplyTo: env.GetReplyTo()}
 			continue
 		}
 		if it.Key == "" && batchID != "" {

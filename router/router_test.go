@@ -697,7 +697,7 @@ func TestRouteBatch(t *testing.T) {
 		{Err: errorf(ReasonMissingID, "direct ingress: batch item 3: target id is empty; needed for the id of a/b")},
 		{Err: errorf(ReasonMissingTypename, "direct ingress: batch item 4: argument has no typename")},
 		{Err: errorf(ReasonOversized, "direct ingress: batch item 5: payload of 18 bytes exceeds the limit of 8 bytes")},
-		{Err: errorf(ReasonBadReplyTo, `direct ingress: batch item 6: reply subject "plain.x" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`)},
+		{Err: errorf(ReasonBadReplyTo, `direct ingress: batch item 6: reply subject "plain.x" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`), ReplyTo: "plain.x"},
 		{Err: errorf(ReasonBadIdempotencyKey, "direct ingress: batch item 7: idempotency key of %d bytes is longer than %d bytes", MaxIdempotencyKey+1, MaxIdempotencyKey)},
 		{Target: Address{"a/b", "4"}, Typename: "a/B", Payload: []byte{}, Key: "gw-7/8"},
 	}
