@@ -271,7 +271,7 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	// Clients read the dead letters and egresses by direct gets, which
 	// create no consumer (see NATSUsers).
 	streams := []natsbus.StreamSpec{
-		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: e.cfg.DedupWindow},
+		{Name: DirectStream, Subjects: router.DirectStreamSubjects, DuplicateWindow: e.cfg.DedupWindow},
 		{Name: DeadLetterStream, Subjects: []string{router.DeadLetterSubjects}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true},
 	}
 	for _, in := range e.cfg.Module.Ingresses {

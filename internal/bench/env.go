@@ -162,7 +162,7 @@ func module(url string) *spec.Module {
 // creates it (the same spec, so that the engine finds nothing to change).
 var directStream = natsbus.StreamSpec{
 	Name:            runtime.DirectStream,
-	Subjects:        []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject},
+	Subjects:        router.DirectStreamSubjects,
 	DuplicateWindow: 10 * time.Minute,
 }
 
