@@ -203,10 +203,11 @@ func (d *Door) Submit(m Message, done func(Result)) *Error {
 		return unavailable("the runtime is stopping; send the message again, with the same idempotency key, once it runs")
 	}
 	if err := d.mu.b.add(&pending{m: m, done: done}, size, d.cfg.Now()); err != nil {
+		waiting := d.mu.b.len()
 		d.mu.Unlock()
 		d.m.refusedFull.Inc()
 		return unavailable("the front door is busy: %d messages wait for a durable write (intake may be paused); send the message again later, with the same idempotency key",
-			d.mu.b.len())
+			waiting)
 	}
 	d.kick()
 	d.mu.Unlock()
