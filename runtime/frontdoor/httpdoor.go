@@ -73,6 +73,9 @@ type HTTPDoor struct {
 	replies *replies
 	mux     *http.ServeMux
 	errw    *connect.ErrorWriter
+	// connectPath starts the paths of the Connect service: a plain POST of
+	// JSON elsewhere would look like a Connect call to errw.
+	connectPath string
 }
 
 // NewHTTP returns the HTTP/Connect door of d; call replies come on nc.
@@ -94,6 +97,7 @@ func NewHTTP(d *Door, nc *nats.Conn, opts HTTPOptions) (*HTTPDoor, error) {
 		return nil, fmt.Errorf("frontdoor: reply inbox: %w", err)
 	}
 	h := &HTTPDoor{d: d, opts: opts, replies: r, mux: http.NewServeMux(), errw: connect.NewErrorWriter()}
+	h.connectPath = "/" + twinflowv1connect.IngressServiceName + "/"
 	h.mux.HandleFunc("POST /send/{ns}/{name}/{id...}", func(w http.ResponseWriter, r *http.Request) { h.plain(w, r, false) })
 	h.mux.HandleFunc("POST /call/{ns}/{name}/{id...}", func(w http.ResponseWriter, r *http.Request) { h.plain(w, r, true) })
 	path, ch := twinflowv1connect.NewIngressServiceHandler(connectService{h}, connect.WithReadMaxBytes(int(opts.MaxBodyBytes)))
@@ -339,7 +343,7 @@ func (h *HTTPDoor) failKey(w http.ResponseWriter, r *http.Request, kind, key str
 // clients, as JSON in Connect's error format to others.
 func (h *HTTPDoor) fail(w http.ResponseWriter, r *http.Request, kind string, err *Error) {
 	door := "http"
-	if h.errw.IsSupported(r) {
+	if strings.HasPrefix(r.URL.Path, h.connectPath) && h.errw.IsSupported(r) {
 		door = "connect"
 	}
 	h.count(door, kind, err.Code)
