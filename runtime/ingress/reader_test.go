@@ -45,8 +45,8 @@ type fakeShards struct {
 	saturated [2]atomic.Bool
 	// whileQueued makes a shard saturated while its inbox holds messages.
 	whileQueued [2]atomic.Bool
-	taken     [2][]shard.Item // drained, not yet looked at
-	last      [2]uint64       // the last barrier looked at
+	taken       [2][]shard.Item // drained, not yet looked at
+	last        [2]uint64       // the last barrier looked at
 }
 
 func (s *fakeShards) Locate(id string) int     { return owner[id] }
@@ -54,7 +54,7 @@ func (s *fakeShards) Inbox(i int) *shard.Inbox { return s.inboxes[i] }
 func (s *fakeShards) Saturated(i int) bool {
 	return s.saturated[i].Load() || s.whileQueued[i].Load() && s.inboxes[i].Len() > 0
 }
-func (s *fakeShards) Count() int               { return len(s.inboxes) }
+func (s *fakeShards) Count() int { return len(s.inboxes) }
 
 // upTo returns the messages of a shard's inbox up to barrier id since the
 // last call, and checks that the barriers in between are the reader's, in
