@@ -32,6 +32,10 @@ func (e *Engine) Access() runinfo.Info {
 		info.NATSCA = absOrEmpty(e.cfg.NATSTLSCertFile)
 	}
 	info.AdminCA = absOrEmpty(e.cfg.AdminTLSCertFile)
+	if u := e.IngressURL(); u != "" {
+		info.IngressURL, info.IngressTokenFile = u, e.keys.IngressTokenFile
+		info.IngressCA = absOrEmpty(e.cfg.IngressTLSCertFile)
+	}
 	return info
 }
 

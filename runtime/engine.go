@@ -31,6 +31,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
 	"github.com/twinflow/twinflow/runtime/egress"
+	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/invoke"
 	"github.com/twinflow/twinflow/runtime/keygroup"
@@ -71,6 +72,15 @@ type Engine struct {
 	admin     *http.Server
 	adminL    net.Listener
 	reg       *prometheus.Registry
+
+	// The front door (frontdoor.go), on a NATS connection of its own.
+	doorConn natsbus.ConnOptions
+	doorNC   *nats.Conn
+	door     *frontdoor.Door
+	natsDoor *frontdoor.NATSDoor
+	httpDoor *frontdoor.HTTPDoor
+	ingress  *http.Server
+	ingressL net.Listener
 
 	cancel      context.CancelFunc // stops the loops, readers and coordinator
 	callCtx     context.Context    // function calls; cancelled on shutdown
@@ -174,8 +184,11 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
+	if err := e.startFrontDoor(); err != nil {
+		return nil, err
+	}
 	last, _ := e.coord.Latest()
-	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(),
+	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(), "ingress", e.IngressURL(),
 		"shards", cfg.Shards, "key_groups", cfg.KeyGroups, "restored_checkpoint", last.GetId())
 	return e, nil
 }
@@ -218,6 +231,8 @@ func (e *Engine) startNATS(ctx context.Context) error {
 		return err
 	}
 	e.nc, e.js = nc, js
+	e.doorConn = conn
+	e.doorConn.Name = "twinflow-frontdoor"
 	return nil
 }
 
@@ -473,11 +488,16 @@ func (e *Engine) shutdown() {
 // after the next start. The final checkpoint and its egress get another
 // StopTimeout.
 func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
+	// The front door takes no more messages; what it wrote is in the
+	// stream, read after the next start if not before the final checkpoint.
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	e.closeFrontDoor(ctx)
+	cancel()
 	for _, r := range e.reads {
 		r.Pause()
 	}
 	e.log.Info("stopping: intake paused, finishing queued work", "deadline", e.cfg.StopTimeout)
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 	defer cancel()
 	if busy := e.waitIdle(ctx); busy > 0 {
 		e.log.Warn("stopping before queued work finished; it stays in the final checkpoint's mailboxes",
@@ -521,6 +541,7 @@ func (e *Engine) waitIdle(ctx context.Context) int {
 // closeAll stops every part without a final checkpoint: what is not
 // committed is lost, exactly as in a crash.
 func (e *Engine) closeAll() {
+	e.shutdownFrontDoor()
 	if e.cancel != nil {
 		e.cancel()
 	}
