@@ -23,6 +23,15 @@ type Limits struct {
 	// 64 MiB.
 	MaxQueued      int
 	MaxQueuedBytes int
+	// MaxUnread is how many of the messages the door wrote may wait to be
+	// read from the stream: beyond it the door holds its writes, so that a
+	// runtime whose intake is paused (its shards at a memory bound, or
+	// stopping) pushes back on clients instead of piling messages up.
+	// Default 32,768.
+	MaxUnread int
+	// MaxWait is how long a message may wait for its write; then it is
+	// refused as unavailable, to be sent again. Default 2s.
+	MaxWait time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -40,6 +49,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxQueuedBytes <= 0 {
 		l.MaxQueuedBytes = 64 << 20
+	}
+	if l.MaxUnread <= 0 {
+		l.MaxUnread = 32768
+	}
+	if l.MaxWait <= 0 {
+		l.MaxWait = 2 * time.Second
 	}
 	return l
 }

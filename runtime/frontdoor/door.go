@@ -28,15 +28,6 @@ type Config struct {
 	// MaxPayload bounds a message's payload; default
 	// router.DefaultMaxPayload.
 	MaxPayload int
-	// MaxUnread is how many of the messages the door wrote may wait to be
-	// read from the stream: beyond it the door holds its writes, so that a
-	// runtime whose intake is paused (its shards at a memory bound, or
-	// stopping) pushes back on clients instead of piling messages up.
-	// Default 32,768.
-	MaxUnread int
-	// MaxWait is how long a message may wait for its write; then it is
-	// refused as unavailable, to be sent again. Default 2s.
-	MaxWait time.Duration
 	// WriteTimeout bounds one write with its retries. Default 5s.
 	WriteTimeout time.Duration
 	// Read returns the stream sequence up to which the stream has been
@@ -57,12 +48,6 @@ func (c Config) withDefaults() Config {
 	c.Limits = c.Limits.withDefaults()
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = router.DefaultMaxPayload
-	}
-	if c.MaxUnread <= 0 {
-		c.MaxUnread = 32768
-	}
-	if c.MaxWait <= 0 {
-		c.MaxWait = 2 * time.Second
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 5 * time.Second

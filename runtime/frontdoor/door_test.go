@@ -225,7 +225,7 @@ func TestDoorAcknowledgesOnlyDurableWrites(t *testing.T) {
 // the stream is read again, writes resume.
 func TestDoorHoldsWritesWhileTheStreamIsNotRead(t *testing.T) {
 	r := newRig(t)
-	d := r.door(t, Config{MaxUnread: 3, MaxWait: 300 * time.Millisecond, Limits: Limits{MaxQueued: 2},
+	d := r.door(t, Config{Limits: Limits{MaxUnread: 3, MaxWait: 300 * time.Millisecond, MaxQueued: 2},
 		Read: func() uint64 { return r.read.Load() }})
 	results := make(chan Result, 16)
 	submit := func(n int) *Error { return d.Submit(msg("a", n), func(r Result) { results <- r }) }
@@ -269,7 +269,7 @@ func TestDoorHoldsWritesWhileTheStreamIsNotRead(t *testing.T) {
 func TestDoorCloseAnswersEverything(t *testing.T) {
 	r := newRig(t)
 	var read atomic.Uint64
-	d := New(Config{Stream: stream, Logger: quietLog, MaxUnread: 1, Read: read.Load}, StreamWriter{JS: r.js, Subject: router.BatchSubject})
+	d := New(Config{Stream: stream, Logger: quietLog, Limits: Limits{MaxUnread: 1}, Read: read.Load}, StreamWriter{JS: r.js, Subject: router.BatchSubject})
 	results := make(chan Result, 8)
 	for i := range 4 {
 		if err := d.Submit(msg("a", i), func(r Result) { results <- r }); err != nil {

@@ -302,7 +302,7 @@ func TestHTTPDoorCall(t *testing.T) {
 // Backpressure: while intake is paused, the door answers 503 with
 // Retry-After instead of queueing without bound.
 func TestHTTPDoorUnavailableWhileIntakeIsPaused(t *testing.T) {
-	h := newHTTPRig(t, Config{MaxUnread: 1, MaxWait: 200 * time.Millisecond, Read: func() uint64 { return 0 }})
+	h := newHTTPRig(t, Config{Limits: Limits{MaxUnread: 1, MaxWait: 200 * time.Millisecond}, Read: func() uint64 { return 0 }})
 	json := map[string]string{"Content-Type": "application/json"}
 	if status, _, body := h.post(t, "/send/ns/f/a", json, []byte("1")); status != http.StatusAccepted {
 		t.Fatalf("first message: %d %s", status, body)
