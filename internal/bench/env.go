@@ -180,9 +180,9 @@ type env struct {
 	// expected, not equal to it: requests cut short at the end of a run
 	// may be applied without the driver having counted them.
 	atLeast bool
-	stop     chan struct{}
-	sampled  sync.WaitGroup
-	mu       struct {
+	stop    chan struct{}
+	sampled sync.WaitGroup
+	mu      struct {
 		sync.Mutex
 		checkpoints map[uint64]*twinflowv1.CheckpointInfo
 		heapPeak    uint64

@@ -41,10 +41,10 @@ type Result struct {
 	Calls           int     `json:"calls,omitempty"`
 	MessagesPerCall float64 `json:"messages_per_call,omitempty"`
 
-	Invoke        *Latency `json:"publish_to_invocation_ms,omitempty"`
+	Invoke *Latency `json:"publish_to_invocation_ms,omitempty"`
 	// RoundTrip is, for w1, the time from a send to its acknowledgement;
 	// for w2 and w3, from a request to its reply.
-	RoundTrip *Latency `json:"round_trip_ms,omitempty"`
+	RoundTrip     *Latency `json:"round_trip_ms,omitempty"`
 	EgressLatency *Latency `json:"publish_to_egress_ms,omitempty"`
 
 	Checkpoints CheckpointStats `json:"checkpoints"`
