@@ -29,6 +29,7 @@ import (
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
+	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/natsbus"
 	"github.com/twinflow/twinflow/runtime/runinfo"
 	"github.com/twinflow/twinflow/runtime/secrets"
@@ -205,6 +206,7 @@ func (d *driver) startEngine(ctx context.Context, dir string, mode Mode) (*env, 
 		AdminAddr:          "127.0.0.1:0",
 		Shards:             d.o.Shards,
 		CheckpointInterval: d.o.Checkpoints,
+		FrontDoor:          frontdoor.Limits{MaxWrites: d.o.DoorWrites},
 		Logger:             d.log.With("component", "runtime"),
 	}
 	e, err := runtime.Start(ctx, cfg)

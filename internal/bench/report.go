@@ -40,6 +40,10 @@ type Result struct {
 	// Calls to the endpoint, and message invocations per call.
 	Calls           int     `json:"calls,omitempty"`
 	MessagesPerCall float64 `json:"messages_per_call,omitempty"`
+	// The front door's durable writes: messages per write, and the mean
+	// time of a write.
+	MessagesPerWrite float64 `json:"messages_per_write,omitempty"`
+	WriteMillis      float64 `json:"write_ms,omitempty"`
 
 	Invoke *Latency `json:"publish_to_invocation_ms,omitempty"`
 	// RoundTrip is, for w1, the time from a send to its acknowledgement;
@@ -187,15 +191,16 @@ func (r *Report) print(out io.Writer) {
 			return len(rows)
 		})
 	section("Workloads: keyed counter over the given keys, remote function; w1 one-way (round trip = until acknowledged), w2 and w3 request/response",
-		"mode\tworkload\tpath\tclients\tkeys\tmessages\tacked/s\tapplied or replied/s\tround trip p50 ms\tp99\tp999\tcores rt+fn\tpeak RSS\tstate checked\t", func(w io.Writer) int {
+		"mode\tworkload\tpath\tclients\tkeys\tmessages\tacked/s\tapplied or replied/s\tround trip p50 ms\tp99\tp999\tmsgs/write\twrite ms\tmsgs/call\tcores rt+fn\tpeak RSS\tstate checked\t", func(w io.Writer) int {
 			rows := pick("w1", "w2", "w3")
 			for _, res := range rows {
 				rt := res.RoundTrip
 				if rt == nil {
 					rt = &Latency{}
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\t\n", res.Mode, res.Scenario, res.Path, res.Clients,
-					res.Addresses, res.Messages, rate(res.PublishPerSec), rate(res.MsgsPerSec), rt.P50, rt.P99, rt.P999, cores(res), size(float64(res.PeakRSS)), status(res))
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", res.Mode, res.Scenario, res.Path, res.Clients,
+					res.Addresses, res.Messages, rate(res.PublishPerSec), rate(res.MsgsPerSec), rt.P50, rt.P99, rt.P999,
+					dash(res.MessagesPerWrite, "%.1f"), dash(res.WriteMillis, "%.2f"), res.MessagesPerCall, cores(res), size(float64(res.PeakRSS)), status(res))
 			}
 			return len(rows)
 		})
@@ -229,6 +234,13 @@ func (r *Report) print(out io.Writer) {
 	if err := r.failures(); err != nil {
 		fmt.Fprintf(out, "\nFAILED:\n%v\n", err)
 	}
+}
+
+func dash(v float64, format string) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
 }
 
 func pathSuffix(p string) string {
