@@ -100,6 +100,7 @@ type Options struct {
 	W2Clients   int           // w2: closed-loop clients
 	WDuration   time.Duration // w2, w3: measured time, after a warm-up
 	DoorWrites  int           // the front door's writes in flight; 0: its default
+	DoorLinger  time.Duration // the front door's linger; 0: its default, negative: none
 
 	SendFraction   float64
 	EgressFraction float64
@@ -163,6 +164,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.IntVar(&o.W2Clients, "w2-clients", 64, "w2: closed-loop clients")
 	fs.DurationVar(&o.WDuration, "w-duration", 10*time.Second, "w2, w3: measured time, after a 2s warm-up")
 	fs.IntVar(&o.DoorWrites, "door-writes", 0, "the front door's durable writes in flight (0: its default)")
+	fs.DurationVar(&o.DoorLinger, "door-linger", 0, "the longest the front door's next write waits for the senders it acknowledged (0: its default, negative: never)")
 	fs.Float64Var(&o.SendFraction, "send", 0.1, "fraction of messages the function sends on to another address")
 	fs.Float64Var(&o.EgressFraction, "egress", 0.01, "fraction of messages the function writes to the exactly-once egress")
 	fs.IntVar(&o.PayloadSize, "payload", 100, "message payload size in bytes")

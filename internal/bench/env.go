@@ -206,7 +206,7 @@ func (d *driver) startEngine(ctx context.Context, dir string, mode Mode) (*env, 
 		AdminAddr:          "127.0.0.1:0",
 		Shards:             d.o.Shards,
 		CheckpointInterval: d.o.Checkpoints,
-		FrontDoor:          frontdoor.Limits{MaxWrites: d.o.DoorWrites},
+		FrontDoor:          frontdoor.Limits{MaxWrites: d.o.DoorWrites, Linger: d.o.DoorLinger},
 		Logger:             d.log.With("component", "runtime"),
 	}
 	e, err := runtime.Start(ctx, cfg)

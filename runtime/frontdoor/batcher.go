@@ -32,6 +32,11 @@ type Limits struct {
 	// MaxWait is how long a message may wait for its write; then it is
 	// refused as unavailable, to be sent again. Default 2s.
 	MaxWait time.Duration
+	// Linger is the longest a write waits, after the one before it ended,
+	// for the senders that write acknowledged to send again (see
+	// batcher.written); never longer than that write took. Default 2ms;
+	// negative: writes never wait.
+	Linger time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -56,6 +61,9 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxWait <= 0 {
 		l.MaxWait = 2 * time.Second
 	}
+	if l.Linger == 0 {
+		l.Linger = 2 * time.Millisecond
+	}
 	return l
 }
 
@@ -72,6 +80,10 @@ type batcher[T any] struct {
 	head    int
 	bytes   int // of the waiting messages
 	writing int // writes in flight
+
+	// The next write waits for want messages until until (see written).
+	want  int
+	until time.Time
 }
 
 type entry[T any] struct {
@@ -95,13 +107,17 @@ func (b *batcher[T]) add(v T, size int, now time.Time) error {
 	return nil
 }
 
-// take starts a write, unless every write slot is in use, nothing waits or
-// writes are held, and returns its messages: the oldest waiting ones, as
-// many as fit one write, and at least one. It returns nil when no write
-// starts. The caller calls written when the write is over.
-func (b *batcher[T]) take(held bool) []T {
+// take starts a write at now, unless every write slot is in use, nothing
+// waits, writes are held or the write lingers, and returns its messages:
+// the oldest waiting ones, as many as fit one write, and at least one. It
+// returns nil when no write starts, and then, if the write lingers, when
+// to take again. The caller calls written when the write is over.
+func (b *batcher[T]) take(held bool, now time.Time) (batch []T, retry time.Time) {
 	if held || b.writing >= b.lim.MaxWrites || b.len() == 0 {
-		return nil
+		return nil, time.Time{}
+	}
+	if b.len() < b.want && now.Before(b.until) {
+		return nil, b.until
 	}
 	n, size := 0, 0
 	for _, e := range b.queue[b.head:] {
@@ -117,11 +133,34 @@ func (b *batcher[T]) take(held bool) []T {
 	}
 	b.drop(n, size)
 	b.writing++
-	return out
+	b.want = 0
+	return out, time.Time{}
 }
 
-// written ends a write that take started.
-func (b *batcher[T]) written() { b.writing-- }
+// written ends a write that take started, at now, after it took took; acked
+// is how many of its messages were one-way sends, whose senders were just
+// acknowledged.
+//
+// Why the next write lingers. Senders that wait for each acknowledgement
+// before their next message (most clients) send again right after a write
+// acknowledges them; without a wait those messages miss the write that
+// starts at once with what arrived meanwhile, and each sender gets one
+// message into every second write: half the messages a write could carry,
+// for the same fsync. So the next write waits until as many messages wait
+// as the acknowledged senders and the ones already waiting, but no longer
+// than Linger nor than the write took: a sender that does not come back
+// costs at most one write's time, about what a missed write costs. Calls
+// count for nothing: their senders wait for the function's reply, not for
+// the write. A lone sender's next message goes out as soon as it arrives.
+func (b *batcher[T]) written(acked int, took time.Duration, now time.Time) {
+	b.writing--
+	b.want = 0
+	if acked == 0 || b.lim.Linger < 0 {
+		return
+	}
+	b.want = min(acked+b.len(), b.lim.MaxItems)
+	b.until = now.Add(min(took, b.lim.Linger))
+}
 
 // expire removes and returns the messages added before t.
 func (b *batcher[T]) expire(t time.Time) []T {

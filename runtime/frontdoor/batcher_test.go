@@ -22,7 +22,7 @@ func addAll(t *testing.T, b *batcher[int], size int, now time.Time, vs ...int) {
 
 func wantTake(t *testing.T, b *batcher[int], held bool, want ...int) {
 	t.Helper()
-	got := b.take(held)
+	got, _ := b.take(held, at(0))
 	if !slices.Equal(got, want) {
 		t.Fatalf("take = %v, want %v", got, want)
 	}
@@ -36,10 +36,10 @@ func TestBatcherGroupsWhatArrivesDuringAWrite(t *testing.T) {
 	wantTake(t, b, false, 1)
 	addAll(t, b, 10, at(1), 2, 3, 4)
 	wantTake(t, b, false) // the write slot is taken
-	b.written()
+	b.written(0, 0, at(0))
 	wantTake(t, b, false, 2, 3, 4)
 	wantTake(t, b, false)
-	b.written()
+	b.written(0, 0, at(0))
 	wantTake(t, b, false) // nothing waits
 }
 
@@ -54,7 +54,7 @@ func TestBatcherBoundsAWrite(t *testing.T) {
 	addAll(t, b, 10, at(0), 9)
 	wantTake(t, b, false, 8)
 	wantTake(t, b, false) // four writes in flight
-	b.written()
+	b.written(0, 0, at(0))
 	wantTake(t, b, false, 9)
 }
 
@@ -67,7 +67,7 @@ func TestBatcherHoldsAndBoundsTheQueue(t *testing.T) {
 		t.Fatalf("add beyond MaxQueued = %v, want errQueueFull", err)
 	}
 	wantTake(t, b, false, 1, 2, 3)
-	b.written()
+	b.written(0, 0, at(0))
 	addAll(t, b, 50, at(0), 5, 6)
 	if err := b.add(7, 1, at(0)); !errors.Is(err, errQueueFull) {
 		t.Fatalf("add beyond MaxQueuedBytes = %v, want errQueueFull", err)
@@ -111,13 +111,14 @@ func TestBatcherQueueThatNeverEmpties(t *testing.T) {
 			addAll(t, b, 1, at(round), next)
 			next++
 		}
-		for _, v := range b.take(false) {
+		got, _ := b.take(false, at(round))
+		for _, v := range got {
 			if v != want {
 				t.Fatalf("round %d: took %d, want %d", round, v, want)
 			}
 			want++
 		}
-		b.written()
+		b.written(0, 0, at(0))
 	}
 	if b.len() != next-want {
 		t.Fatalf("len %d, want %d", b.len(), next-want)
@@ -125,4 +126,68 @@ func TestBatcherQueueThatNeverEmpties(t *testing.T) {
 	if cap(b.queue) > 4*(b.len()+1024) {
 		t.Errorf("queue capacity %d for %d waiting messages", cap(b.queue), b.len())
 	}
+}
+
+// After a write that acknowledged senders, the next write waits a little
+// for them to send again, so that it carries them all; never longer than
+// Linger or the last write took, and not at all for a lone sender or after
+// calls.
+func TestBatcherLingersForTheAcknowledgedSenders(t *testing.T) {
+	b := newBatcher[int](Limits{Linger: 2 * time.Millisecond})
+	addAll(t, b, 10, at(0), 1, 2, 3)
+	if got, _ := b.take(false, at(0)); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Fatalf("first take = %v", got)
+	}
+	addAll(t, b, 10, at(1), 4) // arrived during the write
+	b.written(3, 5*time.Millisecond, at(5))
+	// Three senders were acknowledged and one waits: the write waits for
+	// four messages, until Linger (2ms, shorter than the write's 5ms).
+	got, retry := b.take(false, at(5))
+	if got != nil || !retry.Equal(at(7)) {
+		t.Fatalf("take right after the write = %v, retry %v; want nothing until %v", got, retry, at(7))
+	}
+	addAll(t, b, 10, at(5), 5, 6)
+	if got, _ := b.take(false, at(6)); got != nil {
+		t.Fatalf("take with 3 of 4 waiting = %v, want nothing yet", got)
+	}
+	addAll(t, b, 10, at(6), 7)
+	if got, _ := b.take(false, at(6)); !slices.Equal(got, []int{4, 5, 6, 7}) {
+		t.Fatalf("take with all four = %v, want [4 5 6 7]", got)
+	}
+
+	// A sender that does not come back delays the write until the
+	// linger ends, bounded by how long the write took (1ms < Linger).
+	b.written(4, time.Millisecond, at(10))
+	addAll(t, b, 10, at(10), 8, 9, 10)
+	if got, retry := b.take(false, at(10)); got != nil || !retry.Equal(at(11)) {
+		t.Fatalf("take with 3 of 4 = %v, retry %v; want nothing until %v", got, retry, at(11))
+	}
+	wantTakeAt(t, b, at(11), 8, 9, 10)
+
+	// A lone sender: its next message goes at once.
+	b.written(1, time.Millisecond, at(20))
+	addAll(t, b, 10, at(20), 11)
+	wantTakeAt(t, b, at(20), 11)
+
+	// Calls: their senders wait for replies, not for the write.
+	b.written(0, time.Millisecond, at(30))
+	addAll(t, b, 10, at(30), 12)
+	wantTakeAt(t, b, at(30), 12)
+
+	// A negative Linger never waits.
+	nb := newBatcher[int](Limits{Linger: -1})
+	addAll(t, nb, 10, at(0), 1)
+	wantTakeAt(t, nb, at(0), 1)
+	nb.written(50, time.Second, at(1))
+	addAll(t, nb, 10, at(1), 2)
+	wantTakeAt(t, nb, at(1), 2)
+}
+
+func wantTakeAt(t *testing.T, b *batcher[int], now time.Time, want ...int) {
+	t.Helper()
+	got, _ := b.take(false, now)
+	if !slices.Equal(got, want) {
+		t.Fatalf("take at %v = %v, want %v", now.Sub(t0), got, want)
+	}
+	b.written(0, 0, now)
 }

@@ -115,7 +115,9 @@ func unavailable(format string, args ...any) *Error {
 // writer goroutine, which takes everything queued (up to the limits of one
 // write), writes it as one IngressBatch, answers every message of it, and
 // goes on with what queued meanwhile until nothing waits. Under load each
-// write therefore carries what arrived during the previous one, and the
+// write therefore carries what arrived during the previous one (and, after
+// a short linger, the next messages of the senders it acknowledged: see
+// batcher.written), and the
 // number of fsyncs stays that of the writes, whatever the number of
 // clients: JetStream syncs every stored message when asked to, but does
 // not group concurrent publishes into one sync. Acknowledging before the
@@ -146,6 +148,7 @@ type Door struct {
 		written []mark // writes not yet read from the stream, oldest first
 		unread  int    // messages in written
 		held    bool
+		wake    *time.Timer // kicks a lingering write; nil until first needed
 	}
 }
 
@@ -226,12 +229,33 @@ func (d *Door) check(m *Message) *Error {
 	return nil
 }
 
-// kick starts a writer when a write can start. Called with mu held.
+// kick starts a writer when a write can start, or arranges to be called
+// again when a lingering write should start. Called with mu held.
 func (d *Door) kick() {
-	if batch := d.mu.b.take(d.held()); batch != nil {
+	batch, retry := d.mu.b.take(d.held(), d.cfg.Now())
+	if batch != nil {
 		d.wg.Add(1)
 		go d.writer(batch)
+	} else if !retry.IsZero() {
+		d.wakeAt(retry)
 	}
+}
+
+// wakeAt kicks at t (by the wall clock's timer; the 5ms tick is too coarse
+// for a linger of a millisecond or two). Called with mu held.
+func (d *Door) wakeAt(t time.Time) {
+	wait := t.Sub(d.cfg.Now())
+	if d.mu.wake == nil {
+		d.mu.wake = time.AfterFunc(wait, func() {
+			d.mu.Lock()
+			if !d.mu.closed {
+				d.kick()
+			}
+			d.mu.Unlock()
+		})
+		return
+	}
+	d.mu.wake.Reset(wait)
 }
 
 // held reports whether writes are held: more of the door's messages than
@@ -270,7 +294,8 @@ func (d *Door) writer(batch []*pending) {
 		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.WriteTimeout)
 		seq, err := d.w.Write(ctx, buf)
 		cancel()
-		d.m.writeSeconds.Observe(time.Since(start).Seconds())
+		took := time.Since(start)
+		d.m.writeSeconds.Observe(took.Seconds())
 		d.m.writeMessages.Observe(float64(len(batch)))
 		var res Result
 		if err != nil {
@@ -280,17 +305,28 @@ func (d *Door) writer(batch []*pending) {
 		} else {
 			res.Stream, res.Seq = d.cfg.Stream, seq
 		}
+		sends := 0
 		for _, p := range batch {
 			res.Key = p.m.Key
 			p.done(res)
+			if p.m.ReplyTo == "" {
+				sends++
+			}
+		}
+		if err != nil {
+			sends = 0 // refused senders may not come back soon
 		}
 		d.mu.Lock()
-		d.mu.b.written()
+		d.mu.b.written(sends, took, d.cfg.Now())
 		if err == nil {
 			d.mu.written = append(d.mu.written, mark{seq: seq, n: len(batch)})
 			d.mu.unread += len(batch)
 		}
-		batch = d.mu.b.take(d.held())
+		var retry time.Time
+		batch, retry = d.mu.b.take(d.held(), d.cfg.Now())
+		if batch == nil && !retry.IsZero() && !d.mu.closed {
+			d.wakeAt(retry)
+		}
 		d.m.queued.Set(float64(d.mu.b.len()))
 		d.mu.Unlock()
 	}
@@ -341,6 +377,9 @@ func (d *Door) Close(ctx context.Context) error {
 		return nil
 	}
 	d.mu.closed = true
+	if d.mu.wake != nil {
+		d.mu.wake.Stop()
+	}
 	queued := d.mu.b.flush()
 	d.mu.Unlock()
 	fail(queued, unavailable("the runtime is stopping; send the message again, with the same idempotency key, once it runs"))
