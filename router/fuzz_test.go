@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -25,6 +26,9 @@ func FuzzRoute(f *testing.F) {
 	f.Add(uint8(4), BatchSubject, "Nats-Msg-Id", "b", []byte("\x0a\x10\x0a\x05\x0a\x01a\x12\x00\x12\x07\x0a\x03a/B\x12\x00"))
 	f.Add(uint8(4), BatchSubject, "", "", []byte("\x0a\x00\x0a\x02\x0a\x00"))
 	f.Add(uint8(5), "a.b", "", "", []byte(nil))
+	f.Add(uint8(1), "events.a", "X-Type", "a/B", []byte("{\"server\":{\"id\":\"s\xff\"},\"rack\":1}"))
+	f.Add(uint8(1), "events.a", "X-Type", "a/B", []byte(`{"server":{"id":"\ud800"},"rack":"\ufffd"}`))
+	f.Add(uint8(0), "datacenter.metrics.eu1.srv-7", "X-Rack", "r\xff", []byte("x"))
 	r := newTestRouter(f)
 	f.Fuzz(func(t *testing.T, which uint8, subject, hkey, hval string, data []byte) {
 		ingress := ingressNames[int(which)%len(ingressNames)]
@@ -70,6 +74,11 @@ func FuzzRoute(f *testing.F) {
 			if a.ID == "" || !utf8.ValidString(a.ID) {
 				t.Fatalf("Route(%q, %q): bad id %q", ingress, subject, a.ID)
 			}
+			// An id is what was sent: U+FFFD in it was sent as such, not
+			// put in place of bytes that are not UTF-8.
+			if strings.ContainsRune(a.ID, utf8.RuneError) && !sentReplacement(msg) {
+				t.Fatalf("Route(%q, %q, %q): id %q holds U+FFFD that was not sent", ingress, subject, data, a.ID)
+			}
 			if err := ValidateFunctionType(a.Type); err != nil {
 				t.Fatalf("Route(%q, %q): %v", ingress, subject, err)
 			}
@@ -84,6 +93,24 @@ func FuzzRoute(f *testing.F) {
 			}
 		}
 	})
+}
+
+// sentReplacement reports whether a message holds U+FFFD, as UTF-8 or as
+// a JSON escape.
+func sentReplacement(msg Message) bool {
+	const r = "\ufffd"
+	if strings.Contains(msg.Subject, r) || bytes.Contains(msg.Data, []byte(r)) ||
+		bytes.Contains(bytes.ToLower(msg.Data), []byte(`\ufffd`)) {
+		return true
+	}
+	for _, vs := range msg.Header {
+		for _, v := range vs {
+			if strings.Contains(v, r) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // FuzzDirectSubject checks that every subject DirectSubject builds routes

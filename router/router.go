@@ -164,6 +164,12 @@ type IngressRule struct {
 	// Twinflow uses (twinflow.in.>, twinflow.envelope, twinflow.dlq.>), nor
 	// start with "$" or "_INBOX" (reply inboxes).
 	Subject string
+	// Topic is the MQTT topic filter the ingress reads, with the + and #
+	// wildcards, or "" for an ingress of NATS subjects. Subject is then
+	// its NATS form ([TopicSubject]), and an id taken from a subject token
+	// is the topic level the token came from: srv.7, not srv//7. A message
+	// whose level for an id is empty is dead-lettered.
+	Topic string
 	// Typename is the typename of every message, or "" to read it from the
 	// TypenameHeader.
 	Typename string
@@ -231,6 +237,13 @@ func New(rules []IngressRule, limits Limits) (*Router, error) {
 			bad(at+".name", "duplicate ingress name %q", in.Name)
 		default:
 			r.rules[in.Name] = c
+		}
+		if in.Topic != "" {
+			if sub, err := TopicSubject(in.Topic); err != nil {
+				bad(at+".topic", "%v", err)
+			} else if sub != in.Subject {
+				bad(at+".subject", "subject %s is not the NATS form %s of the topic %s", quote(in.Subject), quote(sub), quote(in.Topic))
+			}
 		}
 		if p, err := parsePattern(in.Subject); err != nil {
 			bad(at+".subject", "%v", err)
@@ -458,6 +471,14 @@ func (c *rule) id(j int, msg Message, doc *jsonDoc) (string, error) {
 		id = v
 		if id == "" {
 			return "", errorf(ReasonMissingID, "%s: JSON field %s is empty; %s%s", at, quote(src.JSONField), need, t.FunctionType)
+		}
+	case c.Topic != "":
+		var ok bool
+		if id, ok = token(msg.Subject, src.SubjectToken); !ok {
+			return "", errorf(ReasonMissingID, "%s: topic %s has no level %d; %s%s", at, quote(SubjectTopic(msg.Subject)), src.SubjectToken, need, t.FunctionType)
+		}
+		if id = topicLevel(id); id == "" {
+			return "", errorf(ReasonMissingID, "%s: level %d of topic %s is empty; %s%s", at, src.SubjectToken, quote(SubjectTopic(msg.Subject)), need, t.FunctionType)
 		}
 	default:
 		var ok bool

@@ -30,6 +30,7 @@ func (e *Engine) Access() runinfo.Info {
 		info.NATSURL = e.server.ClientURL()
 		info.NATSCreds, info.NATSInboxPrefix = e.keys.Client.SeedFile, ClientInboxPrefix
 		info.NATSCA = absOrEmpty(e.cfg.NATSTLSCertFile)
+		info.MQTTURL = e.server.MQTTURL()
 	}
 	info.AdminCA = absOrEmpty(e.cfg.AdminTLSCertFile)
 	if u := e.IngressURL(); u != "" {

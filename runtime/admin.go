@@ -75,7 +75,7 @@ func (a *adminService) ListFunctionTypes(context.Context, *connect.Request[twinf
 	names = slices.Compact(names)
 	resp := &twinflowv1.ListFunctionTypesResponse{}
 	for _, t := range names {
-		info := &twinflowv1.FunctionTypeInfo{Type: t, StateSpecs: all[t]}
+		info := &twinflowv1.FunctionTypeInfo{Type: t, StateSpecs: all[t], HandledTypenames: a.e.handled.of(t)}
 		if ep, ok := a.e.cfg.Module.EndpointFor(t); ok {
 			info.EndpointUrl = ep.URL
 		}

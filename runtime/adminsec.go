@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+
+	"github.com/twinflow/twinflow/runtime/console"
 )
 
 // openPaths are served without the token: the health probes (for
@@ -29,10 +31,15 @@ var openPaths = map[string]bool{"/healthz": true, "/livez": true, "/readyz": tru
 type adminGuard struct {
 	next        http.Handler
 	token       *tokenFile
+	sessions    *console.Sessions // the console's logged-in browsers
 	metricsOpen bool
 	maxBody     int64
 	errors      *connect.ErrorWriter
 }
+
+// isConsole reports whether a path is the console's, which authenticates
+// its own requests: its login page and static files are open.
+func isConsole(path string) bool { return path == "/ui" || strings.HasPrefix(path, console.Prefix) }
 
 func (g *adminGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.ContentLength > g.maxBody {
@@ -41,7 +48,7 @@ func (g *adminGuard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, g.maxBody)
-	if !openPaths[r.URL.Path] && !(r.URL.Path == "/metrics" && g.metricsOpen) {
+	if !openPaths[r.URL.Path] && !(r.URL.Path == "/metrics" && g.metricsOpen) && !isConsole(r.URL.Path) {
 		if err := g.authenticate(r); err != nil {
 			g.fail(w, r, connect.CodeUnauthenticated, http.StatusUnauthorized, err)
 			return
@@ -56,6 +63,10 @@ func (g *adminGuard) authenticate(r *http.Request) error {
 	}
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || got == "" {
+		// A browser logged in to the console.
+		if err := g.sessions.Authenticate(r); !errors.Is(err, console.ErrNoSession) {
+			return err
+		}
 		return errors.New("the admin API needs its token: send Authorization: Bearer <token>; the token is in the runtime's data dir, " +
 			"secrets/admin.token (twinflow reads it there, or takes --admin-token)")
 	}
@@ -152,9 +163,19 @@ func (e *Engine) adminOpenMetrics() bool {
 }
 
 // guardAdmin wraps the admin handlers.
-func (e *Engine) guardAdmin(h http.Handler) http.Handler {
-	return &adminGuard{next: h, token: &tokenFile{path: e.keys.AdminTokenFile}, metricsOpen: e.adminOpenMetrics(),
+func (e *Engine) guardAdmin(h http.Handler, sessions *console.Sessions) http.Handler {
+	return &adminGuard{next: h, token: e.adminToken, sessions: sessions, metricsOpen: e.adminOpenMetrics(),
 		maxBody: e.cfg.MaxAdminRequestBytes, errors: connect.NewErrorWriter()}
+}
+
+// consoleSessions checks the console's sessions against the admin token.
+func (e *Engine) consoleSessions() *console.Sessions {
+	return &console.Sessions{Token: e.adminToken.current, Secure: e.cfg.AdminTLSCertFile != ""}
+}
+
+// consoleHandler serves the console, with the module's pages.
+func (e *Engine) consoleHandler(sessions *console.Sessions) (http.Handler, error) {
+	return console.Handler(console.Options{Sessions: sessions, Feed: e.platform, Apps: e.cfg.ConsolePages, Logger: e.log})
 }
 
 // serverTLS is a server's TLS configuration: its certificate, and when

@@ -6,6 +6,7 @@ package runtime
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/twinflow/twinflow/runtime/console"
 	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/shard"
@@ -119,8 +123,17 @@ type Config struct {
 	DedupWindow time.Duration
 	// Memory is the process's memory budget.
 	Memory Memory
+	// ConsolePages are applications' own pages, by name, that the web
+	// console serves under /ui/apps/NAME/ from their file systems
+	// (index.html first), behind its login. Names are letters, digits, '-'
+	// and '_'.
+	ConsolePages map[string]fs.FS
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
+	// StateFS is the file system of the Pebble store in DataDir/state; nil
+	// means the operating system's. Tests inject disk faults through it
+	// (runtime/state/faultfs).
+	StateFS vfs.FS
 	// Now is the clock of state expiry, delayed messages and retry backoff;
 	// default time.Now. Tests inject one to drive them; a clock that stands
 	// still also holds back retries. Metrics use the wall clock.
@@ -296,6 +309,9 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir is required"))
 	}
+	if err := console.CheckApps(c.ConsolePages); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Shards < 1 || c.Shards > 1024 {
 		errs = append(errs, fmt.Errorf("shards must be within [1,1024], got %d", c.Shards))
 	}
@@ -354,6 +370,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("the front door would listen on %s, beyond this machine, over plain HTTP: serve it over TLS (twinflow run -ingress-tls-cert and -ingress-tls-key), or pass -ingress-insecure to accept that its token crosses the network in clear", c.IngressAddr))
 		}
 	}
+	errs = append(errs, validateMQTT(&c)...)
 	if c.MaxAdminRequestBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max admin request size must be at least 1 KiB, got %d", c.MaxAdminRequestBytes))
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
+	"github.com/twinflow/twinflow/runtime/datadir"
 	"github.com/twinflow/twinflow/runtime/egress"
 	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/ingress"
@@ -54,6 +55,7 @@ type Engine struct {
 	cfg    Config
 	log    *slog.Logger
 	budget Budget
+	lock   *datadir.Lock // the data dir, for this process only
 
 	keys      *secrets.Set
 	server    *natsbus.Server // nil with an external NATS
@@ -62,6 +64,7 @@ type Engine struct {
 	store     *state.Store
 	specs     *shard.Specs
 	endpoints *endpoints
+	handled   handledTypenames
 	ranges    []keygroup.Range
 	loops     []*shard.Loop
 	cores     []*shard.Core
@@ -82,6 +85,14 @@ type Engine struct {
 	ingress  *http.Server
 	ingressL net.Listener
 
+	// What the admin API and the console read: each shard's state
+	// (touched only on its loop), the data dir's id, the runtime's samples
+	// of itself, and the admin token.
+	layers     []*state.Layers
+	deployment string
+	platform   *platform
+	adminToken *tokenFile
+
 	cancel      context.CancelFunc // stops the loops, readers and coordinator
 	callCtx     context.Context    // function calls; cancelled on shutdown
 	cancelCalls context.CancelFunc
@@ -97,6 +108,10 @@ type Engine struct {
 	finishDone chan struct{} // closed when the clean stop has its outcome
 	finalMan   *storagev1.Manifest
 	finalErr   error
+
+	failOnce sync.Once
+	failed   chan struct{} // closed when the engine cannot continue
+	failErr  error         // why; set before failed is closed
 }
 
 // Start opens the data dir, restores the last complete checkpoint, and
@@ -107,8 +122,8 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	cfg = cfg.withDefaults()
 	budget, _ := cfg.Memory.Resolve()
-	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), reg: prometheus.NewRegistry(), started: time.Now(),
-		finishDone: make(chan struct{})}
+	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), failed: make(chan struct{}),
+		reg: prometheus.NewRegistry(), started: time.Now(), finishDone: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			e.closeAll()
@@ -124,27 +139,35 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	e.registerBudget()
+	e.platform = newPlatform(e)
 	e.log.Info("memory budget", "budget", budget.String())
 
+	// One process per data dir; the second is told which process holds it.
+	if e.lock, err = datadir.Acquire(cfg.DataDir); err != nil {
+		return nil, err
+	}
 	// A damaged checkpoint must stop the start, naming the file, rather
 	// than restore less than it holds.
-	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), nil); err != nil {
+	if err := state.Verify(filepath.Join(cfg.DataDir, "state"), cfg.StateFS); err != nil {
 		return nil, err
 	}
 	e.store, err = state.Open(filepath.Join(cfg.DataDir, "state"), state.Options{
 		// Pebble reserves its memtables inside its cache; two memtables may
 		// be live at once (one being flushed).
-		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2, Logger: e.log,
+		KeyGroups: cfg.KeyGroups, CacheBytes: budget.BlockCache + budget.MemTables, MemTableBytes: budget.MemTables / 2,
+		FS: cfg.StateFS, Logger: e.log,
 	})
 	if err != nil {
 		return nil, err
 	}
+	e.registerDisk()
 	if err := e.startNATS(ctx); err != nil {
 		return nil, err
 	}
 	if err := e.ensureStreams(ctx); err != nil {
 		return nil, err
 	}
+	e.reg.MustRegister(newDeadLetterCollector(e.js))
 	specs, err := e.store.LoadSpecs()
 	if err != nil {
 		return nil, err
@@ -154,6 +177,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if err != nil {
 		return nil, err
 	}
+	e.deployment = deployment
 	e.pub = egress.NewPublisher(e.nc, e.js, e.log)
 	endpointTLS, err := endpointTLS(cfg.Module)
 	if err != nil {
@@ -184,6 +208,12 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); e.platform.run(runCtx) }()
+	go e.watchFailures()
+	if err := e.Err(); err != nil {
+		return nil, err
+	}
 	if err := e.startFrontDoor(); err != nil {
 		return nil, err
 	}
@@ -206,7 +236,15 @@ func (e *Engine) startNATS(ctx context.Context) error {
 			SyncInterval: e.cfg.NATSSyncInterval,
 			MaxPayload:   int32(e.cfg.MaxPayload + 64<<10),
 			Logger:       e.log,
+			OnStoreFailure: func(err error) {
+				e.fail(natsStoreFailure(filepath.Join(e.cfg.DataDir, "nats"), err))
+			},
 		}
+		mqtt, devices, err := e.mqttGateway()
+		if err != nil {
+			return err
+		}
+		opts.MQTT, opts.Users = mqtt, append(opts.Users, devices...)
 		if e.cfg.NATSTLSCertFile != "" {
 			cfg, err := serverTLS(e.cfg.NATSTLSCertFile, e.cfg.NATSTLSKeyFile, "")
 			if err != nil {
@@ -285,9 +323,13 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	}
 	// Clients read the dead letters and egresses by direct gets, which
 	// create no consumer (see NATSUsers).
+	dlq, err := e.deadLetterStream()
+	if err != nil {
+		return err
+	}
 	streams := []natsbus.StreamSpec{
 		{Name: DirectStream, Subjects: router.DirectStreamSubjects, DuplicateWindow: e.cfg.DedupWindow},
-		{Name: DeadLetterStream, Subjects: []string{router.DeadLetterSubjects}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true},
+		dlq,
 	}
 	for _, in := range e.cfg.Module.Ingresses {
 		streams = append(streams, natsbus.StreamSpec{Name: ingressStreamPfx + in.Name, Subjects: []string{in.Subject}, DuplicateWindow: e.cfg.DedupWindow})
@@ -329,6 +371,7 @@ func (e *Engine) build(deployment string) error {
 	sources := len(readerStreams) + 1 // readers and the coordinator
 	e.loops = make([]*shard.Loop, cfg.Shards)
 	e.cores = make([]*shard.Core, cfg.Shards)
+	e.layers = make([]*state.Layers, cfg.Shards)
 	envs := make([]*shardEnv, cfg.Shards)
 	for i := range e.loops {
 		scfg := shard.Config{
@@ -344,7 +387,8 @@ func (e *Engine) build(deployment string) error {
 			TimerScanLimit:  1024,
 		}
 		envs[i] = &shardEnv{e: e, index: i}
-		e.cores[i] = shard.NewCore(scfg, envs[i], state.NewLayers(e.store, e.log), e.specs, shardMetrics, e.log)
+		e.layers[i] = state.NewLayers(e.store, e.log)
+		e.cores[i] = shard.NewCore(scfg, envs[i], e.layers[i], e.specs, shardMetrics, e.log)
 		e.loops[i] = shard.NewLoop(e.cores[i], shard.NewInbox(), 10*time.Millisecond)
 		envs[i].loop = e.loops[i]
 	}
@@ -375,7 +419,11 @@ func (e *Engine) build(deployment string) error {
 		coordShards[i] = l
 	}
 	trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
-	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: trim.trim},
+	onComplete := func(m *storagev1.Manifest) {
+		trim.trim(m)
+		e.platform.checkpointDone(m)
+	}
+	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: onComplete},
 		e.store, coordShards, readers, e.pub, checkpoint.NewMetrics(e.reg), e.log)
 	for _, r := range e.reads {
 		r.SetBarriers(e.coord)
@@ -413,7 +461,16 @@ func (e *Engine) startAdmin() error {
 	mux.HandleFunc("/livez", e.handleLive)
 	mux.HandleFunc("/healthz", e.handleLive) // the name of earlier releases
 	mux.HandleFunc("/readyz", e.handleReady)
-	e.admin = &http.Server{Handler: e.guardAdmin(mux), ReadHeaderTimeout: 10 * time.Second}
+	e.adminToken = &tokenFile{path: e.keys.AdminTokenFile}
+	sessions := e.consoleSessions()
+	ui, err := e.consoleHandler(sessions)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	mux.Handle("/ui", ui)
+	mux.Handle("/ui/", ui)
+	e.admin = &http.Server{Handler: e.guardAdmin(mux, sessions), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = e.admin.Serve(l) }()
 	return nil
 }
@@ -505,6 +562,7 @@ func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 	defer cancel()
+	e.coord.Hold()
 	man, err := e.coord.Checkpoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("final checkpoint: %w", err)
@@ -548,6 +606,10 @@ func (e *Engine) closeAll() {
 	if e.cancelCalls != nil {
 		e.cancelCalls()
 	}
+	if e.store != nil {
+		// A checkpoint waiting for disk space must not hold up the stop.
+		e.store.StopWaiting()
+	}
 	e.wg.Wait()
 	e.callWG.Wait()
 	if e.admin != nil {
@@ -573,6 +635,11 @@ func (e *Engine) closeAll() {
 			e.log.Error("closing store", "err", err)
 		}
 	}
+	if e.lock != nil {
+		if err := e.lock.Release(); err != nil {
+			e.log.Error("releasing the data dir", "err", err)
+		}
+	}
 }
 
 // Kill stops at once without a checkpoint: what is not committed is lost,
@@ -595,9 +662,14 @@ func (s *shardEnv) Call(c *shard.Call) {
 	s.e.callWG.Add(1)
 	go func() {
 		defer s.e.callWG.Done()
+		started := time.Now()
 		resp, err := s.e.calls.Invoke(s.e.callCtx, c.Endpoint.URL, c.Endpoint.Timeout, c.Request)
+		s.e.platform.observeCall(c.Request, time.Since(started))
 		if err != nil && invoke.Rejected(err) {
 			err = &shard.RejectedError{Err: err}
+		}
+		if err == nil {
+			s.e.handled.observe(c.Request, resp)
 		}
 		s.loop.Completed(c, resp, err)
 	}()
@@ -623,8 +695,11 @@ func (s *shardSet) Locate(id string) int {
 	return keygroup.ShardOf(keygroup.Of(id, s.e.cfg.KeyGroups), s.e.cfg.KeyGroups, s.e.cfg.Shards)
 }
 func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
-func (s *shardSet) Saturated(i int) bool     { return s.e.loops[i].Saturated() }
-func (s *shardSet) Count() int               { return len(s.e.loops) }
+func (s *shardSet) Saturated(i int) bool {
+	// Nothing more is taken in while checkpoints cannot be written.
+	return s.e.loops[i].Saturated() || s.e.store.DiskFull() != nil
+}
+func (s *shardSet) Count() int { return len(s.e.loops) }
 
 // streamTrimmer deletes the ingress messages that a complete checkpoint has
 // read past: a restore never reads before the recorded sequence, so they

@@ -26,6 +26,7 @@ const (
 	checkStream     = "stream"
 	checkCheckpoint = "checkpoint"
 	checkIntake     = "intake"
+	checkDisk       = "disk"
 )
 
 // problem is one reason the runtime is not ready.
@@ -46,6 +47,9 @@ func (e *Engine) readiness() []problem {
 	case <-e.stopped:
 		return []problem{{checkStopping, "stopped"}}
 	default:
+	}
+	if err := e.DiskFull(); err != nil {
+		out = append(out, problem{checkDisk, err.Error() + "; intake paused, queries answered, resuming when space returns"})
 	}
 	if e.finishing.Load() {
 		out = append(out, problem{checkStopping, "stopping: intake is paused and the final checkpoint is being taken"})
@@ -166,7 +170,7 @@ func (c *readinessCollector) Collect(ch chan<- prometheus.Metric) {
 		ready = 0
 	}
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, ready)
-	counts := map[string]int{checkStopping: 0, checkEndpoint: 0, checkStream: 0, checkCheckpoint: 0, checkIntake: 0}
+	counts := map[string]int{checkStopping: 0, checkEndpoint: 0, checkStream: 0, checkCheckpoint: 0, checkIntake: 0, checkDisk: 0}
 	for _, p := range probs {
 		counts[p.check]++
 	}

@@ -45,10 +45,7 @@ var FrontDoorInboxPrefix = InboxPrefix(secrets.Runtime)
 // Every inbox prefix is denied to everyone's publishing, even where an
 // ingress's wildcards would cover it: only the runtime answers requests.
 func NATSUsers(m *spec.Module, keys *secrets.Set) []natsbus.User {
-	inboxes := []string{router.InboxPrefix + ".>", ClientInboxPrefix + ".>", RuntimeInboxPrefix + ".>", FrontDoorInboxPrefix + ".>"}
-	for _, u := range m.Users {
-		inboxes = append(inboxes, InboxPrefix(u.Name)+".>")
-	}
+	inboxes := inboxSubjects(m)
 	allEgresses := make([]string, len(m.Egresses))
 	for i, e := range m.Egresses {
 		allEgresses[i] = e.Name
@@ -95,6 +92,16 @@ func NATSUsers(m *spec.Module, keys *secrets.Set) []natsbus.User {
 		})
 	}
 	return users
+}
+
+// inboxSubjects are the subjects of every identity's reply inboxes, which
+// only the runtime may publish on.
+func inboxSubjects(m *spec.Module) []string {
+	inboxes := []string{router.InboxPrefix + ".>", ClientInboxPrefix + ".>", RuntimeInboxPrefix + ".>", FrontDoorInboxPrefix + ".>"}
+	for _, u := range m.Users {
+		inboxes = append(inboxes, InboxPrefix(u.Name)+".>")
+	}
+	return inboxes
 }
 
 // egressStreams are the streams of the named egresses.

@@ -410,6 +410,8 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 			{"sensors.big.reading", nil, huge, router.ReasonOversized},                                             // over MaxPayload
 			{direct, nil, readingJSON("x", 1), router.ReasonMissingTypename},                                       // no typename
 			{"devices.header", nats.Header{"Device-Id": {"x"}}, readingJSON("x", 1), router.ReasonMissingTypename}, // no typename header
+			{"devices.json", nil, []byte("{\"device\":{\"id\":\"x\xff\"},\"value\":1}"), router.ReasonBadID},       // not UTF-8
+			{"devices.header", nats.Header{"Device-Id": {"x\xff"}, router.TypenameHeader: {readingType.Typename()}}, readingJSON("x", 1), router.ReasonBadID},
 		}
 		for i, b := range bad {
 			h.publish(b.subject, b.header, b.data)
@@ -455,7 +457,7 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 		}
 		// Subscribers of the dead-letter subject see them too.
 		eventually(t, "live dead letters", func() bool { return len(live.all()) == len(bad) })
-		if h.stateInt("test/sum", "x", "total") != -1 || h.stateInt("test/sum", "big", "total") != -1 {
+		if h.stateInt("test/sum", "x", "total") != -1 || h.stateInt("test/sum", "big", "total") != -1 || h.stateInt("test/sum", "x\ufffd", "total") != -1 {
 			t.Error("a dead-lettered message reached a function")
 		}
 	})

@@ -8,6 +8,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,25 +36,22 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 		name = "request"
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	jsonDoc := fs.String("json", "", "payload: a JSON document")
-	data := fs.String("data", "", "payload: raw text")
+	fs.String("json", "", "payload: a JSON document (typename "+jsonTypename+" unless --typename says otherwise)")
+	fs.String("data", "", "payload: raw text, sent as it is, with the typename --typename gives")
 	var tf targetFlags
 	tf.addNATS(fs)
-	typename := fs.String("typename", "twinflow/json", "typename of the message")
+	typename := fs.String("typename", jsonTypename, "typename of the message (required with --data)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the acknowledgement and reply")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(pos) != 2 {
-		return fmt.Errorf("usage: twinflow %s TYPE ID (--json DOC | --data TEXT) [--typename T]", name)
+		return usageError(name, "%s: want TYPE ID, got %d arguments", name, len(pos))
 	}
-	payload := []byte(*data)
-	if *jsonDoc != "" {
-		if !json.Valid([]byte(*jsonDoc)) {
-			return errors.New("--json: not a valid JSON document")
-		}
-		payload = []byte(*jsonDoc)
+	payload, err := sendPayload(fs, name)
+	if err != nil {
+		return err
 	}
 	subject, err := router.DirectSubject(pos[0], pos[1])
 	if err != nil {
@@ -69,6 +68,14 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+	// What the function took so far, to warn about a typename it never
+	// took and to explain a refusal.
+	handled := handledTypenames(ctx, t, tf, pos[0])
+	if len(handled) > 0 && !slices.Contains(handled, *typename) {
+		fmt.Fprintf(os.Stderr, "twinflow: warning: %s has handled only %s since the runtime started, not %s; "+
+			"if it refuses the message, the message is dead-lettered (twinflow tail --all 'twinflow.dlq.>' shows why)\n",
+			pos[0], strings.Join(handled, ", "), *typename)
+	}
 	hdr := nats.Header{}
 	hdr.Set(router.TypenameHeader, *typename)
 	if request {
@@ -76,11 +83,13 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 		if err != nil {
 			if r := refusal(nc); r != nil {
 				err = r
+			} else if errors.Is(err, natsbus.ErrNoReply) && errors.Is(err, context.DeadlineExceeded) {
+				return noReply(pos[0], pos[1], *timeout)
 			}
 			return fmt.Errorf("request to %s %s: %w", pos[0], pos[1], err)
 		}
 		if e := reply.Header.Get(router.ErrorHeader); e != "" {
-			return fmt.Errorf("request to %s %s: the runtime answered with an error: %s", pos[0], pos[1], e)
+			return fmt.Errorf("request to %s %s: the runtime answered with an error: %s%s", pos[0], pos[1], e, handledNote(pos[0], handled))
 		}
 		return printRecord(out, reply.Header.Get(router.TypenameHeader), reply.Data)
 	}
@@ -122,7 +131,7 @@ func tailCmd(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("usage: twinflow tail [--all] SUBJECT")
+		return usageError("tail", "tail: want one SUBJECT, got %d arguments", len(pos))
 	}
 	t, err := tf.resolve()
 	if err != nil {
@@ -188,6 +197,8 @@ func tailCmd(ctx context.Context, args []string, out io.Writer) error {
 			continue
 		case ctx.Err() != nil:
 			return nil
+		case !errors.Is(err, jetstream.ErrMsgNotFound) && !nc.IsConnected():
+			return fmt.Errorf("reading stream %s: the connection to %s is lost (did the runtime stop?): %w", name, t.NATSURL, err)
 		case !errors.Is(err, jetstream.ErrMsgNotFound):
 			return fmt.Errorf("reading stream %s: %w", name, err)
 		}
@@ -210,7 +221,7 @@ func stateCmd(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if len(pos) < 2 || len(pos) > 3 {
-		return errors.New("usage: twinflow state get TYPE ID [NAME]")
+		return usageError("state get", "state get: want TYPE ID [NAME], got %d arguments", len(pos))
 	}
 	if err := splitType(pos[0]); err != nil {
 		return err
@@ -226,6 +237,9 @@ func stateCmd(ctx context.Context, args []string, out io.Writer) error {
 	resp, err := c.GetState(ctx, connect.NewRequest(req))
 	if err != nil {
 		return t.adminError(err)
+	}
+	if len(resp.Msg.GetValues()) == 0 {
+		return noState(ctx, c, req)
 	}
 	doc := stateDoc{Address: pos[0] + "/" + pos[1], Values: map[string]stateValue{}}
 	for _, v := range resp.Msg.GetValues() {
@@ -304,6 +318,9 @@ func functionsCmd(ctx context.Context, args []string, out io.Writer) error {
 		for _, s := range f.GetStateSpecs() {
 			fmt.Fprintf(out, "  %s\t%s\t%s %dms\n", s.GetName(), s.GetTypename(), s.GetExpiryMode(), s.GetExpireAfterMillis())
 		}
+		if h := f.GetHandledTypenames(); len(h) > 0 {
+			fmt.Fprintf(out, "  handled messages: %s\n", strings.Join(h, ", "))
+		}
 	}
 	return nil
 }
@@ -317,7 +334,7 @@ func checkpointCmd(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	if len(pos) != 1 {
-		return errors.New("usage: twinflow checkpoint now | list | status")
+		return usageError("checkpoint", "checkpoint: want one verb: now, list or status")
 	}
 	t, c, err := tf.adminAPI()
 	if err != nil {
@@ -348,7 +365,7 @@ func checkpointCmd(ctx context.Context, args []string, out io.Writer) error {
 			fmt.Fprintf(out, "in progress: %d\n", id)
 		}
 	default:
-		return fmt.Errorf("unknown checkpoint command %q: want now, list or status", pos[0])
+		return usageError("checkpoint", "checkpoint: unknown verb %q: want now, list or status", pos[0])
 	}
 	return nil
 }

@@ -21,6 +21,7 @@ const keysUsage = `usage:
   twinflow keys rotate admin-token [--data DIR]     replace the admin API's token
   twinflow keys rotate ingress-token [--data DIR]   replace the HTTP/Connect front door's token
   twinflow keys rotate nats IDENTITY [--data DIR]   replace an NATS identity's nkey (runtime, client or a user)
+  twinflow keys rotate mqtt DEVICE [--data DIR]     replace an MQTT device identity's password
   twinflow keys nats-config [-config module.yaml] [--data DIR]
                                                     print the authorization block of a nats-server configuration
                                                     with the data dir's identities and their permissions`
@@ -83,6 +84,14 @@ func keysCmd(args []string, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "the nkey of %s is replaced (%s, public key %s).\n", id.Name, id.SeedFile, id.Public)
 		fmt.Fprintf(out, "The embedded NATS server accepts it, and no longer the old one, from the runtime's next start.\n")
+		return nil
+	case len(verb) == 3 && verb[0] == "rotate" && verb[1] == "mqtt":
+		d, err := secrets.RotateDevicePassword(dir, verb[2])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "the password of MQTT device %s is replaced (%s).\n", d.Name, d.PasswordFile)
+		fmt.Fprintf(out, "The MQTT gateway accepts it, and no longer the old one, from the runtime's next start.\n")
 		return nil
 	case len(verb) == 1 && verb[0] == "nats-config":
 		return natsConfig(out, dir, *config)

@@ -60,8 +60,20 @@ func runCmd(ctx context.Context, args []string) error {
 	dedupWindow := fs.Duration("dedup-window", 10*time.Minute, "how long a publish repeated with the same Nats-Msg-Id is dropped, across restarts")
 	spillBudget := fs.String("spill-budget", "16GiB", "disk for address backlogs moved out of memory; intake pauses when it is used up")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	if _, err := parse(fs, args); err != nil {
+	mqtt := addMQTTFlags(fs)
+	var pages consolePages
+	fs.Var(&pages, "console-page", "NAME=DIR: serve the pages in DIR (index.html first) in the web console under /ui/apps/NAME/; repeatable")
+	pos, err := parse(fs, args)
+	if err != nil {
 		return err
+	}
+	switch {
+	case len(pos) > 1:
+		return usageError("run", "run: unexpected arguments %q; the module spec is one file (-config module.yaml, or module.yaml alone)", pos)
+	case len(pos) == 1 && *configPath != "":
+		return usageError("run", "run: two module specs, -config %s and %s; give one", *configPath, pos[0])
+	case len(pos) == 1:
+		*configPath = pos[0]
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
@@ -86,6 +98,7 @@ func runCmd(ctx context.Context, args []string) error {
 			return err
 		}
 	}
+	mqtt.apply(module)
 	if *restore != "" {
 		if err := restoreSavepoint(*restore, filepath.Join(*dataDir, "state")); err != nil {
 			return err
@@ -101,9 +114,12 @@ func runCmd(ctx context.Context, args []string) error {
 		IngressAddr: *ingress, IngressTLSCertFile: *ingressTLSCert, IngressTLSKeyFile: *ingressTLSKey, IngressClientCAFile: *ingressClientCA,
 		IngressInsecure: *ingressInsecure,
 		Shards:          *shards, KeyGroups: *keyGroups, CheckpointInterval: *interval, Memory: runtime.Memory{Total: total}, Logger: log,
-		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill,
+		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill, ConsolePages: pages.fs(),
 	}
 	e, err := runtime.Start(ctx, cfg)
+	if errors.Is(err, natsbus.ErrMQTTPortInUse) {
+		return fmt.Errorf("%w: the MQTT gateway's port is taken (an MQTT broker, or another twinflow run?); choose another with -mqtt-port (or mqtt.port in the module spec)", err)
+	}
 	if errors.Is(err, natsbus.ErrPortInUse) {
 		return fmt.Errorf("%w: -nats-port %d is taken (another twinflow run, or a NATS server?); choose another port, "+
 			"or leave -nats-port out to take 4222 or else a free port", err, *natsPort)
@@ -122,11 +138,12 @@ func runCmd(ctx context.Context, args []string) error {
 	// A clean stop leaves no runtime file behind; one a crash leaves names
 	// a process that has gone, which clients notice.
 	defer runinfo.Remove(info.DataDir)
-	printRunning(os.Stderr, info, e.Budget())
+	printRunning(os.Stderr, info, e.Budget(), *configPath, module)
 	select {
 	case <-ctx.Done():
 	case <-e.Done():
-		return nil
+		// Stopped by itself: it could not continue (a disk it cannot write).
+		return e.Err()
 	}
 	// A second signal ends the process at once: the last complete
 	// checkpoint is where the next start resumes.
@@ -148,19 +165,29 @@ func runCmd(ctx context.Context, args []string) error {
 	}
 }
 
-// printRunning says where the runtime is and which credentials reach it.
-func printRunning(w io.Writer, info runinfo.Info, budget runtime.Budget) {
-	fmt.Fprintf(w, "twinflow running\n  nats:         %s\n", info.NATSURL)
+// printRunning says where the runtime is, what it runs and which
+// credentials reach it; its last line says that it is ready.
+func printRunning(w io.Writer, info runinfo.Info, budget runtime.Budget, config string, module *spec.Module) {
+	fmt.Fprintf(w, "twinflow running\n")
+	if config == "" {
+		fmt.Fprintf(w, "  module:       none (-config module.yaml names the function endpoints, ingresses and egresses)\n")
+	} else {
+		fmt.Fprintf(w, "  module:       %s: %d endpoints, %d ingresses, %d egresses\n", config, len(module.Endpoints), len(module.Ingresses), len(module.Egresses))
+	}
+	fmt.Fprintf(w, "  nats:         %s\n", info.NATSURL)
 	if info.NATSCreds != "" {
 		fmt.Fprintf(w, "                client credentials %s, inbox prefix %s\n", info.NATSCreds, info.NATSInboxPrefix)
 	}
+	printMQTT(w, info, module)
 	fmt.Fprintf(w, "  admin:        %s (token in %s)\n  metrics:      %s/metrics\n", info.AdminURL, info.AdminTokenFile, info.AdminURL)
+	fmt.Fprintf(w, "  console:      %s/ui/ (twinflow console prints a link that logs in)\n", info.AdminURL)
 	if info.IngressURL != "" {
 		fmt.Fprintf(w, "  ingress:      %s (POST /send/TYPE/ID, /call/TYPE/ID; token in %s)\n", info.IngressURL, info.IngressTokenFile)
 	}
 	fmt.Fprintf(w, "  signing key:  %s (endpoints: TWINFLOW_VERIFY_KEY=%s)\n", filepath.Join(info.DataDir, secrets.SigningPublicFile), strings.Join(info.SigningKeys, ","))
 	fmt.Fprintf(w, "  runtime file: %s (client commands find the runtime through it)\n", filepath.Join(info.DataDir, runinfo.FileName))
 	fmt.Fprintf(w, "  memory:       %s\n", budget)
+	fmt.Fprintf(w, "twinflow ready: clients may connect (pid %d)\n", info.PID)
 }
 
 // restoreSavepoint copies a savepoint into a data dir that has no state.

@@ -3,16 +3,19 @@ package main
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // These tests run the launcher as make run does, on the real binaries of
@@ -45,13 +48,13 @@ func buildBinaries(t *testing.T) string {
 }
 
 // launcher returns the launcher's command on free ports, with a module
-// spec whose endpoint is on a free port, and the directory its data dir is
-// made in.
-func launcher(t *testing.T) (*exec.Cmd, string) {
+// spec of deploy/datacenter whose endpoint is on a free port, and the
+// directory its data dir is made in.
+func launcher(t *testing.T, moduleSpec string) (*exec.Cmd, string) {
 	t.Helper()
 	bin := buildBinaries(t)
 	tmp := t.TempDir()
-	module, err := os.ReadFile("../datacenter/module.yaml")
+	module, err := os.ReadFile("../datacenter/" + moduleSpec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +64,7 @@ func launcher(t *testing.T) (*exec.Cmd, string) {
 		t.Fatal(err)
 	}
 	_, natsPort, _ := net.SplitHostPort(freeAddr(t))
-	cmd := exec.Command(filepath.Join(bin, "run-example"), "-bin", bin, "-module", specPath,
+	cmd := exec.Command(filepath.Join(bin, "run-example"), "-bin", bin, "-module", specPath, "-console-page", "../../examples/datacenter/console",
 		"-nats-port", natsPort, "-admin", freeAddr(t), "-racks", "1", "-servers", "2", "-interval", "100ms", "-faults", "disk:rack-0/srv-1@1s")
 	dataParent := filepath.Join(tmp, "tmp")
 	if err := os.Mkdir(dataParent, 0o755); err != nil {
@@ -69,7 +72,7 @@ func launcher(t *testing.T) (*exec.Cmd, string) {
 	}
 	// The data dir is made in dataParent; settings of the caller's
 	// environment do not apply.
-	cmd.Env = append(os.Environ(), "TMPDIR="+dataParent, "DATA=", "FAULTS=", "ALERTS=", "RACKFUN=")
+	cmd.Env = append(os.Environ(), "TMPDIR="+dataParent, "DATA=", "FAULTS=", "ALERTS=", "RACKFUN=", "MQTT=", "MQTT_PORT=", "MEMORY=")
 	return cmd, dataParent
 }
 
@@ -78,7 +81,7 @@ func launcher(t *testing.T) (*exec.Cmd, string) {
 // there: the reader of the pipe goes away too. No process and no data dir
 // may be left.
 func TestInterruptWithOutputOnAPipe(t *testing.T) {
-	cmd, dataParent := launcher(t)
+	cmd, dataParent := launcher(t, "module.yaml")
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -109,6 +112,11 @@ func TestInterruptWithOutputOnAPipe(t *testing.T) {
 	}
 	if len(pids) != 4 {
 		t.Fatalf("the launcher started %v; want 4 processes. Its output:\n%s", pids, strings.Join(output, "\n"))
+	}
+	if !slices.ContainsFunc(output, func(l string) bool {
+		return strings.Contains(l, "/ui/login?next=%2Fui%2Fapps%2Fdatacenter%2F#token=")
+	}) {
+		t.Errorf("the banner has no link to log in to the example's console page. The output:\n%s", strings.Join(output, "\n"))
 	}
 	r.Close() // the reader of the pipe is gone, as tee after Ctrl-C
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
@@ -149,7 +157,7 @@ func leftOver(t *testing.T, dir string) []string {
 // TestPortInUse takes the admin API's port first: the launcher must say
 // which port, by what, and what to do, and start nothing.
 func TestPortInUse(t *testing.T) {
-	cmd, dataParent := launcher(t)
+	cmd, dataParent := launcher(t, "module.yaml")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -170,5 +178,55 @@ func TestPortInUse(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dataParent); len(entries) > 0 {
 		t.Errorf("the launcher made a data dir: %v", entries)
+	}
+}
+
+// TestDevicesOverMQTT runs the example with the servers as MQTT devices:
+// the alerts their reports cause show that the reports reach the twins
+// through the MQTT gateway.
+func TestDevicesOverMQTT(t *testing.T) {
+	cmd, _ := launcher(t, "module-mqtt.yaml")
+	_, mqttPort, _ := net.SplitHostPort(freeAddr(t))
+	cmd.Args = append(cmd.Args, "-mqtt", "-mqtt-port", mqttPort)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	defer cmd.Process.Kill()
+	// Against a hang: a second interrupt makes the launcher kill
+	// everything, which ends its output.
+	stop := time.AfterFunc(2*time.Minute, func() {
+		_ = cmd.Process.Signal(syscall.SIGINT)
+		time.Sleep(time.Second)
+		_ = cmd.Process.Signal(syscall.SIGINT)
+	})
+	defer stop.Stop()
+	// The disk of srv-0-1 fails at 1s: its twin opens a disk incident.
+	alert := regexp.MustCompile(`server OPEN +rack-0/srv-0-1 DISK`)
+	var output []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		output = append(output, sc.Text())
+		if alert.MatchString(sc.Text()) {
+			break
+		}
+	}
+	if !slices.ContainsFunc(output, alert.MatchString) {
+		t.Fatalf("no disk alert; the launcher's output:\n%s", strings.Join(output, "\n"))
+	}
+	if !slices.ContainsFunc(output, func(l string) bool { return strings.Contains(l, "MQTT               mqtt://127.0.0.1:"+mqttPort) }) {
+		t.Errorf("the banner does not name the MQTT gateway:\n%s", strings.Join(output, "\n"))
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("the launcher: %v, want exit status 0", err)
 	}
 }

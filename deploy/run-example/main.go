@@ -20,14 +20,24 @@
 //	-data DIR        DATA       data directory, kept (default: a new temporary one, removed at exit)
 //	-nats-port N     NATS_PORT  port of the embedded NATS server (4222)
 //	-admin ADDR      ADMIN      admin API listen address (127.0.0.1:8090)
+//	-memory SIZE     MEMORY     the worker's memory budget (256MiB: the example's size; see below)
 //	-racks N         RACKS      racks of the simulated data center (4)
 //	-servers N       SERVERS    servers per rack (8)
 //	-interval D      INTERVAL   time between two reports of a server (1s)
 //	-faults LIST     FAULTS     fault schedule, kind:target@time,... (see examples/datacenter/sim)
 //	-alerts HOW      ALERTS     "decoded" (simulator -watch, one line each) or "tail" (twinflow tail)
+//	-mqtt            MQTT       the servers are MQTT devices (deploy/datacenter/module-mqtt.yaml)
+//	-mqtt-port N     MQTT_PORT  port of the MQTT gateway (1883)
+//	-console-page DIR           the example's page for the web console (examples/datacenter/console)
 //
 // The function endpoint listens where the module spec
 // (deploy/datacenter/module.yaml) says it is.
+//
+// The memory budget also sizes the disk the worker's store takes: Pebble's
+// write-ahead logs hold up to about five memtables of 5% of the budget
+// each, filled by the state the twins rewrite every second. The example's
+// 256MiB keeps them near 60 MB; twinflow run's default, 1GiB, would let
+// them reach 250 MB after a few minutes.
 package main
 
 import (
@@ -38,6 +48,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -60,12 +71,15 @@ const defaultFaults = "tor:rack-2@10s,disk:rack-1/srv-3@15s,dead:rack-0/srv-5@20
 type config struct {
 	bin, module, data string
 	natsPort          int
-	admin             string
+	admin, memory     string
 	racks, servers    int
 	interval          time.Duration
 	faults, alerts    string
 	readyTimeout      time.Duration
 	rackfun           string // "go", or "ts": the rack twin in TypeScript
+	mqtt              bool   // the simulated servers publish over MQTT
+	mqttPort          int
+	consolePage       string // the example's page for the web console; "" for none
 	endpoint          string // from the module spec
 	rackEndpoint      string // of datacenter/rack, when another endpoint serves it
 }
@@ -77,6 +91,9 @@ const (
 	tsRackModule = "deploy/datacenter/module-ts-rack.yaml"
 )
 
+// mqttModule is the module spec of the example fed by MQTT devices.
+const mqttModule = "deploy/datacenter/module-mqtt.yaml"
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
@@ -84,8 +101,9 @@ func main() {
 // settings are the flags that take their default from an environment
 // variable, so that make run takes them too: make run RACKS=8.
 var settings = map[string]string{
-	"data": "DATA", "nats-port": "NATS_PORT", "admin": "ADMIN", "racks": "RACKS",
+	"data": "DATA", "nats-port": "NATS_PORT", "admin": "ADMIN", "memory": "MEMORY", "racks": "RACKS",
 	"servers": "SERVERS", "interval": "INTERVAL", "faults": "FAULTS", "alerts": "ALERTS", "rackfun": "RACKFUN",
+	"mqtt": "MQTT", "mqtt-port": "MQTT_PORT",
 }
 
 func parseConfig(args []string, stderr io.Writer) (config, error) {
@@ -98,6 +116,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.data, "data", "", "data directory, kept at exit (default: a new temporary one, removed at exit) ($DATA)")
 	fs.IntVar(&c.natsPort, "nats-port", 4222, "port of the embedded NATS server ($NATS_PORT)")
 	fs.StringVar(&c.admin, "admin", "127.0.0.1:8090", "admin API listen address ($ADMIN)")
+	fs.StringVar(&c.memory, "memory", "256MiB", "the worker's memory budget, which also bounds the disk its write-ahead logs take ($MEMORY)")
 	fs.IntVar(&c.racks, "racks", 4, "racks of the simulated data center ($RACKS)")
 	fs.IntVar(&c.servers, "servers", 8, "servers per rack ($SERVERS)")
 	fs.DurationVar(&c.interval, "interval", time.Second, "time between two reports of a server ($INTERVAL)")
@@ -105,6 +124,9 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.alerts, "alerts", "decoded", `how to print the alerts: "decoded" (simulator -watch) or "tail" (twinflow tail) ($ALERTS)`)
 	fs.DurationVar(&c.readyTimeout, "ready-timeout", time.Minute, "how long to wait for each process to serve")
 	fs.StringVar(&c.rackfun, "rackfun", "go", `which rack twin serves datacenter/rack: "go", or "ts", the TypeScript one in `+tsRack+`, built by make ts ($RACKFUN)`)
+	fs.BoolVar(&c.mqtt, "mqtt", false, "the simulated servers are MQTT devices that publish through the runtime's MQTT gateway, with the module spec "+mqttModule+" ($MQTT)")
+	fs.IntVar(&c.mqttPort, "mqtt-port", 1883, "with -mqtt: port of the MQTT gateway ($MQTT_PORT)")
+	fs.StringVar(&c.consolePage, "console-page", "examples/datacenter/console", "directory of the example's page for the web console; empty for none")
 	for name, env := range settings {
 		if v := os.Getenv(env); v != "" {
 			if err := fs.Set(name, v); err != nil {
@@ -121,15 +143,28 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	if c.alerts != "decoded" && c.alerts != "tail" {
 		return c, fmt.Errorf("-alerts (ALERTS) is %q; want decoded or tail", c.alerts)
 	}
+	moduleSet := false
+	fs.Visit(func(f *flag.Flag) { moduleSet = moduleSet || f.Name == "module" })
 	switch c.rackfun {
 	case "go":
+		if c.mqtt && !moduleSet {
+			c.module = mqttModule
+		}
 	case "ts":
+		if c.mqtt {
+			return c, errors.New("-rackfun ts (RACKFUN=ts) and -mqtt (MQTT=1) cannot be combined: each has a module spec of its own")
+		}
 		if _, err := os.Stat(tsRack); err != nil {
 			return c, fmt.Errorf("-rackfun ts: %s is missing: run make ts, or make run RACKFUN=ts", tsRack)
 		}
 		c.module = tsRackModule
 	default:
 		return c, fmt.Errorf("-rackfun (RACKFUN) is %q; want go or ts", c.rackfun)
+	}
+	if c.consolePage != "" {
+		if _, err := os.Stat(filepath.Join(c.consolePage, "index.html")); err != nil {
+			return c, fmt.Errorf("-console-page %s: %w (run make run from the repository's top, or give -console-page '' to run without the page)", c.consolePage, err)
+		}
 	}
 	m, err := spec.Load(c.module)
 	if err != nil {
@@ -182,19 +217,25 @@ func processes(c config) []process {
 			stopWithin: 10 * time.Second,
 		})
 	}
+	runArgs := []string{"run", "-config", c.module, "-data", filepath.Join(c.data, "twinflow"),
+		"-nats-port", strconv.Itoa(c.natsPort), "-admin", c.admin, "-memory", c.memory}
+	runArgs = append(runArgs, c.mqttArgs("-mqtt-port", strconv.Itoa(c.mqttPort))...)
+	if c.consolePage != "" {
+		runArgs = append(runArgs, "-console-page", "datacenter="+c.consolePage)
+	}
 	return append(ps, []process{
 		{
 			name: "twinflow run", bin: "twinflow",
-			args: []string{"run", "-config", c.module, "-data", filepath.Join(c.data, "twinflow"),
-				"-nats-port", strconv.Itoa(c.natsPort), "-admin", c.admin},
-			log: "twinflow.log", ready: healthy("http://" + c.admin + "/healthz"),
+			args: runArgs,
+			log:  "twinflow.log", ready: healthy("http://" + c.admin + "/healthz"),
 			waitsFor:   "to answer on http://" + c.admin + "/healthz",
 			stopWithin: 90 * time.Second, // its final checkpoint may take up to a minute
 		},
 		{
 			name: "the simulator", bin: "simulator",
-			args: []string{"-racks", strconv.Itoa(c.racks), "-servers", strconv.Itoa(c.servers),
+			args: append([]string{"-racks", strconv.Itoa(c.racks), "-servers", strconv.Itoa(c.servers),
 				"-interval", c.interval.String(), "-fault", c.faults},
+				c.mqttArgs("-mqtt", c.mqttURL(), "-mqtt-password-file", filepath.Join(c.data, "twinflow", "secrets", "mqtt", "device.password"))...),
 			// Its fault injections and problems show next to the alerts
 			// they cause.
 			log: "simulator.log", show: simulatorNews.MatchString, stopWithin: 10 * time.Second,
@@ -202,6 +243,16 @@ func processes(c config) []process {
 		alerts,
 	}...)
 }
+
+// mqttArgs returns args with -mqtt, none without.
+func (c config) mqttArgs(args ...string) []string {
+	if !c.mqtt {
+		return nil
+	}
+	return args
+}
+
+func (c config) mqttURL() string { return "mqtt://127.0.0.1:" + strconv.Itoa(c.mqttPort) }
 
 // ports are the addresses the example listens on, each with what to do
 // when it is taken.
@@ -211,6 +262,9 @@ func ports(c config) []port {
 		{c.endpoint, "the function endpoint", "is another make run running? Stop it with Ctrl-C in its terminal; the endpoint's address is the URL in " + c.module},
 		{net.JoinHostPort("127.0.0.1", strconv.Itoa(c.natsPort)), "the embedded NATS server", "is another twinflow or NATS server running? Stop it (bin/twinflow stop --admin URL stops a twinflow), or choose another port with NATS_PORT=4223"},
 		{c.admin, "the twinflow admin API", "is another twinflow running? Stop it with bin/twinflow stop --admin " + admin + ", or choose another address with ADMIN=127.0.0.1:8091"},
+	}
+	if c.mqtt {
+		ps = append(ps, port{net.JoinHostPort("127.0.0.1", strconv.Itoa(c.mqttPort)), "the MQTT gateway", "is an MQTT broker or another twinflow running? Stop it, or choose another port with MQTT_PORT=1884"})
 	}
 	if c.rackEndpoint != "" {
 		ps = append(ps, port{c.rackEndpoint, "the rack endpoint", "is another make run running? Stop it with Ctrl-C in its terminal; the address is the datacenter/rack URL in " + c.module})
@@ -345,12 +399,16 @@ func supervise(ctx context.Context, g *group, procs []process, c config, out, er
 }
 
 func printBanner(out *terminal, c config) {
+	mqttLine := ""
+	if c.mqtt {
+		mqttLine = "\n  MQTT               " + c.mqttURL() + " (the servers publish their reports here, QoS 1, to dc1/<rack>/<server>/metrics)"
+	}
 	out.printf(`
 The data-center twin is running: %d racks of %d servers, one report each per %s.
-  function endpoint  http://%s
+%s  function endpoint  http://%s
   twinflow admin     http://%s
   metrics            http://%s/metrics
-  NATS               nats://127.0.0.1:%d
+  NATS               nats://127.0.0.1:%d%s
   logs               %s
   faults             %s
 
@@ -362,7 +420,24 @@ In another terminal (the commands find this runtime: it is the one started last)
   bin/simulator -unhealthy dc           # the same question, the answer decoded
   bin/twinflow tail datacenter.alerts   # the raw alert records
 
-`, c.racks, c.servers, c.interval, c.endpoint, c.admin, c.admin, c.natsPort, filepath.Join(c.data, "logs"), c.faults)
+`, c.racks, c.servers, c.interval, consoleLines(c), c.endpoint, c.admin, c.admin, c.natsPort, mqttLine, filepath.Join(c.data, "logs"), c.faults)
+}
+
+// consoleLines are the banner's lines about the web console: its address,
+// and a link that logs the browser in and opens the example's page. The
+// token travels in the link's fragment, which the browser sends nowhere.
+func consoleLines(c config) string {
+	base := "http://" + c.admin + "/ui/"
+	page := base
+	if c.consolePage != "" {
+		page = base + "apps/datacenter/"
+	}
+	token, err := os.ReadFile(filepath.Join(c.data, "twinflow", "secrets", "admin.token"))
+	if err != nil {
+		return fmt.Sprintf("  web console        %s (log in with the token in %s)\n", page, filepath.Join(c.data, "twinflow", "secrets", "admin.token"))
+	}
+	return fmt.Sprintf("  web console        %s\n  open to log in     %slogin?next=%s#token=%s\n",
+		page, base, url.QueryEscape(strings.TrimPrefix(page, "http://"+c.admin)), url.QueryEscape(strings.TrimSpace(string(token))))
 }
 
 // listening is ready once addr accepts TCP connections.

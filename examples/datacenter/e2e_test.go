@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -316,6 +317,7 @@ func deploy(t *testing.T, tsRack bool) *deployment {
 		Memory:             runtime.Memory{Total: 256 << 20},
 		Logger:             logger,
 		Now:                clock.Now,
+		ConsolePages:       map[string]fs.FS{"datacenter": datacenter.ConsolePage},
 	})
 	if err != nil {
 		t.Fatalf("starting the worker: %v", err)

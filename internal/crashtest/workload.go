@@ -15,9 +15,9 @@ const (
 	// later invocation: the cancel must be processed before the message
 	// falls due, so the delay is far longer than a crash and restart keep
 	// an address from running (a restart of the race-enabled runtime on a
-	// loaded machine took up to 8 s). Waiting it out after the run is what
+	// loaded machine took up to 13 s). Waiting it out after the run is what
 	// shows that no cancelled message fired.
-	LateCancelDelay = 15 * time.Second
+	LateCancelDelay = 25 * time.Second
 )
 
 // Options shape a workload. Zero values take the defaults.

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
@@ -79,6 +80,7 @@ type Coordinator struct {
 	log     *slog.Logger
 	m       *Metrics
 
+	held   atomic.Bool // only checkpoints asked for with Checkpoint are taken
 	parts  chan *shard.Part
 	seqs   chan readerSeq
 	want   chan struct{}
@@ -172,6 +174,11 @@ func (c *Coordinator) Recover(ctx context.Context) error {
 	return c.publishPending(ctx)
 }
 
+// Hold stops the checkpoints on the interval and on pressure: after a
+// clean stop's final checkpoint, nothing may follow it, so that a savepoint
+// holds exactly the checkpoint the stop reported.
+func (c *Coordinator) Hold() { c.held.Store(true) }
+
 // Checkpoint takes a checkpoint now and waits until it is complete.
 func (c *Coordinator) Checkpoint(ctx context.Context) (*storagev1.Manifest, error) {
 	ch := make(chan result, 1)
@@ -201,6 +208,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-c.want:
 		case waiter = <-c.demand:
+		}
+		if waiter == nil && c.held.Load() {
+			continue
 		}
 		man, err := c.take(ctx)
 		if waiter != nil {
@@ -306,7 +316,7 @@ func (c *Coordinator) commit(ctx context.Context, overlays []*state.Overlay, met
 		c.m.commitFailures.Inc()
 		d := retry.Next()
 		if retry.Retries() == 1 || retry.Retries()%10 == 0 {
-			c.log.Error("writing checkpoint failed; intake pauses as memory fills, queries go on; retrying",
+			c.log.Error("writing checkpoint failed; intake pauses, queries go on; retrying",
 				"err", err, "attempts", retry.Retries(), "retry_in", d)
 		}
 		select {

@@ -67,8 +67,7 @@ type Reader struct {
 	paused  atomic.Bool   // intake stopped for shutdown
 	failing atomic.Pointer[Failure]
 	lastSeq uint64
-	// position is lastSeq for other goroutines.
-	position atomic.Uint64
+	readSeq atomic.Uint64 // lastSeq, for other goroutines
 	// pending are messages read from the stream and not yet delivered: a
 	// round delivers about maxRoundItems.
 	pending []natsbus.Msg
@@ -115,13 +114,9 @@ func New(cfg Config, bus *natsbus.Reader, startAfter uint64, rt *router.Router, 
 		lastSeq: startAfter,
 		batches: make([][]shard.Item, shards.Count()),
 	}
-	r.position.Store(startAfter)
+	r.readSeq.Store(startAfter)
 	return r
 }
-
-// Position is the stream sequence of the last message the reader handed to
-// the shards (or dead-lettered): everything up to it has been read.
-func (r *Reader) Position() uint64 { return r.position.Load() }
 
 // SetBarriers sets where barrier sequences go; the coordinator is built
 // after its readers.
@@ -129,6 +124,11 @@ func (r *Reader) SetBarriers(b Barriers) { r.barriers = b }
 
 // Name identifies the reader in checkpoint manifests.
 func (r *Reader) Name() string { return r.cfg.Name }
+
+// Position is the stream sequence of the last message the reader delivered
+// to the shards or dead-lettered (or the one it started after): everything
+// up to it has been read. It may be called from any goroutine.
+func (r *Reader) Position() uint64 { return r.readSeq.Load() }
 
 // RequestBarrier asks for barrier id between two batches.
 func (r *Reader) RequestBarrier(id uint64) { r.barrier.Store(id) }
@@ -275,7 +275,7 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) int {
 		}
 	}
 	r.lastSeq = msgs[taken-1].Seq
-	r.position.Store(r.lastSeq)
+	r.readSeq.Store(r.lastSeq)
 	r.m.messages.Add(float64(read))
 	r.m.deadLetters.Add(float64(len(dead)))
 	return taken

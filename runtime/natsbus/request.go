@@ -2,11 +2,16 @@ package natsbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
+
+// ErrNoReply is wrapped by the error of a [Request] that was stored but
+// not answered before its context ended.
+var ErrNoReply = errors.New("no reply")
 
 // Request publishes data to subject through JetStream and waits for one
 // answer. It subscribes to a fresh inbox, names it in the [ReplyToHeader]
@@ -34,7 +39,7 @@ func Request(ctx context.Context, js jetstream.JetStream, subject string, header
 	}
 	reply, err := sub.NextMsgWithContext(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("natsbus: waiting for the reply to %q: %w", subject, err)
+		return nil, fmt.Errorf("natsbus: waiting for the reply to %q: %w: %w", subject, ErrNoReply, err)
 	}
 	return reply, nil
 }

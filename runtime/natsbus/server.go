@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -44,6 +47,12 @@ type ServerOptions struct {
 	// and loses the last interval's acknowledged writes on power loss (not on
 	// a process crash).
 	SyncInterval time.Duration
+	// MQTT, when set, starts the server's MQTT gateway: MQTT 3.1.1 clients
+	// publish to topics, which the server turns into subjects. It needs
+	// JetStream, where it keeps sessions and QoS 1 and 2 messages (streams
+	// named $MQTT_*). MQTT clients authenticate as the Users with a
+	// Password.
+	MQTT *MQTTOptions
 	// MaxPayload is the largest message payload the server accepts.
 	// Default: the server's default (1 MiB).
 	MaxPayload int32
@@ -52,15 +61,38 @@ type ServerOptions struct {
 	ReadyTimeout time.Duration
 	// Logger receives the server's log. Default slog.Default().
 	Logger *slog.Logger
+	// OnStoreFailure, when set, is called once when JetStream reports that
+	// it could not write its store (a full disk, a permission problem, an
+	// I/O error). A single server does not recover from that by itself: the
+	// stream that failed refuses every later write, and a permission
+	// problem disables JetStream, until the server restarts.
+	OnStoreFailure func(error)
 }
 
-// User is an identity of an embedded server: an nkey and what it may do.
+// MQTTOptions configure the MQTT gateway of an embedded server.
+type MQTTOptions struct {
+	// Host is the address the gateway listens on. Default 127.0.0.1.
+	Host string
+	// Port is the gateway's port; -1 means a free port (see
+	// [Server.MQTTURL]). A taken port is an error wrapping [ErrPortInUse].
+	Port int
+	// TLS, when set, makes the gateway accept only TLS connections.
+	TLS *tls.Config
+}
+
+// User is an identity of an embedded server: an nkey, or a user name and a
+// password, and what it may do.
 type User struct {
-	// Name says who the user is, in logs and rendered configurations.
+	// Name says who the user is, in logs and rendered configurations; it
+	// is the user name of a user with a Password.
 	Name string
 	// NKey is the user's public nkey ("U..."). The client proves it holds
 	// the seed by signing the server's nonce.
 	NKey string
+	// Password, set instead of NKey, authenticates an MQTT client by the
+	// user name Name and this password (MQTT cannot sign a nonce). Such a
+	// user may connect over MQTT only.
+	Password string
 	// Unrestricted users may publish and subscribe to anything (the
 	// runtime). Otherwise Publish and Subscribe say what the user may do.
 	Unrestricted bool
@@ -81,10 +113,15 @@ const DefaultPort = 4222
 // ErrPortInUse is returned when the port asked for is taken.
 var ErrPortInUse = errors.New("port in use")
 
+// ErrMQTTPortInUse is returned when the MQTT gateway's port is taken; it
+// wraps ErrPortInUse.
+var ErrMQTTPortInUse = fmt.Errorf("MQTT %w", ErrPortInUse)
+
 // Server is a running embedded NATS server with JetStream.
 type Server struct {
-	ns  *server.Server
-	log *slog.Logger
+	ns      *server.Server
+	log     *slog.Logger
+	mqttURL string
 }
 
 // StartServer starts an embedded NATS server with JetStream storing in
@@ -123,10 +160,23 @@ func StartServer(opts ServerOptions) (*Server, error) {
 	case port > 0 && !portFree(opts.Host, port):
 		return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(opts.Host, strconv.Itoa(port)), ErrPortInUse)
 	}
+	if opts.MQTT != nil {
+		m := *opts.MQTT
+		if m.Host == "" {
+			m.Host = "127.0.0.1"
+		}
+		if m.Port > 0 && !portFree(m.Host, m.Port) {
+			return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), ErrMQTTPortInUse)
+		}
+		opts.MQTT = &m
+	}
 	s, err := startServer(opts, port, log)
 	if err != nil && port > 0 && !portFree(opts.Host, port) {
 		// The port was taken between the check and the bind.
 		return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(opts.Host, strconv.Itoa(port)), ErrPortInUse)
+	}
+	if m := opts.MQTT; err != nil && m != nil && m.Port > 0 && !portFree(m.Host, m.Port) {
+		return nil, fmt.Errorf("natsbus: %s: %w", net.JoinHostPort(m.Host, strconv.Itoa(m.Port)), ErrMQTTPortInUse)
 	}
 	return s, err
 }
@@ -140,7 +190,14 @@ func startServer(opts ServerOptions, port int, log *slog.Logger) (*Server, error
 		StoreDir:   opts.Dir,
 		MaxPayload: opts.MaxPayload,
 		NoSigs:     true,
-		Nkeys:      serverUsers(opts.Users),
+	}
+	sopts.Nkeys, sopts.Users = serverUsers(opts.Users)
+	if m := opts.MQTT; m != nil {
+		sopts.MQTT.Host, sopts.MQTT.Port = m.Host, m.Port
+		if m.TLS != nil {
+			sopts.MQTT.TLSConfig = m.TLS.Clone()
+			sopts.MQTT.TLSTimeout = 2
+		}
 	}
 	if opts.TLS != nil {
 		sopts.TLSConfig = opts.TLS.Clone()
@@ -157,7 +214,7 @@ func startServer(opts ServerOptions, port int, log *slog.Logger) (*Server, error
 	if err != nil {
 		return nil, fmt.Errorf("natsbus: configure server: %w", err)
 	}
-	ns.SetLoggerV2(slogAdapter{log}, false, false, false)
+	ns.SetLoggerV2(slogAdapter{log: log, onStoreFailure: onceFunc(opts.OnStoreFailure)}, false, false, false)
 	ns.Start()
 	if !ns.ReadyForConnections(opts.ReadyTimeout) {
 		ns.Shutdown()
@@ -169,29 +226,62 @@ func startServer(opts ServerOptions, port int, log *slog.Logger) (*Server, error
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("natsbus: JetStream did not start in %s", opts.Dir)
 	}
+	srv := &Server{ns: ns, log: log}
+	if m := opts.MQTT; m != nil {
+		// The server wrote the port it took into its options.
+		srv.mqttURL = mqttURL(m.Host, sopts.MQTT.Port, m.TLS != nil)
+		log.Info("MQTT gateway ready", "url", srv.mqttURL, "tls", m.TLS != nil)
+	}
 	log.Info("NATS server ready", "url", ns.ClientURL(), "store", opts.Dir, "sync_always", sopts.SyncAlways,
 		"users", len(opts.Users), "tls", opts.TLS != nil)
-	return &Server{ns: ns, log: log}, nil
+	return srv, nil
 }
 
-// serverUsers turns users into the server's nkey users.
-func serverUsers(users []User) []*server.NkeyUser {
-	var out []*server.NkeyUser
+// serverUsers turns users into the server's nkey users and the users with
+// a password (MQTT only).
+func serverUsers(users []User) ([]*server.NkeyUser, []*server.User) {
+	var nkeys []*server.NkeyUser
+	var named []*server.User
 	for _, u := range users {
-		nu := &server.NkeyUser{Nkey: u.NKey}
+		var perms *server.Permissions
 		if !u.Unrestricted {
-			nu.Permissions = &server.Permissions{
+			perms = &server.Permissions{
 				Publish:   &server.SubjectPermission{Allow: nonNil(u.Publish.Allow), Deny: u.Publish.Deny},
-				Subscribe: &server.SubjectPermission{Allow: nonNil(u.Subscribe.Allow), Deny: u.Subscribe.Deny},
+				Subscribe: &server.SubjectPermission{Allow: u.Subscribe.Allow, Deny: u.Subscribe.Deny},
+			}
+			if len(u.Subscribe.Allow) == 0 {
+				// The server reads an empty subscribe allow list as no
+				// restriction at all: deny everything instead.
+				perms.Subscribe.Deny = append(slices.Clone(u.Subscribe.Deny), ">")
 			}
 		}
-		out = append(out, nu)
+		if u.Password != "" {
+			named = append(named, &server.User{Username: u.Name, Password: u.Password, Permissions: perms,
+				AllowedConnectionTypes: map[string]struct{}{jwt.ConnectionTypeMqtt: {}}})
+			continue
+		}
+		nkeys = append(nkeys, &server.NkeyUser{Nkey: u.NKey, Permissions: perms})
 	}
-	return out
+	return nkeys, named
 }
 
-// nonNil keeps an empty allow list meaning "nothing": the server treats a
-// nil Allow as no restriction, and an empty one as allowing nothing.
+// mqttURL is the URL MQTT clients connect to: mqtt://host:port, or
+// mqtts:// with TLS. A gateway listening on every interface is reached on
+// the loopback address.
+func mqttURL(host string, port int, tls bool) string {
+	if host == "0.0.0.0" || host == "::" || host == "" {
+		host = "127.0.0.1"
+	}
+	scheme := "mqtt"
+	if tls {
+		scheme = "mqtts"
+	}
+	return scheme + "://" + net.JoinHostPort(host, strconv.Itoa(port))
+}
+
+// nonNil keeps an empty publish allow list meaning "nothing": the server
+// treats a nil publish Allow as no restriction, and an empty one as
+// allowing nothing. (Not so for subscribe: see serverUsers.)
 func nonNil(s []string) []string {
 	if len(s) == 0 {
 		return []string{}
@@ -222,6 +312,10 @@ func (s *Server) ClientURL() string {
 	return u
 }
 
+// MQTTURL returns the URL MQTT clients connect to (mqtt://127.0.0.1:1883,
+// mqtts:// with TLS), or "" when the gateway is off.
+func (s *Server) MQTTURL() string { return s.mqttURL }
+
 // Shutdown stops the server and waits until it has stopped. JetStream state
 // is flushed to the store directory.
 func (s *Server) Shutdown() {
@@ -229,14 +323,43 @@ func (s *Server) Shutdown() {
 	s.ns.WaitForShutdown()
 }
 
-// slogAdapter sends nats-server's log to slog.
-type slogAdapter struct{ log *slog.Logger }
+// slogAdapter sends nats-server's log to slog, and watches it for the
+// failures of JetStream's store.
+type slogAdapter struct {
+	log            *slog.Logger
+	onStoreFailure func(error)
+}
 
 func (a slogAdapter) logf(level slog.Level, format string, v []any) {
+	if level >= slog.LevelWarn && a.onStoreFailure != nil {
+		if msg := fmt.Sprintf(format, v...); isStoreFailure(msg) {
+			a.onStoreFailure(errors.New(msg))
+		}
+	}
 	if !a.log.Enabled(context.Background(), level) {
 		return
 	}
 	a.log.Log(context.Background(), level, fmt.Sprintf(format, v...))
+}
+
+// isStoreFailure recognizes the messages with which nats-server reports a
+// store it cannot write any more: the only signal an embedded server gives.
+// Its own test (isOutOfSpaceErr) matches error text the same way; the
+// package's tests check these against the server in use.
+func isStoreFailure(msg string) bool {
+	return strings.Contains(msg, "Critical write error") || // a stream's file store (filestore.go)
+		strings.Contains(msg, "critical write error") || // a stream (stream.go)
+		strings.Contains(msg, "disabling JetStream") || // permission denied (stream.go)
+		strings.Contains(msg, "will be DISABLED") // out of space in clustered mode (jetstream.go)
+}
+
+// onceFunc returns a func calling f on its first call only; nil for nil.
+func onceFunc(f func(error)) func(error) {
+	if f == nil {
+		return nil
+	}
+	var once sync.Once
+	return func(err error) { once.Do(func() { f(err) }) }
 }
 
 // Noticef logs at debug level: the server's notices are its start-up

@@ -49,6 +49,10 @@ type Info struct {
 	NATSInboxPrefix string `json:"nats_inbox_prefix,omitempty"`
 	// NATSCA verifies the server's certificate, when it serves TLS.
 	NATSCA string `json:"nats_ca,omitempty"`
+	// MQTTURL is the embedded server's MQTT gateway (mqtt://host:port, or
+	// mqtts://), when it is on. Device passwords are in
+	// <data>/secrets/mqtt/<device>.password.
+	MQTTURL string `json:"mqtt_url,omitempty"`
 	// AdminURL is the base URL of the admin API.
 	AdminURL string `json:"admin_url"`
 	// AdminTokenFile holds the admin API's bearer token.

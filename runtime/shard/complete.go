@@ -142,20 +142,42 @@ func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 	wall := c.env.Wall().UnixNano()
 	addr := state.Address(b.addr)
 	specs := c.specs.Of(b.addr.Type)
+	// The state read for the call says whether the address is in the
+	// address index: with no value (of all its type declares) it is not;
+	// with some it is, unless the index lost an address since the read
+	// (an expired value swept meanwhile), and then the store looks.
+	hadState, unindexedSince := len(b.values) > 0, b.indexed != c.store.Unindexed()
+	wrote, deleted := false, false
 	for _, mu := range eff.GetStateMutations() {
 		// Values that expire after invoke live on while their address is
 		// used; a written one was refreshed by its write.
 		delete(b.values, mu.GetName())
 		if mu.GetKind() == twinflowv1.StateMutation_KIND_DELETE {
 			c.store.DeleteValue(b.kg, addr, mu.GetName())
+			deleted = true
 			continue
 		}
+		wrote = true
 		v := state.Value{Typename: mu.GetValue().GetTypename(), Data: mu.GetValue().GetValue()}
 		if s := specByName(specs, mu.GetName()); s != nil {
 			v.Expiry = s.GetExpiryMode()
 			v.ExpireAfterMillis = s.GetExpireAfterMillis()
 		}
 		c.store.PutValue(b.kg, addr, mu.GetName(), v.Refreshed(nowMs))
+	}
+	if wrote && (!hadState || unindexedSince) {
+		index := c.store.IndexAddress
+		if !hadState {
+			index = c.store.IndexNewAddress
+		}
+		if err := index(b.kg, addr); err != nil {
+			c.log.Error("adding an address to the address index failed", "address", b.addr.String(), "err", err)
+		}
+	}
+	if deleted {
+		if err := c.store.UnindexIfEmpty(b.kg, addr); err != nil {
+			c.log.Error("removing an address from the address index failed", "address", b.addr.String(), "err", err)
+		}
 	}
 	c.store.Touch(b.kg, addr, b.values, nowMs)
 	for _, o := range eff.GetOutgoing() {
@@ -177,6 +199,7 @@ func (c *Core) apply(b *mailbox, eff *twinflowv1.Effects, now time.Time) {
 	for _, e := range eff.GetEgress() {
 		c.egress(b, e)
 	}
+	c.recordApplied(b, eff, time.Unix(0, wall))
 	m := c.typeInfo(b.addr.Type).m
 	m.invocations.Add(float64(len(b.inflight)))
 	for i := range b.inflight {
@@ -220,6 +243,7 @@ func (c *Core) registerSpecs(b *mailbox, sent *twinflowv1.AddressBatch, missing 
 // with the reason, and lets the address go on with its next messages.
 func (c *Core) deadLetter(b *mailbox, reason string) {
 	reason = router.ErrorText(reason)
+	c.recordDeadLettered(b, reason)
 	t := c.typeInfo(b.addr.Type)
 	t.m.deadLetters.Add(float64(len(b.inflight)))
 	t.deadLetters += len(b.inflight)

@@ -64,6 +64,11 @@ type Config struct {
 	DedupWindow time.Duration
 
 	TimerScanLimit int // delayed messages fired per key group per tick
+
+	// RecentAddresses bounds the addresses whose recent activity the shard
+	// keeps in memory (see Core.Activity); 0 means DefaultRecentAddresses,
+	// a negative number keeps none.
+	RecentAddresses int
 }
 
 // Defaults of Config.
@@ -100,6 +105,9 @@ func (cfg *Config) setDefaults() {
 	}
 	if cfg.Probe.Base <= 0 {
 		cfg.Probe = DefaultProbe
+	}
+	if cfg.RecentAddresses == 0 {
+		cfg.RecentAddresses = DefaultRecentAddresses
 	}
 	if cfg.DedupWindow <= 0 {
 		cfg.DedupWindow = DefaultDedupWindow
@@ -181,6 +189,8 @@ type Core struct {
 
 	types map[string]*typeInfo // by function type
 
+	recent *recent // nil when no activity is kept
+
 	// Reused by Dispatch.
 	calls  []*Call
 	picked []*mailbox
@@ -209,6 +219,9 @@ func NewCore(cfg Config, env Env, store Store, specs *Specs, m *Metrics, log *sl
 		mailboxKGs: make(map[int]bool),
 		nextDue:    dueUnknown,
 		types:      make(map[string]*typeInfo),
+	}
+	if cfg.RecentAddresses > 0 {
+		c.recent = newRecent(cfg.RecentAddresses)
 	}
 	return c
 }

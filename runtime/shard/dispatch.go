@@ -111,6 +111,7 @@ func (c *Core) readStates(picked []*mailbox, now time.Time) {
 			continue
 		}
 		b.values, b.readErr = c.store.ReadValues(b.kg, state.Address(b.addr), names, nowMs)
+		b.indexed = c.store.Unindexed()
 	}
 }
 

@@ -26,7 +26,8 @@ type mailbox struct {
 	inflight []Envelope              // in the current call, or waiting to be retried
 	specs    []*twinflowv1.StateSpec // declared when the state was read
 	values   map[string]state.Value
-	readErr  error // reading the state for the next call failed
+	readErr  error  // reading the state for the next call failed
+	indexed  uint64 // Store.Unindexed when the state was read
 
 	attempts     int       // failed attempts of the in-flight batch
 	failingSince time.Time // when the in-flight batch first failed

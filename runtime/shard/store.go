@@ -20,6 +20,18 @@ type Store interface {
 	DeleteValue(kg int, addr state.Address, name string)
 	// Touch refreshes the values of addr that expire after they are used.
 	Touch(kg int, addr state.Address, vals map[string]state.Value, now int64)
+	// IndexAddress adds addr to the address index unless it is there; the
+	// core calls it after writing a value of an address that may have had
+	// none. IndexNewAddress adds it without looking, after the first write
+	// of an address read with no state at all. UnindexIfEmpty removes addr
+	// from the index when it has no value left; the core calls it after
+	// deleting values. Unindexed counts the removals: an address read with
+	// state while it returned n is still indexed while it returns n. (The
+	// store itself keeps the index for the expired values it deletes.)
+	IndexAddress(kg int, addr state.Address) error
+	IndexNewAddress(kg int, addr state.Address) error
+	UnindexIfEmpty(kg int, addr state.Address) error
+	Unindexed() uint64
 	// SweepExpired deletes up to limit expired values in r from the key
 	// from on, and returns where the next sweep resumes.
 	SweepExpired(r keygroup.Range, from []byte, now int64, limit int) ([]byte, error)

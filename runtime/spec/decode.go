@@ -26,10 +26,16 @@ import (
 // the field is absent, null or of the wrong kind.
 type (
 	rawModule struct {
-		Endpoints []rawEndpoint `yaml:"endpoints"`
-		Ingresses []rawIngress  `yaml:"ingresses"`
-		Egresses  []rawEgress   `yaml:"egresses"`
-		Users     []rawUser     `yaml:"users"`
+		Endpoints   []rawEndpoint   `yaml:"endpoints"`
+		Ingresses   []rawIngress    `yaml:"ingresses"`
+		Egresses    []rawEgress     `yaml:"egresses"`
+		Users       []rawUser       `yaml:"users"`
+		DeadLetters *rawDeadLetters `yaml:"deadLetters"`
+		MQTT        *rawMQTT        `yaml:"mqtt"`
+	}
+	rawDeadLetters struct {
+		MaxAge   *duration `yaml:"maxAge"`
+		MaxBytes *string   `yaml:"maxBytes"`
 	}
 	rawEndpoint struct {
 		Functions         *string   `yaml:"functions" spec:"required"`
@@ -56,7 +62,8 @@ type (
 	}
 	rawIngress struct {
 		Name           string      `yaml:"name" spec:"required"`
-		Subject        string      `yaml:"subject" spec:"required"`
+		Subject        *string     `yaml:"subject"`
+		Topic          *string     `yaml:"topic"`
 		Typename       string      `yaml:"typename"`
 		TypenameHeader string      `yaml:"typenameHeader"`
 		Targets        []rawTarget `yaml:"targets" spec:"required"`
@@ -167,8 +174,11 @@ func (d *decoder) parse(data []byte) *Module {
 	d.ingresses(m, raw.Ingresses)
 	d.egresses(m, raw.Egresses)
 	d.users(m, raw.Users)
+	d.deadLetters(m, raw.DeadLetters)
+	d.mqtt(m, raw.MQTT)
 	d.crossCheck(m)
 	d.checkUsers(m)
+	d.checkDevices(m)
 	return m
 }
 
@@ -269,7 +279,16 @@ func (d *decoder) ingresses(m *Module, raw []rawIngress) {
 		at := fmt.Sprintf("ingresses[%d]", i)
 		// Every item yields a rule, so that the indexes in the errors of
 		// router.New match the file.
-		rule := router.IngressRule{Name: r.Name, Subject: r.Subject, Typename: r.Typename, TypenameHeader: r.TypenameHeader}
+		rule := router.IngressRule{Name: r.Name, Subject: deref(r.Subject), Typename: r.Typename, TypenameHeader: r.TypenameHeader}
+		switch {
+		case r.Subject != nil && r.Topic != nil:
+			d.errorf(d.lineOf(at+".topic"), at+".topic", "set subject (NATS) or topic (MQTT), not both")
+		case r.Topic != nil:
+			d.topicIngress(&rule, *r.Topic, at)
+		case r.Subject == nil && !d.misfits[at] && !d.misfits[at+".subject"]:
+			d.errs = append(d.errs, &Error{File: d.file, Line: d.lineOf(at), Path: at, Detail: "subject is required (or topic, for MQTT)"})
+			d.covered = append(d.covered, at+".subject")
+		}
 		for j, t := range r.Targets {
 			rule.Targets = append(rule.Targets, d.target(t, fmt.Sprintf("%s.targets[%d]", at, j)))
 		}

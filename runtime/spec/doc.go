@@ -35,12 +35,32 @@
 //	    subject: datacenter.alerts     # records with a key go to datacenter.alerts.<key>
 //	    delivery: exactly-once         # or at-least-once; default exactly-once
 //
+//	  - name: devices                  # an ingress of MQTT topics (the embedded server's MQTT gateway)
+//	    topic: dc1/+/+/metrics         # MQTT topic filter with + and #, instead of subject
+//	    typename: datacenter/ServerMetricReport  # required: MQTT messages carry no headers
+//	    targets:
+//	      - function: datacenter/server
+//	        id: { subjectToken: 2 }    # topic level 2, counted from 0
+//
 //	users:                             # NATS identities of the embedded server
 //	  - name: sensors                  # [A-Za-z0-9_-]+, not runtime or client
 //	    ingresses: [metrics]           # may publish to these ("direct": the direct ingress)
 //	    egresses: [alerts]             # may subscribe to these and read their streams
 //	    publish: [twinflow.in.datacenter.server.>]  # more subjects within ingresses
 //	    subscribe: [datacenter.alerts.>]            # more subjects within egresses
+//
+//	deadLetters:
+//	  maxAge: 720h                     # keep dead letters 30 days at most; the default
+//	  maxBytes: 1GiB                   # and 1 GiB at most; the default; at least 2MiB
+//
+//	mqtt:                              # turns the embedded server's MQTT gateway on
+//	  host: 127.0.0.1                  # default 127.0.0.1; beyond loopback it needs tls
+//	  port: 1883                       # default 1883
+//	  tls: { cert: mqtt.pem, key: mqtt-key.pem, clientCA: devices-ca.pem }  # clientCA optional
+//	  devices:                         # default: one, "device", for every ingress of topics
+//	    - name: sensors                # user name; password in <data>/secrets/mqtt/sensors.password
+//	      ingresses: [devices]         # may publish to these ingresses' topics
+//	      topics: [dc1/rack-1/+/metrics]  # and these, within ingresses
 //
 // # Endpoints
 //
@@ -84,6 +104,13 @@
 // to the dead-letter subject twinflow.dlq.ingress with the reason in its
 // headers; other messages keep flowing.
 //
+// An ingress with a topic instead of a subject reads MQTT topics, which the
+// MQTT gateway turns into subjects (dc1/rack-1/srv-1-3/metrics becomes
+// dc1.rack-1.srv-1-3.metrics; a "." in a level becomes "//", an empty
+// level "/"). Its subjectToken ids are topic levels as the device wrote
+// them, and a message whose level is empty is dead-lettered. It needs a
+// fixed typename.
+//
 // # Egresses
 //
 // Functions publish records to egresses by name. exactly-once delivery
@@ -105,6 +132,26 @@
 // _INBOX_<name>. A user may publish only to the ingresses and subjects it
 // lists (each within an ingress) and subscribe only to the egresses and
 // subjects it lists (each within an egress). See docs/security.md.
+//
+// # Dead letters
+//
+// Messages that cannot be routed, batches that failed for good and egress
+// records that could not be published are kept in the JetStream stream
+// TWINFLOW_DLQ (subjects twinflow.dlq.>). deadLetters bounds it by age and by
+// size; at either bound the oldest dead letters are removed to make room
+// (JetStream's DiscardOld), so dead letters never block anything. Sizes are
+// a number of bytes, or a number with KiB, MiB, GiB, TiB (powers of 1024;
+// KB, MB, GB, TB are powers of 1024 too, as for -memory). The runtime
+// exports how many dead letters the bounds removed as
+// twinflow_dead_letters_discarded_total.
+//
+// # MQTT
+//
+// The mqtt section turns on the embedded NATS server's MQTT gateway (so does
+// twinflow run -mqtt-port). Each device identity connects with its name and
+// a password made into the data dir, over MQTT only, and may publish only
+// to the topics of the ingresses and topics it lists, each an ingress with
+// a fixed typename, and subscribe to nothing.
 //
 // # Errors
 //

@@ -180,4 +180,8 @@ func (m *Module) resolvePaths(dir string) {
 			t.CA, t.Cert, t.Key = abs(t.CA), abs(t.Cert), abs(t.Key)
 		}
 	}
+	if m.MQTT != nil && m.MQTT.TLS != nil {
+		t := m.MQTT.TLS
+		t.Cert, t.Key, t.ClientCA = abs(t.Cert), abs(t.Key), abs(t.ClientCA)
+	}
 }

@@ -23,6 +23,38 @@ const (
 	DefaultMaxInFlight = 8
 )
 
+// Defaults of the dead-letter stream's limits.
+const (
+	// DefaultDeadLetterMaxAge is how long dead letters are kept: 30 days.
+	DefaultDeadLetterMaxAge = 30 * 24 * time.Hour
+	// DefaultDeadLetterMaxBytes bounds the dead letters kept: 1 GiB.
+	DefaultDeadLetterMaxBytes = 1 << 30
+	// MinDeadLetterMaxBytes is the smallest bound accepted: it holds a dead
+	// letter of the largest default payload.
+	MinDeadLetterMaxBytes = 2 << 20
+)
+
+// DeadLetters bounds the dead-letter stream (TWINFLOW_DLQ, subjects
+// twinflow.dlq.>). When a bound is reached the oldest dead letters are
+// removed. A zero field means its default.
+type DeadLetters struct {
+	// MaxAge removes dead letters older than this; default 30 days.
+	MaxAge time.Duration
+	// MaxBytes bounds the size of the stream; default 1 GiB.
+	MaxBytes int64
+}
+
+// WithDefaults returns d with its zero fields set to the defaults.
+func (d DeadLetters) WithDefaults() DeadLetters {
+	if d.MaxAge == 0 {
+		d.MaxAge = DefaultDeadLetterMaxAge
+	}
+	if d.MaxBytes == 0 {
+		d.MaxBytes = DefaultDeadLetterMaxBytes
+	}
+	return d
+}
+
 // Endpoint is where the functions of some types are served. A parsed
 // Endpoint has every default filled in.
 type Endpoint struct {
@@ -63,6 +95,12 @@ type Module struct {
 	Egresses []router.EgressRule
 	// Users are NATS identities with narrower rights than the client's.
 	Users []User
+	// DeadLetters bounds the dead-letter stream.
+	DeadLetters DeadLetters
+	// MQTT configures the embedded NATS server's MQTT gateway; nil when
+	// the spec has no mqtt section (twinflow run -mqtt-port turns the
+	// gateway on all the same).
+	MQTT *MQTT
 }
 
 // EndpointFor returns the endpoint serving functionType ("namespace/name"):

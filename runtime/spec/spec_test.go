@@ -49,6 +49,7 @@ func TestLoadExample(t *testing.T) {
 			{Name: "dashboard", Egresses: []string{"dashboard"}, Subscribe: []string{"datacenter.alerts.>"}},
 		},
 	}
+	want.DeadLetters = DeadLetters{MaxAge: 14 * 24 * time.Hour, MaxBytes: 256 << 20}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", m, want)
 	}
@@ -67,6 +68,31 @@ func abs(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestDeadLetterSizes(t *testing.T) {
+	for src, want := range map[string]DeadLetters{
+		"":                            {},
+		"maxBytes: 1GiB":              {MaxBytes: 1 << 30},
+		"maxBytes: 2.5MiB":            {MaxBytes: 5 << 19},
+		"maxBytes: 4194304":           {MaxBytes: 4 << 20},
+		"maxBytes: 1TiB":              {MaxBytes: 1 << 40},
+		"maxAge: 720h":                {MaxAge: 720 * time.Hour},
+		"maxAge: 1h, maxBytes: 10GiB": {MaxAge: time.Hour, MaxBytes: 10 << 30},
+	} {
+		m, err := Parse("m.yaml", []byte("deadLetters: {"+src+"}\n"))
+		if err != nil {
+			t.Errorf("%q: %v", src, err)
+			continue
+		}
+		if m.DeadLetters != want {
+			t.Errorf("%q: DeadLetters = %+v, want %+v", src, m.DeadLetters, want)
+		}
+	}
+	d := DeadLetters{MaxBytes: 5 << 20}.WithDefaults()
+	if d.MaxAge != DefaultDeadLetterMaxAge || d.MaxBytes != 5<<20 {
+		t.Errorf("WithDefaults = %+v", d)
+	}
 }
 
 func TestLoadMissingFile(t *testing.T) {
@@ -143,7 +169,7 @@ endpoints: &eps
     url: http://b
     maxInFlight: 3
 `))
-	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, users" {
+	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters, mqtt" {
 		t.Fatalf("Parse = %v, %v", m, err)
 	}
 	m, err = Parse("m.yaml", []byte(`
@@ -192,13 +218,20 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", "endpoints: []\n---\negresses: []\n",
 			"m.yaml:2: a module spec is a single YAML document; remove the second one"},
 		{"not a mapping", "- a\n",
-			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, users, not a list"},
+			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, users, deadLetters, mqtt, not a list"},
 		{"unknown top-level field", "endpoints: []\nendpoint: []\n",
-			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, users"},
+			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters, mqtt"},
 		{"duplicate field", "endpoints: []\nendpoints: []\n",
 			"m.yaml:2: endpoints: duplicate field; it is already set on line 1"},
 		{"not a list", "endpoints: {}\n",
 			"m.yaml:1: endpoints: must be a list, not a mapping"},
+		{"dead letters unknown field", "deadLetters:\n  maxMsgs: 10\n",
+			"m.yaml:2: deadLetters.maxMsgs: unknown field; the fields here are maxAge, maxBytes"},
+		{"dead letters bad values", "deadLetters:\n  maxAge: -1h\n  maxBytes: 1 GiB of it\n",
+			"m.yaml:2: deadLetters.maxAge: must be positive, got -1h\n" +
+				"m.yaml:3: deadLetters.maxBytes: must be a size like 1GiB or 512MiB, got \"1 GiB of it\""},
+		{"dead letters too small", "deadLetters:\n  maxBytes: 64KiB\n",
+			"m.yaml:2: deadLetters.maxBytes: must be at least 2MiB, to hold a dead letter of the largest message, got 64KiB"},
 		{"endpoint not a mapping", "endpoints:\n  - a/*\n",
 			`m.yaml:2: endpoints[0]: must be a mapping with the fields functions, url, timeout, maxBatchAddresses, maxBatchMessages, maxInFlight, maxAttempts, maxAge, tls, not the string "a/*"`},
 		{"unknown endpoint field", ep + "    maxInflight: 3\n",
@@ -235,7 +268,7 @@ func TestParseErrors(t *testing.T) {
 			`m.yaml:4: endpoints[0].maxBatchAddresses: must be an integer, not the number "99999999999999999999999"`},
 
 		{"ingress missing fields", ep + "ingresses:\n  - typename: a/B\n",
-			"m.yaml:5: ingresses[0]: name is required\nm.yaml:5: ingresses[0]: subject is required\nm.yaml:5: ingresses[0]: targets is required"},
+			"m.yaml:5: ingresses[0]: name is required\nm.yaml:5: ingresses[0]: targets is required\nm.yaml:5: ingresses[0]: subject is required (or topic, for MQTT)"},
 		{"target missing fields", ep + "ingresses:\n  - name: i\n    subject: s\n    targets:\n      - {}\n",
 			"m.yaml:8: ingresses[0].targets[0]: function is required\nm.yaml:8: ingresses[0].targets[0]: id is required"},
 		{"id with none", ep + `ingresses:
@@ -321,7 +354,7 @@ m.yaml:15: ingresses[1].targets: at least one target is required`},
     subject: s
     typename: bad
     targets: [{ function: a/b, id: { header: X } }]
-`, `m.yaml:5: ingresses[0]: must be a mapping with the fields name, subject, typename, typenameHeader, targets, not the string "nope"
+`, `m.yaml:5: ingresses[0]: must be a mapping with the fields name, subject, topic, typename, typenameHeader, targets, not the string "nope"
 m.yaml:8: ingresses[1].typename: typename "bad" is not "namespace/name"`},
 
 		{"bad merge", "endpoints:\n  - <<: 5\n    functions: a/*\n    url: http://a\n",

@@ -17,6 +17,8 @@ package state
 //	[kg][0x04]                             mailbox snapshot  -> storagev1.Mailbox
 //	[kg][0x05]                             timer sequence    -> next unique, u64 BE
 //	[kg][0x06][enc(address)][seq u64 BE]   spilled message   -> storagev1.Pending
+//	[kg][0x07][len(type)][type][id]        address index     -> empty (index.go)
+//	[kg][0x08][type]                       addresses of type -> count, u64 BE
 //	[kg][0x10][enc(address)][key]          seen message key  -> expiry, Unix ms u64 BE
 //
 // The address prefix [kg][0x01][enc(address)] covers all values of one
@@ -82,8 +84,12 @@ const (
 )
 
 // layoutVersion is the version of this key layout and of the value
-// encodings, stored in every data directory.
-const layoutVersion = 1
+// encodings, stored in every data directory. Version 1 had no address
+// index; opening such a directory builds it and records version 2.
+const (
+	layoutVersion        = 2
+	layoutVersionNoIndex = 1
+)
 
 // maxKeyGroup bounds key groups so that they fit the 2-byte prefix and never
 // start with the metadata byte.

@@ -26,6 +26,10 @@ type Layers struct {
 	v          View       // rebuilt when the layers change
 	reader     *Reader    // reads addresses through v; nil until needed
 	closing    sync.WaitGroup
+	// unindexed counts the addresses removed from the address index: a
+	// caller that saw an address with state before may trust that it is
+	// still indexed while this has not changed.
+	unindexed uint64
 }
 
 // NewLayers returns the layers of a shard over store, with an empty
@@ -123,6 +127,11 @@ func (l *Layers) ReadValues(kg int, addr Address, names []string, now int64) (ma
 	for _, k := range expired {
 		l.overlay.Delete(k)
 	}
+	if len(expired) > 0 {
+		if err := l.UnindexIfEmpty(kg, addr); err != nil {
+			return nil, err
+		}
+	}
 	return vals, nil
 }
 
@@ -142,9 +151,53 @@ func (l *Layers) Touch(kg int, addr Address, vals map[string]Value, now int64) {
 }
 
 // SweepExpired deletes up to limit expired values of the key groups in r,
-// resuming at from; see [SweepExpired].
+// resuming at from, and the index entries of the addresses left without
+// state; see [SweepExpired].
 func (l *Layers) SweepExpired(r keygroup.Range, from []byte, now int64, limit int) ([]byte, error) {
-	return SweepExpired(l.v, l.overlay, r, from, now, limit)
+	next, emptied, err := sweepExpired(l.v, l.overlay, r, from, now, limit)
+	l.unindexed += uint64(emptied)
+	return next, err
+}
+
+// IndexAddress adds addr to the address index unless it is there: call it
+// after writing a value of an address that may have had none.
+func (l *Layers) IndexAddress(kg int, addr Address) error {
+	_, err := PutIndex(l.v, l.overlay, kg, addr)
+	return err
+}
+
+// IndexNewAddress adds addr to the address index without looking: call it
+// after writing the first value of an address whose state was read (all
+// the values its type declares) and found empty.
+func (l *Layers) IndexNewAddress(kg int, addr Address) error {
+	return AddIndex(l.v, l.overlay, kg, addr)
+}
+
+// UnindexIfEmpty removes addr from the address index when it has no state
+// left: call it after deleting values of addr.
+func (l *Layers) UnindexIfEmpty(kg int, addr Address) error {
+	dropped, err := DropIndexIfEmpty(l.v, l.overlay, kg, addr)
+	if dropped {
+		l.unindexed++
+	}
+	return err
+}
+
+// Unindexed counts the addresses removed from the address index so far. An
+// address that had state when this returned n is still indexed while it
+// returns n.
+func (l *Layers) Unindexed() uint64 { return l.unindexed }
+
+// ListAddresses lists the ids of a function type that have state in the
+// key groups of r; see [ListAddresses].
+func (l *Layers) ListAddresses(r keygroup.Range, functionType, prefix, after string, limit int) ([]string, error) {
+	return ListAddresses(l.v, r, functionType, prefix, after, limit)
+}
+
+// CountAddresses counts the addresses of a function type that have state
+// in the key groups of r.
+func (l *Layers) CountAddresses(r keygroup.Range, functionType string) (int64, error) {
+	return CountAddresses(l.v, r, functionType)
 }
 
 // PutTimer stores a delayed message; see [PutTimer].

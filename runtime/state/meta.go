@@ -78,8 +78,11 @@ func (s *Store) SaveSpecs(functionType string, specs []*twinflowv1.StateSpec) ([
 	if err != nil {
 		return nil, fmt.Errorf("state: specs of %s: %w", functionType, err)
 	}
-	if err := s.db.Set(metaKey(metaSpecs, []byte(functionType)), b, pebble.Sync); err != nil {
-		return nil, fmt.Errorf("state: save specs of %s in %s: %w", functionType, s.dir, err)
+	batch := s.db.NewBatch()
+	defer batch.Close()
+	_ = batch.Set(metaKey(metaSpecs, []byte(functionType)), b, nil)
+	if err := s.write("record state specs", batch); err != nil {
+		return nil, fmt.Errorf("state: save specs of %s: %w", functionType, err)
 	}
 	return cur, nil
 }
@@ -242,8 +245,8 @@ func (s *Store) DeleteEgress(msgIDs ...string) error {
 	for _, id := range msgIDs {
 		_ = b.Delete(metaKey(metaEgress, []byte(id)), nil)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("state: delete %d egress records in %s: %w", len(msgIDs), s.dir, err)
+	if err := s.write("delete published egress records", b); err != nil {
+		return fmt.Errorf("state: delete %d egress records: %w", len(msgIDs), err)
 	}
 	return nil
 }

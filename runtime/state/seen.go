@@ -44,7 +44,8 @@ func PutSeen(o *Overlay, kg int, addr Address, key string, expiresAt int64) {
 
 // SweepSeen deletes expired marks, as SweepExpired does values.
 func (l *Layers) SweepSeen(r keygroup.Range, from []byte, now int64, limit int) ([]byte, error) {
-	return sweep(l.v, l.overlay, r, kindSeen, seenExpiresAt, from, now, limit)
+	next, _, err := sweep(l.v, l.overlay, r, kindSeen, seenExpiresAt, from, now, limit)
+	return next, err
 }
 
 func seenExpiresAt(val []byte) (int64, error) {

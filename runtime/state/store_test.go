@@ -138,7 +138,7 @@ func TestOpenKeyGroups(t *testing.T) {
 
 func TestOpenForeignPebble(t *testing.T) {
 	fs := vfs.NewCrashableMem()
-	db, err := pebble.Open(testDir, &pebble.Options{FS: fs, Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+	db, err := pebble.Open(testDir, &pebble.Options{FS: fs, Logger: quietLogger{}})
 	if err != nil {
 		t.Fatal(err)
 	}

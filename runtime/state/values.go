@@ -184,17 +184,48 @@ func Touch(o *Overlay, kg int, addr Address, vals map[string]Value, now int64) {
 }
 
 // SweepExpired deletes expired state values of the key groups in r into o,
-// examining at most limit values per call (no limit when limit <= 0). It
+// examining at most limit values per call (no limit when limit <= 0), and
+// removes the addresses left without state from the address index. It
 // starts at the cursor from, nil for the beginning of r, and returns the
 // cursor to pass next, or nil when it reached the end of r. A cursor that
-// is not in r starts over. o should be the newest layer of v.
+// is not in r starts over. o must be the newest layer of v.
 func SweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, limit int) (next []byte, err error) {
-	return sweep(v, o, r, kindValue, valueExpiresAt, from, now, limit)
+	next, _, err = sweepExpired(v, o, r, from, now, limit)
+	return next, err
+}
+
+// sweepExpired is [SweepExpired]; it also returns how many addresses it
+// removed from the index.
+func sweepExpired(v View, o *Overlay, r keygroup.Range, from []byte, now int64, limit int) (next []byte, unindexed int, err error) {
+	next, dels, err := sweep(v, o, r, kindValue, valueExpiresAt, from, now, limit)
+	if err != nil {
+		return nil, 0, err
+	}
+	// The values of an address are adjacent: check each address once, after
+	// its last deleted value.
+	for i, k := range dels {
+		kg, addr, _, err := DecodeValueKey(k)
+		if err != nil {
+			return nil, unindexed, err
+		}
+		if i+1 < len(dels) && bytes.HasPrefix(dels[i+1], AddressPrefix(kg, addr)) {
+			continue
+		}
+		dropped, err := DropIndexIfEmpty(v, o, kg, addr)
+		if err != nil {
+			return nil, unindexed, err
+		}
+		if dropped {
+			unindexed++
+		}
+	}
+	return next, unindexed, nil
 }
 
 // sweep deletes the expired entries of one kind of the key groups in r, as
-// SweepExpired describes; expiresAt reads an entry's expiry (0: never).
-func sweep(v View, o *Overlay, r keygroup.Range, kind byte, expiresAt func([]byte) (int64, error), from []byte, now int64, limit int) (next []byte, err error) {
+// SweepExpired describes, and returns the keys it deleted; expiresAt reads
+// an entry's expiry (0: never).
+func sweep(v View, o *Overlay, r keygroup.Range, kind byte, expiresAt func([]byte) (int64, error), from []byte, now int64, limit int) (next []byte, dels [][]byte, err error) {
 	kg := r.Lo
 	if from != nil {
 		if fkg, ok := KeyGroupOf(from); ok && r.Contains(fkg) && len(from) > 2 && from[2] == kind {
@@ -204,7 +235,6 @@ func sweep(v View, o *Overlay, r keygroup.Range, kind byte, expiresAt func([]byt
 		}
 	}
 	examined := 0
-	var dels [][]byte
 	var it *mergeIter
 	for ; kg < r.Hi && next == nil; kg++ {
 		lo, hi := kindBounds(kg, kind)
@@ -214,7 +244,7 @@ func sweep(v View, o *Overlay, r keygroup.Range, kind byte, expiresAt func([]byt
 		from = nil
 		if it == nil {
 			if it, err = v.newIter(lo, hi); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		} else {
 			it.reset(lo, hi)
@@ -227,7 +257,7 @@ func sweep(v View, o *Overlay, r keygroup.Range, kind byte, expiresAt func([]byt
 			examined++
 			at, err := expiresAt(it.val)
 			if err != nil {
-				return nil, errors.Join(fmt.Errorf("state: sweep %q: %w", it.key, err), it.close())
+				return nil, nil, errors.Join(fmt.Errorf("state: sweep %q: %w", it.key, err), it.close())
 			}
 			if at != 0 && at <= now {
 				dels = append(dels, bytes.Clone(it.key))
@@ -236,11 +266,11 @@ func sweep(v View, o *Overlay, r keygroup.Range, kind byte, expiresAt func([]byt
 	}
 	if it != nil {
 		if err := it.close(); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	for _, k := range dels {
 		o.Delete(k)
 	}
-	return next, nil
+	return next, dels, nil
 }

@@ -53,11 +53,11 @@ func Verify(dir string, fs vfs.FS) error {
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
-		return fmt.Errorf("state: verify %s: %w", dir, err)
+		return classify(fmt.Errorf("state: verify %s: %w", dir, err), dir)
 	}
 	desc, err := pebble.Peek(dir, fs)
 	if err != nil {
-		return fmt.Errorf("state: verify %s: %w", dir, err)
+		return damaged(dir, err)
 	}
 	if !desc.Exists {
 		var found []string
@@ -73,12 +73,23 @@ func Verify(dir string, fs vfs.FS) error {
 		return nil
 	}
 	if err := verifyManifest(fs, desc.ManifestFilename); err != nil {
-		return fmt.Errorf("state: verify %s: %w; the store is damaged: restore from a savepoint", dir, err)
+		return damaged(dir, err)
 	}
 	if err := verifyTables(fs, dir); err != nil {
-		return fmt.Errorf("state: verify %s: %w; the store is damaged: restore from a savepoint", dir, err)
+		return damaged(dir, err)
 	}
 	return nil
+}
+
+// damaged reports err of verifying dir as damage, unless it is a lock
+// conflict or a permission problem: neither is damage, and restoring a
+// savepoint would not help.
+func damaged(dir string, err error) error {
+	err = fmt.Errorf("state: verify %s: %w", dir, err)
+	if c := classify(err, dir); c != err {
+		return c
+	}
+	return fmt.Errorf("%w; the store is damaged: restore from a savepoint", err)
 }
 
 // Pebble's record format (package record): 32 KiB blocks of chunks, each

@@ -18,6 +18,13 @@
 // which default to $TWINFLOW_NATS, $TWINFLOW_CREDS and
 // $TWINFLOW_INBOX_PREFIX, else to those of the runtime started last on
 // this machine.
+//
+// With -mqtt, each server is an MQTT device instead, publishing its reports
+// through the MQTT gateway of twinflow run (-mqtt local: the local
+// runtime's) to dc1/<rack>/<server>/metrics, at QoS 1, with the device
+// identity of -mqtt-user (deploy/datacenter/module-mqtt.yaml):
+//
+//	simulator -mqtt local -racks 4 -servers 8
 package main
 
 import (
@@ -61,6 +68,7 @@ type options struct {
 	seed       uint64
 	commission bool
 	faults     []sim.Fault
+	mqtt       mqttOptions
 }
 
 func main() {
@@ -91,6 +99,11 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	fs.Uint64Var(&o.seed, "seed", 1, "seed of the generated metrics")
 	fs.BoolVar(&o.commission, "commission", true, "commission every server before its first report")
 	fs.Var(&faults, "fault", "fault to inject, kind:target@time (repeatable, or comma-separated), e.g. tor:rack-2@10s")
+	fs.StringVar(&o.mqtt.url, "mqtt", "", `publish the reports as MQTT devices through this gateway (mqtt://host:1883), or "local": the local runtime's`)
+	fs.StringVar(&o.mqtt.user, "mqtt-user", "device", "with -mqtt: the device identity's user name")
+	fs.StringVar(&o.mqtt.passwordFile, "mqtt-password-file", "", "with -mqtt: the file of its password (default: the local runtime's DATA/secrets/mqtt/USER.password)")
+	fs.StringVar(&o.mqtt.topic, "mqtt-topic", "dc1/{rack}/{server}/metrics", "with -mqtt: the topic of a server's reports")
+	fs.IntVar(&o.mqtt.qos, "mqtt-qos", 1, "with -mqtt: the QoS of the reports, 0 or 1")
 	watch := fs.Bool("watch", false, "only print the alerts published on "+datacenter.AlertsSubject+", decoded")
 	unhealthy := fs.String("unhealthy", "", "only ask the data-center twin with this id (e.g. dc) for the unhealthy racks, and print them")
 	if err := fs.Parse(args); err != nil {
@@ -105,6 +118,14 @@ func run(ctx context.Context, log *slog.Logger, args []string) error {
 	var err error
 	if o.faults, err = sim.ParseFaults(faults); err != nil {
 		return err
+	}
+	if o.mqtt.url == "local" {
+		if o.mqtt.url = local.MQTTURL; o.mqtt.url == "" {
+			return errNoMQTT
+		}
+	}
+	if o.mqtt.passwordFile == "" {
+		o.mqtt.passwordFile = defaultPasswordFile(local, o.mqtt.user)
 	}
 
 	opts := []nats.Option{nats.Name("datacenter-simulator"), nats.MaxReconnects(-1), nats.CustomInboxPrefix(o.inbox)}
@@ -139,8 +160,21 @@ func simulate(ctx context.Context, log *slog.Logger, nc *nats.Conn, o options) e
 		return err
 	}
 	servers := dc.Servers()
-	if err := awaitStreams(ctx, log, js, servers[0]); err != nil {
+	if err := awaitStreams(ctx, log, js, servers[0], o.mqtt); err != nil {
 		return err
+	}
+	publish := func(ctx context.Context, reports []*datacenterv1.ServerMetricReport) (int, error) {
+		return publishRound(ctx, js, reports, o.interval)
+	}
+	if o.mqtt.url != "" {
+		ds, err := connectDevices(ctx, log, o.mqtt, servers)
+		if err != nil {
+			return err
+		}
+		defer ds.close()
+		publish = func(ctx context.Context, reports []*datacenterv1.ServerMetricReport) (int, error) {
+			return ds.publishRound(ctx, o.mqtt, reports, o.interval)
+		}
 	}
 	if o.commission {
 		if err := commission(ctx, js, servers); err != nil {
@@ -167,7 +201,7 @@ func simulate(ctx context.Context, log *slog.Logger, nc *nats.Conn, o options) e
 		for _, f := range dc.Advance(now.Sub(start)) {
 			log.Info("fault injected", "fault", f.String())
 		}
-		n, err := publishRound(ctx, js, dc.Reports(now), o.interval)
+		n, err := publish(ctx, dc.Reports(now))
 		published += n
 		rounds++
 		if err != nil && ctx.Err() == nil {
@@ -185,9 +219,14 @@ func simulate(ctx context.Context, log *slog.Logger, nc *nats.Conn, o options) e
 }
 
 // awaitStreams waits until the runtime has created the ingress streams: a
-// JetStream publish to a subject no stream captures fails.
-func awaitStreams(ctx context.Context, log *slog.Logger, js jetstream.JetStream, s sim.Server) error {
+// JetStream publish to a subject no stream captures fails, and an MQTT
+// publish to a topic none captures is lost.
+func awaitStreams(ctx context.Context, log *slog.Logger, js jetstream.JetStream, s sim.Server, o mqttOptions) error {
 	subjects := []string{datacenter.MetricsSubject(s.Rack, s.ID), datacenter.ProvisioningSubject(s.Rack)}
+	if o.url != "" {
+		// The gateway's subject of a topic whose levels hold no dots.
+		subjects = append(subjects, strings.ReplaceAll(deviceTopic(o.topic, s.Rack, s.ID), "/", "."))
+	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	for i := 0; ; i++ {
@@ -206,7 +245,11 @@ func awaitStreams(ctx context.Context, log *slog.Logger, js jetstream.JetStream,
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no JetStream stream captures %s: is `twinflow run -config deploy/datacenter/module.yaml` running on this NATS?", missing)
+			spec := "deploy/datacenter/module.yaml"
+			if o.url != "" {
+				spec = "deploy/datacenter/module-mqtt.yaml"
+			}
+			return fmt.Errorf("no JetStream stream captures %s: is `twinflow run -config %s` running on this NATS?", missing, spec)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
@@ -401,9 +444,11 @@ func envOr(name string, defaults ...string) string {
 
 // runtimeInfo is the part of the runtime file a client needs.
 type runtimeInfo struct {
+	DataDir         string `json:"data_dir"`
 	NATSURL         string `json:"nats_url"`
 	NATSCreds       string `json:"nats_creds"`
 	NATSInboxPrefix string `json:"nats_inbox_prefix"`
+	MQTTURL         string `json:"mqtt_url"`
 }
 
 // localRuntime reads how to reach the runtime started last by this user on

@@ -21,6 +21,70 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ReplayOutcome is what became of one dead letter asked to be replayed.
+type ReplayOutcome int32
+
+const (
+	ReplayOutcome_REPLAY_OUTCOME_UNSPECIFIED ReplayOutcome = 0
+	// Published to its ingress now.
+	ReplayOutcome_REPLAY_OUTCOME_REPLAYED ReplayOutcome = 1
+	// Replayed before: not published again.
+	ReplayOutcome_REPLAY_OUTCOME_ALREADY_REPLAYED ReplayOutcome = 2
+	// It has no ingress to go back to (an egress record NATS refused).
+	ReplayOutcome_REPLAY_OUTCOME_NOT_REPLAYABLE ReplayOutcome = 3
+	// The stream holds no dead letter with that sequence.
+	ReplayOutcome_REPLAY_OUTCOME_NOT_FOUND ReplayOutcome = 4
+	// Publishing failed; asking again is safe.
+	ReplayOutcome_REPLAY_OUTCOME_FAILED ReplayOutcome = 5
+)
+
+// Enum value maps for ReplayOutcome.
+var (
+	ReplayOutcome_name = map[int32]string{
+		0: "REPLAY_OUTCOME_UNSPECIFIED",
+		1: "REPLAY_OUTCOME_REPLAYED",
+		2: "REPLAY_OUTCOME_ALREADY_REPLAYED",
+		3: "REPLAY_OUTCOME_NOT_REPLAYABLE",
+		4: "REPLAY_OUTCOME_NOT_FOUND",
+		5: "REPLAY_OUTCOME_FAILED",
+	}
+	ReplayOutcome_value = map[string]int32{
+		"REPLAY_OUTCOME_UNSPECIFIED":      0,
+		"REPLAY_OUTCOME_REPLAYED":         1,
+		"REPLAY_OUTCOME_ALREADY_REPLAYED": 2,
+		"REPLAY_OUTCOME_NOT_REPLAYABLE":   3,
+		"REPLAY_OUTCOME_NOT_FOUND":        4,
+		"REPLAY_OUTCOME_FAILED":           5,
+	}
+)
+
+func (x ReplayOutcome) Enum() *ReplayOutcome {
+	p := new(ReplayOutcome)
+	*p = x
+	return p
+}
+
+func (x ReplayOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ReplayOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_twinflow_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (ReplayOutcome) Type() protoreflect.EnumType {
+	return &file_twinflow_v1_admin_proto_enumTypes[0]
+}
+
+func (x ReplayOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ReplayOutcome.Descriptor instead.
+func (ReplayOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
 type GetStateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The address to read.
@@ -139,8 +203,12 @@ type StateEntry struct {
 	Value *TypedValue `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
 	// When the value expires, in Unix milliseconds; zero for never.
 	ExpiresAtUnixMillis int64 `protobuf:"varint,3,opt,name=expires_at_unix_millis,json=expiresAtUnixMillis,proto3" json:"expires_at_unix_millis,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The value as JSON, where the runtime can render its type: JSON
+	// values, primitives, and protobuf messages linked into the runtime's
+	// binary. Empty otherwise.
+	Json          string `protobuf:"bytes,4,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateEntry) Reset() {
@@ -192,6 +260,13 @@ func (x *StateEntry) GetExpiresAtUnixMillis() int64 {
 		return x.ExpiresAtUnixMillis
 	}
 	return 0
+}
+
+func (x *StateEntry) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
 }
 
 type ListFunctionTypesRequest struct {
@@ -283,9 +358,13 @@ type FunctionTypeInfo struct {
 	// URL of the endpoint serving it.
 	EndpointUrl string `protobuf:"bytes,2,opt,name=endpoint_url,json=endpointUrl,proto3" json:"endpoint_url,omitempty"`
 	// The state specs registered for it.
-	StateSpecs    []*StateSpec `protobuf:"bytes,3,rep,name=state_specs,json=stateSpecs,proto3" json:"state_specs,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StateSpecs []*StateSpec `protobuf:"bytes,3,rep,name=state_specs,json=stateSpecs,proto3" json:"state_specs,omitempty"`
+	// Typenames of the messages the function handled successfully since the
+	// runtime started, most recent first, at most 16. Functions do not declare
+	// the messages they take; these are the ones they were seen to take.
+	HandledTypenames []string `protobuf:"bytes,4,rep,name=handled_typenames,json=handledTypenames,proto3" json:"handled_typenames,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *FunctionTypeInfo) Reset() {
@@ -335,6 +414,13 @@ func (x *FunctionTypeInfo) GetEndpointUrl() string {
 func (x *FunctionTypeInfo) GetStateSpecs() []*StateSpec {
 	if x != nil {
 		return x.StateSpecs
+	}
+	return nil
+}
+
+func (x *FunctionTypeInfo) GetHandledTypenames() []string {
+	if x != nil {
+		return x.HandledTypenames
 	}
 	return nil
 }
@@ -773,6 +859,1885 @@ func (x *StopResponse) GetCheckpoint() *CheckpointInfo {
 	return nil
 }
 
+type ListAddressesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The function type, "namespace/name".
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Only ids that start with this prefix.
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Only ids after this one: the next_after of the previous page.
+	After string `protobuf:"bytes,3,opt,name=after,proto3" json:"after,omitempty"`
+	// Addresses per page; default 100, at most 1000.
+	Limit int32 `protobuf:"varint,4,opt,name=limit,proto3" json:"limit,omitempty"`
+	// Values of each address to return with it, by name; none when empty.
+	StateNames    []string `protobuf:"bytes,5,rep,name=state_names,json=stateNames,proto3" json:"state_names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAddressesRequest) Reset() {
+	*x = ListAddressesRequest{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAddressesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAddressesRequest) ProtoMessage() {}
+
+func (x *ListAddressesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAddressesRequest.ProtoReflect.Descriptor instead.
+func (*ListAddressesRequest) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListAddressesRequest) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ListAddressesRequest) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ListAddressesRequest) GetAfter() string {
+	if x != nil {
+		return x.After
+	}
+	return ""
+}
+
+func (x *ListAddressesRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+func (x *ListAddressesRequest) GetStateNames() []string {
+	if x != nil {
+		return x.StateNames
+	}
+	return nil
+}
+
+type ListAddressesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page, in id order.
+	Addresses []*AddressEntry `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// The after of the next page; empty on the last page.
+	NextAfter string `protobuf:"bytes,2,opt,name=next_after,json=nextAfter,proto3" json:"next_after,omitempty"`
+	// How many addresses of the type have state, in all.
+	Total         int64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAddressesResponse) Reset() {
+	*x = ListAddressesResponse{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAddressesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAddressesResponse) ProtoMessage() {}
+
+func (x *ListAddressesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAddressesResponse.ProtoReflect.Descriptor instead.
+func (*ListAddressesResponse) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListAddressesResponse) GetAddresses() []*AddressEntry {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *ListAddressesResponse) GetNextAfter() string {
+	if x != nil {
+		return x.NextAfter
+	}
+	return ""
+}
+
+func (x *ListAddressesResponse) GetTotal() int64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+// AddressEntry is one address of a listing.
+type AddressEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The instance id.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The values asked for that the address has, in name order.
+	Values        []*StateEntry `protobuf:"bytes,2,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AddressEntry) Reset() {
+	*x = AddressEntry{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AddressEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AddressEntry) ProtoMessage() {}
+
+func (x *AddressEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AddressEntry.ProtoReflect.Descriptor instead.
+func (*AddressEntry) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *AddressEntry) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AddressEntry) GetValues() []*StateEntry {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type DescribeAddressRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The address.
+	Address       *Address `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeAddressRequest) Reset() {
+	*x = DescribeAddressRequest{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeAddressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeAddressRequest) ProtoMessage() {}
+
+func (x *DescribeAddressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeAddressRequest.ProtoReflect.Descriptor instead.
+func (*DescribeAddressRequest) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DescribeAddressRequest) GetAddress() *Address {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+type DescribeAddressResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The address.
+	Address *Address `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Its key group, and the shard that owns it.
+	KeyGroup int32 `protobuf:"varint,2,opt,name=key_group,json=keyGroup,proto3" json:"key_group,omitempty"`
+	Shard    int32 `protobuf:"varint,3,opt,name=shard,proto3" json:"shard,omitempty"`
+	// Its state values, in name order.
+	Values []*StateEntry `protobuf:"bytes,4,rep,name=values,proto3" json:"values,omitempty"`
+	// The delayed messages it scheduled that are pending, soonest first.
+	Delayed []*DelayedInfo `protobuf:"bytes,5,rep,name=delayed,proto3" json:"delayed,omitempty"`
+	// Set when its key group has too many delayed messages to look through
+	// them all: delayed then lists those among the first ones.
+	DelayedTruncated bool `protobuf:"varint,6,opt,name=delayed_truncated,json=delayedTruncated,proto3" json:"delayed_truncated,omitempty"`
+	// What it received and sent lately, oldest first. The runtime keeps this
+	// in memory for the addresses active last; activity_known is false when
+	// it has no record of the address.
+	Received      []*ActivityEntry `protobuf:"bytes,7,rep,name=received,proto3" json:"received,omitempty"`
+	Sent          []*ActivityEntry `protobuf:"bytes,8,rep,name=sent,proto3" json:"sent,omitempty"`
+	ActivityKnown bool             `protobuf:"varint,9,opt,name=activity_known,json=activityKnown,proto3" json:"activity_known,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeAddressResponse) Reset() {
+	*x = DescribeAddressResponse{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeAddressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeAddressResponse) ProtoMessage() {}
+
+func (x *DescribeAddressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeAddressResponse.ProtoReflect.Descriptor instead.
+func (*DescribeAddressResponse) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *DescribeAddressResponse) GetAddress() *Address {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *DescribeAddressResponse) GetKeyGroup() int32 {
+	if x != nil {
+		return x.KeyGroup
+	}
+	return 0
+}
+
+func (x *DescribeAddressResponse) GetShard() int32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *DescribeAddressResponse) GetValues() []*StateEntry {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *DescribeAddressResponse) GetDelayed() []*DelayedInfo {
+	if x != nil {
+		return x.Delayed
+	}
+	return nil
+}
+
+func (x *DescribeAddressResponse) GetDelayedTruncated() bool {
+	if x != nil {
+		return x.DelayedTruncated
+	}
+	return false
+}
+
+func (x *DescribeAddressResponse) GetReceived() []*ActivityEntry {
+	if x != nil {
+		return x.Received
+	}
+	return nil
+}
+
+func (x *DescribeAddressResponse) GetSent() []*ActivityEntry {
+	if x != nil {
+		return x.Sent
+	}
+	return nil
+}
+
+func (x *DescribeAddressResponse) GetActivityKnown() bool {
+	if x != nil {
+		return x.ActivityKnown
+	}
+	return false
+}
+
+// DelayedInfo is one pending delayed message.
+type DelayedInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where it goes.
+	Target *Address `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// The message.
+	Argument *TypedValue `protobuf:"bytes,2,opt,name=argument,proto3" json:"argument,omitempty"`
+	// When it is due, in Unix milliseconds.
+	DueUnixMillis int64 `protobuf:"varint,3,opt,name=due_unix_millis,json=dueUnixMillis,proto3" json:"due_unix_millis,omitempty"`
+	// Its cancellation token; empty when it has none.
+	CancellationToken string `protobuf:"bytes,4,opt,name=cancellation_token,json=cancellationToken,proto3" json:"cancellation_token,omitempty"`
+	// The message as JSON, where the runtime can render its type.
+	Json          string `protobuf:"bytes,5,opt,name=json,proto3" json:"json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelayedInfo) Reset() {
+	*x = DelayedInfo{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelayedInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelayedInfo) ProtoMessage() {}
+
+func (x *DelayedInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelayedInfo.ProtoReflect.Descriptor instead.
+func (*DelayedInfo) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *DelayedInfo) GetTarget() *Address {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *DelayedInfo) GetArgument() *TypedValue {
+	if x != nil {
+		return x.Argument
+	}
+	return nil
+}
+
+func (x *DelayedInfo) GetDueUnixMillis() int64 {
+	if x != nil {
+		return x.DueUnixMillis
+	}
+	return 0
+}
+
+func (x *DelayedInfo) GetCancellationToken() string {
+	if x != nil {
+		return x.CancellationToken
+	}
+	return ""
+}
+
+func (x *DelayedInfo) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+// ActivityEntry is one message an address received or sent.
+type ActivityEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When its effects were applied, in Unix milliseconds.
+	AtUnixMillis int64 `protobuf:"varint,1,opt,name=at_unix_millis,json=atUnixMillis,proto3" json:"at_unix_millis,omitempty"`
+	// "received", "dead-lettered", "sent", "delayed" or "egress".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// The caller of a received message (unset for one from an ingress), or
+	// the target of a sent one.
+	Peer *Address `protobuf:"bytes,3,opt,name=peer,proto3" json:"peer,omitempty"`
+	// The egress of an egress record.
+	Egress string `protobuf:"bytes,4,opt,name=egress,proto3" json:"egress,omitempty"`
+	// The payload's type and size.
+	Typename string `protobuf:"bytes,5,opt,name=typename,proto3" json:"typename,omitempty"`
+	Size     int64  `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
+	// The payload's first bytes (256 at most).
+	Preview []byte `protobuf:"bytes,7,opt,name=preview,proto3" json:"preview,omitempty"`
+	// The payload as JSON, when the preview holds all of it and the runtime
+	// can render its type.
+	Json string `protobuf:"bytes,8,opt,name=json,proto3" json:"json,omitempty"`
+	// More: the reason of a dead letter, the delay of a delayed message.
+	Note          string `protobuf:"bytes,9,opt,name=note,proto3" json:"note,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActivityEntry) Reset() {
+	*x = ActivityEntry{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActivityEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActivityEntry) ProtoMessage() {}
+
+func (x *ActivityEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActivityEntry.ProtoReflect.Descriptor instead.
+func (*ActivityEntry) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ActivityEntry) GetAtUnixMillis() int64 {
+	if x != nil {
+		return x.AtUnixMillis
+	}
+	return 0
+}
+
+func (x *ActivityEntry) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ActivityEntry) GetPeer() *Address {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
+func (x *ActivityEntry) GetEgress() string {
+	if x != nil {
+		return x.Egress
+	}
+	return ""
+}
+
+func (x *ActivityEntry) GetTypename() string {
+	if x != nil {
+		return x.Typename
+	}
+	return ""
+}
+
+func (x *ActivityEntry) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *ActivityEntry) GetPreview() []byte {
+	if x != nil {
+		return x.Preview
+	}
+	return nil
+}
+
+func (x *ActivityEntry) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+func (x *ActivityEntry) GetNote() string {
+	if x != nil {
+		return x.Note
+	}
+	return ""
+}
+
+type SendMessageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The target.
+	Address *Address `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// The message's typename; default "twinflow/json".
+	Typename string `protobuf:"bytes,2,opt,name=typename,proto3" json:"typename,omitempty"`
+	// The payload, as bytes...
+	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
+	// ...or as JSON: for a protobuf typename the runtime knows
+	// ("proto/<full name>"), it is encoded as that message.
+	Json string `protobuf:"bytes,4,opt,name=json,proto3" json:"json,omitempty"`
+	// Send as a request and wait for the reply.
+	Request bool `protobuf:"varint,5,opt,name=request,proto3" json:"request,omitempty"`
+	// How long to wait for the acknowledgement and the reply; default 10 s.
+	TimeoutMillis int64 `protobuf:"varint,6,opt,name=timeout_millis,json=timeoutMillis,proto3" json:"timeout_millis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendMessageRequest) Reset() {
+	*x = SendMessageRequest{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendMessageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendMessageRequest) ProtoMessage() {}
+
+func (x *SendMessageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendMessageRequest.ProtoReflect.Descriptor instead.
+func (*SendMessageRequest) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *SendMessageRequest) GetAddress() *Address {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *SendMessageRequest) GetTypename() string {
+	if x != nil {
+		return x.Typename
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetPayload() []byte {
+	if x != nil {
+		return x.Payload
+	}
+	return nil
+}
+
+func (x *SendMessageRequest) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+func (x *SendMessageRequest) GetRequest() bool {
+	if x != nil {
+		return x.Request
+	}
+	return false
+}
+
+func (x *SendMessageRequest) GetTimeoutMillis() int64 {
+	if x != nil {
+		return x.TimeoutMillis
+	}
+	return 0
+}
+
+type SendMessageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The message's sequence in the stream TWINFLOW_IN.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The reply, for a request.
+	Reply *TypedValue `protobuf:"bytes,2,opt,name=reply,proto3" json:"reply,omitempty"`
+	// The reply as JSON, where the runtime can render its type.
+	ReplyJson string `protobuf:"bytes,3,opt,name=reply_json,json=replyJson,proto3" json:"reply_json,omitempty"`
+	// The error the runtime answered a request with (the function failed
+	// for good, or the message could not be routed).
+	ReplyError    string `protobuf:"bytes,4,opt,name=reply_error,json=replyError,proto3" json:"reply_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SendMessageResponse) Reset() {
+	*x = SendMessageResponse{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendMessageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendMessageResponse) ProtoMessage() {}
+
+func (x *SendMessageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendMessageResponse.ProtoReflect.Descriptor instead.
+func (*SendMessageResponse) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SendMessageResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *SendMessageResponse) GetReply() *TypedValue {
+	if x != nil {
+		return x.Reply
+	}
+	return nil
+}
+
+func (x *SendMessageResponse) GetReplyJson() string {
+	if x != nil {
+		return x.ReplyJson
+	}
+	return ""
+}
+
+func (x *SendMessageResponse) GetReplyError() string {
+	if x != nil {
+		return x.ReplyError
+	}
+	return ""
+}
+
+type ListDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Only dead letters with a sequence below this one: the next_before of
+	// the previous page; zero for the newest.
+	Before uint64 `protobuf:"varint,1,opt,name=before,proto3" json:"before,omitempty"`
+	// Dead letters per page; default 50, at most 500.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListDeadLettersRequest) GetBefore() uint64 {
+	if x != nil {
+		return x.Before
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The page, newest first.
+	DeadLetters []*DeadLetter `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// The before of the next page; zero on the last page.
+	NextBefore uint64 `protobuf:"varint,2,opt,name=next_before,json=nextBefore,proto3" json:"next_before,omitempty"`
+	// How many dead letters the stream holds.
+	Total uint64 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	// How many of them were replayed.
+	Replayed      uint64 `protobuf:"varint,4,opt,name=replayed,proto3" json:"replayed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextBefore() uint64 {
+	if x != nil {
+		return x.NextBefore
+	}
+	return 0
+}
+
+func (x *ListDeadLettersResponse) GetTotal() uint64 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *ListDeadLettersResponse) GetReplayed() uint64 {
+	if x != nil {
+		return x.Replayed
+	}
+	return 0
+}
+
+// DeadLetter is a message the runtime could not deliver or apply.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Its sequence in the stream TWINFLOW_DLQ.
+	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// When it was dead-lettered, in Unix milliseconds.
+	TimeUnixMillis int64 `protobuf:"varint,2,opt,name=time_unix_millis,json=timeUnixMillis,proto3" json:"time_unix_millis,omitempty"`
+	// Its subject: twinflow.dlq.ingress, twinflow.dlq.function or
+	// twinflow.dlq.egress.
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// The error, and its reason code where there is one.
+	Error  string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
+	// The subject it was published on (ingress dead letters).
+	OriginalSubject string `protobuf:"bytes,6,opt,name=original_subject,json=originalSubject,proto3" json:"original_subject,omitempty"`
+	// The address it was for (function dead letters), the address that sent
+	// it, and the address whose egress record it is.
+	Target string `protobuf:"bytes,7,opt,name=target,proto3" json:"target,omitempty"`
+	Caller string `protobuf:"bytes,8,opt,name=caller,proto3" json:"caller,omitempty"`
+	Source string `protobuf:"bytes,9,opt,name=source,proto3" json:"source,omitempty"`
+	// The message's typename and size.
+	Typename string `protobuf:"bytes,10,opt,name=typename,proto3" json:"typename,omitempty"`
+	Size     int64  `protobuf:"varint,11,opt,name=size,proto3" json:"size,omitempty"`
+	// The payload's first bytes (1 KiB at most), and the payload as JSON
+	// where the runtime can render it.
+	Preview []byte `protobuf:"bytes,12,opt,name=preview,proto3" json:"preview,omitempty"`
+	Json    string `protobuf:"bytes,13,opt,name=json,proto3" json:"json,omitempty"`
+	// Every header.
+	Headers map[string]string `protobuf:"bytes,14,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Where a replay publishes it; empty when it cannot be replayed, and
+	// then not_replayable says why.
+	ReplaySubject string `protobuf:"bytes,15,opt,name=replay_subject,json=replaySubject,proto3" json:"replay_subject,omitempty"`
+	NotReplayable string `protobuf:"bytes,16,opt,name=not_replayable,json=notReplayable,proto3" json:"not_replayable,omitempty"`
+	// When it was replayed, in Unix milliseconds; zero when it was not.
+	ReplayedAtUnixMillis int64 `protobuf:"varint,17,opt,name=replayed_at_unix_millis,json=replayedAtUnixMillis,proto3" json:"replayed_at_unix_millis,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetTimeUnixMillis() int64 {
+	if x != nil {
+		return x.TimeUnixMillis
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetOriginalSubject() string {
+	if x != nil {
+		return x.OriginalSubject
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetCaller() string {
+	if x != nil {
+		return x.Caller
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetTypename() string {
+	if x != nil {
+		return x.Typename
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetSize() int64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetPreview() []byte {
+	if x != nil {
+		return x.Preview
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetJson() string {
+	if x != nil {
+		return x.Json
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetReplaySubject() string {
+	if x != nil {
+		return x.ReplaySubject
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetNotReplayable() string {
+	if x != nil {
+		return x.NotReplayable
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetReplayedAtUnixMillis() int64 {
+	if x != nil {
+		return x.ReplayedAtUnixMillis
+	}
+	return 0
+}
+
+type ReplayDeadLettersRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The sequences of the dead letters to replay.
+	Sequences     []uint64 `protobuf:"varint,1,rep,packed,name=sequences,proto3" json:"sequences,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersRequest) Reset() {
+	*x = ReplayDeadLettersRequest{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReplayDeadLettersRequest) GetSequences() []uint64 {
+	if x != nil {
+		return x.Sequences
+	}
+	return nil
+}
+
+type ReplayDeadLettersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One result per sequence asked for, in order.
+	Results       []*ReplayResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLettersResponse) Reset() {
+	*x = ReplayDeadLettersResponse{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLettersResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReplayDeadLettersResponse) GetResults() []*ReplayResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+// ReplayResult is the outcome for one dead letter.
+type ReplayResult struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Sequence uint64                 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	Outcome  ReplayOutcome          `protobuf:"varint,2,opt,name=outcome,proto3,enum=twinflow.v1.ReplayOutcome" json:"outcome,omitempty"`
+	// Where it was published.
+	Subject string `protobuf:"bytes,3,opt,name=subject,proto3" json:"subject,omitempty"`
+	// Why, for an outcome other than REPLAY_OUTCOME_REPLAYED.
+	Detail        string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayResult) Reset() {
+	*x = ReplayResult{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayResult) ProtoMessage() {}
+
+func (x *ReplayResult) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayResult.ProtoReflect.Descriptor instead.
+func (*ReplayResult) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReplayResult) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ReplayResult) GetOutcome() ReplayOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return ReplayOutcome_REPLAY_OUTCOME_UNSPECIFIED
+}
+
+func (x *ReplayResult) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *ReplayResult) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+type GetPlatformRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPlatformRequest) Reset() {
+	*x = GetPlatformRequest{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPlatformRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPlatformRequest) ProtoMessage() {}
+
+func (x *GetPlatformRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPlatformRequest.ProtoReflect.Descriptor instead.
+func (*GetPlatformRequest) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+type GetPlatformResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The samples of the last minutes, oldest first; one per second.
+	Samples []*PlatformSample `protobuf:"bytes,1,rep,name=samples,proto3" json:"samples,omitempty"`
+	// The shards and their key groups.
+	Shards []*ShardInfo `protobuf:"bytes,2,rep,name=shards,proto3" json:"shards,omitempty"`
+	// The checkpoints completed since the start (the last 120), oldest
+	// first.
+	Checkpoints []*CheckpointInfo `protobuf:"bytes,3,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`
+	// When the runtime started, in Unix milliseconds.
+	StartedUnixMillis int64 `protobuf:"varint,4,opt,name=started_unix_millis,json=startedUnixMillis,proto3" json:"started_unix_millis,omitempty"`
+	// The number of key groups.
+	KeyGroups     int32 `protobuf:"varint,5,opt,name=key_groups,json=keyGroups,proto3" json:"key_groups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetPlatformResponse) Reset() {
+	*x = GetPlatformResponse{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetPlatformResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetPlatformResponse) ProtoMessage() {}
+
+func (x *GetPlatformResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetPlatformResponse.ProtoReflect.Descriptor instead.
+func (*GetPlatformResponse) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *GetPlatformResponse) GetSamples() []*PlatformSample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+func (x *GetPlatformResponse) GetShards() []*ShardInfo {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *GetPlatformResponse) GetCheckpoints() []*CheckpointInfo {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+func (x *GetPlatformResponse) GetStartedUnixMillis() int64 {
+	if x != nil {
+		return x.StartedUnixMillis
+	}
+	return 0
+}
+
+func (x *GetPlatformResponse) GetKeyGroups() int32 {
+	if x != nil {
+		return x.KeyGroups
+	}
+	return 0
+}
+
+// ShardInfo is one shard of this worker.
+type ShardInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard int32                  `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// Its key groups, [key_group_lo, key_group_hi).
+	KeyGroupLo    int32 `protobuf:"varint,2,opt,name=key_group_lo,json=keyGroupLo,proto3" json:"key_group_lo,omitempty"`
+	KeyGroupHi    int32 `protobuf:"varint,3,opt,name=key_group_hi,json=keyGroupHi,proto3" json:"key_group_hi,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardInfo) Reset() {
+	*x = ShardInfo{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardInfo) ProtoMessage() {}
+
+func (x *ShardInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
+func (*ShardInfo) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ShardInfo) GetShard() int32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetKeyGroupLo() int32 {
+	if x != nil {
+		return x.KeyGroupLo
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetKeyGroupHi() int32 {
+	if x != nil {
+		return x.KeyGroupHi
+	}
+	return 0
+}
+
+// PlatformSample is the runtime's view of itself at one moment. Rates are
+// per second over the time since the previous sample.
+type PlatformSample struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	AtUnixMillis int64                  `protobuf:"varint,1,opt,name=at_unix_millis,json=atUnixMillis,proto3" json:"at_unix_millis,omitempty"`
+	// Messages read from the ingress streams, messages applied, egress
+	// records produced, messages dead-lettered.
+	IngressPerSecond     float64 `protobuf:"fixed64,2,opt,name=ingress_per_second,json=ingressPerSecond,proto3" json:"ingress_per_second,omitempty"`
+	InvocationsPerSecond float64 `protobuf:"fixed64,3,opt,name=invocations_per_second,json=invocationsPerSecond,proto3" json:"invocations_per_second,omitempty"`
+	EgressPerSecond      float64 `protobuf:"fixed64,4,opt,name=egress_per_second,json=egressPerSecond,proto3" json:"egress_per_second,omitempty"`
+	DeadLettersPerSecond float64 `protobuf:"fixed64,5,opt,name=dead_letters_per_second,json=deadLettersPerSecond,proto3" json:"dead_letters_per_second,omitempty"`
+	// Each shard's queues.
+	Shards []*ShardSample `protobuf:"bytes,6,rep,name=shards,proto3" json:"shards,omitempty"`
+	// Each ingress stream's lag.
+	Streams []*StreamSample `protobuf:"bytes,7,rep,name=streams,proto3" json:"streams,omitempty"`
+	// Each function type's calls.
+	Functions []*FunctionSample `protobuf:"bytes,8,rep,name=functions,proto3" json:"functions,omitempty"`
+	// Each endpoint's health and calls.
+	Endpoints []*EndpointSample `protobuf:"bytes,9,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// What keeps the runtime from being ready (see /readyz); empty when it
+	// is.
+	Problems      []string `protobuf:"bytes,10,rep,name=problems,proto3" json:"problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlatformSample) Reset() {
+	*x = PlatformSample{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlatformSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlatformSample) ProtoMessage() {}
+
+func (x *PlatformSample) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlatformSample.ProtoReflect.Descriptor instead.
+func (*PlatformSample) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *PlatformSample) GetAtUnixMillis() int64 {
+	if x != nil {
+		return x.AtUnixMillis
+	}
+	return 0
+}
+
+func (x *PlatformSample) GetIngressPerSecond() float64 {
+	if x != nil {
+		return x.IngressPerSecond
+	}
+	return 0
+}
+
+func (x *PlatformSample) GetInvocationsPerSecond() float64 {
+	if x != nil {
+		return x.InvocationsPerSecond
+	}
+	return 0
+}
+
+func (x *PlatformSample) GetEgressPerSecond() float64 {
+	if x != nil {
+		return x.EgressPerSecond
+	}
+	return 0
+}
+
+func (x *PlatformSample) GetDeadLettersPerSecond() float64 {
+	if x != nil {
+		return x.DeadLettersPerSecond
+	}
+	return 0
+}
+
+func (x *PlatformSample) GetShards() []*ShardSample {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
+func (x *PlatformSample) GetStreams() []*StreamSample {
+	if x != nil {
+		return x.Streams
+	}
+	return nil
+}
+
+func (x *PlatformSample) GetFunctions() []*FunctionSample {
+	if x != nil {
+		return x.Functions
+	}
+	return nil
+}
+
+func (x *PlatformSample) GetEndpoints() []*EndpointSample {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *PlatformSample) GetProblems() []string {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+// ShardSample is one shard's queues.
+type ShardSample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Shard int32                  `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	// Bytes of messages in memory, in its inbox and mailboxes.
+	QueuedBytes int64 `protobuf:"varint,2,opt,name=queued_bytes,json=queuedBytes,proto3" json:"queued_bytes,omitempty"`
+	// Addresses with messages queued, spilled or in a call.
+	ActiveAddresses int64 `protobuf:"varint,3,opt,name=active_addresses,json=activeAddresses,proto3" json:"active_addresses,omitempty"`
+	// The backlogs moved out of memory into the store.
+	SpilledBytes    int64 `protobuf:"varint,4,opt,name=spilled_bytes,json=spilledBytes,proto3" json:"spilled_bytes,omitempty"`
+	SpilledMessages int64 `protobuf:"varint,5,opt,name=spilled_messages,json=spilledMessages,proto3" json:"spilled_messages,omitempty"`
+	// Addresses waiting to retry.
+	FailingAddresses int64 `protobuf:"varint,6,opt,name=failing_addresses,json=failingAddresses,proto3" json:"failing_addresses,omitempty"`
+	// Whether intake waits for it.
+	Saturated     bool `protobuf:"varint,7,opt,name=saturated,proto3" json:"saturated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardSample) Reset() {
+	*x = ShardSample{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardSample) ProtoMessage() {}
+
+func (x *ShardSample) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardSample.ProtoReflect.Descriptor instead.
+func (*ShardSample) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ShardSample) GetShard() int32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ShardSample) GetQueuedBytes() int64 {
+	if x != nil {
+		return x.QueuedBytes
+	}
+	return 0
+}
+
+func (x *ShardSample) GetActiveAddresses() int64 {
+	if x != nil {
+		return x.ActiveAddresses
+	}
+	return 0
+}
+
+func (x *ShardSample) GetSpilledBytes() int64 {
+	if x != nil {
+		return x.SpilledBytes
+	}
+	return 0
+}
+
+func (x *ShardSample) GetSpilledMessages() int64 {
+	if x != nil {
+		return x.SpilledMessages
+	}
+	return 0
+}
+
+func (x *ShardSample) GetFailingAddresses() int64 {
+	if x != nil {
+		return x.FailingAddresses
+	}
+	return 0
+}
+
+func (x *ShardSample) GetSaturated() bool {
+	if x != nil {
+		return x.Saturated
+	}
+	return false
+}
+
+// StreamSample is one ingress stream's position.
+type StreamSample struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Stream string                 `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The stream's last sequence, and the last its reader delivered.
+	LastSequence uint64 `protobuf:"varint,2,opt,name=last_sequence,json=lastSequence,proto3" json:"last_sequence,omitempty"`
+	ReadSequence uint64 `protobuf:"varint,3,opt,name=read_sequence,json=readSequence,proto3" json:"read_sequence,omitempty"`
+	// Messages stored and not yet read.
+	Lag           uint64 `protobuf:"varint,4,opt,name=lag,proto3" json:"lag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StreamSample) Reset() {
+	*x = StreamSample{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StreamSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StreamSample) ProtoMessage() {}
+
+func (x *StreamSample) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StreamSample.ProtoReflect.Descriptor instead.
+func (*StreamSample) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *StreamSample) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *StreamSample) GetLastSequence() uint64 {
+	if x != nil {
+		return x.LastSequence
+	}
+	return 0
+}
+
+func (x *StreamSample) GetReadSequence() uint64 {
+	if x != nil {
+		return x.ReadSequence
+	}
+	return 0
+}
+
+func (x *StreamSample) GetLag() uint64 {
+	if x != nil {
+		return x.Lag
+	}
+	return 0
+}
+
+// FunctionSample is one function type's activity.
+type FunctionSample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Type  string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// Messages applied, failed attempts retried, messages dead-lettered.
+	InvocationsPerSecond float64 `protobuf:"fixed64,2,opt,name=invocations_per_second,json=invocationsPerSecond,proto3" json:"invocations_per_second,omitempty"`
+	RetriesPerSecond     float64 `protobuf:"fixed64,3,opt,name=retries_per_second,json=retriesPerSecond,proto3" json:"retries_per_second,omitempty"`
+	DeadLettersPerSecond float64 `protobuf:"fixed64,4,opt,name=dead_letters_per_second,json=deadLettersPerSecond,proto3" json:"dead_letters_per_second,omitempty"`
+	// The share of attempts that failed: (retries + dead letters) /
+	// (invocations + retries + dead letters).
+	ErrorRatio float64 `protobuf:"fixed64,5,opt,name=error_ratio,json=errorRatio,proto3" json:"error_ratio,omitempty"`
+	// Latency of the calls that carried the type, over the last 10 seconds.
+	P50Millis float64 `protobuf:"fixed64,6,opt,name=p50_millis,json=p50Millis,proto3" json:"p50_millis,omitempty"`
+	P99Millis float64 `protobuf:"fixed64,7,opt,name=p99_millis,json=p99Millis,proto3" json:"p99_millis,omitempty"`
+	// Calls that carried the type.
+	CallsPerSecond float64 `protobuf:"fixed64,8,opt,name=calls_per_second,json=callsPerSecond,proto3" json:"calls_per_second,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *FunctionSample) Reset() {
+	*x = FunctionSample{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FunctionSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FunctionSample) ProtoMessage() {}
+
+func (x *FunctionSample) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FunctionSample.ProtoReflect.Descriptor instead.
+func (*FunctionSample) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *FunctionSample) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *FunctionSample) GetInvocationsPerSecond() float64 {
+	if x != nil {
+		return x.InvocationsPerSecond
+	}
+	return 0
+}
+
+func (x *FunctionSample) GetRetriesPerSecond() float64 {
+	if x != nil {
+		return x.RetriesPerSecond
+	}
+	return 0
+}
+
+func (x *FunctionSample) GetDeadLettersPerSecond() float64 {
+	if x != nil {
+		return x.DeadLettersPerSecond
+	}
+	return 0
+}
+
+func (x *FunctionSample) GetErrorRatio() float64 {
+	if x != nil {
+		return x.ErrorRatio
+	}
+	return 0
+}
+
+func (x *FunctionSample) GetP50Millis() float64 {
+	if x != nil {
+		return x.P50Millis
+	}
+	return 0
+}
+
+func (x *FunctionSample) GetP99Millis() float64 {
+	if x != nil {
+		return x.P99Millis
+	}
+	return 0
+}
+
+func (x *FunctionSample) GetCallsPerSecond() float64 {
+	if x != nil {
+		return x.CallsPerSecond
+	}
+	return 0
+}
+
+// EndpointSample is one endpoint's health and calls.
+type EndpointSample struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Url   string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// False while its calls fail without an answer.
+	Reachable      bool    `protobuf:"varint,2,opt,name=reachable,proto3" json:"reachable,omitempty"`
+	LastError      string  `protobuf:"bytes,3,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	CallsPerSecond float64 `protobuf:"fixed64,4,opt,name=calls_per_second,json=callsPerSecond,proto3" json:"calls_per_second,omitempty"`
+	// Latency of its calls, over the last 10 seconds.
+	P50Millis float64 `protobuf:"fixed64,5,opt,name=p50_millis,json=p50Millis,proto3" json:"p50_millis,omitempty"`
+	P99Millis float64 `protobuf:"fixed64,6,opt,name=p99_millis,json=p99Millis,proto3" json:"p99_millis,omitempty"`
+	// The function types it serves.
+	Functions     []string `protobuf:"bytes,7,rep,name=functions,proto3" json:"functions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointSample) Reset() {
+	*x = EndpointSample{}
+	mi := &file_twinflow_v1_admin_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointSample) ProtoMessage() {}
+
+func (x *EndpointSample) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_admin_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointSample.ProtoReflect.Descriptor instead.
+func (*EndpointSample) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_admin_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *EndpointSample) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *EndpointSample) GetReachable() bool {
+	if x != nil {
+		return x.Reachable
+	}
+	return false
+}
+
+func (x *EndpointSample) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *EndpointSample) GetCallsPerSecond() float64 {
+	if x != nil {
+		return x.CallsPerSecond
+	}
+	return 0
+}
+
+func (x *EndpointSample) GetP50Millis() float64 {
+	if x != nil {
+		return x.P50Millis
+	}
+	return 0
+}
+
+func (x *EndpointSample) GetP99Millis() float64 {
+	if x != nil {
+		return x.P99Millis
+	}
+	return 0
+}
+
+func (x *EndpointSample) GetFunctions() []string {
+	if x != nil {
+		return x.Functions
+	}
+	return nil
+}
+
 var File_twinflow_v1_admin_proto protoreflect.FileDescriptor
 
 const file_twinflow_v1_admin_proto_rawDesc = "" +
@@ -783,20 +2748,22 @@ const file_twinflow_v1_admin_proto_rawDesc = "" +
 	"\x05names\x18\x02 \x03(\tR\x05names\"s\n" +
 	"\x10GetStateResponse\x12.\n" +
 	"\aaddress\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\aaddress\x12/\n" +
-	"\x06values\x18\x02 \x03(\v2\x17.twinflow.v1.StateEntryR\x06values\"\x84\x01\n" +
+	"\x06values\x18\x02 \x03(\v2\x17.twinflow.v1.StateEntryR\x06values\"\x98\x01\n" +
 	"\n" +
 	"StateEntry\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12-\n" +
 	"\x05value\x18\x02 \x01(\v2\x17.twinflow.v1.TypedValueR\x05value\x123\n" +
-	"\x16expires_at_unix_millis\x18\x03 \x01(\x03R\x13expiresAtUnixMillis\"\x1a\n" +
+	"\x16expires_at_unix_millis\x18\x03 \x01(\x03R\x13expiresAtUnixMillis\x12\x12\n" +
+	"\x04json\x18\x04 \x01(\tR\x04json\"\x1a\n" +
 	"\x18ListFunctionTypesRequest\"a\n" +
 	"\x19ListFunctionTypesResponse\x12D\n" +
-	"\x0efunction_types\x18\x01 \x03(\v2\x1d.twinflow.v1.FunctionTypeInfoR\rfunctionTypes\"\x82\x01\n" +
+	"\x0efunction_types\x18\x01 \x03(\v2\x1d.twinflow.v1.FunctionTypeInfoR\rfunctionTypes\"\xaf\x01\n" +
 	"\x10FunctionTypeInfo\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12!\n" +
 	"\fendpoint_url\x18\x02 \x01(\tR\vendpointUrl\x127\n" +
 	"\vstate_specs\x18\x03 \x03(\v2\x16.twinflow.v1.StateSpecR\n" +
-	"stateSpecs\"\x1c\n" +
+	"stateSpecs\x12+\n" +
+	"\x11handled_typenames\x18\x04 \x03(\tR\x10handledTypenames\"\x1c\n" +
 	"\x1aGetCheckpointStatusRequest\"x\n" +
 	"\x1bGetCheckpointStatusResponse\x123\n" +
 	"\x06latest\x18\x01 \x01(\v2\x1b.twinflow.v1.CheckpointInfoR\x06latest\x12$\n" +
@@ -821,14 +2788,187 @@ const file_twinflow_v1_admin_proto_rawDesc = "" +
 	"\fStopResponse\x12;\n" +
 	"\n" +
 	"checkpoint\x18\x01 \x01(\v2\x1b.twinflow.v1.CheckpointInfoR\n" +
-	"checkpoint2\xa4\x04\n" +
+	"checkpoint\"\x8f\x01\n" +
+	"\x14ListAddressesRequest\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06prefix\x18\x02 \x01(\tR\x06prefix\x12\x14\n" +
+	"\x05after\x18\x03 \x01(\tR\x05after\x12\x14\n" +
+	"\x05limit\x18\x04 \x01(\x05R\x05limit\x12\x1f\n" +
+	"\vstate_names\x18\x05 \x03(\tR\n" +
+	"stateNames\"\x85\x01\n" +
+	"\x15ListAddressesResponse\x127\n" +
+	"\taddresses\x18\x01 \x03(\v2\x19.twinflow.v1.AddressEntryR\taddresses\x12\x1d\n" +
+	"\n" +
+	"next_after\x18\x02 \x01(\tR\tnextAfter\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x03R\x05total\"O\n" +
+	"\fAddressEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12/\n" +
+	"\x06values\x18\x02 \x03(\v2\x17.twinflow.v1.StateEntryR\x06values\"H\n" +
+	"\x16DescribeAddressRequest\x12.\n" +
+	"\aaddress\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\aaddress\"\x9d\x03\n" +
+	"\x17DescribeAddressResponse\x12.\n" +
+	"\aaddress\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\aaddress\x12\x1b\n" +
+	"\tkey_group\x18\x02 \x01(\x05R\bkeyGroup\x12\x14\n" +
+	"\x05shard\x18\x03 \x01(\x05R\x05shard\x12/\n" +
+	"\x06values\x18\x04 \x03(\v2\x17.twinflow.v1.StateEntryR\x06values\x122\n" +
+	"\adelayed\x18\x05 \x03(\v2\x18.twinflow.v1.DelayedInfoR\adelayed\x12+\n" +
+	"\x11delayed_truncated\x18\x06 \x01(\bR\x10delayedTruncated\x126\n" +
+	"\breceived\x18\a \x03(\v2\x1a.twinflow.v1.ActivityEntryR\breceived\x12.\n" +
+	"\x04sent\x18\b \x03(\v2\x1a.twinflow.v1.ActivityEntryR\x04sent\x12%\n" +
+	"\x0eactivity_known\x18\t \x01(\bR\ractivityKnown\"\xdb\x01\n" +
+	"\vDelayedInfo\x12,\n" +
+	"\x06target\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\x06target\x123\n" +
+	"\bargument\x18\x02 \x01(\v2\x17.twinflow.v1.TypedValueR\bargument\x12&\n" +
+	"\x0fdue_unix_millis\x18\x03 \x01(\x03R\rdueUnixMillis\x12-\n" +
+	"\x12cancellation_token\x18\x04 \x01(\tR\x11cancellationToken\x12\x12\n" +
+	"\x04json\x18\x05 \x01(\tR\x04json\"\xfd\x01\n" +
+	"\rActivityEntry\x12$\n" +
+	"\x0eat_unix_millis\x18\x01 \x01(\x03R\fatUnixMillis\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12(\n" +
+	"\x04peer\x18\x03 \x01(\v2\x14.twinflow.v1.AddressR\x04peer\x12\x16\n" +
+	"\x06egress\x18\x04 \x01(\tR\x06egress\x12\x1a\n" +
+	"\btypename\x18\x05 \x01(\tR\btypename\x12\x12\n" +
+	"\x04size\x18\x06 \x01(\x03R\x04size\x12\x18\n" +
+	"\apreview\x18\a \x01(\fR\apreview\x12\x12\n" +
+	"\x04json\x18\b \x01(\tR\x04json\x12\x12\n" +
+	"\x04note\x18\t \x01(\tR\x04note\"\xcf\x01\n" +
+	"\x12SendMessageRequest\x12.\n" +
+	"\aaddress\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\aaddress\x12\x1a\n" +
+	"\btypename\x18\x02 \x01(\tR\btypename\x12\x18\n" +
+	"\apayload\x18\x03 \x01(\fR\apayload\x12\x12\n" +
+	"\x04json\x18\x04 \x01(\tR\x04json\x12\x18\n" +
+	"\arequest\x18\x05 \x01(\bR\arequest\x12%\n" +
+	"\x0etimeout_millis\x18\x06 \x01(\x03R\rtimeoutMillis\"\xa0\x01\n" +
+	"\x13SendMessageResponse\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12-\n" +
+	"\x05reply\x18\x02 \x01(\v2\x17.twinflow.v1.TypedValueR\x05reply\x12\x1d\n" +
+	"\n" +
+	"reply_json\x18\x03 \x01(\tR\treplyJson\x12\x1f\n" +
+	"\vreply_error\x18\x04 \x01(\tR\n" +
+	"replyError\"F\n" +
+	"\x16ListDeadLettersRequest\x12\x16\n" +
+	"\x06before\x18\x01 \x01(\x04R\x06before\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\xa8\x01\n" +
+	"\x17ListDeadLettersResponse\x12:\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x17.twinflow.v1.DeadLetterR\vdeadLetters\x12\x1f\n" +
+	"\vnext_before\x18\x02 \x01(\x04R\n" +
+	"nextBefore\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x04R\x05total\x12\x1a\n" +
+	"\breplayed\x18\x04 \x01(\x04R\breplayed\"\xec\x04\n" +
+	"\n" +
+	"DeadLetter\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12(\n" +
+	"\x10time_unix_millis\x18\x02 \x01(\x03R\x0etimeUnixMillis\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12)\n" +
+	"\x10original_subject\x18\x06 \x01(\tR\x0foriginalSubject\x12\x16\n" +
+	"\x06target\x18\a \x01(\tR\x06target\x12\x16\n" +
+	"\x06caller\x18\b \x01(\tR\x06caller\x12\x16\n" +
+	"\x06source\x18\t \x01(\tR\x06source\x12\x1a\n" +
+	"\btypename\x18\n" +
+	" \x01(\tR\btypename\x12\x12\n" +
+	"\x04size\x18\v \x01(\x03R\x04size\x12\x18\n" +
+	"\apreview\x18\f \x01(\fR\apreview\x12\x12\n" +
+	"\x04json\x18\r \x01(\tR\x04json\x12>\n" +
+	"\aheaders\x18\x0e \x03(\v2$.twinflow.v1.DeadLetter.HeadersEntryR\aheaders\x12%\n" +
+	"\x0ereplay_subject\x18\x0f \x01(\tR\rreplaySubject\x12%\n" +
+	"\x0enot_replayable\x18\x10 \x01(\tR\rnotReplayable\x125\n" +
+	"\x17replayed_at_unix_millis\x18\x11 \x01(\x03R\x14replayedAtUnixMillis\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"8\n" +
+	"\x18ReplayDeadLettersRequest\x12\x1c\n" +
+	"\tsequences\x18\x01 \x03(\x04R\tsequences\"P\n" +
+	"\x19ReplayDeadLettersResponse\x123\n" +
+	"\aresults\x18\x01 \x03(\v2\x19.twinflow.v1.ReplayResultR\aresults\"\x92\x01\n" +
+	"\fReplayResult\x12\x1a\n" +
+	"\bsequence\x18\x01 \x01(\x04R\bsequence\x124\n" +
+	"\aoutcome\x18\x02 \x01(\x0e2\x1a.twinflow.v1.ReplayOutcomeR\aoutcome\x12\x18\n" +
+	"\asubject\x18\x03 \x01(\tR\asubject\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\"\x14\n" +
+	"\x12GetPlatformRequest\"\x8a\x02\n" +
+	"\x13GetPlatformResponse\x125\n" +
+	"\asamples\x18\x01 \x03(\v2\x1b.twinflow.v1.PlatformSampleR\asamples\x12.\n" +
+	"\x06shards\x18\x02 \x03(\v2\x16.twinflow.v1.ShardInfoR\x06shards\x12=\n" +
+	"\vcheckpoints\x18\x03 \x03(\v2\x1b.twinflow.v1.CheckpointInfoR\vcheckpoints\x12.\n" +
+	"\x13started_unix_millis\x18\x04 \x01(\x03R\x11startedUnixMillis\x12\x1d\n" +
+	"\n" +
+	"key_groups\x18\x05 \x01(\x05R\tkeyGroups\"e\n" +
+	"\tShardInfo\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\x05R\x05shard\x12 \n" +
+	"\fkey_group_lo\x18\x02 \x01(\x05R\n" +
+	"keyGroupLo\x12 \n" +
+	"\fkey_group_hi\x18\x03 \x01(\x05R\n" +
+	"keyGroupHi\"\xf6\x03\n" +
+	"\x0ePlatformSample\x12$\n" +
+	"\x0eat_unix_millis\x18\x01 \x01(\x03R\fatUnixMillis\x12,\n" +
+	"\x12ingress_per_second\x18\x02 \x01(\x01R\x10ingressPerSecond\x124\n" +
+	"\x16invocations_per_second\x18\x03 \x01(\x01R\x14invocationsPerSecond\x12*\n" +
+	"\x11egress_per_second\x18\x04 \x01(\x01R\x0fegressPerSecond\x125\n" +
+	"\x17dead_letters_per_second\x18\x05 \x01(\x01R\x14deadLettersPerSecond\x120\n" +
+	"\x06shards\x18\x06 \x03(\v2\x18.twinflow.v1.ShardSampleR\x06shards\x123\n" +
+	"\astreams\x18\a \x03(\v2\x19.twinflow.v1.StreamSampleR\astreams\x129\n" +
+	"\tfunctions\x18\b \x03(\v2\x1b.twinflow.v1.FunctionSampleR\tfunctions\x129\n" +
+	"\tendpoints\x18\t \x03(\v2\x1b.twinflow.v1.EndpointSampleR\tendpoints\x12\x1a\n" +
+	"\bproblems\x18\n" +
+	" \x03(\tR\bproblems\"\x8c\x02\n" +
+	"\vShardSample\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\x05R\x05shard\x12!\n" +
+	"\fqueued_bytes\x18\x02 \x01(\x03R\vqueuedBytes\x12)\n" +
+	"\x10active_addresses\x18\x03 \x01(\x03R\x0factiveAddresses\x12#\n" +
+	"\rspilled_bytes\x18\x04 \x01(\x03R\fspilledBytes\x12)\n" +
+	"\x10spilled_messages\x18\x05 \x01(\x03R\x0fspilledMessages\x12+\n" +
+	"\x11failing_addresses\x18\x06 \x01(\x03R\x10failingAddresses\x12\x1c\n" +
+	"\tsaturated\x18\a \x01(\bR\tsaturated\"\x82\x01\n" +
+	"\fStreamSample\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12#\n" +
+	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\x12#\n" +
+	"\rread_sequence\x18\x03 \x01(\x04R\freadSequence\x12\x10\n" +
+	"\x03lag\x18\x04 \x01(\x04R\x03lag\"\xc8\x02\n" +
+	"\x0eFunctionSample\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x124\n" +
+	"\x16invocations_per_second\x18\x02 \x01(\x01R\x14invocationsPerSecond\x12,\n" +
+	"\x12retries_per_second\x18\x03 \x01(\x01R\x10retriesPerSecond\x125\n" +
+	"\x17dead_letters_per_second\x18\x04 \x01(\x01R\x14deadLettersPerSecond\x12\x1f\n" +
+	"\verror_ratio\x18\x05 \x01(\x01R\n" +
+	"errorRatio\x12\x1d\n" +
+	"\n" +
+	"p50_millis\x18\x06 \x01(\x01R\tp50Millis\x12\x1d\n" +
+	"\n" +
+	"p99_millis\x18\a \x01(\x01R\tp99Millis\x12(\n" +
+	"\x10calls_per_second\x18\b \x01(\x01R\x0ecallsPerSecond\"\xe5\x01\n" +
+	"\x0eEndpointSample\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x12\x1c\n" +
+	"\treachable\x18\x02 \x01(\bR\treachable\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x03 \x01(\tR\tlastError\x12(\n" +
+	"\x10calls_per_second\x18\x04 \x01(\x01R\x0ecallsPerSecond\x12\x1d\n" +
+	"\n" +
+	"p50_millis\x18\x05 \x01(\x01R\tp50Millis\x12\x1d\n" +
+	"\n" +
+	"p99_millis\x18\x06 \x01(\x01R\tp99Millis\x12\x1c\n" +
+	"\tfunctions\x18\a \x03(\tR\tfunctions*\xcd\x01\n" +
+	"\rReplayOutcome\x12\x1e\n" +
+	"\x1aREPLAY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17REPLAY_OUTCOME_REPLAYED\x10\x01\x12#\n" +
+	"\x1fREPLAY_OUTCOME_ALREADY_REPLAYED\x10\x02\x12!\n" +
+	"\x1dREPLAY_OUTCOME_NOT_REPLAYABLE\x10\x03\x12\x1c\n" +
+	"\x18REPLAY_OUTCOME_NOT_FOUND\x10\x04\x12\x19\n" +
+	"\x15REPLAY_OUTCOME_FAILED\x10\x052\xc0\b\n" +
 	"\fAdminService\x12G\n" +
 	"\bGetState\x12\x1c.twinflow.v1.GetStateRequest\x1a\x1d.twinflow.v1.GetStateResponse\x12b\n" +
 	"\x11ListFunctionTypes\x12%.twinflow.v1.ListFunctionTypesRequest\x1a&.twinflow.v1.ListFunctionTypesResponse\x12h\n" +
 	"\x13GetCheckpointStatus\x12'.twinflow.v1.GetCheckpointStatusRequest\x1a(.twinflow.v1.GetCheckpointStatusResponse\x12\\\n" +
 	"\x0fListCheckpoints\x12#.twinflow.v1.ListCheckpointsRequest\x1a$.twinflow.v1.ListCheckpointsResponse\x12b\n" +
 	"\x11TriggerCheckpoint\x12%.twinflow.v1.TriggerCheckpointRequest\x1a&.twinflow.v1.TriggerCheckpointResponse\x12;\n" +
-	"\x04Stop\x12\x18.twinflow.v1.StopRequest\x1a\x19.twinflow.v1.StopResponseB?Z=github.com/twinflow/twinflow/proto/gen/twinflow/v1;twinflowv1b\x06proto3"
+	"\x04Stop\x12\x18.twinflow.v1.StopRequest\x1a\x19.twinflow.v1.StopResponse\x12V\n" +
+	"\rListAddresses\x12!.twinflow.v1.ListAddressesRequest\x1a\".twinflow.v1.ListAddressesResponse\x12\\\n" +
+	"\x0fDescribeAddress\x12#.twinflow.v1.DescribeAddressRequest\x1a$.twinflow.v1.DescribeAddressResponse\x12P\n" +
+	"\vSendMessage\x12\x1f.twinflow.v1.SendMessageRequest\x1a .twinflow.v1.SendMessageResponse\x12\\\n" +
+	"\x0fListDeadLetters\x12#.twinflow.v1.ListDeadLettersRequest\x1a$.twinflow.v1.ListDeadLettersResponse\x12b\n" +
+	"\x11ReplayDeadLetters\x12%.twinflow.v1.ReplayDeadLettersRequest\x1a&.twinflow.v1.ReplayDeadLettersResponse\x12P\n" +
+	"\vGetPlatform\x12\x1f.twinflow.v1.GetPlatformRequest\x1a .twinflow.v1.GetPlatformResponseB?Z=github.com/twinflow/twinflow/proto/gen/twinflow/v1;twinflowv1b\x06proto3"
 
 var (
 	file_twinflow_v1_admin_proto_rawDescOnce sync.Once
@@ -842,55 +2982,117 @@ func file_twinflow_v1_admin_proto_rawDescGZIP() []byte {
 	return file_twinflow_v1_admin_proto_rawDescData
 }
 
-var file_twinflow_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_twinflow_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_twinflow_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_twinflow_v1_admin_proto_goTypes = []any{
-	(*GetStateRequest)(nil),             // 0: twinflow.v1.GetStateRequest
-	(*GetStateResponse)(nil),            // 1: twinflow.v1.GetStateResponse
-	(*StateEntry)(nil),                  // 2: twinflow.v1.StateEntry
-	(*ListFunctionTypesRequest)(nil),    // 3: twinflow.v1.ListFunctionTypesRequest
-	(*ListFunctionTypesResponse)(nil),   // 4: twinflow.v1.ListFunctionTypesResponse
-	(*FunctionTypeInfo)(nil),            // 5: twinflow.v1.FunctionTypeInfo
-	(*GetCheckpointStatusRequest)(nil),  // 6: twinflow.v1.GetCheckpointStatusRequest
-	(*GetCheckpointStatusResponse)(nil), // 7: twinflow.v1.GetCheckpointStatusResponse
-	(*CheckpointInfo)(nil),              // 8: twinflow.v1.CheckpointInfo
-	(*ListCheckpointsRequest)(nil),      // 9: twinflow.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),     // 10: twinflow.v1.ListCheckpointsResponse
-	(*TriggerCheckpointRequest)(nil),    // 11: twinflow.v1.TriggerCheckpointRequest
-	(*TriggerCheckpointResponse)(nil),   // 12: twinflow.v1.TriggerCheckpointResponse
-	(*StopRequest)(nil),                 // 13: twinflow.v1.StopRequest
-	(*StopResponse)(nil),                // 14: twinflow.v1.StopResponse
-	(*Address)(nil),                     // 15: twinflow.v1.Address
-	(*TypedValue)(nil),                  // 16: twinflow.v1.TypedValue
-	(*StateSpec)(nil),                   // 17: twinflow.v1.StateSpec
+	(ReplayOutcome)(0),                  // 0: twinflow.v1.ReplayOutcome
+	(*GetStateRequest)(nil),             // 1: twinflow.v1.GetStateRequest
+	(*GetStateResponse)(nil),            // 2: twinflow.v1.GetStateResponse
+	(*StateEntry)(nil),                  // 3: twinflow.v1.StateEntry
+	(*ListFunctionTypesRequest)(nil),    // 4: twinflow.v1.ListFunctionTypesRequest
+	(*ListFunctionTypesResponse)(nil),   // 5: twinflow.v1.ListFunctionTypesResponse
+	(*FunctionTypeInfo)(nil),            // 6: twinflow.v1.FunctionTypeInfo
+	(*GetCheckpointStatusRequest)(nil),  // 7: twinflow.v1.GetCheckpointStatusRequest
+	(*GetCheckpointStatusResponse)(nil), // 8: twinflow.v1.GetCheckpointStatusResponse
+	(*CheckpointInfo)(nil),              // 9: twinflow.v1.CheckpointInfo
+	(*ListCheckpointsRequest)(nil),      // 10: twinflow.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),     // 11: twinflow.v1.ListCheckpointsResponse
+	(*TriggerCheckpointRequest)(nil),    // 12: twinflow.v1.TriggerCheckpointRequest
+	(*TriggerCheckpointResponse)(nil),   // 13: twinflow.v1.TriggerCheckpointResponse
+	(*StopRequest)(nil),                 // 14: twinflow.v1.StopRequest
+	(*StopResponse)(nil),                // 15: twinflow.v1.StopResponse
+	(*ListAddressesRequest)(nil),        // 16: twinflow.v1.ListAddressesRequest
+	(*ListAddressesResponse)(nil),       // 17: twinflow.v1.ListAddressesResponse
+	(*AddressEntry)(nil),                // 18: twinflow.v1.AddressEntry
+	(*DescribeAddressRequest)(nil),      // 19: twinflow.v1.DescribeAddressRequest
+	(*DescribeAddressResponse)(nil),     // 20: twinflow.v1.DescribeAddressResponse
+	(*DelayedInfo)(nil),                 // 21: twinflow.v1.DelayedInfo
+	(*ActivityEntry)(nil),               // 22: twinflow.v1.ActivityEntry
+	(*SendMessageRequest)(nil),          // 23: twinflow.v1.SendMessageRequest
+	(*SendMessageResponse)(nil),         // 24: twinflow.v1.SendMessageResponse
+	(*ListDeadLettersRequest)(nil),      // 25: twinflow.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),     // 26: twinflow.v1.ListDeadLettersResponse
+	(*DeadLetter)(nil),                  // 27: twinflow.v1.DeadLetter
+	(*ReplayDeadLettersRequest)(nil),    // 28: twinflow.v1.ReplayDeadLettersRequest
+	(*ReplayDeadLettersResponse)(nil),   // 29: twinflow.v1.ReplayDeadLettersResponse
+	(*ReplayResult)(nil),                // 30: twinflow.v1.ReplayResult
+	(*GetPlatformRequest)(nil),          // 31: twinflow.v1.GetPlatformRequest
+	(*GetPlatformResponse)(nil),         // 32: twinflow.v1.GetPlatformResponse
+	(*ShardInfo)(nil),                   // 33: twinflow.v1.ShardInfo
+	(*PlatformSample)(nil),              // 34: twinflow.v1.PlatformSample
+	(*ShardSample)(nil),                 // 35: twinflow.v1.ShardSample
+	(*StreamSample)(nil),                // 36: twinflow.v1.StreamSample
+	(*FunctionSample)(nil),              // 37: twinflow.v1.FunctionSample
+	(*EndpointSample)(nil),              // 38: twinflow.v1.EndpointSample
+	nil,                                 // 39: twinflow.v1.DeadLetter.HeadersEntry
+	(*Address)(nil),                     // 40: twinflow.v1.Address
+	(*TypedValue)(nil),                  // 41: twinflow.v1.TypedValue
+	(*StateSpec)(nil),                   // 42: twinflow.v1.StateSpec
 }
 var file_twinflow_v1_admin_proto_depIdxs = []int32{
-	15, // 0: twinflow.v1.GetStateRequest.address:type_name -> twinflow.v1.Address
-	15, // 1: twinflow.v1.GetStateResponse.address:type_name -> twinflow.v1.Address
-	2,  // 2: twinflow.v1.GetStateResponse.values:type_name -> twinflow.v1.StateEntry
-	16, // 3: twinflow.v1.StateEntry.value:type_name -> twinflow.v1.TypedValue
-	5,  // 4: twinflow.v1.ListFunctionTypesResponse.function_types:type_name -> twinflow.v1.FunctionTypeInfo
-	17, // 5: twinflow.v1.FunctionTypeInfo.state_specs:type_name -> twinflow.v1.StateSpec
-	8,  // 6: twinflow.v1.GetCheckpointStatusResponse.latest:type_name -> twinflow.v1.CheckpointInfo
-	8,  // 7: twinflow.v1.ListCheckpointsResponse.checkpoints:type_name -> twinflow.v1.CheckpointInfo
-	8,  // 8: twinflow.v1.TriggerCheckpointResponse.checkpoint:type_name -> twinflow.v1.CheckpointInfo
-	8,  // 9: twinflow.v1.StopResponse.checkpoint:type_name -> twinflow.v1.CheckpointInfo
-	0,  // 10: twinflow.v1.AdminService.GetState:input_type -> twinflow.v1.GetStateRequest
-	3,  // 11: twinflow.v1.AdminService.ListFunctionTypes:input_type -> twinflow.v1.ListFunctionTypesRequest
-	6,  // 12: twinflow.v1.AdminService.GetCheckpointStatus:input_type -> twinflow.v1.GetCheckpointStatusRequest
-	9,  // 13: twinflow.v1.AdminService.ListCheckpoints:input_type -> twinflow.v1.ListCheckpointsRequest
-	11, // 14: twinflow.v1.AdminService.TriggerCheckpoint:input_type -> twinflow.v1.TriggerCheckpointRequest
-	13, // 15: twinflow.v1.AdminService.Stop:input_type -> twinflow.v1.StopRequest
-	1,  // 16: twinflow.v1.AdminService.GetState:output_type -> twinflow.v1.GetStateResponse
-	4,  // 17: twinflow.v1.AdminService.ListFunctionTypes:output_type -> twinflow.v1.ListFunctionTypesResponse
-	7,  // 18: twinflow.v1.AdminService.GetCheckpointStatus:output_type -> twinflow.v1.GetCheckpointStatusResponse
-	10, // 19: twinflow.v1.AdminService.ListCheckpoints:output_type -> twinflow.v1.ListCheckpointsResponse
-	12, // 20: twinflow.v1.AdminService.TriggerCheckpoint:output_type -> twinflow.v1.TriggerCheckpointResponse
-	14, // 21: twinflow.v1.AdminService.Stop:output_type -> twinflow.v1.StopResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	40, // 0: twinflow.v1.GetStateRequest.address:type_name -> twinflow.v1.Address
+	40, // 1: twinflow.v1.GetStateResponse.address:type_name -> twinflow.v1.Address
+	3,  // 2: twinflow.v1.GetStateResponse.values:type_name -> twinflow.v1.StateEntry
+	41, // 3: twinflow.v1.StateEntry.value:type_name -> twinflow.v1.TypedValue
+	6,  // 4: twinflow.v1.ListFunctionTypesResponse.function_types:type_name -> twinflow.v1.FunctionTypeInfo
+	42, // 5: twinflow.v1.FunctionTypeInfo.state_specs:type_name -> twinflow.v1.StateSpec
+	9,  // 6: twinflow.v1.GetCheckpointStatusResponse.latest:type_name -> twinflow.v1.CheckpointInfo
+	9,  // 7: twinflow.v1.ListCheckpointsResponse.checkpoints:type_name -> twinflow.v1.CheckpointInfo
+	9,  // 8: twinflow.v1.TriggerCheckpointResponse.checkpoint:type_name -> twinflow.v1.CheckpointInfo
+	9,  // 9: twinflow.v1.StopResponse.checkpoint:type_name -> twinflow.v1.CheckpointInfo
+	18, // 10: twinflow.v1.ListAddressesResponse.addresses:type_name -> twinflow.v1.AddressEntry
+	3,  // 11: twinflow.v1.AddressEntry.values:type_name -> twinflow.v1.StateEntry
+	40, // 12: twinflow.v1.DescribeAddressRequest.address:type_name -> twinflow.v1.Address
+	40, // 13: twinflow.v1.DescribeAddressResponse.address:type_name -> twinflow.v1.Address
+	3,  // 14: twinflow.v1.DescribeAddressResponse.values:type_name -> twinflow.v1.StateEntry
+	21, // 15: twinflow.v1.DescribeAddressResponse.delayed:type_name -> twinflow.v1.DelayedInfo
+	22, // 16: twinflow.v1.DescribeAddressResponse.received:type_name -> twinflow.v1.ActivityEntry
+	22, // 17: twinflow.v1.DescribeAddressResponse.sent:type_name -> twinflow.v1.ActivityEntry
+	40, // 18: twinflow.v1.DelayedInfo.target:type_name -> twinflow.v1.Address
+	41, // 19: twinflow.v1.DelayedInfo.argument:type_name -> twinflow.v1.TypedValue
+	40, // 20: twinflow.v1.ActivityEntry.peer:type_name -> twinflow.v1.Address
+	40, // 21: twinflow.v1.SendMessageRequest.address:type_name -> twinflow.v1.Address
+	41, // 22: twinflow.v1.SendMessageResponse.reply:type_name -> twinflow.v1.TypedValue
+	27, // 23: twinflow.v1.ListDeadLettersResponse.dead_letters:type_name -> twinflow.v1.DeadLetter
+	39, // 24: twinflow.v1.DeadLetter.headers:type_name -> twinflow.v1.DeadLetter.HeadersEntry
+	30, // 25: twinflow.v1.ReplayDeadLettersResponse.results:type_name -> twinflow.v1.ReplayResult
+	0,  // 26: twinflow.v1.ReplayResult.outcome:type_name -> twinflow.v1.ReplayOutcome
+	34, // 27: twinflow.v1.GetPlatformResponse.samples:type_name -> twinflow.v1.PlatformSample
+	33, // 28: twinflow.v1.GetPlatformResponse.shards:type_name -> twinflow.v1.ShardInfo
+	9,  // 29: twinflow.v1.GetPlatformResponse.checkpoints:type_name -> twinflow.v1.CheckpointInfo
+	35, // 30: twinflow.v1.PlatformSample.shards:type_name -> twinflow.v1.ShardSample
+	36, // 31: twinflow.v1.PlatformSample.streams:type_name -> twinflow.v1.StreamSample
+	37, // 32: twinflow.v1.PlatformSample.functions:type_name -> twinflow.v1.FunctionSample
+	38, // 33: twinflow.v1.PlatformSample.endpoints:type_name -> twinflow.v1.EndpointSample
+	1,  // 34: twinflow.v1.AdminService.GetState:input_type -> twinflow.v1.GetStateRequest
+	4,  // 35: twinflow.v1.AdminService.ListFunctionTypes:input_type -> twinflow.v1.ListFunctionTypesRequest
+	7,  // 36: twinflow.v1.AdminService.GetCheckpointStatus:input_type -> twinflow.v1.GetCheckpointStatusRequest
+	10, // 37: twinflow.v1.AdminService.ListCheckpoints:input_type -> twinflow.v1.ListCheckpointsRequest
+	12, // 38: twinflow.v1.AdminService.TriggerCheckpoint:input_type -> twinflow.v1.TriggerCheckpointRequest
+	14, // 39: twinflow.v1.AdminService.Stop:input_type -> twinflow.v1.StopRequest
+	16, // 40: twinflow.v1.AdminService.ListAddresses:input_type -> twinflow.v1.ListAddressesRequest
+	19, // 41: twinflow.v1.AdminService.DescribeAddress:input_type -> twinflow.v1.DescribeAddressRequest
+	23, // 42: twinflow.v1.AdminService.SendMessage:input_type -> twinflow.v1.SendMessageRequest
+	25, // 43: twinflow.v1.AdminService.ListDeadLetters:input_type -> twinflow.v1.ListDeadLettersRequest
+	28, // 44: twinflow.v1.AdminService.ReplayDeadLetters:input_type -> twinflow.v1.ReplayDeadLettersRequest
+	31, // 45: twinflow.v1.AdminService.GetPlatform:input_type -> twinflow.v1.GetPlatformRequest
+	2,  // 46: twinflow.v1.AdminService.GetState:output_type -> twinflow.v1.GetStateResponse
+	5,  // 47: twinflow.v1.AdminService.ListFunctionTypes:output_type -> twinflow.v1.ListFunctionTypesResponse
+	8,  // 48: twinflow.v1.AdminService.GetCheckpointStatus:output_type -> twinflow.v1.GetCheckpointStatusResponse
+	11, // 49: twinflow.v1.AdminService.ListCheckpoints:output_type -> twinflow.v1.ListCheckpointsResponse
+	13, // 50: twinflow.v1.AdminService.TriggerCheckpoint:output_type -> twinflow.v1.TriggerCheckpointResponse
+	15, // 51: twinflow.v1.AdminService.Stop:output_type -> twinflow.v1.StopResponse
+	17, // 52: twinflow.v1.AdminService.ListAddresses:output_type -> twinflow.v1.ListAddressesResponse
+	20, // 53: twinflow.v1.AdminService.DescribeAddress:output_type -> twinflow.v1.DescribeAddressResponse
+	24, // 54: twinflow.v1.AdminService.SendMessage:output_type -> twinflow.v1.SendMessageResponse
+	26, // 55: twinflow.v1.AdminService.ListDeadLetters:output_type -> twinflow.v1.ListDeadLettersResponse
+	29, // 56: twinflow.v1.AdminService.ReplayDeadLetters:output_type -> twinflow.v1.ReplayDeadLettersResponse
+	32, // 57: twinflow.v1.AdminService.GetPlatform:output_type -> twinflow.v1.GetPlatformResponse
+	46, // [46:58] is the sub-list for method output_type
+	34, // [34:46] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_twinflow_v1_admin_proto_init() }
@@ -904,13 +3106,14 @@ func file_twinflow_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_twinflow_v1_admin_proto_rawDesc), len(file_twinflow_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   15,
+			NumEnums:      1,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_twinflow_v1_admin_proto_goTypes,
 		DependencyIndexes: file_twinflow_v1_admin_proto_depIdxs,
+		EnumInfos:         file_twinflow_v1_admin_proto_enumTypes,
 		MessageInfos:      file_twinflow_v1_admin_proto_msgTypes,
 	}.Build()
 	File_twinflow_v1_admin_proto = out.File

@@ -49,6 +49,24 @@ const (
 	AdminServiceTriggerCheckpointProcedure = "/twinflow.v1.AdminService/TriggerCheckpoint"
 	// AdminServiceStopProcedure is the fully-qualified name of the AdminService's Stop RPC.
 	AdminServiceStopProcedure = "/twinflow.v1.AdminService/Stop"
+	// AdminServiceListAddressesProcedure is the fully-qualified name of the AdminService's
+	// ListAddresses RPC.
+	AdminServiceListAddressesProcedure = "/twinflow.v1.AdminService/ListAddresses"
+	// AdminServiceDescribeAddressProcedure is the fully-qualified name of the AdminService's
+	// DescribeAddress RPC.
+	AdminServiceDescribeAddressProcedure = "/twinflow.v1.AdminService/DescribeAddress"
+	// AdminServiceSendMessageProcedure is the fully-qualified name of the AdminService's SendMessage
+	// RPC.
+	AdminServiceSendMessageProcedure = "/twinflow.v1.AdminService/SendMessage"
+	// AdminServiceListDeadLettersProcedure is the fully-qualified name of the AdminService's
+	// ListDeadLetters RPC.
+	AdminServiceListDeadLettersProcedure = "/twinflow.v1.AdminService/ListDeadLetters"
+	// AdminServiceReplayDeadLettersProcedure is the fully-qualified name of the AdminService's
+	// ReplayDeadLetters RPC.
+	AdminServiceReplayDeadLettersProcedure = "/twinflow.v1.AdminService/ReplayDeadLetters"
+	// AdminServiceGetPlatformProcedure is the fully-qualified name of the AdminService's GetPlatform
+	// RPC.
+	AdminServiceGetPlatformProcedure = "/twinflow.v1.AdminService/GetPlatform"
 )
 
 // AdminServiceClient is a client for the twinflow.v1.AdminService service.
@@ -70,6 +88,28 @@ type AdminServiceClient interface {
 	// publishes the egress it covers and shuts the runtime down; optionally it
 	// leaves a savepoint.
 	Stop(context.Context, *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error)
+	// ListAddresses lists the addresses of a function type that have state,
+	// in id order, a page at a time, from the address index: a page costs
+	// the same however many addresses there are.
+	ListAddresses(context.Context, *connect.Request[v1.ListAddressesRequest]) (*connect.Response[v1.ListAddressesResponse], error)
+	// DescribeAddress returns what the runtime knows of one address: its
+	// state, the delayed messages it has scheduled, and what it received and
+	// sent lately.
+	DescribeAddress(context.Context, *connect.Request[v1.DescribeAddressRequest]) (*connect.Response[v1.DescribeAddressResponse], error)
+	// SendMessage publishes a message to an address through the direct
+	// ingress and waits for the JetStream acknowledgement; as a request it
+	// also waits for the function's reply.
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
+	// ListDeadLetters lists the dead letters of the stream TWINFLOW_DLQ,
+	// newest first, a page at a time.
+	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
+	// ReplayDeadLetters publishes dead letters again to the ingress they
+	// were meant for, each at most once however often it is asked.
+	ReplayDeadLetters(context.Context, *connect.Request[v1.ReplayDeadLettersRequest]) (*connect.Response[v1.ReplayDeadLettersResponse], error)
+	// GetPlatform returns the runtime's recent samples of itself (throughput,
+	// queues, ingress lag, endpoints, function latencies), its shards and key
+	// groups, and its recent checkpoints.
+	GetPlatform(context.Context, *connect.Request[v1.GetPlatformRequest]) (*connect.Response[v1.GetPlatformResponse], error)
 }
 
 // NewAdminServiceClient constructs a client for the twinflow.v1.AdminService service. By default,
@@ -119,6 +159,42 @@ func NewAdminServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(adminServiceMethods.ByName("Stop")),
 			connect.WithClientOptions(opts...),
 		),
+		listAddresses: connect.NewClient[v1.ListAddressesRequest, v1.ListAddressesResponse](
+			httpClient,
+			baseURL+AdminServiceListAddressesProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListAddresses")),
+			connect.WithClientOptions(opts...),
+		),
+		describeAddress: connect.NewClient[v1.DescribeAddressRequest, v1.DescribeAddressResponse](
+			httpClient,
+			baseURL+AdminServiceDescribeAddressProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("DescribeAddress")),
+			connect.WithClientOptions(opts...),
+		),
+		sendMessage: connect.NewClient[v1.SendMessageRequest, v1.SendMessageResponse](
+			httpClient,
+			baseURL+AdminServiceSendMessageProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("SendMessage")),
+			connect.WithClientOptions(opts...),
+		),
+		listDeadLetters: connect.NewClient[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse](
+			httpClient,
+			baseURL+AdminServiceListDeadLettersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ListDeadLetters")),
+			connect.WithClientOptions(opts...),
+		),
+		replayDeadLetters: connect.NewClient[v1.ReplayDeadLettersRequest, v1.ReplayDeadLettersResponse](
+			httpClient,
+			baseURL+AdminServiceReplayDeadLettersProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("ReplayDeadLetters")),
+			connect.WithClientOptions(opts...),
+		),
+		getPlatform: connect.NewClient[v1.GetPlatformRequest, v1.GetPlatformResponse](
+			httpClient,
+			baseURL+AdminServiceGetPlatformProcedure,
+			connect.WithSchema(adminServiceMethods.ByName("GetPlatform")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -130,6 +206,12 @@ type adminServiceClient struct {
 	listCheckpoints     *connect.Client[v1.ListCheckpointsRequest, v1.ListCheckpointsResponse]
 	triggerCheckpoint   *connect.Client[v1.TriggerCheckpointRequest, v1.TriggerCheckpointResponse]
 	stop                *connect.Client[v1.StopRequest, v1.StopResponse]
+	listAddresses       *connect.Client[v1.ListAddressesRequest, v1.ListAddressesResponse]
+	describeAddress     *connect.Client[v1.DescribeAddressRequest, v1.DescribeAddressResponse]
+	sendMessage         *connect.Client[v1.SendMessageRequest, v1.SendMessageResponse]
+	listDeadLetters     *connect.Client[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse]
+	replayDeadLetters   *connect.Client[v1.ReplayDeadLettersRequest, v1.ReplayDeadLettersResponse]
+	getPlatform         *connect.Client[v1.GetPlatformRequest, v1.GetPlatformResponse]
 }
 
 // GetState calls twinflow.v1.AdminService.GetState.
@@ -162,6 +244,36 @@ func (c *adminServiceClient) Stop(ctx context.Context, req *connect.Request[v1.S
 	return c.stop.CallUnary(ctx, req)
 }
 
+// ListAddresses calls twinflow.v1.AdminService.ListAddresses.
+func (c *adminServiceClient) ListAddresses(ctx context.Context, req *connect.Request[v1.ListAddressesRequest]) (*connect.Response[v1.ListAddressesResponse], error) {
+	return c.listAddresses.CallUnary(ctx, req)
+}
+
+// DescribeAddress calls twinflow.v1.AdminService.DescribeAddress.
+func (c *adminServiceClient) DescribeAddress(ctx context.Context, req *connect.Request[v1.DescribeAddressRequest]) (*connect.Response[v1.DescribeAddressResponse], error) {
+	return c.describeAddress.CallUnary(ctx, req)
+}
+
+// SendMessage calls twinflow.v1.AdminService.SendMessage.
+func (c *adminServiceClient) SendMessage(ctx context.Context, req *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error) {
+	return c.sendMessage.CallUnary(ctx, req)
+}
+
+// ListDeadLetters calls twinflow.v1.AdminService.ListDeadLetters.
+func (c *adminServiceClient) ListDeadLetters(ctx context.Context, req *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error) {
+	return c.listDeadLetters.CallUnary(ctx, req)
+}
+
+// ReplayDeadLetters calls twinflow.v1.AdminService.ReplayDeadLetters.
+func (c *adminServiceClient) ReplayDeadLetters(ctx context.Context, req *connect.Request[v1.ReplayDeadLettersRequest]) (*connect.Response[v1.ReplayDeadLettersResponse], error) {
+	return c.replayDeadLetters.CallUnary(ctx, req)
+}
+
+// GetPlatform calls twinflow.v1.AdminService.GetPlatform.
+func (c *adminServiceClient) GetPlatform(ctx context.Context, req *connect.Request[v1.GetPlatformRequest]) (*connect.Response[v1.GetPlatformResponse], error) {
+	return c.getPlatform.CallUnary(ctx, req)
+}
+
 // AdminServiceHandler is an implementation of the twinflow.v1.AdminService service.
 type AdminServiceHandler interface {
 	// GetState returns the state values of one address, as of the runtime's
@@ -181,6 +293,28 @@ type AdminServiceHandler interface {
 	// publishes the egress it covers and shuts the runtime down; optionally it
 	// leaves a savepoint.
 	Stop(context.Context, *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error)
+	// ListAddresses lists the addresses of a function type that have state,
+	// in id order, a page at a time, from the address index: a page costs
+	// the same however many addresses there are.
+	ListAddresses(context.Context, *connect.Request[v1.ListAddressesRequest]) (*connect.Response[v1.ListAddressesResponse], error)
+	// DescribeAddress returns what the runtime knows of one address: its
+	// state, the delayed messages it has scheduled, and what it received and
+	// sent lately.
+	DescribeAddress(context.Context, *connect.Request[v1.DescribeAddressRequest]) (*connect.Response[v1.DescribeAddressResponse], error)
+	// SendMessage publishes a message to an address through the direct
+	// ingress and waits for the JetStream acknowledgement; as a request it
+	// also waits for the function's reply.
+	SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error)
+	// ListDeadLetters lists the dead letters of the stream TWINFLOW_DLQ,
+	// newest first, a page at a time.
+	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
+	// ReplayDeadLetters publishes dead letters again to the ingress they
+	// were meant for, each at most once however often it is asked.
+	ReplayDeadLetters(context.Context, *connect.Request[v1.ReplayDeadLettersRequest]) (*connect.Response[v1.ReplayDeadLettersResponse], error)
+	// GetPlatform returns the runtime's recent samples of itself (throughput,
+	// queues, ingress lag, endpoints, function latencies), its shards and key
+	// groups, and its recent checkpoints.
+	GetPlatform(context.Context, *connect.Request[v1.GetPlatformRequest]) (*connect.Response[v1.GetPlatformResponse], error)
 }
 
 // NewAdminServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -226,6 +360,42 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(adminServiceMethods.ByName("Stop")),
 		connect.WithHandlerOptions(opts...),
 	)
+	adminServiceListAddressesHandler := connect.NewUnaryHandler(
+		AdminServiceListAddressesProcedure,
+		svc.ListAddresses,
+		connect.WithSchema(adminServiceMethods.ByName("ListAddresses")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceDescribeAddressHandler := connect.NewUnaryHandler(
+		AdminServiceDescribeAddressProcedure,
+		svc.DescribeAddress,
+		connect.WithSchema(adminServiceMethods.ByName("DescribeAddress")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceSendMessageHandler := connect.NewUnaryHandler(
+		AdminServiceSendMessageProcedure,
+		svc.SendMessage,
+		connect.WithSchema(adminServiceMethods.ByName("SendMessage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceListDeadLettersHandler := connect.NewUnaryHandler(
+		AdminServiceListDeadLettersProcedure,
+		svc.ListDeadLetters,
+		connect.WithSchema(adminServiceMethods.ByName("ListDeadLetters")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceReplayDeadLettersHandler := connect.NewUnaryHandler(
+		AdminServiceReplayDeadLettersProcedure,
+		svc.ReplayDeadLetters,
+		connect.WithSchema(adminServiceMethods.ByName("ReplayDeadLetters")),
+		connect.WithHandlerOptions(opts...),
+	)
+	adminServiceGetPlatformHandler := connect.NewUnaryHandler(
+		AdminServiceGetPlatformProcedure,
+		svc.GetPlatform,
+		connect.WithSchema(adminServiceMethods.ByName("GetPlatform")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/twinflow.v1.AdminService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AdminServiceGetStateProcedure:
@@ -240,6 +410,18 @@ func NewAdminServiceHandler(svc AdminServiceHandler, opts ...connect.HandlerOpti
 			adminServiceTriggerCheckpointHandler.ServeHTTP(w, r)
 		case AdminServiceStopProcedure:
 			adminServiceStopHandler.ServeHTTP(w, r)
+		case AdminServiceListAddressesProcedure:
+			adminServiceListAddressesHandler.ServeHTTP(w, r)
+		case AdminServiceDescribeAddressProcedure:
+			adminServiceDescribeAddressHandler.ServeHTTP(w, r)
+		case AdminServiceSendMessageProcedure:
+			adminServiceSendMessageHandler.ServeHTTP(w, r)
+		case AdminServiceListDeadLettersProcedure:
+			adminServiceListDeadLettersHandler.ServeHTTP(w, r)
+		case AdminServiceReplayDeadLettersProcedure:
+			adminServiceReplayDeadLettersHandler.ServeHTTP(w, r)
+		case AdminServiceGetPlatformProcedure:
+			adminServiceGetPlatformHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -271,4 +453,28 @@ func (UnimplementedAdminServiceHandler) TriggerCheckpoint(context.Context, *conn
 
 func (UnimplementedAdminServiceHandler) Stop(context.Context, *connect.Request[v1.StopRequest]) (*connect.Response[v1.StopResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("twinflow.v1.AdminService.Stop is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListAddresses(context.Context, *connect.Request[v1.ListAddressesRequest]) (*connect.Response[v1.ListAddressesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("twinflow.v1.AdminService.ListAddresses is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) DescribeAddress(context.Context, *connect.Request[v1.DescribeAddressRequest]) (*connect.Response[v1.DescribeAddressResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("twinflow.v1.AdminService.DescribeAddress is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) SendMessage(context.Context, *connect.Request[v1.SendMessageRequest]) (*connect.Response[v1.SendMessageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("twinflow.v1.AdminService.SendMessage is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("twinflow.v1.AdminService.ListDeadLetters is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) ReplayDeadLetters(context.Context, *connect.Request[v1.ReplayDeadLettersRequest]) (*connect.Response[v1.ReplayDeadLettersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("twinflow.v1.AdminService.ReplayDeadLetters is not implemented"))
+}
+
+func (UnimplementedAdminServiceHandler) GetPlatform(context.Context, *connect.Request[v1.GetPlatformRequest]) (*connect.Response[v1.GetPlatformResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("twinflow.v1.AdminService.GetPlatform is not implemented"))
 }

@@ -2,8 +2,8 @@
 // @generated from file twinflow/v1/admin.proto (package twinflow.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Address, StateSpec, TypedValue } from "./types_pb.js";
 import { file_twinflow_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file twinflow/v1/admin.proto.
  */
 export const file_twinflow_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("Chd0d2luZmxvdy92MS9hZG1pbi5wcm90bxILdHdpbmZsb3cudjEiRwoPR2V0U3RhdGVSZXF1ZXN0EiUKB2FkZHJlc3MYASABKAsyFC50d2luZmxvdy52MS5BZGRyZXNzEg0KBW5hbWVzGAIgAygJImIKEEdldFN0YXRlUmVzcG9uc2USJQoHYWRkcmVzcxgBIAEoCzIULnR3aW5mbG93LnYxLkFkZHJlc3MSJwoGdmFsdWVzGAIgAygLMhcudHdpbmZsb3cudjEuU3RhdGVFbnRyeSJiCgpTdGF0ZUVudHJ5EgwKBG5hbWUYASABKAkSJgoFdmFsdWUYAiABKAsyFy50d2luZmxvdy52MS5UeXBlZFZhbHVlEh4KFmV4cGlyZXNfYXRfdW5peF9taWxsaXMYAyABKAMiGgoYTGlzdEZ1bmN0aW9uVHlwZXNSZXF1ZXN0IlIKGUxpc3RGdW5jdGlvblR5cGVzUmVzcG9uc2USNQoOZnVuY3Rpb25fdHlwZXMYASADKAsyHS50d2luZmxvdy52MS5GdW5jdGlvblR5cGVJbmZvImMKEEZ1bmN0aW9uVHlwZUluZm8SDAoEdHlwZRgBIAEoCRIUCgxlbmRwb2ludF91cmwYAiABKAkSKwoLc3RhdGVfc3BlY3MYAyADKAsyFi50d2luZmxvdy52MS5TdGF0ZVNwZWMiHAoaR2V0Q2hlY2twb2ludFN0YXR1c1JlcXVlc3QiYgobR2V0Q2hlY2twb2ludFN0YXR1c1Jlc3BvbnNlEisKBmxhdGVzdBgBIAEoCzIbLnR3aW5mbG93LnYxLkNoZWNrcG9pbnRJbmZvEhYKDmluX3Byb2dyZXNzX2lkGAIgASgEIpMBCg5DaGVja3BvaW50SW5mbxIKCgJpZBgBIAEoBBIgChhjb21wbGV0ZWRfYXRfdW5peF9taWxsaXMYAiABKAMSFwoPZHVyYXRpb25fbWlsbGlzGAMgASgBEg0KBWJ5dGVzGAQgASgDEhQKDHBhdXNlX21pbGxpcxgFIAEoARIVCg1zYXZlcG9pbnRfZGlyGAYgASgJIhgKFkxpc3RDaGVja3BvaW50c1JlcXVlc3QiSwoXTGlzdENoZWNrcG9pbnRzUmVzcG9uc2USMAoLY2hlY2twb2ludHMYASADKAsyGy50d2luZmxvdy52MS5DaGVja3BvaW50SW5mbyIaChhUcmlnZ2VyQ2hlY2twb2ludFJlcXVlc3QiTAoZVHJpZ2dlckNoZWNrcG9pbnRSZXNwb25zZRIvCgpjaGVja3BvaW50GAEgASgLMhsudHdpbmZsb3cudjEuQ2hlY2twb2ludEluZm8iJAoLU3RvcFJlcXVlc3QSFQoNc2F2ZXBvaW50X2RpchgBIAEoCSI/CgxTdG9wUmVzcG9uc2USLwoKY2hlY2twb2ludBgBIAEoCzIbLnR3aW5mbG93LnYxLkNoZWNrcG9pbnRJbmZvMqQECgxBZG1pblNlcnZpY2USRwoIR2V0U3RhdGUSHC50d2luZmxvdy52MS5HZXRTdGF0ZVJlcXVlc3QaHS50d2luZmxvdy52MS5HZXRTdGF0ZVJlc3BvbnNlEmIKEUxpc3RGdW5jdGlvblR5cGVzEiUudHdpbmZsb3cudjEuTGlzdEZ1bmN0aW9uVHlwZXNSZXF1ZXN0GiYudHdpbmZsb3cudjEuTGlzdEZ1bmN0aW9uVHlwZXNSZXNwb25zZRJoChNHZXRDaGVja3BvaW50U3RhdHVzEicudHdpbmZsb3cudjEuR2V0Q2hlY2twb2ludFN0YXR1c1JlcXVlc3QaKC50d2luZmxvdy52MS5HZXRDaGVja3BvaW50U3RhdHVzUmVzcG9uc2USXAoPTGlzdENoZWNrcG9pbnRzEiMudHdpbmZsb3cudjEuTGlzdENoZWNrcG9pbnRzUmVxdWVzdBokLnR3aW5mbG93LnYxLkxpc3RDaGVja3BvaW50c1Jlc3BvbnNlEmIKEVRyaWdnZXJDaGVja3BvaW50EiUudHdpbmZsb3cudjEuVHJpZ2dlckNoZWNrcG9pbnRSZXF1ZXN0GiYudHdpbmZsb3cudjEuVHJpZ2dlckNoZWNrcG9pbnRSZXNwb25zZRI7CgRTdG9wEhgudHdpbmZsb3cudjEuU3RvcFJlcXVlc3QaGS50d2luZmxvdy52MS5TdG9wUmVzcG9uc2VCP1o9Z2l0aHViLmNvbS90d2luZmxvdy90d2luZmxvdy9wcm90by9nZW4vdHdpbmZsb3cvdjE7dHdpbmZsb3d2MWIGcHJvdG8z", [file_twinflow_v1_types]);
+  fileDesc("Chd0d2luZmxvdy92MS9hZG1pbi5wcm90bxILdHdpbmZsb3cudjEiRwoPR2V0U3RhdGVSZXF1ZXN0EiUKB2FkZHJlc3MYASABKAsyFC50d2luZmxvdy52MS5BZGRyZXNzEg0KBW5hbWVzGAIgAygJImIKEEdldFN0YXRlUmVzcG9uc2USJQoHYWRkcmVzcxgBIAEoCzIULnR3aW5mbG93LnYxLkFkZHJlc3MSJwoGdmFsdWVzGAIgAygLMhcudHdpbmZsb3cudjEuU3RhdGVFbnRyeSJwCgpTdGF0ZUVudHJ5EgwKBG5hbWUYASABKAkSJgoFdmFsdWUYAiABKAsyFy50d2luZmxvdy52MS5UeXBlZFZhbHVlEh4KFmV4cGlyZXNfYXRfdW5peF9taWxsaXMYAyABKAMSDAoEanNvbhgEIAEoCSIaChhMaXN0RnVuY3Rpb25UeXBlc1JlcXVlc3QiUgoZTGlzdEZ1bmN0aW9uVHlwZXNSZXNwb25zZRI1Cg5mdW5jdGlvbl90eXBlcxgBIAMoCzIdLnR3aW5mbG93LnYxLkZ1bmN0aW9uVHlwZUluZm8ifgoQRnVuY3Rpb25UeXBlSW5mbxIMCgR0eXBlGAEgASgJEhQKDGVuZHBvaW50X3VybBgCIAEoCRIrCgtzdGF0ZV9zcGVjcxgDIAMoCzIWLnR3aW5mbG93LnYxLlN0YXRlU3BlYxIZChFoYW5kbGVkX3R5cGVuYW1lcxgEIAMoCSIcChpHZXRDaGVja3BvaW50U3RhdHVzUmVxdWVzdCJiChtHZXRDaGVja3BvaW50U3RhdHVzUmVzcG9uc2USKwoGbGF0ZXN0GAEgASgLMhsudHdpbmZsb3cudjEuQ2hlY2twb2ludEluZm8SFgoOaW5fcHJvZ3Jlc3NfaWQYAiABKAQikwEKDkNoZWNrcG9pbnRJbmZvEgoKAmlkGAEgASgEEiAKGGNvbXBsZXRlZF9hdF91bml4X21pbGxpcxgCIAEoAxIXCg9kdXJhdGlvbl9taWxsaXMYAyABKAESDQoFYnl0ZXMYBCABKAMSFAoMcGF1c2VfbWlsbGlzGAUgASgBEhUKDXNhdmVwb2ludF9kaXIYBiABKAkiGAoWTGlzdENoZWNrcG9pbnRzUmVxdWVzdCJLChdMaXN0Q2hlY2twb2ludHNSZXNwb25zZRIwCgtjaGVja3BvaW50cxgBIAMoCzIbLnR3aW5mbG93LnYxLkNoZWNrcG9pbnRJbmZvIhoKGFRyaWdnZXJDaGVja3BvaW50UmVxdWVzdCJMChlUcmlnZ2VyQ2hlY2twb2ludFJlc3BvbnNlEi8KCmNoZWNrcG9pbnQYASABKAsyGy50d2luZmxvdy52MS5DaGVja3BvaW50SW5mbyIkCgtTdG9wUmVxdWVzdBIVCg1zYXZlcG9pbnRfZGlyGAEgASgJIj8KDFN0b3BSZXNwb25zZRIvCgpjaGVja3BvaW50GAEgASgLMhsudHdpbmZsb3cudjEuQ2hlY2twb2ludEluZm8iZwoUTGlzdEFkZHJlc3Nlc1JlcXVlc3QSDAoEdHlwZRgBIAEoCRIOCgZwcmVmaXgYAiABKAkSDQoFYWZ0ZXIYAyABKAkSDQoFbGltaXQYBCABKAUSEwoLc3RhdGVfbmFtZXMYBSADKAkiaAoVTGlzdEFkZHJlc3Nlc1Jlc3BvbnNlEiwKCWFkZHJlc3NlcxgBIAMoCzIZLnR3aW5mbG93LnYxLkFkZHJlc3NFbnRyeRISCgpuZXh0X2FmdGVyGAIgASgJEg0KBXRvdGFsGAMgASgDIkMKDEFkZHJlc3NFbnRyeRIKCgJpZBgBIAEoCRInCgZ2YWx1ZXMYAiADKAsyFy50d2luZmxvdy52MS5TdGF0ZUVudHJ5Ij8KFkRlc2NyaWJlQWRkcmVzc1JlcXVlc3QSJQoHYWRkcmVzcxgBIAEoCzIULnR3aW5mbG93LnYxLkFkZHJlc3MiwQIKF0Rlc2NyaWJlQWRkcmVzc1Jlc3BvbnNlEiUKB2FkZHJlc3MYASABKAsyFC50d2luZmxvdy52MS5BZGRyZXNzEhEKCWtleV9ncm91cBgCIAEoBRINCgVzaGFyZBgDIAEoBRInCgZ2YWx1ZXMYBCADKAsyFy50d2luZmxvdy52MS5TdGF0ZUVudHJ5EikKB2RlbGF5ZWQYBSADKAsyGC50d2luZmxvdy52MS5EZWxheWVkSW5mbxIZChFkZWxheWVkX3RydW5jYXRlZBgGIAEoCBIsCghyZWNlaXZlZBgHIAMoCzIaLnR3aW5mbG93LnYxLkFjdGl2aXR5RW50cnkSKAoEc2VudBgIIAMoCzIaLnR3aW5mbG93LnYxLkFjdGl2aXR5RW50cnkSFgoOYWN0aXZpdHlfa25vd24YCSABKAgioQEKC0RlbGF5ZWRJbmZvEiQKBnRhcmdldBgBIAEoCzIULnR3aW5mbG93LnYxLkFkZHJlc3MSKQoIYXJndW1lbnQYAiABKAsyFy50d2luZmxvdy52MS5UeXBlZFZhbHVlEhcKD2R1ZV91bml4X21pbGxpcxgDIAEoAxIaChJjYW5jZWxsYXRpb25fdG9rZW4YBCABKAkSDAoEanNvbhgFIAEoCSK2AQoNQWN0aXZpdHlFbnRyeRIWCg5hdF91bml4X21pbGxpcxgBIAEoAxIMCgRraW5kGAIgASgJEiIKBHBlZXIYAyABKAsyFC50d2luZmxvdy52MS5BZGRyZXNzEg4KBmVncmVzcxgEIAEoCRIQCgh0eXBlbmFtZRgFIAEoCRIMCgRzaXplGAYgASgDEg8KB3ByZXZpZXcYByABKAwSDAoEanNvbhgIIAEoCRIMCgRub3RlGAkgASgJIpUBChJTZW5kTWVzc2FnZVJlcXVlc3QSJQoHYWRkcmVzcxgBIAEoCzIULnR3aW5mbG93LnYxLkFkZHJlc3MSEAoIdHlwZW5hbWUYAiABKAkSDwoHcGF5bG9hZBgDIAEoDBIMCgRqc29uGAQgASgJEg8KB3JlcXVlc3QYBSABKAgSFgoOdGltZW91dF9taWxsaXMYBiABKAMieAoTU2VuZE1lc3NhZ2VSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoBBImCgVyZXBseRgCIAEoCzIXLnR3aW5mbG93LnYxLlR5cGVkVmFsdWUSEgoKcmVwbHlfanNvbhgDIAEoCRITCgtyZXBseV9lcnJvchgEIAEoCSI3ChZMaXN0RGVhZExldHRlcnNSZXF1ZXN0Eg4KBmJlZm9yZRgBIAEoBBINCgVsaW1pdBgCIAEoBSJ+ChdMaXN0RGVhZExldHRlcnNSZXNwb25zZRItCgxkZWFkX2xldHRlcnMYASADKAsyFy50d2luZmxvdy52MS5EZWFkTGV0dGVyEhMKC25leHRfYmVmb3JlGAIgASgEEg0KBXRvdGFsGAMgASgEEhAKCHJlcGxheWVkGAQgASgEIqkDCgpEZWFkTGV0dGVyEhAKCHNlcXVlbmNlGAEgASgEEhgKEHRpbWVfdW5peF9taWxsaXMYAiABKAMSDwoHc3ViamVjdBgDIAEoCRINCgVlcnJvchgEIAEoCRIOCgZyZWFzb24YBSABKAkSGAoQb3JpZ2luYWxfc3ViamVjdBgGIAEoCRIOCgZ0YXJnZXQYByABKAkSDgoGY2FsbGVyGAggASgJEg4KBnNvdXJjZRgJIAEoCRIQCgh0eXBlbmFtZRgKIAEoCRIMCgRzaXplGAsgASgDEg8KB3ByZXZpZXcYDCABKAwSDAoEanNvbhgNIAEoCRI1CgdoZWFkZXJzGA4gAygLMiQudHdpbmZsb3cudjEuRGVhZExldHRlci5IZWFkZXJzRW50cnkSFgoOcmVwbGF5X3N1YmplY3QYDyABKAkSFgoObm90X3JlcGxheWFibGUYECABKAkSHwoXcmVwbGF5ZWRfYXRfdW5peF9taWxsaXMYESABKAMaLgoMSGVhZGVyc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiLQoYUmVwbGF5RGVhZExldHRlcnNSZXF1ZXN0EhEKCXNlcXVlbmNlcxgBIAMoBCJHChlSZXBsYXlEZWFkTGV0dGVyc1Jlc3BvbnNlEioKB3Jlc3VsdHMYASADKAsyGS50d2luZmxvdy52MS5SZXBsYXlSZXN1bHQibgoMUmVwbGF5UmVzdWx0EhAKCHNlcXVlbmNlGAEgASgEEisKB291dGNvbWUYAiABKA4yGi50d2luZmxvdy52MS5SZXBsYXlPdXRjb21lEg8KB3N1YmplY3QYAyABKAkSDgoGZGV0YWlsGAQgASgJIhQKEkdldFBsYXRmb3JtUmVxdWVzdCLOAQoTR2V0UGxhdGZvcm1SZXNwb25zZRIsCgdzYW1wbGVzGAEgAygLMhsudHdpbmZsb3cudjEuUGxhdGZvcm1TYW1wbGUSJgoGc2hhcmRzGAIgAygLMhYudHdpbmZsb3cudjEuU2hhcmRJbmZvEjAKC2NoZWNrcG9pbnRzGAMgAygLMhsudHdpbmZsb3cudjEuQ2hlY2twb2ludEluZm8SGwoTc3RhcnRlZF91bml4X21pbGxpcxgEIAEoAxISCgprZXlfZ3JvdXBzGAUgASgFIkYKCVNoYXJkSW5mbxINCgVzaGFyZBgBIAEoBRIUCgxrZXlfZ3JvdXBfbG8YAiABKAUSFAoMa2V5X2dyb3VwX2hpGAMgASgFIugCCg5QbGF0Zm9ybVNhbXBsZRIWCg5hdF91bml4X21pbGxpcxgBIAEoAxIaChJpbmdyZXNzX3Blcl9zZWNvbmQYAiABKAESHgoWaW52b2NhdGlvbnNfcGVyX3NlY29uZBgDIAEoARIZChFlZ3Jlc3NfcGVyX3NlY29uZBgEIAEoARIfChdkZWFkX2xldHRlcnNfcGVyX3NlY29uZBgFIAEoARIoCgZzaGFyZHMYBiADKAsyGC50d2luZmxvdy52MS5TaGFyZFNhbXBsZRIqCgdzdHJlYW1zGAcgAygLMhkudHdpbmZsb3cudjEuU3RyZWFtU2FtcGxlEi4KCWZ1bmN0aW9ucxgIIAMoCzIbLnR3aW5mbG93LnYxLkZ1bmN0aW9uU2FtcGxlEi4KCWVuZHBvaW50cxgJIAMoCzIbLnR3aW5mbG93LnYxLkVuZHBvaW50U2FtcGxlEhAKCHByb2JsZW1zGAogAygJIqsBCgtTaGFyZFNhbXBsZRINCgVzaGFyZBgBIAEoBRIUCgxxdWV1ZWRfYnl0ZXMYAiABKAMSGAoQYWN0aXZlX2FkZHJlc3NlcxgDIAEoAxIVCg1zcGlsbGVkX2J5dGVzGAQgASgDEhgKEHNwaWxsZWRfbWVzc2FnZXMYBSABKAMSGQoRZmFpbGluZ19hZGRyZXNzZXMYBiABKAMSEQoJc2F0dXJhdGVkGAcgASgIIlkKDFN0cmVhbVNhbXBsZRIOCgZzdHJlYW0YASABKAkSFQoNbGFzdF9zZXF1ZW5jZRgCIAEoBBIVCg1yZWFkX3NlcXVlbmNlGAMgASgEEgsKA2xhZxgEIAEoBCLSAQoORnVuY3Rpb25TYW1wbGUSDAoEdHlwZRgBIAEoCRIeChZpbnZvY2F0aW9uc19wZXJfc2Vjb25kGAIgASgBEhoKEnJldHJpZXNfcGVyX3NlY29uZBgDIAEoARIfChdkZWFkX2xldHRlcnNfcGVyX3NlY29uZBgEIAEoARITCgtlcnJvcl9yYXRpbxgFIAEoARISCgpwNTBfbWlsbGlzGAYgASgBEhIKCnA5OV9taWxsaXMYByABKAESGAoQY2FsbHNfcGVyX3NlY29uZBgIIAEoASKZAQoORW5kcG9pbnRTYW1wbGUSCwoDdXJsGAEgASgJEhEKCXJlYWNoYWJsZRgCIAEoCBISCgpsYXN0X2Vycm9yGAMgASgJEhgKEGNhbGxzX3Blcl9zZWNvbmQYBCABKAESEgoKcDUwX21pbGxpcxgFIAEoARISCgpwOTlfbWlsbGlzGAYgASgBEhEKCWZ1bmN0aW9ucxgHIAMoCSrNAQoNUmVwbGF5T3V0Y29tZRIeChpSRVBMQVlfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhsKF1JFUExBWV9PVVRDT01FX1JFUExBWUVEEAESIwofUkVQTEFZX09VVENPTUVfQUxSRUFEWV9SRVBMQVlFRBACEiEKHVJFUExBWV9PVVRDT01FX05PVF9SRVBMQVlBQkxFEAMSHAoYUkVQTEFZX09VVENPTUVfTk9UX0ZPVU5EEAQSGQoVUkVQTEFZX09VVENPTUVfRkFJTEVEEAUywAgKDEFkbWluU2VydmljZRJHCghHZXRTdGF0ZRIcLnR3aW5mbG93LnYxLkdldFN0YXRlUmVxdWVzdBodLnR3aW5mbG93LnYxLkdldFN0YXRlUmVzcG9uc2USYgoRTGlzdEZ1bmN0aW9uVHlwZXMSJS50d2luZmxvdy52MS5MaXN0RnVuY3Rpb25UeXBlc1JlcXVlc3QaJi50d2luZmxvdy52MS5MaXN0RnVuY3Rpb25UeXBlc1Jlc3BvbnNlEmgKE0dldENoZWNrcG9pbnRTdGF0dXMSJy50d2luZmxvdy52MS5HZXRDaGVja3BvaW50U3RhdHVzUmVxdWVzdBooLnR3aW5mbG93LnYxLkdldENoZWNrcG9pbnRTdGF0dXNSZXNwb25zZRJcCg9MaXN0Q2hlY2twb2ludHMSIy50d2luZmxvdy52MS5MaXN0Q2hlY2twb2ludHNSZXF1ZXN0GiQudHdpbmZsb3cudjEuTGlzdENoZWNrcG9pbnRzUmVzcG9uc2USYgoRVHJpZ2dlckNoZWNrcG9pbnQSJS50d2luZmxvdy52MS5UcmlnZ2VyQ2hlY2twb2ludFJlcXVlc3QaJi50d2luZmxvdy52MS5UcmlnZ2VyQ2hlY2twb2ludFJlc3BvbnNlEjsKBFN0b3ASGC50d2luZmxvdy52MS5TdG9wUmVxdWVzdBoZLnR3aW5mbG93LnYxLlN0b3BSZXNwb25zZRJWCg1MaXN0QWRkcmVzc2VzEiEudHdpbmZsb3cudjEuTGlzdEFkZHJlc3Nlc1JlcXVlc3QaIi50d2luZmxvdy52MS5MaXN0QWRkcmVzc2VzUmVzcG9uc2USXAoPRGVzY3JpYmVBZGRyZXNzEiMudHdpbmZsb3cudjEuRGVzY3JpYmVBZGRyZXNzUmVxdWVzdBokLnR3aW5mbG93LnYxLkRlc2NyaWJlQWRkcmVzc1Jlc3BvbnNlElAKC1NlbmRNZXNzYWdlEh8udHdpbmZsb3cudjEuU2VuZE1lc3NhZ2VSZXF1ZXN0GiAudHdpbmZsb3cudjEuU2VuZE1lc3NhZ2VSZXNwb25zZRJcCg9MaXN0RGVhZExldHRlcnMSIy50d2luZmxvdy52MS5MaXN0RGVhZExldHRlcnNSZXF1ZXN0GiQudHdpbmZsb3cudjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USYgoRUmVwbGF5RGVhZExldHRlcnMSJS50d2luZmxvdy52MS5SZXBsYXlEZWFkTGV0dGVyc1JlcXVlc3QaJi50d2luZmxvdy52MS5SZXBsYXlEZWFkTGV0dGVyc1Jlc3BvbnNlElAKC0dldFBsYXRmb3JtEh8udHdpbmZsb3cudjEuR2V0UGxhdGZvcm1SZXF1ZXN0GiAudHdpbmZsb3cudjEuR2V0UGxhdGZvcm1SZXNwb25zZUI/Wj1naXRodWIuY29tL3R3aW5mbG93L3R3aW5mbG93L3Byb3RvL2dlbi90d2luZmxvdy92MTt0d2luZmxvd3YxYgZwcm90bzM", [file_twinflow_v1_types]);
 
 /**
  * @generated from message twinflow.v1.GetStateRequest
@@ -93,6 +93,15 @@ export type StateEntry = Message<"twinflow.v1.StateEntry"> & {
    * @generated from field: int64 expires_at_unix_millis = 3;
    */
   expiresAtUnixMillis: bigint;
+
+  /**
+   * The value as JSON, where the runtime can render its type: JSON
+   * values, primitives, and protobuf messages linked into the runtime's
+   * binary. Empty otherwise.
+   *
+   * @generated from field: string json = 4;
+   */
+  json: string;
 };
 
 /**
@@ -160,6 +169,15 @@ export type FunctionTypeInfo = Message<"twinflow.v1.FunctionTypeInfo"> & {
    * @generated from field: repeated twinflow.v1.StateSpec state_specs = 3;
    */
   stateSpecs: StateSpec[];
+
+  /**
+   * Typenames of the messages the function handled successfully since the
+   * runtime started, most recent first, at most 16. Functions do not declare
+   * the messages they take; these are the ones they were seen to take.
+   *
+   * @generated from field: repeated string handled_typenames = 4;
+   */
+  handledTypenames: string[];
 };
 
 /**
@@ -368,6 +386,1134 @@ export const StopResponseSchema: GenMessage<StopResponse> = /*@__PURE__*/
   messageDesc(file_twinflow_v1_admin, 14);
 
 /**
+ * @generated from message twinflow.v1.ListAddressesRequest
+ */
+export type ListAddressesRequest = Message<"twinflow.v1.ListAddressesRequest"> & {
+  /**
+   * The function type, "namespace/name".
+   *
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * Only ids that start with this prefix.
+   *
+   * @generated from field: string prefix = 2;
+   */
+  prefix: string;
+
+  /**
+   * Only ids after this one: the next_after of the previous page.
+   *
+   * @generated from field: string after = 3;
+   */
+  after: string;
+
+  /**
+   * Addresses per page; default 100, at most 1000.
+   *
+   * @generated from field: int32 limit = 4;
+   */
+  limit: number;
+
+  /**
+   * Values of each address to return with it, by name; none when empty.
+   *
+   * @generated from field: repeated string state_names = 5;
+   */
+  stateNames: string[];
+};
+
+/**
+ * Describes the message twinflow.v1.ListAddressesRequest.
+ * Use `create(ListAddressesRequestSchema)` to create a new message.
+ */
+export const ListAddressesRequestSchema: GenMessage<ListAddressesRequest> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 15);
+
+/**
+ * @generated from message twinflow.v1.ListAddressesResponse
+ */
+export type ListAddressesResponse = Message<"twinflow.v1.ListAddressesResponse"> & {
+  /**
+   * The page, in id order.
+   *
+   * @generated from field: repeated twinflow.v1.AddressEntry addresses = 1;
+   */
+  addresses: AddressEntry[];
+
+  /**
+   * The after of the next page; empty on the last page.
+   *
+   * @generated from field: string next_after = 2;
+   */
+  nextAfter: string;
+
+  /**
+   * How many addresses of the type have state, in all.
+   *
+   * @generated from field: int64 total = 3;
+   */
+  total: bigint;
+};
+
+/**
+ * Describes the message twinflow.v1.ListAddressesResponse.
+ * Use `create(ListAddressesResponseSchema)` to create a new message.
+ */
+export const ListAddressesResponseSchema: GenMessage<ListAddressesResponse> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 16);
+
+/**
+ * AddressEntry is one address of a listing.
+ *
+ * @generated from message twinflow.v1.AddressEntry
+ */
+export type AddressEntry = Message<"twinflow.v1.AddressEntry"> & {
+  /**
+   * The instance id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The values asked for that the address has, in name order.
+   *
+   * @generated from field: repeated twinflow.v1.StateEntry values = 2;
+   */
+  values: StateEntry[];
+};
+
+/**
+ * Describes the message twinflow.v1.AddressEntry.
+ * Use `create(AddressEntrySchema)` to create a new message.
+ */
+export const AddressEntrySchema: GenMessage<AddressEntry> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 17);
+
+/**
+ * @generated from message twinflow.v1.DescribeAddressRequest
+ */
+export type DescribeAddressRequest = Message<"twinflow.v1.DescribeAddressRequest"> & {
+  /**
+   * The address.
+   *
+   * @generated from field: twinflow.v1.Address address = 1;
+   */
+  address?: Address | undefined;
+};
+
+/**
+ * Describes the message twinflow.v1.DescribeAddressRequest.
+ * Use `create(DescribeAddressRequestSchema)` to create a new message.
+ */
+export const DescribeAddressRequestSchema: GenMessage<DescribeAddressRequest> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 18);
+
+/**
+ * @generated from message twinflow.v1.DescribeAddressResponse
+ */
+export type DescribeAddressResponse = Message<"twinflow.v1.DescribeAddressResponse"> & {
+  /**
+   * The address.
+   *
+   * @generated from field: twinflow.v1.Address address = 1;
+   */
+  address?: Address | undefined;
+
+  /**
+   * Its key group, and the shard that owns it.
+   *
+   * @generated from field: int32 key_group = 2;
+   */
+  keyGroup: number;
+
+  /**
+   * @generated from field: int32 shard = 3;
+   */
+  shard: number;
+
+  /**
+   * Its state values, in name order.
+   *
+   * @generated from field: repeated twinflow.v1.StateEntry values = 4;
+   */
+  values: StateEntry[];
+
+  /**
+   * The delayed messages it scheduled that are pending, soonest first.
+   *
+   * @generated from field: repeated twinflow.v1.DelayedInfo delayed = 5;
+   */
+  delayed: DelayedInfo[];
+
+  /**
+   * Set when its key group has too many delayed messages to look through
+   * them all: delayed then lists those among the first ones.
+   *
+   * @generated from field: bool delayed_truncated = 6;
+   */
+  delayedTruncated: boolean;
+
+  /**
+   * What it received and sent lately, oldest first. The runtime keeps this
+   * in memory for the addresses active last; activity_known is false when
+   * it has no record of the address.
+   *
+   * @generated from field: repeated twinflow.v1.ActivityEntry received = 7;
+   */
+  received: ActivityEntry[];
+
+  /**
+   * @generated from field: repeated twinflow.v1.ActivityEntry sent = 8;
+   */
+  sent: ActivityEntry[];
+
+  /**
+   * @generated from field: bool activity_known = 9;
+   */
+  activityKnown: boolean;
+};
+
+/**
+ * Describes the message twinflow.v1.DescribeAddressResponse.
+ * Use `create(DescribeAddressResponseSchema)` to create a new message.
+ */
+export const DescribeAddressResponseSchema: GenMessage<DescribeAddressResponse> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 19);
+
+/**
+ * DelayedInfo is one pending delayed message.
+ *
+ * @generated from message twinflow.v1.DelayedInfo
+ */
+export type DelayedInfo = Message<"twinflow.v1.DelayedInfo"> & {
+  /**
+   * Where it goes.
+   *
+   * @generated from field: twinflow.v1.Address target = 1;
+   */
+  target?: Address | undefined;
+
+  /**
+   * The message.
+   *
+   * @generated from field: twinflow.v1.TypedValue argument = 2;
+   */
+  argument?: TypedValue | undefined;
+
+  /**
+   * When it is due, in Unix milliseconds.
+   *
+   * @generated from field: int64 due_unix_millis = 3;
+   */
+  dueUnixMillis: bigint;
+
+  /**
+   * Its cancellation token; empty when it has none.
+   *
+   * @generated from field: string cancellation_token = 4;
+   */
+  cancellationToken: string;
+
+  /**
+   * The message as JSON, where the runtime can render its type.
+   *
+   * @generated from field: string json = 5;
+   */
+  json: string;
+};
+
+/**
+ * Describes the message twinflow.v1.DelayedInfo.
+ * Use `create(DelayedInfoSchema)` to create a new message.
+ */
+export const DelayedInfoSchema: GenMessage<DelayedInfo> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 20);
+
+/**
+ * ActivityEntry is one message an address received or sent.
+ *
+ * @generated from message twinflow.v1.ActivityEntry
+ */
+export type ActivityEntry = Message<"twinflow.v1.ActivityEntry"> & {
+  /**
+   * When its effects were applied, in Unix milliseconds.
+   *
+   * @generated from field: int64 at_unix_millis = 1;
+   */
+  atUnixMillis: bigint;
+
+  /**
+   * "received", "dead-lettered", "sent", "delayed" or "egress".
+   *
+   * @generated from field: string kind = 2;
+   */
+  kind: string;
+
+  /**
+   * The caller of a received message (unset for one from an ingress), or
+   * the target of a sent one.
+   *
+   * @generated from field: twinflow.v1.Address peer = 3;
+   */
+  peer?: Address | undefined;
+
+  /**
+   * The egress of an egress record.
+   *
+   * @generated from field: string egress = 4;
+   */
+  egress: string;
+
+  /**
+   * The payload's type and size.
+   *
+   * @generated from field: string typename = 5;
+   */
+  typename: string;
+
+  /**
+   * @generated from field: int64 size = 6;
+   */
+  size: bigint;
+
+  /**
+   * The payload's first bytes (256 at most).
+   *
+   * @generated from field: bytes preview = 7;
+   */
+  preview: Uint8Array;
+
+  /**
+   * The payload as JSON, when the preview holds all of it and the runtime
+   * can render its type.
+   *
+   * @generated from field: string json = 8;
+   */
+  json: string;
+
+  /**
+   * More: the reason of a dead letter, the delay of a delayed message.
+   *
+   * @generated from field: string note = 9;
+   */
+  note: string;
+};
+
+/**
+ * Describes the message twinflow.v1.ActivityEntry.
+ * Use `create(ActivityEntrySchema)` to create a new message.
+ */
+export const ActivityEntrySchema: GenMessage<ActivityEntry> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 21);
+
+/**
+ * @generated from message twinflow.v1.SendMessageRequest
+ */
+export type SendMessageRequest = Message<"twinflow.v1.SendMessageRequest"> & {
+  /**
+   * The target.
+   *
+   * @generated from field: twinflow.v1.Address address = 1;
+   */
+  address?: Address | undefined;
+
+  /**
+   * The message's typename; default "twinflow/json".
+   *
+   * @generated from field: string typename = 2;
+   */
+  typename: string;
+
+  /**
+   * The payload, as bytes...
+   *
+   * @generated from field: bytes payload = 3;
+   */
+  payload: Uint8Array;
+
+  /**
+   * ...or as JSON: for a protobuf typename the runtime knows
+   * ("proto/<full name>"), it is encoded as that message.
+   *
+   * @generated from field: string json = 4;
+   */
+  json: string;
+
+  /**
+   * Send as a request and wait for the reply.
+   *
+   * @generated from field: bool request = 5;
+   */
+  request: boolean;
+
+  /**
+   * How long to wait for the acknowledgement and the reply; default 10 s.
+   *
+   * @generated from field: int64 timeout_millis = 6;
+   */
+  timeoutMillis: bigint;
+};
+
+/**
+ * Describes the message twinflow.v1.SendMessageRequest.
+ * Use `create(SendMessageRequestSchema)` to create a new message.
+ */
+export const SendMessageRequestSchema: GenMessage<SendMessageRequest> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 22);
+
+/**
+ * @generated from message twinflow.v1.SendMessageResponse
+ */
+export type SendMessageResponse = Message<"twinflow.v1.SendMessageResponse"> & {
+  /**
+   * The message's sequence in the stream TWINFLOW_IN.
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * The reply, for a request.
+   *
+   * @generated from field: twinflow.v1.TypedValue reply = 2;
+   */
+  reply?: TypedValue | undefined;
+
+  /**
+   * The reply as JSON, where the runtime can render its type.
+   *
+   * @generated from field: string reply_json = 3;
+   */
+  replyJson: string;
+
+  /**
+   * The error the runtime answered a request with (the function failed
+   * for good, or the message could not be routed).
+   *
+   * @generated from field: string reply_error = 4;
+   */
+  replyError: string;
+};
+
+/**
+ * Describes the message twinflow.v1.SendMessageResponse.
+ * Use `create(SendMessageResponseSchema)` to create a new message.
+ */
+export const SendMessageResponseSchema: GenMessage<SendMessageResponse> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 23);
+
+/**
+ * @generated from message twinflow.v1.ListDeadLettersRequest
+ */
+export type ListDeadLettersRequest = Message<"twinflow.v1.ListDeadLettersRequest"> & {
+  /**
+   * Only dead letters with a sequence below this one: the next_before of
+   * the previous page; zero for the newest.
+   *
+   * @generated from field: uint64 before = 1;
+   */
+  before: bigint;
+
+  /**
+   * Dead letters per page; default 50, at most 500.
+   *
+   * @generated from field: int32 limit = 2;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message twinflow.v1.ListDeadLettersRequest.
+ * Use `create(ListDeadLettersRequestSchema)` to create a new message.
+ */
+export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 24);
+
+/**
+ * @generated from message twinflow.v1.ListDeadLettersResponse
+ */
+export type ListDeadLettersResponse = Message<"twinflow.v1.ListDeadLettersResponse"> & {
+  /**
+   * The page, newest first.
+   *
+   * @generated from field: repeated twinflow.v1.DeadLetter dead_letters = 1;
+   */
+  deadLetters: DeadLetter[];
+
+  /**
+   * The before of the next page; zero on the last page.
+   *
+   * @generated from field: uint64 next_before = 2;
+   */
+  nextBefore: bigint;
+
+  /**
+   * How many dead letters the stream holds.
+   *
+   * @generated from field: uint64 total = 3;
+   */
+  total: bigint;
+
+  /**
+   * How many of them were replayed.
+   *
+   * @generated from field: uint64 replayed = 4;
+   */
+  replayed: bigint;
+};
+
+/**
+ * Describes the message twinflow.v1.ListDeadLettersResponse.
+ * Use `create(ListDeadLettersResponseSchema)` to create a new message.
+ */
+export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 25);
+
+/**
+ * DeadLetter is a message the runtime could not deliver or apply.
+ *
+ * @generated from message twinflow.v1.DeadLetter
+ */
+export type DeadLetter = Message<"twinflow.v1.DeadLetter"> & {
+  /**
+   * Its sequence in the stream TWINFLOW_DLQ.
+   *
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * When it was dead-lettered, in Unix milliseconds.
+   *
+   * @generated from field: int64 time_unix_millis = 2;
+   */
+  timeUnixMillis: bigint;
+
+  /**
+   * Its subject: twinflow.dlq.ingress, twinflow.dlq.function or
+   * twinflow.dlq.egress.
+   *
+   * @generated from field: string subject = 3;
+   */
+  subject: string;
+
+  /**
+   * The error, and its reason code where there is one.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
+
+  /**
+   * The subject it was published on (ingress dead letters).
+   *
+   * @generated from field: string original_subject = 6;
+   */
+  originalSubject: string;
+
+  /**
+   * The address it was for (function dead letters), the address that sent
+   * it, and the address whose egress record it is.
+   *
+   * @generated from field: string target = 7;
+   */
+  target: string;
+
+  /**
+   * @generated from field: string caller = 8;
+   */
+  caller: string;
+
+  /**
+   * @generated from field: string source = 9;
+   */
+  source: string;
+
+  /**
+   * The message's typename and size.
+   *
+   * @generated from field: string typename = 10;
+   */
+  typename: string;
+
+  /**
+   * @generated from field: int64 size = 11;
+   */
+  size: bigint;
+
+  /**
+   * The payload's first bytes (1 KiB at most), and the payload as JSON
+   * where the runtime can render it.
+   *
+   * @generated from field: bytes preview = 12;
+   */
+  preview: Uint8Array;
+
+  /**
+   * @generated from field: string json = 13;
+   */
+  json: string;
+
+  /**
+   * Every header.
+   *
+   * @generated from field: map<string, string> headers = 14;
+   */
+  headers: { [key: string]: string };
+
+  /**
+   * Where a replay publishes it; empty when it cannot be replayed, and
+   * then not_replayable says why.
+   *
+   * @generated from field: string replay_subject = 15;
+   */
+  replaySubject: string;
+
+  /**
+   * @generated from field: string not_replayable = 16;
+   */
+  notReplayable: string;
+
+  /**
+   * When it was replayed, in Unix milliseconds; zero when it was not.
+   *
+   * @generated from field: int64 replayed_at_unix_millis = 17;
+   */
+  replayedAtUnixMillis: bigint;
+};
+
+/**
+ * Describes the message twinflow.v1.DeadLetter.
+ * Use `create(DeadLetterSchema)` to create a new message.
+ */
+export const DeadLetterSchema: GenMessage<DeadLetter> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 26);
+
+/**
+ * @generated from message twinflow.v1.ReplayDeadLettersRequest
+ */
+export type ReplayDeadLettersRequest = Message<"twinflow.v1.ReplayDeadLettersRequest"> & {
+  /**
+   * The sequences of the dead letters to replay.
+   *
+   * @generated from field: repeated uint64 sequences = 1;
+   */
+  sequences: bigint[];
+};
+
+/**
+ * Describes the message twinflow.v1.ReplayDeadLettersRequest.
+ * Use `create(ReplayDeadLettersRequestSchema)` to create a new message.
+ */
+export const ReplayDeadLettersRequestSchema: GenMessage<ReplayDeadLettersRequest> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 27);
+
+/**
+ * @generated from message twinflow.v1.ReplayDeadLettersResponse
+ */
+export type ReplayDeadLettersResponse = Message<"twinflow.v1.ReplayDeadLettersResponse"> & {
+  /**
+   * One result per sequence asked for, in order.
+   *
+   * @generated from field: repeated twinflow.v1.ReplayResult results = 1;
+   */
+  results: ReplayResult[];
+};
+
+/**
+ * Describes the message twinflow.v1.ReplayDeadLettersResponse.
+ * Use `create(ReplayDeadLettersResponseSchema)` to create a new message.
+ */
+export const ReplayDeadLettersResponseSchema: GenMessage<ReplayDeadLettersResponse> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 28);
+
+/**
+ * ReplayResult is the outcome for one dead letter.
+ *
+ * @generated from message twinflow.v1.ReplayResult
+ */
+export type ReplayResult = Message<"twinflow.v1.ReplayResult"> & {
+  /**
+   * @generated from field: uint64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * @generated from field: twinflow.v1.ReplayOutcome outcome = 2;
+   */
+  outcome: ReplayOutcome;
+
+  /**
+   * Where it was published.
+   *
+   * @generated from field: string subject = 3;
+   */
+  subject: string;
+
+  /**
+   * Why, for an outcome other than REPLAY_OUTCOME_REPLAYED.
+   *
+   * @generated from field: string detail = 4;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message twinflow.v1.ReplayResult.
+ * Use `create(ReplayResultSchema)` to create a new message.
+ */
+export const ReplayResultSchema: GenMessage<ReplayResult> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 29);
+
+/**
+ * @generated from message twinflow.v1.GetPlatformRequest
+ */
+export type GetPlatformRequest = Message<"twinflow.v1.GetPlatformRequest"> & {
+};
+
+/**
+ * Describes the message twinflow.v1.GetPlatformRequest.
+ * Use `create(GetPlatformRequestSchema)` to create a new message.
+ */
+export const GetPlatformRequestSchema: GenMessage<GetPlatformRequest> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 30);
+
+/**
+ * @generated from message twinflow.v1.GetPlatformResponse
+ */
+export type GetPlatformResponse = Message<"twinflow.v1.GetPlatformResponse"> & {
+  /**
+   * The samples of the last minutes, oldest first; one per second.
+   *
+   * @generated from field: repeated twinflow.v1.PlatformSample samples = 1;
+   */
+  samples: PlatformSample[];
+
+  /**
+   * The shards and their key groups.
+   *
+   * @generated from field: repeated twinflow.v1.ShardInfo shards = 2;
+   */
+  shards: ShardInfo[];
+
+  /**
+   * The checkpoints completed since the start (the last 120), oldest
+   * first.
+   *
+   * @generated from field: repeated twinflow.v1.CheckpointInfo checkpoints = 3;
+   */
+  checkpoints: CheckpointInfo[];
+
+  /**
+   * When the runtime started, in Unix milliseconds.
+   *
+   * @generated from field: int64 started_unix_millis = 4;
+   */
+  startedUnixMillis: bigint;
+
+  /**
+   * The number of key groups.
+   *
+   * @generated from field: int32 key_groups = 5;
+   */
+  keyGroups: number;
+};
+
+/**
+ * Describes the message twinflow.v1.GetPlatformResponse.
+ * Use `create(GetPlatformResponseSchema)` to create a new message.
+ */
+export const GetPlatformResponseSchema: GenMessage<GetPlatformResponse> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 31);
+
+/**
+ * ShardInfo is one shard of this worker.
+ *
+ * @generated from message twinflow.v1.ShardInfo
+ */
+export type ShardInfo = Message<"twinflow.v1.ShardInfo"> & {
+  /**
+   * @generated from field: int32 shard = 1;
+   */
+  shard: number;
+
+  /**
+   * Its key groups, [key_group_lo, key_group_hi).
+   *
+   * @generated from field: int32 key_group_lo = 2;
+   */
+  keyGroupLo: number;
+
+  /**
+   * @generated from field: int32 key_group_hi = 3;
+   */
+  keyGroupHi: number;
+};
+
+/**
+ * Describes the message twinflow.v1.ShardInfo.
+ * Use `create(ShardInfoSchema)` to create a new message.
+ */
+export const ShardInfoSchema: GenMessage<ShardInfo> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 32);
+
+/**
+ * PlatformSample is the runtime's view of itself at one moment. Rates are
+ * per second over the time since the previous sample.
+ *
+ * @generated from message twinflow.v1.PlatformSample
+ */
+export type PlatformSample = Message<"twinflow.v1.PlatformSample"> & {
+  /**
+   * @generated from field: int64 at_unix_millis = 1;
+   */
+  atUnixMillis: bigint;
+
+  /**
+   * Messages read from the ingress streams, messages applied, egress
+   * records produced, messages dead-lettered.
+   *
+   * @generated from field: double ingress_per_second = 2;
+   */
+  ingressPerSecond: number;
+
+  /**
+   * @generated from field: double invocations_per_second = 3;
+   */
+  invocationsPerSecond: number;
+
+  /**
+   * @generated from field: double egress_per_second = 4;
+   */
+  egressPerSecond: number;
+
+  /**
+   * @generated from field: double dead_letters_per_second = 5;
+   */
+  deadLettersPerSecond: number;
+
+  /**
+   * Each shard's queues.
+   *
+   * @generated from field: repeated twinflow.v1.ShardSample shards = 6;
+   */
+  shards: ShardSample[];
+
+  /**
+   * Each ingress stream's lag.
+   *
+   * @generated from field: repeated twinflow.v1.StreamSample streams = 7;
+   */
+  streams: StreamSample[];
+
+  /**
+   * Each function type's calls.
+   *
+   * @generated from field: repeated twinflow.v1.FunctionSample functions = 8;
+   */
+  functions: FunctionSample[];
+
+  /**
+   * Each endpoint's health and calls.
+   *
+   * @generated from field: repeated twinflow.v1.EndpointSample endpoints = 9;
+   */
+  endpoints: EndpointSample[];
+
+  /**
+   * What keeps the runtime from being ready (see /readyz); empty when it
+   * is.
+   *
+   * @generated from field: repeated string problems = 10;
+   */
+  problems: string[];
+};
+
+/**
+ * Describes the message twinflow.v1.PlatformSample.
+ * Use `create(PlatformSampleSchema)` to create a new message.
+ */
+export const PlatformSampleSchema: GenMessage<PlatformSample> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 33);
+
+/**
+ * ShardSample is one shard's queues.
+ *
+ * @generated from message twinflow.v1.ShardSample
+ */
+export type ShardSample = Message<"twinflow.v1.ShardSample"> & {
+  /**
+   * @generated from field: int32 shard = 1;
+   */
+  shard: number;
+
+  /**
+   * Bytes of messages in memory, in its inbox and mailboxes.
+   *
+   * @generated from field: int64 queued_bytes = 2;
+   */
+  queuedBytes: bigint;
+
+  /**
+   * Addresses with messages queued, spilled or in a call.
+   *
+   * @generated from field: int64 active_addresses = 3;
+   */
+  activeAddresses: bigint;
+
+  /**
+   * The backlogs moved out of memory into the store.
+   *
+   * @generated from field: int64 spilled_bytes = 4;
+   */
+  spilledBytes: bigint;
+
+  /**
+   * @generated from field: int64 spilled_messages = 5;
+   */
+  spilledMessages: bigint;
+
+  /**
+   * Addresses waiting to retry.
+   *
+   * @generated from field: int64 failing_addresses = 6;
+   */
+  failingAddresses: bigint;
+
+  /**
+   * Whether intake waits for it.
+   *
+   * @generated from field: bool saturated = 7;
+   */
+  saturated: boolean;
+};
+
+/**
+ * Describes the message twinflow.v1.ShardSample.
+ * Use `create(ShardSampleSchema)` to create a new message.
+ */
+export const ShardSampleSchema: GenMessage<ShardSample> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 34);
+
+/**
+ * StreamSample is one ingress stream's position.
+ *
+ * @generated from message twinflow.v1.StreamSample
+ */
+export type StreamSample = Message<"twinflow.v1.StreamSample"> & {
+  /**
+   * @generated from field: string stream = 1;
+   */
+  stream: string;
+
+  /**
+   * The stream's last sequence, and the last its reader delivered.
+   *
+   * @generated from field: uint64 last_sequence = 2;
+   */
+  lastSequence: bigint;
+
+  /**
+   * @generated from field: uint64 read_sequence = 3;
+   */
+  readSequence: bigint;
+
+  /**
+   * Messages stored and not yet read.
+   *
+   * @generated from field: uint64 lag = 4;
+   */
+  lag: bigint;
+};
+
+/**
+ * Describes the message twinflow.v1.StreamSample.
+ * Use `create(StreamSampleSchema)` to create a new message.
+ */
+export const StreamSampleSchema: GenMessage<StreamSample> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 35);
+
+/**
+ * FunctionSample is one function type's activity.
+ *
+ * @generated from message twinflow.v1.FunctionSample
+ */
+export type FunctionSample = Message<"twinflow.v1.FunctionSample"> & {
+  /**
+   * @generated from field: string type = 1;
+   */
+  type: string;
+
+  /**
+   * Messages applied, failed attempts retried, messages dead-lettered.
+   *
+   * @generated from field: double invocations_per_second = 2;
+   */
+  invocationsPerSecond: number;
+
+  /**
+   * @generated from field: double retries_per_second = 3;
+   */
+  retriesPerSecond: number;
+
+  /**
+   * @generated from field: double dead_letters_per_second = 4;
+   */
+  deadLettersPerSecond: number;
+
+  /**
+   * The share of attempts that failed: (retries + dead letters) /
+   * (invocations + retries + dead letters).
+   *
+   * @generated from field: double error_ratio = 5;
+   */
+  errorRatio: number;
+
+  /**
+   * Latency of the calls that carried the type, over the last 10 seconds.
+   *
+   * @generated from field: double p50_millis = 6;
+   */
+  p50Millis: number;
+
+  /**
+   * @generated from field: double p99_millis = 7;
+   */
+  p99Millis: number;
+
+  /**
+   * Calls that carried the type.
+   *
+   * @generated from field: double calls_per_second = 8;
+   */
+  callsPerSecond: number;
+};
+
+/**
+ * Describes the message twinflow.v1.FunctionSample.
+ * Use `create(FunctionSampleSchema)` to create a new message.
+ */
+export const FunctionSampleSchema: GenMessage<FunctionSample> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 36);
+
+/**
+ * EndpointSample is one endpoint's health and calls.
+ *
+ * @generated from message twinflow.v1.EndpointSample
+ */
+export type EndpointSample = Message<"twinflow.v1.EndpointSample"> & {
+  /**
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * False while its calls fail without an answer.
+   *
+   * @generated from field: bool reachable = 2;
+   */
+  reachable: boolean;
+
+  /**
+   * @generated from field: string last_error = 3;
+   */
+  lastError: string;
+
+  /**
+   * @generated from field: double calls_per_second = 4;
+   */
+  callsPerSecond: number;
+
+  /**
+   * Latency of its calls, over the last 10 seconds.
+   *
+   * @generated from field: double p50_millis = 5;
+   */
+  p50Millis: number;
+
+  /**
+   * @generated from field: double p99_millis = 6;
+   */
+  p99Millis: number;
+
+  /**
+   * The function types it serves.
+   *
+   * @generated from field: repeated string functions = 7;
+   */
+  functions: string[];
+};
+
+/**
+ * Describes the message twinflow.v1.EndpointSample.
+ * Use `create(EndpointSampleSchema)` to create a new message.
+ */
+export const EndpointSampleSchema: GenMessage<EndpointSample> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_admin, 37);
+
+/**
+ * ReplayOutcome is what became of one dead letter asked to be replayed.
+ *
+ * @generated from enum twinflow.v1.ReplayOutcome
+ */
+export enum ReplayOutcome {
+  /**
+   * @generated from enum value: REPLAY_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Published to its ingress now.
+   *
+   * @generated from enum value: REPLAY_OUTCOME_REPLAYED = 1;
+   */
+  REPLAYED = 1,
+
+  /**
+   * Replayed before: not published again.
+   *
+   * @generated from enum value: REPLAY_OUTCOME_ALREADY_REPLAYED = 2;
+   */
+  ALREADY_REPLAYED = 2,
+
+  /**
+   * It has no ingress to go back to (an egress record NATS refused).
+   *
+   * @generated from enum value: REPLAY_OUTCOME_NOT_REPLAYABLE = 3;
+   */
+  NOT_REPLAYABLE = 3,
+
+  /**
+   * The stream holds no dead letter with that sequence.
+   *
+   * @generated from enum value: REPLAY_OUTCOME_NOT_FOUND = 4;
+   */
+  NOT_FOUND = 4,
+
+  /**
+   * Publishing failed; asking again is safe.
+   *
+   * @generated from enum value: REPLAY_OUTCOME_FAILED = 5;
+   */
+  FAILED = 5,
+}
+
+/**
+ * Describes the enum twinflow.v1.ReplayOutcome.
+ */
+export const ReplayOutcomeSchema: GenEnum<ReplayOutcome> = /*@__PURE__*/
+  enumDesc(file_twinflow_v1_admin, 0);
+
+/**
  * AdminService is served by the runtime on its admin address: state queries
  * and operations.
  *
@@ -438,6 +1584,76 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof StopRequestSchema;
     output: typeof StopResponseSchema;
+  },
+  /**
+   * ListAddresses lists the addresses of a function type that have state,
+   * in id order, a page at a time, from the address index: a page costs
+   * the same however many addresses there are.
+   *
+   * @generated from rpc twinflow.v1.AdminService.ListAddresses
+   */
+  listAddresses: {
+    methodKind: "unary";
+    input: typeof ListAddressesRequestSchema;
+    output: typeof ListAddressesResponseSchema;
+  },
+  /**
+   * DescribeAddress returns what the runtime knows of one address: its
+   * state, the delayed messages it has scheduled, and what it received and
+   * sent lately.
+   *
+   * @generated from rpc twinflow.v1.AdminService.DescribeAddress
+   */
+  describeAddress: {
+    methodKind: "unary";
+    input: typeof DescribeAddressRequestSchema;
+    output: typeof DescribeAddressResponseSchema;
+  },
+  /**
+   * SendMessage publishes a message to an address through the direct
+   * ingress and waits for the JetStream acknowledgement; as a request it
+   * also waits for the function's reply.
+   *
+   * @generated from rpc twinflow.v1.AdminService.SendMessage
+   */
+  sendMessage: {
+    methodKind: "unary";
+    input: typeof SendMessageRequestSchema;
+    output: typeof SendMessageResponseSchema;
+  },
+  /**
+   * ListDeadLetters lists the dead letters of the stream TWINFLOW_DLQ,
+   * newest first, a page at a time.
+   *
+   * @generated from rpc twinflow.v1.AdminService.ListDeadLetters
+   */
+  listDeadLetters: {
+    methodKind: "unary";
+    input: typeof ListDeadLettersRequestSchema;
+    output: typeof ListDeadLettersResponseSchema;
+  },
+  /**
+   * ReplayDeadLetters publishes dead letters again to the ingress they
+   * were meant for, each at most once however often it is asked.
+   *
+   * @generated from rpc twinflow.v1.AdminService.ReplayDeadLetters
+   */
+  replayDeadLetters: {
+    methodKind: "unary";
+    input: typeof ReplayDeadLettersRequestSchema;
+    output: typeof ReplayDeadLettersResponseSchema;
+  },
+  /**
+   * GetPlatform returns the runtime's recent samples of itself (throughput,
+   * queues, ingress lag, endpoints, function latencies), its shards and key
+   * groups, and its recent checkpoints.
+   *
+   * @generated from rpc twinflow.v1.AdminService.GetPlatform
+   */
+  getPlatform: {
+    methodKind: "unary";
+    input: typeof GetPlatformRequestSchema;
+    output: typeof GetPlatformResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_twinflow_v1_admin, 0);

@@ -1,0 +1,286 @@
+package runtime
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/nats-io/nats.go"
+
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
+	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/secrets"
+	"github.com/twinflow/twinflow/runtime/shard"
+	"github.com/twinflow/twinflow/runtime/state"
+	"github.com/twinflow/twinflow/runtime/typedjson"
+)
+
+// Bounds of the twin queries.
+const (
+	defaultListLimit = 100
+	maxListLimit     = 1000
+	// timersScanned bounds the delayed messages of a key group that
+	// DescribeAddress looks through for an address's own.
+	timersScanned      = 10_000
+	defaultSendTimeout = 10 * time.Second
+	maxSendTimeout     = time.Minute
+)
+
+// ListAddresses lists a page of the addresses of a function type from each
+// shard's address index, on the shards' loops (so uncommitted writes
+// count), and merges the shards' pages.
+func (a *adminService) ListAddresses(ctx context.Context, req *connect.Request[twinflowv1.ListAddressesRequest]) (*connect.Response[twinflowv1.ListAddressesResponse], error) {
+	m := req.Msg
+	if err := router.ValidateFunctionType(m.GetType()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	limit := int(m.GetLimit())
+	switch {
+	case limit < 0:
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("limit %d is negative", limit))
+	case limit == 0:
+		limit = defaultListLimit
+	case limit > maxListLimit:
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("limit %d is above the maximum of %d: page through with after", limit, maxListLimit))
+	}
+	e := a.e
+	type part struct {
+		ids   []string
+		total int64
+		err   error
+	}
+	parts := make([]part, len(e.loops))
+	var wg sync.WaitGroup
+	for i, l := range e.loops {
+		wg.Go(func() {
+			p := &parts[i]
+			err := l.Do(ctx, func(*shard.Core) {
+				// One more than asked says whether a next page exists.
+				p.ids, p.err = e.layers[i].ListAddresses(e.ranges[i], m.GetType(), m.GetPrefix(), m.GetAfter(), limit+1)
+				if p.err == nil {
+					p.total, p.err = e.layers[i].CountAddresses(e.ranges[i], m.GetType())
+				}
+			})
+			p.err = cmp.Or(err, p.err)
+		})
+	}
+	wg.Wait()
+	resp := &twinflowv1.ListAddressesResponse{}
+	var ids []string
+	for i, p := range parts {
+		if p.err != nil {
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("listing %s on shard %d: %w", m.GetType(), i, p.err))
+		}
+		ids = append(ids, p.ids...)
+		resp.Total += p.total
+	}
+	slices.Sort(ids)
+	if len(ids) > limit {
+		ids = ids[:limit]
+		resp.NextAfter = ids[limit-1]
+	}
+	for _, id := range ids {
+		resp.Addresses = append(resp.Addresses, &twinflowv1.AddressEntry{Id: id})
+	}
+	if len(m.GetStateNames()) > 0 {
+		if err := a.addStates(ctx, m.GetType(), resp.Addresses, m.GetStateNames()); err != nil {
+			return nil, err
+		}
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// addStates reads the named values of each address of a page, each on the
+// loop of its shard.
+func (a *adminService) addStates(ctx context.Context, functionType string, entries []*twinflowv1.AddressEntry, names []string) error {
+	e := a.e
+	byShard := make([][]*twinflowv1.AddressEntry, len(e.loops))
+	for _, en := range entries {
+		s := keygroup.ShardOf(keygroup.Of(en.GetId(), e.cfg.KeyGroups), e.cfg.KeyGroups, e.cfg.Shards)
+		byShard[s] = append(byShard[s], en)
+	}
+	errs := make([]error, len(e.loops))
+	var wg sync.WaitGroup
+	for s, group := range byShard {
+		if len(group) == 0 {
+			continue
+		}
+		wg.Go(func() {
+			err := e.loops[s].Do(ctx, func(c *shard.Core) {
+				for _, en := range group {
+					vals, err := c.GetState(shard.Address{Type: functionType, ID: en.GetId()})
+					if err != nil {
+						errs[s] = fmt.Errorf("reading state of %s/%s: %w", functionType, en.GetId(), err)
+						return
+					}
+					en.Values = stateEntries(vals, names)
+				}
+			})
+			errs[s] = cmp.Or(err, errs[s])
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return connect.NewError(connect.CodeUnavailable, err)
+	}
+	return nil
+}
+
+// stateEntries converts state values for the API, in name order; only
+// those in names unless names is empty.
+func stateEntries(vals map[string]state.Value, names []string) []*twinflowv1.StateEntry {
+	var out []*twinflowv1.StateEntry
+	for name, v := range vals {
+		if len(names) > 0 && !slices.Contains(names, name) {
+			continue
+		}
+		en := &twinflowv1.StateEntry{
+			Name:                name,
+			Value:               &twinflowv1.TypedValue{Typename: v.Typename, Value: v.Data},
+			ExpiresAtUnixMillis: v.ExpiresAtMillis,
+		}
+		en.Json, _ = typedjson.Render(v.Typename, v.Data)
+		out = append(out, en)
+	}
+	slices.SortFunc(out, func(x, y *twinflowv1.StateEntry) int { return strings.Compare(x.Name, y.Name) })
+	return out
+}
+
+// DescribeAddress reads an address's state, pending delayed messages and
+// recent activity on the loop of the shard that owns it.
+func (a *adminService) DescribeAddress(ctx context.Context, req *connect.Request[twinflowv1.DescribeAddressRequest]) (*connect.Response[twinflowv1.DescribeAddressResponse], error) {
+	addr := req.Msg.GetAddress()
+	if err := router.ValidateAddress(addr.GetType(), addr.GetId()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	e := a.e
+	kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups)
+	s := keygroup.ShardOf(kg, e.cfg.KeyGroups, e.cfg.Shards)
+	resp := &twinflowv1.DescribeAddressResponse{Address: addr, KeyGroup: int32(kg), Shard: int32(s)}
+	var rerr error
+	err := e.loops[s].Do(ctx, func(c *shard.Core) {
+		at := shard.Address{Type: addr.GetType(), ID: addr.GetId()}
+		vals, err := c.GetState(at)
+		if err != nil {
+			rerr = err
+			return
+		}
+		resp.Values = stateEntries(vals, nil)
+		timers, truncated, err := state.TimersOf(e.layers[s].View(), kg, state.Address(at), timersScanned)
+		if err != nil {
+			rerr = err
+			return
+		}
+		resp.DelayedTruncated = truncated
+		for _, t := range timers {
+			d := &twinflowv1.DelayedInfo{Target: t.GetTarget(), Argument: t.GetArgument(), DueUnixMillis: t.GetDueUnixMillis(), CancellationToken: t.GetToken()}
+			d.Json, _ = typedjson.Render(t.GetArgument().GetTypename(), t.GetArgument().GetValue())
+			resp.Delayed = append(resp.Delayed, d)
+		}
+		act, ok := c.Activity(at)
+		resp.ActivityKnown = ok
+		resp.Received = activityEntries(act.Received)
+		resp.Sent = activityEntries(act.Sent)
+	})
+	if err = cmp.Or(err, rerr); err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("describing %s/%s: %w", addr.GetType(), addr.GetId(), err))
+	}
+	return connect.NewResponse(resp), nil
+}
+
+func activityEntries(es []shard.ActivityEntry) []*twinflowv1.ActivityEntry {
+	out := make([]*twinflowv1.ActivityEntry, 0, len(es))
+	for _, e := range es {
+		x := &twinflowv1.ActivityEntry{
+			AtUnixMillis: e.At.UnixMilli(), Kind: e.Kind.String(), Egress: e.Egress, Typename: e.Typename,
+			Size: int64(e.Size), Preview: e.Preview, Note: e.Note,
+		}
+		if e.Peer.Type != "" {
+			x.Peer = &twinflowv1.Address{Type: e.Peer.Type, Id: e.Peer.ID}
+		}
+		if len(e.Preview) == e.Size {
+			x.Json, _ = typedjson.Render(e.Typename, e.Preview)
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// adminInboxPrefix is the prefix of the inboxes the admin API's requests
+// are answered on: the runtime identity's own, which only the runtime may
+// read on the embedded server, and which an ingress accepts as a reply
+// subject.
+var adminInboxPrefix = InboxPrefix(secrets.Runtime) + "."
+
+// SendMessage publishes a message to an address through the direct
+// ingress, as twinflow send and request do, with the runtime's connection.
+func (a *adminService) SendMessage(ctx context.Context, req *connect.Request[twinflowv1.SendMessageRequest]) (*connect.Response[twinflowv1.SendMessageResponse], error) {
+	m := req.Msg
+	addr := m.GetAddress()
+	if err := router.ValidateAddress(addr.GetType(), addr.GetId()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	typename := cmp.Or(m.GetTypename(), "twinflow/json")
+	if err := router.ValidateTypename(typename); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	payload := m.GetPayload()
+	if m.GetJson() != "" {
+		if len(payload) > 0 {
+			return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("give the payload as bytes or as JSON, not both"))
+		}
+		var err error
+		if payload, err = typedjson.Encode(typename, m.GetJson()); err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, err)
+		}
+	}
+	if len(payload) > a.e.cfg.MaxPayload {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("the payload of %d bytes exceeds the maximum of %d", len(payload), a.e.cfg.MaxPayload))
+	}
+	timeout := time.Duration(m.GetTimeoutMillis()) * time.Millisecond
+	if timeout <= 0 {
+		timeout = defaultSendTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(timeout, maxSendTimeout))
+	defer cancel()
+	subject, err := router.DirectSubject(addr.GetType(), addr.GetId())
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	msg := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: payload}
+	msg.Header.Set(router.TypenameHeader, typename)
+	var sub *nats.Subscription
+	if m.GetRequest() {
+		inbox := adminInboxPrefix + strings.TrimPrefix(nats.NewInbox(), "_INBOX.")
+		if sub, err = a.e.nc.SubscribeSync(inbox); err != nil {
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reply inbox: %w", err))
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		msg.Header.Set(router.ReplyToHeader, inbox)
+	}
+	ack, err := a.e.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("publishing to %s: %w", subject, err))
+	}
+	resp := &twinflowv1.SendMessageResponse{Sequence: ack.Sequence}
+	if sub != nil {
+		reply, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("published as sequence %d, but no reply came within %s: %w", ack.Sequence, timeout, err))
+		}
+		resp.ReplyError = reply.Header.Get(router.ErrorHeader)
+		if resp.ReplyError == "" {
+			tn := reply.Header.Get(router.TypenameHeader)
+			resp.Reply = &twinflowv1.TypedValue{Typename: tn, Value: reply.Data}
+			resp.ReplyJson, _ = typedjson.Render(tn, reply.Data)
+		}
+	}
+	return connect.NewResponse(resp), nil
+}
