@@ -117,10 +117,9 @@ func unavailable(format string, args ...any) *Error {
 // goes on with what queued meanwhile until nothing waits. Under load each
 // write therefore carries what arrived during the previous one (and, after
 // a short linger, the next messages of the senders it acknowledged: see
-// batcher.written), and the
-// number of fsyncs stays that of the writes, whatever the number of
-// clients: JetStream syncs every stored message when asked to, but does
-// not group concurrent publishes into one sync. Acknowledging before the
+// batcher.written), and the number of fsyncs stays that of the writes,
+// whatever the number of clients: JetStream syncs every stored message
+// when asked to, but does not group concurrent publishes into one sync. Acknowledging before the
 // write is durable, or several writes per message, would lose either
 // durability or the point. The idempotency keys make a write that failed
 // safe to repeat, by the door or by its client: the targets drop repeats.
