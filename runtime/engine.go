@@ -193,6 +193,12 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 		return nil, fmt.Errorf("publishing egress of the restored checkpoint: %w", err)
 	}
 	e.reg.MustRegister(newReadinessCollector(e))
+	// The front door listens before the admin API answers /healthz, so
+	// that whoever waits for the runtime to be up finds it open; what it
+	// takes before the readers run waits in the stream.
+	if err := e.startFrontDoor(); err != nil {
+		return nil, err
+	}
 	if err := e.startAdmin(); err != nil {
 		return nil, err
 	}
@@ -212,9 +218,6 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	go func() { defer e.wg.Done(); e.platform.run(runCtx) }()
 	go e.watchFailures()
 	if err := e.Err(); err != nil {
-		return nil, err
-	}
-	if err := e.startFrontDoor(); err != nil {
 		return nil, err
 	}
 	last, _ := e.coord.Latest()
