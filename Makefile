@@ -63,11 +63,13 @@ bench: ## Run the micro-benchmarks, then the end-to-end benchmark and the worklo
 	$(BIN)/twinflow-bench -json $(BIN)/benchmarks.json
 
 .PHONY: generate
-generate: $(NODE_MODULES) ## Regenerate the protobuf, Connect and TypeScript code from proto/ and examples/datacenter/proto/
+generate: $(NODE_MODULES) ## Regenerate the protobuf, Connect and TypeScript code from proto/ and examples/datacenter/proto/, and the example's descriptor set
 	$(TOOL) buf lint
 	$(TOOL) buf generate
 	$(TOOL) buf generate --template sdk-ts/buf.gen.yaml
 	cd examples/datacenter && $(TOOL) buf lint && $(TOOL) buf generate && $(TOOL) buf generate --template ts/buf.gen.yaml
+	@echo "the example's descriptor set, which its module specs list (after buf generate, which empties gen/)"
+	cd examples/datacenter && $(TOOL) buf build -o gen/datacenter.binpb
 
 .PHONY: check
 check: generate ## gofmt, go vet, tidy go.mod files, and fail when generated code is stale

@@ -39,26 +39,7 @@ func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinfl
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading state of %s/%s: %w", addr.GetType(), addr.GetId(), err))
 	}
-	resp := &twinflowv1.GetStateResponse{Address: addr}
-	for name, v := range vals {
-		if len(req.Msg.GetNames()) > 0 && !slices.Contains(req.Msg.GetNames(), name) {
-			continue
-		}
-		resp.Values = append(resp.Values, &twinflowv1.StateEntry{
-			Name:                name,
-			Value:               &twinflowv1.TypedValue{Typename: v.Typename, Value: v.Data},
-			ExpiresAtUnixMillis: v.ExpiresAtMillis,
-		})
-	}
-	slices.SortFunc(resp.Values, func(x, y *twinflowv1.StateEntry) int {
-		switch {
-		case x.Name < y.Name:
-			return -1
-		case x.Name > y.Name:
-			return 1
-		}
-		return 0
-	})
+	resp := &twinflowv1.GetStateResponse{Address: addr, Values: stateEntries(e.json, vals, req.Msg.GetNames())}
 	return connect.NewResponse(resp), nil
 }
 
@@ -73,7 +54,7 @@ func (a *adminService) ListFunctionTypes(context.Context, *connect.Request[twinf
 	}
 	slices.Sort(names)
 	names = slices.Compact(names)
-	resp := &twinflowv1.ListFunctionTypesResponse{}
+	resp := &twinflowv1.ListFunctionTypesResponse{DescriptorSet: a.e.types.DescriptorSet()}
 	for _, t := range names {
 		info := &twinflowv1.FunctionTypeInfo{Type: t, StateSpecs: all[t], HandledTypenames: a.e.handled.of(t)}
 		if ep, ok := a.e.cfg.Module.EndpointFor(t); ok {

@@ -91,7 +91,7 @@ func (a *adminService) ListDeadLetters(ctx context.Context, req *connect.Request
 		if strings.HasPrefix(msg.Subject, replayedSubjectPrefix) {
 			continue
 		}
-		dl := deadLetterOf(msg)
+		dl := deadLetterOf(a.e.json, msg)
 		if rec, err := stream.GetLastMsgForSubject(ctx, replayedSubjectPrefix+strconv.FormatUint(seq, 10)); err == nil {
 			dl.ReplayedAtUnixMillis = rec.Time.UnixMilli()
 		} else if !errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -106,7 +106,7 @@ func (a *adminService) ListDeadLetters(ctx context.Context, req *connect.Request
 }
 
 // deadLetterOf describes a message of the dead-letter stream.
-func deadLetterOf(msg *jetstream.RawStreamMsg) *twinflowv1.DeadLetter {
+func deadLetterOf(codec *typedjson.Codec, msg *jetstream.RawStreamMsg) *twinflowv1.DeadLetter {
 	h := msg.Header
 	dl := &twinflowv1.DeadLetter{
 		Sequence: msg.Sequence, TimeUnixMillis: msg.Time.UnixMilli(), Subject: msg.Subject,
@@ -119,7 +119,7 @@ func deadLetterOf(msg *jetstream.RawStreamMsg) *twinflowv1.DeadLetter {
 		dl.Headers[k] = h.Get(k)
 	}
 	if len(msg.Data) <= deadLetterPreview {
-		dl.Json, _ = typedjson.Render(dl.Typename, msg.Data)
+		dl.Json, _ = codec.Render(dl.Typename, msg.Data)
 	}
 	if subject, _, err := replayOf(msg); err != nil {
 		dl.NotReplayable = err.Error()

@@ -120,7 +120,7 @@ func (a *adminService) addStates(ctx context.Context, functionType string, entri
 						errs[s] = fmt.Errorf("reading state of %s/%s: %w", functionType, en.GetId(), err)
 						return
 					}
-					en.Values = stateEntries(vals, names)
+					en.Values = stateEntries(e.json, vals, names)
 				}
 			})
 			errs[s] = cmp.Or(err, errs[s])
@@ -135,7 +135,7 @@ func (a *adminService) addStates(ctx context.Context, functionType string, entri
 
 // stateEntries converts state values for the API, in name order; only
 // those in names unless names is empty.
-func stateEntries(vals map[string]state.Value, names []string) []*twinflowv1.StateEntry {
+func stateEntries(codec *typedjson.Codec, vals map[string]state.Value, names []string) []*twinflowv1.StateEntry {
 	var out []*twinflowv1.StateEntry
 	for name, v := range vals {
 		if len(names) > 0 && !slices.Contains(names, name) {
@@ -146,7 +146,7 @@ func stateEntries(vals map[string]state.Value, names []string) []*twinflowv1.Sta
 			Value:               &twinflowv1.TypedValue{Typename: v.Typename, Value: v.Data},
 			ExpiresAtUnixMillis: v.ExpiresAtMillis,
 		}
-		en.Json, _ = typedjson.Render(v.Typename, v.Data)
+		en.Json, _ = codec.Render(v.Typename, v.Data)
 		out = append(out, en)
 	}
 	slices.SortFunc(out, func(x, y *twinflowv1.StateEntry) int { return strings.Compare(x.Name, y.Name) })
@@ -172,7 +172,7 @@ func (a *adminService) DescribeAddress(ctx context.Context, req *connect.Request
 			rerr = err
 			return
 		}
-		resp.Values = stateEntries(vals, nil)
+		resp.Values = stateEntries(a.e.json, vals, nil)
 		timers, truncated, err := state.TimersOf(e.layers[s].View(), kg, state.Address(at), timersScanned)
 		if err != nil {
 			rerr = err
@@ -181,13 +181,13 @@ func (a *adminService) DescribeAddress(ctx context.Context, req *connect.Request
 		resp.DelayedTruncated = truncated
 		for _, t := range timers {
 			d := &twinflowv1.DelayedInfo{Target: t.GetTarget(), Argument: t.GetArgument(), DueUnixMillis: t.GetDueUnixMillis(), CancellationToken: t.GetToken()}
-			d.Json, _ = typedjson.Render(t.GetArgument().GetTypename(), t.GetArgument().GetValue())
+			d.Json, _ = a.e.json.Render(t.GetArgument().GetTypename(), t.GetArgument().GetValue())
 			resp.Delayed = append(resp.Delayed, d)
 		}
 		act, ok := c.Activity(at)
 		resp.ActivityKnown = ok
-		resp.Received = activityEntries(act.Received)
-		resp.Sent = activityEntries(act.Sent)
+		resp.Received = activityEntries(a.e.json, act.Received)
+		resp.Sent = activityEntries(a.e.json, act.Sent)
 	})
 	if err = cmp.Or(err, rerr); err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("describing %s/%s: %w", addr.GetType(), addr.GetId(), err))
@@ -195,7 +195,7 @@ func (a *adminService) DescribeAddress(ctx context.Context, req *connect.Request
 	return connect.NewResponse(resp), nil
 }
 
-func activityEntries(es []shard.ActivityEntry) []*twinflowv1.ActivityEntry {
+func activityEntries(codec *typedjson.Codec, es []shard.ActivityEntry) []*twinflowv1.ActivityEntry {
 	out := make([]*twinflowv1.ActivityEntry, 0, len(es))
 	for _, e := range es {
 		x := &twinflowv1.ActivityEntry{
@@ -206,7 +206,7 @@ func activityEntries(es []shard.ActivityEntry) []*twinflowv1.ActivityEntry {
 			x.Peer = &twinflowv1.Address{Type: e.Peer.Type, Id: e.Peer.ID}
 		}
 		if len(e.Preview) == e.Size {
-			x.Json, _ = typedjson.Render(e.Typename, e.Preview)
+			x.Json, _ = codec.Render(e.Typename, e.Preview)
 		}
 		out = append(out, x)
 	}
@@ -237,7 +237,7 @@ func (a *adminService) SendMessage(ctx context.Context, req *connect.Request[twi
 			return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("give the payload as bytes or as JSON, not both"))
 		}
 		var err error
-		if payload, err = typedjson.Encode(typename, m.GetJson()); err != nil {
+		if payload, err = a.e.json.Encode(typename, m.GetJson()); err != nil {
 			return nil, connect.NewError(connect.CodeInvalidArgument, err)
 		}
 	}
@@ -279,7 +279,7 @@ func (a *adminService) SendMessage(ctx context.Context, req *connect.Request[twi
 		if resp.ReplyError == "" {
 			tn := reply.Header.Get(router.TypenameHeader)
 			resp.Reply = &twinflowv1.TypedValue{Typename: tn, Value: reply.Data}
-			resp.ReplyJson, _ = typedjson.Render(tn, reply.Data)
+			resp.ReplyJson, _ = a.e.json.Render(tn, reply.Data)
 		}
 	}
 	return connect.NewResponse(resp), nil

@@ -31,6 +31,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
 	"github.com/twinflow/twinflow/runtime/datadir"
+	"github.com/twinflow/twinflow/runtime/descriptors"
 	"github.com/twinflow/twinflow/runtime/egress"
 	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/ingress"
@@ -40,6 +41,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
+	"github.com/twinflow/twinflow/runtime/typedjson"
 )
 
 // Stream names.
@@ -90,6 +92,10 @@ type Engine struct {
 	// of itself, and the admin token.
 	layers     []*state.Layers
 	deployment string
+	// types are the protobuf messages of the module's descriptor sets and
+	// the builtins; json renders and encodes values with them.
+	types      *descriptors.Registry
+	json       *typedjson.Codec
 	platform   *platform
 	adminToken *tokenFile
 
@@ -121,9 +127,16 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	// The descriptor sets come first: a bad one stops the start before it
+	// touches the data dir.
+	types, err := descriptors.Load(cfg.Module.Descriptors)
+	if err != nil {
+		return nil, fmt.Errorf("module spec descriptors: %w", err)
+	}
 	budget, _ := cfg.Memory.Resolve()
 	e := &Engine{cfg: cfg, log: cfg.Logger, budget: budget, stopped: make(chan struct{}), failed: make(chan struct{}),
-		reg: prometheus.NewRegistry(), started: time.Now(), finishDone: make(chan struct{})}
+		reg: prometheus.NewRegistry(), started: time.Now(), finishDone: make(chan struct{}),
+		types: types, json: typedjson.New(types.Types())}
 	defer func() {
 		if err != nil {
 			e.closeAll()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -16,16 +15,9 @@ import (
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	// The bundled example's messages, so that state get, request and tail
-	// print them as JSON.
-	_ "github.com/twinflow/twinflow/examples/datacenter/gen/datacenter/v1"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/natsbus"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // sendCmd publishes a message to the direct ingress and waits for the
@@ -40,6 +32,7 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 	fs.String("data", "", "payload: raw text, sent as it is, with the typename --typename gives")
 	var tf targetFlags
 	tf.addNATS(fs)
+	tf.addAdmin(fs)
 	typename := fs.String("typename", jsonTypename, "typename of the message (required with --data)")
 	timeout := fs.Duration("timeout", 10*time.Second, "how long to wait for the acknowledgement and reply")
 	pos, err := parse(fs, args)
@@ -70,7 +63,8 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 	defer cancel()
 	// What the function took so far, to warn about a typename it never
 	// took and to explain a refusal.
-	handled := handledTypenames(ctx, t, tf, pos[0])
+	types := functionTypes(ctx, t, tf)
+	handled := handledTypenames(types, pos[0])
 	if len(handled) > 0 && !slices.Contains(handled, *typename) {
 		fmt.Fprintf(os.Stderr, "twinflow: warning: %s has handled only %s since the runtime started, not %s; "+
 			"if it refuses the message, the message is dead-lettered (twinflow tail --all 'twinflow.dlq.>' shows why)\n",
@@ -91,7 +85,7 @@ func sendCmd(ctx context.Context, args []string, out io.Writer, request bool) er
 		if e := reply.Header.Get(router.ErrorHeader); e != "" {
 			return fmt.Errorf("request to %s %s: the runtime answered with an error: %s%s", pos[0], pos[1], e, handledNote(pos[0], handled))
 		}
-		return printRecord(out, reply.Header.Get(router.TypenameHeader), reply.Data)
+		return newPrinter(t, tf, types).print(ctx, out, reply.Header.Get(router.TypenameHeader), reply.Data)
 	}
 	msg := &nats.Msg{Subject: subject, Header: hdr, Data: payload}
 	future, err := js.PublishMsgAsync(msg)
@@ -125,6 +119,7 @@ func tailCmd(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("tail", flag.ContinueOnError)
 	var tf targetFlags
 	tf.addNATS(fs)
+	tf.addAdmin(fs)
 	all := fs.Bool("all", false, "print the records already stored too, not only new ones")
 	pos, err := parse(fs, args)
 	if err != nil {
@@ -142,12 +137,13 @@ func tailCmd(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer nc.Close()
+	records := newPrinter(t, tf, nil)
 	print := func(subject string, h nats.Header, data []byte) {
 		fmt.Fprintf(out, "%s %s ", subject, h.Get(router.SourceHeader))
 		if e := h.Get(router.ErrorHeader); e != "" {
 			fmt.Fprintf(out, "error=%q ", e)
 		}
-		_ = printRecord(out, h.Get(router.TypenameHeader), data)
+		_ = records.print(ctx, out, h.Get(router.TypenameHeader), data)
 	}
 	// New records wake the reader up; without a record for a second it
 	// looks anyway.
@@ -243,7 +239,7 @@ func stateCmd(ctx context.Context, args []string, out io.Writer) error {
 	}
 	doc := stateDoc{Address: pos[0] + "/" + pos[1], Values: map[string]stateValue{}}
 	for _, v := range resp.Msg.GetValues() {
-		sv := stateValue{Typename: v.GetValue().GetTypename(), Value: renderValue(v.GetValue().GetTypename(), v.GetValue().GetValue())}
+		sv := stateValue{Typename: v.GetValue().GetTypename(), Value: stateJSON(v)}
 		if ms := v.GetExpiresAtUnixMillis(); ms > 0 {
 			sv.ExpiresAt = time.UnixMilli(ms).UTC().Format(time.RFC3339Nano)
 		}
@@ -265,37 +261,18 @@ type stateValue struct {
 	ExpiresAt string          `json:"expiresAt,omitempty"`
 }
 
-// bytesTypename is the typename of the SDK's raw bytes (sdk.BytesType).
-const bytesTypename = "twinflow/bytes"
-
-// renderValue shows a value as JSON: as it is when it is JSON, through its
-// descriptor when it is a protobuf message this binary knows, else as a
-// base64 string. Raw bytes are always base64, even when they happen to
-// parse as JSON, so that their rendering does not depend on their content.
-func renderValue(typename string, b []byte) json.RawMessage {
-	if typename == bytesTypename {
-		j, _ := json.Marshal(base64.StdEncoding.EncodeToString(b))
-		return j
+// stateJSON is a state value as the runtime renders it as JSON, else as a
+// base64 string. A protobuf message the runtime has no descriptor of is
+// said on stderr.
+func stateJSON(v *twinflowv1.StateEntry) json.RawMessage {
+	if v.GetJson() != "" {
+		return json.RawMessage(v.GetJson())
 	}
-	if full, ok := strings.CutPrefix(typename, "proto/"); ok {
-		if mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(full)); err == nil {
-			m := mt.New().Interface()
-			if proto.Unmarshal(b, m) == nil {
-				if j, err := protojson.Marshal(m); err == nil {
-					return j
-				}
-			}
-		}
-	} else if json.Valid(b) {
-		return b
+	if name, ok := strings.CutPrefix(v.GetValue().GetTypename(), protoPrefix); ok {
+		fmt.Fprintf(os.Stderr, "twinflow: %s (%s) prints as base64: the runtime cannot render it: %s, or the value does not decode as one\n",
+			v.GetName(), v.GetValue().GetTypename(), notDescribed(name))
 	}
-	j, _ := json.Marshal(base64.StdEncoding.EncodeToString(b))
-	return j
-}
-
-func printRecord(out io.Writer, typename string, data []byte) error {
-	_, err := fmt.Fprintf(out, "%s %s\n", typename, renderValue(typename, data))
-	return err
+	return base64JSON(v.GetValue().GetValue())
 }
 
 func functionsCmd(ctx context.Context, args []string, out io.Writer) error {

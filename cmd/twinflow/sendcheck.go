@@ -43,13 +43,13 @@ func sendPayload(fs *flag.FlagSet, command string) ([]byte, error) {
 	return nil, usageError(command, "%s: no payload: give --json DOC or --data TEXT (--data '' --typename T sends an empty message)", command)
 }
 
-// handledTypenames asks the runtime which typenames a function type has
-// handled since it started. It returns none when it cannot tell: the
-// runtime's admin API is not the one of the NATS server the message goes
-// to, or it does not answer in time. Functions declare no message types;
-// this is what the runtime saw them take.
-func handledTypenames(ctx context.Context, t *target, tf targetFlags, functionType string) []string {
-	if t.from == "" || tf.nats != "" {
+// functionTypes asks the runtime which function types it knows, with the
+// typenames each handled since it started, and its message descriptors. It
+// returns nil when it cannot tell: no --admin names the runtime, and the
+// one found is not the one of the NATS server the message goes to, or it
+// does not answer in time.
+func functionTypes(ctx context.Context, t *target, tf targetFlags) *twinflowv1.ListFunctionTypesResponse {
+	if (t.from == "" || tf.nats != "") && tf.admin == "" {
 		return nil
 	}
 	c, err := t.adminClient()
@@ -62,7 +62,15 @@ func handledTypenames(ctx context.Context, t *target, tf targetFlags, functionTy
 	if err != nil {
 		return nil
 	}
-	for _, f := range resp.Msg.GetFunctionTypes() {
+	return resp.Msg
+}
+
+// handledTypenames are the typenames functionType handled since the
+// runtime started, from its answer to ListFunctionTypes; none without one.
+// Functions declare no message types; this is what the runtime saw them
+// take.
+func handledTypenames(resp *twinflowv1.ListFunctionTypesResponse, functionType string) []string {
+	for _, f := range resp.GetFunctionTypes() {
 		if f.GetType() == functionType {
 			return f.GetHandledTypenames()
 		}

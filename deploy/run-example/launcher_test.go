@@ -60,8 +60,15 @@ func launcher(t *testing.T, moduleSpec string) (*exec.Cmd, string) {
 		t.Fatal(err)
 	}
 	endpoint := freeAddr(t)
+	// The copy's paths are relative to another directory: the descriptor
+	// set is named by its absolute path.
+	examples, err := filepath.Abs("../../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := strings.NewReplacer("127.0.0.1:8000", endpoint, "../../examples/", examples+"/").Replace(string(module))
 	specPath := filepath.Join(tmp, "module.yaml")
-	if err := os.WriteFile(specPath, []byte(strings.ReplaceAll(string(module), "127.0.0.1:8000", endpoint)), 0o644); err != nil {
+	if err := os.WriteFile(specPath, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, natsPort, _ := net.SplitHostPort(freeAddr(t))

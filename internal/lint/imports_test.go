@@ -29,22 +29,14 @@ var forbidden = []struct {
 	{"/examples", []string{"/runtime", "/cmd"}},
 	// The conformance suite judges every SDK through the wire alone.
 	{"/conformance/suite", []string{"/sdk", "/runtime", "/router", "/examples"}},
+	// The platform's binary serves every application: it knows their
+	// messages from the module spec's descriptors, never from their code.
 	{"/cmd", []string{"/examples"}},
 	// The shard core reaches the world through its Env and Store: no NATS,
 	// no calls, no checkpoint driver.
 	{"/runtime/shard", []string{"/runtime/invoke", "/runtime/natsbus", "/runtime/checkpoint", "/runtime/ingress",
 		"connectrpc.com/connect", "github.com/nats-io"}},
 	{"/runtime/invoke", []string{"/runtime/shard"}},
-}
-
-// exceptions are the dependencies the rules above allow all the same, each
-// with its reason.
-var exceptions = map[[2]string]string{
-	// twinflow state get prints protobuf values as JSON when the binary
-	// knows their message type: the example's are linked in so that the
-	// README's commands print the example's state as JSON. Endpoints
-	// publishing their message descriptors would make this unnecessary.
-	{"/cmd/twinflow", "/examples/datacenter/gen/datacenter/v1"}: "the example's protobuf types",
 }
 
 func TestForbiddenImports(t *testing.T) {
@@ -80,7 +72,7 @@ func TestForbiddenImports(t *testing.T) {
 					if strings.HasPrefix(not, "/") {
 						tree = module + not
 					}
-					if within(dep, tree) && !isException(p.ImportPath, dep) {
+					if within(dep, tree) {
 						t.Errorf("%s depends on %s: %s must not depend on %s", p.ImportPath, dep, rule.from[1:], not[1:])
 					}
 				}
@@ -104,22 +96,6 @@ func TestBinariesLinkNoTesting(t *testing.T) {
 	for _, m := range mains {
 		if deps := strings.Fields(goCmd(t, ".", nil, "list", "-deps", m)); slices.Contains(deps, "testing") {
 			t.Errorf("%s links the testing package", m)
-		}
-	}
-}
-
-func isException(pkg, dep string) bool {
-	_, ok := exceptions[[2]string{strings.TrimPrefix(pkg, module), strings.TrimPrefix(dep, module)}]
-	return ok
-}
-
-// TestExceptionsHold keeps the exceptions to what is still there, so that
-// a removed import takes its exception with it.
-func TestExceptionsHold(t *testing.T) {
-	for pair := range exceptions {
-		out := goCmd(t, ".", nil, "list", "-f", "{{join .Deps \"\\n\"}}", module+pair[0])
-		if !slices.Contains(strings.Fields(out), module+pair[1]) {
-			t.Errorf("%s no longer depends on %s: remove its exception (%s)", pair[0][1:], pair[1][1:], exceptions[pair])
 		}
 	}
 }

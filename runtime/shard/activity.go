@@ -161,21 +161,29 @@ func (c *Core) recordApplied(b *mailbox, eff *twinflowv1.Effects, at time.Time) 
 		return
 	}
 	a := c.recent.of(b.addr)
-	for i := range b.inflight {
-		e := &b.inflight[i]
+	// A ring keeps the last recentPerWay entries: of a longer list, only
+	// its tail would stay, so only the tail is recorded.
+	in := last(b.inflight)
+	for i := range in {
+		e := &in[i]
 		a.in.add(at, Received, e.Caller, "", e.Typename, e.Payload, "")
 	}
-	for _, o := range eff.GetOutgoing() {
+	for _, o := range last(eff.GetOutgoing()) {
 		a.out.add(at, Sent, Address{Type: o.GetTarget().GetType(), ID: o.GetTarget().GetId()}, "",
 			o.GetArgument().GetTypename(), o.GetArgument().GetValue(), "")
 	}
-	for _, d := range eff.GetDelayed() {
+	for _, d := range last(eff.GetDelayed()) {
 		a.out.add(at, SentDelayed, Address{Type: d.GetTarget().GetType(), ID: d.GetTarget().GetId()}, "",
 			d.GetArgument().GetTypename(), d.GetArgument().GetValue(), (time.Duration(d.GetDelayMillis()) * time.Millisecond).String())
 	}
-	for _, e := range eff.GetEgress() {
+	for _, e := range last(eff.GetEgress()) {
 		a.out.add(at, Emitted, Address{}, e.GetEgress(), e.GetValue().GetTypename(), e.GetValue().GetValue(), "")
 	}
+}
+
+// last returns the tail of s that a ring keeps.
+func last[T any](s []T) []T {
+	return s[max(0, len(s)-recentPerWay):]
 }
 
 // recordDeadLettered records the messages of a batch that was

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/router"
@@ -113,5 +114,28 @@ func TestRecentEvictsLeastRecentlyUsed(t *testing.T) {
 	_, hasB := r.byKey[b]
 	if !hasA || hasB || len(r.byKey) != 2 {
 		t.Errorf("after a, b, a, c with room for two: a kept %v, b kept %v, %d kept; want a and c", hasA, hasB, len(r.byKey))
+	}
+}
+
+// TestLastKeepsWhatARingKeeps: of a list longer than a ring, the ring keeps
+// the tail, so only the tail is recorded.
+func TestLastKeepsWhatARingKeeps(t *testing.T) {
+	for _, n := range []int{0, 3, recentPerWay, recentPerWay + 12} {
+		s := make([]int, n)
+		for i := range s {
+			s[i] = i
+		}
+		var g ring
+		for _, v := range s {
+			g.add(time.Time{}, Received, Address{ID: fmt.Sprint(v)}, "", "", nil, "")
+		}
+		want := g.list()
+		var h ring
+		for _, v := range last(s) {
+			h.add(time.Time{}, Received, Address{ID: fmt.Sprint(v)}, "", "", nil, "")
+		}
+		if got := h.list(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%d entries: the tail recorded %v, all of them %v", n, got, want)
+		}
 	}
 }

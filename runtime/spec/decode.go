@@ -32,6 +32,7 @@ type (
 		Users       []rawUser       `yaml:"users"`
 		DeadLetters *rawDeadLetters `yaml:"deadLetters"`
 		MQTT        *rawMQTT        `yaml:"mqtt"`
+		Descriptors []string        `yaml:"descriptors"`
 	}
 	rawDeadLetters struct {
 		MaxAge   *duration `yaml:"maxAge"`
@@ -176,10 +177,33 @@ func (d *decoder) parse(data []byte) *Module {
 	d.users(m, raw.Users)
 	d.deadLetters(m, raw.DeadLetters)
 	d.mqtt(m, raw.MQTT)
+	d.descriptors(m, raw.Descriptors)
 	d.crossCheck(m)
 	d.checkUsers(m)
 	d.checkDevices(m)
 	return m
+}
+
+// descriptors checks the paths of the descriptor sets; the runtime reads
+// the files.
+func (d *decoder) descriptors(m *Module, paths []string) {
+	seen := map[string]int{}
+	for i, p := range paths {
+		at := fmt.Sprintf("descriptors[%d]", i)
+		if d.misfits[at] {
+			continue
+		}
+		if j, dup := seen[p]; dup {
+			d.errorf(d.lineOf(at), at, "%s is already listed as descriptors[%d]", p, j)
+			continue
+		}
+		if p == "" {
+			d.errorf(d.lineOf(at), at, "must be the path of a descriptor set file (buf build -o FILE.binpb), not empty")
+			continue
+		}
+		seen[p] = i
+		m.Descriptors = append(m.Descriptors, p)
+	}
 }
 
 // positiveDuration parses a duration that must be positive ("10s",

@@ -62,6 +62,9 @@
 //	      ingresses: [devices]         # may publish to these ingresses' topics
 //	      topics: [dc1/rack-1/+/metrics]  # and these, within ingresses
 //
+//	descriptors:                       # protobuf FileDescriptorSets, relative to the spec file
+//	  - gen/datacenter.binpb           # what buf build -o gen/datacenter.binpb writes
+//
 // # Endpoints
 //
 // A function type is served by the endpoint that names it exactly, else by
@@ -152,6 +155,22 @@
 // a password made into the data dir, over MQTT only, and may publish only
 // to the topics of the ingresses and topics it lists, each an ingress with
 // a fixed typename, and subscribe to nothing.
+//
+// # Descriptors
+//
+// descriptors lists the FileDescriptorSet files (what buf build -o
+// FILE.binpb writes; protoc --descriptor_set_out --include_imports too)
+// that describe the protobuf messages of the module's functions, whose
+// typenames are "proto/<full message name>". The runtime builds its message
+// types from them, the well-known types and Twinflow's own messages, so
+// that its admin API, its console and the command line show those messages
+// as JSON and take them as JSON; it serves them to clients with
+// ListFunctionTypes. A set must hold the files its files import, except the
+// well-known types and Twinflow's; a file in several sets must be the same
+// in each, and no two files may define the same name. The files are read
+// when the runtime starts, which refuses a missing file, one that is not a
+// FileDescriptorSet, an import no set holds and conflicting definitions,
+// naming the file.
 //
 // # Errors
 //

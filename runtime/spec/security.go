@@ -167,7 +167,7 @@ func egressNames(m *Module) string {
 }
 
 // resolvePaths makes the relative file names of the module's TLS settings
-// relative to dir, the directory of the spec file.
+// and descriptor sets relative to dir, the directory of the spec file.
 func (m *Module) resolvePaths(dir string) {
 	abs := func(p string) string {
 		if p == "" || filepath.IsAbs(p) {
@@ -183,5 +183,8 @@ func (m *Module) resolvePaths(dir string) {
 	if m.MQTT != nil && m.MQTT.TLS != nil {
 		t := m.MQTT.TLS
 		t.Cert, t.Key, t.ClientCA = abs(t.Cert), abs(t.Key), abs(t.ClientCA)
+	}
+	for i, p := range m.Descriptors {
+		m.Descriptors[i] = abs(p)
 	}
 }

@@ -101,6 +101,10 @@ type Module struct {
 	// the spec has no mqtt section (twinflow run -mqtt-port turns the
 	// gateway on all the same).
 	MQTT *MQTT
+	// Descriptors are the paths of the FileDescriptorSet files describing
+	// the protobuf messages of the module's functions, relative to the
+	// spec's directory once loaded by [Load].
+	Descriptors []string
 }
 
 // EndpointFor returns the endpoint serving functionType ("namespace/name"):

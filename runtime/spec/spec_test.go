@@ -50,6 +50,7 @@ func TestLoadExample(t *testing.T) {
 		},
 	}
 	want.DeadLetters = DeadLetters{MaxAge: 14 * 24 * time.Hour, MaxBytes: 256 << 20}
+	want.Descriptors = []string{abs(t, "testdata/gen/datacenter.binpb"), "/opt/shared/units.binpb"}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("Load:\n got %+v\nwant %+v", m, want)
 	}
@@ -169,7 +170,7 @@ endpoints: &eps
     url: http://b
     maxInFlight: 3
 `))
-	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters, mqtt" {
+	if err == nil || err.Error() != "m.yaml:2: x-defaults: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters, mqtt, descriptors" {
 		t.Fatalf("Parse = %v, %v", m, err)
 	}
 	m, err = Parse("m.yaml", []byte(`
@@ -218,13 +219,19 @@ func TestParseErrors(t *testing.T) {
 		{"two documents", "endpoints: []\n---\negresses: []\n",
 			"m.yaml:2: a module spec is a single YAML document; remove the second one"},
 		{"not a mapping", "- a\n",
-			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, users, deadLetters, mqtt, not a list"},
+			"m.yaml:1: must be a mapping with the fields endpoints, ingresses, egresses, users, deadLetters, mqtt, descriptors, not a list"},
 		{"unknown top-level field", "endpoints: []\nendpoint: []\n",
-			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters, mqtt"},
+			"m.yaml:2: endpoint: unknown field; the fields here are endpoints, ingresses, egresses, users, deadLetters, mqtt, descriptors"},
 		{"duplicate field", "endpoints: []\nendpoints: []\n",
 			"m.yaml:2: endpoints: duplicate field; it is already set on line 1"},
 		{"not a list", "endpoints: {}\n",
 			"m.yaml:1: endpoints: must be a list, not a mapping"},
+		{"descriptors not a list", "descriptors: gen/a.binpb\n",
+			`m.yaml:1: descriptors: must be a list, not the string "gen/a.binpb"`},
+		{"descriptors bad items", "descriptors:\n  - gen/a.binpb\n  - {file: b.binpb}\n  - ''\n  - gen/a.binpb\n",
+			"m.yaml:3: descriptors[1]: must be a string, not a mapping\n" +
+				"m.yaml:4: descriptors[2]: must be the path of a descriptor set file (buf build -o FILE.binpb), not empty\n" +
+				"m.yaml:5: descriptors[3]: gen/a.binpb is already listed as descriptors[0]"},
 		{"dead letters unknown field", "deadLetters:\n  maxMsgs: 10\n",
 			"m.yaml:2: deadLetters.maxMsgs: unknown field; the fields here are maxAge, maxBytes"},
 		{"dead letters bad values", "deadLetters:\n  maxAge: -1h\n  maxBytes: 1 GiB of it\n",

@@ -2,8 +2,8 @@
 // JSON: the form people read and write them in. JSON values (the SDK's
 // JSON types and primitives) are JSON already; a value whose typename is
 // "proto/<full message name>" is a protobuf message, shown through its
-// descriptor when the binary links its Go type in; raw bytes and anything
-// else are not JSON.
+// descriptor when the [Codec]'s types hold it; raw bytes and anything else
+// are not JSON.
 package typedjson
 
 import (
@@ -23,19 +23,34 @@ const BytesTypename = "twinflow/bytes"
 
 const protoPrefix = "proto/"
 
+// Codec renders and encodes values with the protobuf message types it is
+// given: the runtime's, made from its module's descriptor sets, or a
+// client's, made from the runtime's.
+type Codec struct {
+	types *protoregistry.Types
+}
+
+// New returns a codec that knows the messages of types; nil knows none.
+func New(types *protoregistry.Types) *Codec {
+	if types == nil {
+		types = &protoregistry.Types{}
+	}
+	return &Codec{types: types}
+}
+
 // Render returns the value data of type typename as JSON, and false when it
-// cannot: raw bytes, a protobuf message this binary does not know or that
+// cannot: raw bytes, a protobuf message the codec does not know or that
 // does not decode, or bytes that are not JSON.
-func Render(typename string, data []byte) (string, bool) {
+func (c *Codec) Render(typename string, data []byte) (string, bool) {
 	if typename == BytesTypename {
 		return "", false
 	}
-	if mt, ok := protoType(typename); ok {
+	if mt, ok := c.protoType(typename); ok {
 		m := mt.New().Interface()
 		if proto.Unmarshal(data, m) != nil {
 			return "", false
 		}
-		b, err := protojson.Marshal(m)
+		b, err := protojson.MarshalOptions{Resolver: c.types}.Marshal(m)
 		if err != nil {
 			return "", false
 		}
@@ -49,21 +64,21 @@ func Render(typename string, data []byte) (string, bool) {
 
 // Encode returns the value of type typename written as the JSON document
 // doc: the message it names encoded as protobuf for a protobuf typename the
-// binary knows, else doc itself, which must be valid JSON. Raw bytes and
+// codec knows, else doc itself, which must be valid JSON. Raw bytes and
 // unknown protobuf messages cannot be written as JSON.
-func Encode(typename, doc string) ([]byte, error) {
+func (c *Codec) Encode(typename, doc string) ([]byte, error) {
 	if typename == BytesTypename {
 		return nil, fmt.Errorf("%s is raw bytes, not JSON: send it as bytes", typename)
 	}
-	if mt, ok := protoType(typename); ok {
+	if mt, ok := c.protoType(typename); ok {
 		m := mt.New().Interface()
-		if err := protojson.Unmarshal([]byte(doc), m); err != nil {
+		if err := (protojson.UnmarshalOptions{Resolver: c.types}).Unmarshal([]byte(doc), m); err != nil {
 			return nil, fmt.Errorf("%s: the JSON is not a %s: %w", typename, mt.Descriptor().FullName(), err)
 		}
 		return proto.Marshal(m)
 	}
 	if name, ok := strings.CutPrefix(typename, protoPrefix); ok {
-		return nil, fmt.Errorf("%s: the protobuf message %s is unknown to this runtime, so it cannot be written from JSON: send its encoding as bytes", typename, name)
+		return nil, fmt.Errorf("%s: the protobuf message %s is unknown to this runtime, so it cannot be written from JSON: list a descriptor set that holds it under descriptors in the module spec, or send its encoding as bytes", typename, name)
 	}
 	if !json.Valid([]byte(doc)) {
 		return nil, fmt.Errorf("%s: not a valid JSON document", typename)
@@ -71,11 +86,11 @@ func Encode(typename, doc string) ([]byte, error) {
 	return []byte(doc), nil
 }
 
-func protoType(typename string) (protoreflect.MessageType, bool) {
+func (c *Codec) protoType(typename string) (protoreflect.MessageType, bool) {
 	name, ok := strings.CutPrefix(typename, protoPrefix)
 	if !ok {
 		return nil, false
 	}
-	mt, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(name))
+	mt, err := c.types.FindMessageByName(protoreflect.FullName(name))
 	return mt, err == nil
 }

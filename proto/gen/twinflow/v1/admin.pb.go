@@ -204,8 +204,9 @@ type StateEntry struct {
 	// When the value expires, in Unix milliseconds; zero for never.
 	ExpiresAtUnixMillis int64 `protobuf:"varint,3,opt,name=expires_at_unix_millis,json=expiresAtUnixMillis,proto3" json:"expires_at_unix_millis,omitempty"`
 	// The value as JSON, where the runtime can render its type: JSON
-	// values, primitives, and protobuf messages linked into the runtime's
-	// binary. Empty otherwise.
+	// values, primitives, and protobuf messages of the runtime's descriptors
+	// (the well-known types, Twinflow's, and those of the module spec's
+	// descriptor sets). Empty otherwise.
 	Json          string `protobuf:"bytes,4,opt,name=json,proto3" json:"json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -309,6 +310,13 @@ type ListFunctionTypesResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The known function types, in name order.
 	FunctionTypes []*FunctionTypeInfo `protobuf:"bytes,1,rep,name=function_types,json=functionTypes,proto3" json:"function_types,omitempty"`
+	// The protobuf files of the module spec's descriptor sets, with their
+	// imports, in dependency order: a serialized
+	// google.protobuf.FileDescriptorSet. With the well-known types and
+	// Twinflow's own files, which it leaves out, it describes every message
+	// the runtime renders as JSON, so that a client can render them too.
+	// Empty when the module lists no descriptor sets.
+	DescriptorSet []byte `protobuf:"bytes,2,opt,name=descriptor_set,json=descriptorSet,proto3" json:"descriptor_set,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -346,6 +354,13 @@ func (*ListFunctionTypesResponse) Descriptor() ([]byte, []int) {
 func (x *ListFunctionTypesResponse) GetFunctionTypes() []*FunctionTypeInfo {
 	if x != nil {
 		return x.FunctionTypes
+	}
+	return nil
+}
+
+func (x *ListFunctionTypesResponse) GetDescriptorSet() []byte {
+	if x != nil {
+		return x.DescriptorSet
 	}
 	return nil
 }
@@ -2755,9 +2770,10 @@ const file_twinflow_v1_admin_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\v2\x17.twinflow.v1.TypedValueR\x05value\x123\n" +
 	"\x16expires_at_unix_millis\x18\x03 \x01(\x03R\x13expiresAtUnixMillis\x12\x12\n" +
 	"\x04json\x18\x04 \x01(\tR\x04json\"\x1a\n" +
-	"\x18ListFunctionTypesRequest\"a\n" +
+	"\x18ListFunctionTypesRequest\"\x88\x01\n" +
 	"\x19ListFunctionTypesResponse\x12D\n" +
-	"\x0efunction_types\x18\x01 \x03(\v2\x1d.twinflow.v1.FunctionTypeInfoR\rfunctionTypes\"\xaf\x01\n" +
+	"\x0efunction_types\x18\x01 \x03(\v2\x1d.twinflow.v1.FunctionTypeInfoR\rfunctionTypes\x12%\n" +
+	"\x0edescriptor_set\x18\x02 \x01(\fR\rdescriptorSet\"\xaf\x01\n" +
 	"\x10FunctionTypeInfo\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12!\n" +
 	"\fendpoint_url\x18\x02 \x01(\tR\vendpointUrl\x127\n" +
