@@ -57,7 +57,7 @@ run: $(if $(filter ts,$(RACKFUN)),ts) ## Run the platform with the data-center e
 	@RACKFUN=$(RACKFUN) exec $(BIN)/run-example
 
 .PHONY: bench
-bench: ## Run the micro-benchmarks, then the end-to-end benchmark (under 10 minutes; see docs/benchmarks.md)
+bench: ## Run the micro-benchmarks, then the end-to-end benchmark and the workloads W1-W3 (15-25 minutes; see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./runtime/shard/ ./runtime/state/ ./runtime/natsbus/ ./sdk/
 	$(GO) build -o $(BIN)/ ./cmd/twinflow-bench ./internal/bench/cmd/benchfn
 	$(BIN)/twinflow-bench -json $(BIN)/benchmarks.json
