@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -33,6 +34,17 @@ func DeadLetter(err error, msg Message) (subject string, header map[string][]str
 	header[ErrorReasonHeader] = []string{string(ReasonOf(err))}
 	header[OriginalSubjectHeader] = []string{headerSafe(msg.Subject, maxErrorHeader)}
 	return DeadLetterSubject, header
+}
+
+// DeadLetterItem returns the subject and headers of the dead letter of
+// item index of the batch msg, which err kept from being routed: those
+// [DeadLetter] gives the batch, plus [BatchIndexHeader]. Its payload is the
+// item's [Item.Envelope], which can be published again on
+// [EnvelopeSubject] once corrected.
+func DeadLetterItem(err error, msg Message, index int) (subject string, header map[string][]string) {
+	subject, header = DeadLetter(err, Message{Subject: msg.Subject, Header: msg.Header})
+	header[BatchIndexHeader] = []string{strconv.Itoa(index)}
+	return subject, header
 }
 
 // ErrorText makes an error message a valid dead-letter header value of at

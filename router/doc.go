@@ -30,6 +30,24 @@
 //   - twinflow.envelope: the payload is a serialized twinflow.v1.IngressEnvelope
 //     that carries the target address and the typed message, for ids that are
 //     not valid NATS tokens.
+//   - twinflow.batch: the payload is a serialized twinflow.v1.IngressBatch,
+//     many envelopes in one publish. [Routed.Items] holds them, each routed
+//     on its own: an invalid item carries its error and the others go on.
+//
+// # Idempotency keys
+//
+// [Routed.Key] is the message's idempotency key as its publisher gave it: an
+// envelope's idempotency_key, else the Nats-Msg-Id header. A batch item
+// without a key of its own, in a batch published with a Nats-Msg-Id, has
+// "<Nats-Msg-Id>/<index>". The runtime qualifies keys with the stream and
+// drops a repeat that reaches an address which saw its key.
+//
+// # The front door
+//
+// The runtime also answers core NATS requests on twinflow.send.<namespace>.
+// <name>.<id> and twinflow.call.<namespace>.<name>.<id> ([SendSubjectPrefix],
+// [CallSubjectPrefix], [SubjectAddress]) and writes them into the direct
+// ingress as batches. No ingress may overlap these subjects.
 //
 // # Replies
 //

@@ -36,8 +36,24 @@ const (
 	// ReasonOversized: the payload is larger than [Limits.MaxPayload].
 	ReasonOversized Reason = "oversized"
 	// ReasonBadEnvelope: the payload on the envelope subject is not a valid
-	// twinflow.v1.IngressEnvelope.
+	// twinflow.v1.IngressEnvelope, the payload on the batch subject not a
+	// valid twinflow.v1.IngressBatch, or an envelope has no valid target.
 	ReasonBadEnvelope Reason = "bad_envelope"
+	// ReasonBadIdempotencyKey: an idempotency key is longer than
+	// [MaxIdempotencyKey] bytes, not valid UTF-8, or holds control
+	// characters.
+	ReasonBadIdempotencyKey Reason = "bad_idempotency_key"
+	// ReasonNoEndpoint: no endpoint of the module serves the function type
+	// a front door message is for.
+	ReasonNoEndpoint Reason = "no_endpoint"
+	// ReasonUnavailable: the front door cannot take the message now (intake
+	// is paused, its queue is full, the runtime is stopping, or the durable
+	// write failed); send it again later, with the same idempotency key.
+	ReasonUnavailable Reason = "unavailable"
+	// ReasonDuplicate: a request reached an address that already received
+	// a message with its idempotency key within the dedup window; it was
+	// dropped, and its reply went to the first request.
+	ReasonDuplicate Reason = "duplicate"
 	// ReasonUnknownEgress: an egress record names an egress that does not
 	// exist.
 	ReasonUnknownEgress Reason = "unknown_egress"

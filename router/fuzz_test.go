@@ -23,6 +23,8 @@ func FuzzRoute(f *testing.F) {
 	f.Add(uint8(4), "twinflow.in.a.b", "Twinflow-Typename", "t/T", []byte("raw"))
 	f.Add(uint8(4), EnvelopeSubject, "", "", envelope("a/b", "i d", "a/B", "v"))
 	f.Add(uint8(4), EnvelopeSubject, "", "", []byte("\x0a\x02\x0a"))
+	f.Add(uint8(4), BatchSubject, "Nats-Msg-Id", "b", []byte("\x0a\x10\x0a\x05\x0a\x01a\x12\x00\x12\x07\x0a\x03a/B\x12\x00"))
+	f.Add(uint8(4), BatchSubject, "", "", []byte("\x0a\x00\x0a\x02\x0a\x00"))
 	f.Add(uint8(5), "a.b", "", "", []byte(nil))
 	f.Add(uint8(1), "events.a", "X-Type", "a/B", []byte("{\"server\":{\"id\":\"s\xff\"},\"rack\":1}"))
 	f.Add(uint8(1), "events.a", "X-Type", "a/B", []byte(`{"server":{"id":"\ud800"},"rack":"\ufffd"}`))
@@ -41,6 +43,26 @@ func FuzzRoute(f *testing.F) {
 			for _, k := range []string{ErrorHeader, ErrorReasonHeader, OriginalSubjectHeader} {
 				if v := header[k][0]; strings.ContainsAny(v, "\r\n") {
 					t.Fatalf("header %s = %q has a line break", k, v)
+				}
+			}
+			return
+		}
+		if got.Items != nil {
+			if ingress != DirectIngress || subject != BatchSubject || len(got.Targets) != 0 {
+				t.Fatalf("Route(%q, %q) = items %+v and targets %+v", ingress, subject, got.Items, got.Targets)
+			}
+			for i, it := range got.Items {
+				if it.Err != nil {
+					if ReasonOf(it.Err) == ReasonUnknown {
+						t.Fatalf("item %d: error %T %v is not an *Error", i, it.Err, it.Err)
+					}
+					continue
+				}
+				if err := ValidateAddress(it.Target.Type, it.Target.ID); err != nil {
+					t.Fatalf("item %d: %v", i, err)
+				}
+				if err := ValidateTypename(it.Typename); err != nil {
+					t.Fatalf("item %d: %v", i, err)
 				}
 			}
 			return

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -50,6 +51,60 @@ type Routed struct {
 	Payload []byte
 	// ReplyTo is the reply subject to answer on, or "".
 	ReplyTo string
+	// Key is the message's idempotency key as the publisher gave it: the
+	// envelope's idempotency_key, else the Nats-Msg-Id header; "" for none.
+	// Keys are the publisher's, per ingress: the caller qualifies them with
+	// the stream before comparing.
+	Key string
+	// Items are the messages of a batch envelope ([BatchSubject]), one per
+	// item, in order; the other fields are then empty. An item that cannot
+	// be routed has its Err set, and the others are routed.
+	Items []Item
+}
+
+// Item is one message of a batch envelope.
+type Item struct {
+	// Target is the receiving address.
+	Target Address
+	// Typename, Payload, ReplyTo and Key are as in [Routed]. An item
+	// without an idempotency_key of its own, in a batch published with a
+	// Nats-Msg-Id, has the key "<Nats-Msg-Id>/<index>". An item that cannot
+	// be routed keeps its ReplyTo as given, so that the requester may be
+	// told: check it with [Router.CheckReplyTo] before answering.
+	Typename string
+	Payload  []byte
+	ReplyTo  string
+	Key      string
+	// Err is why the item cannot be routed, an [*Error]; nil when it can.
+	Err error
+	// Envelope is, for an item that cannot be routed, the item as a
+	// serialized twinflow.v1.IngressEnvelope: the payload of its dead
+	// letter.
+	Envelope []byte
+}
+
+// MaxIdempotencyKey is the longest idempotency key, in bytes, an envelope
+// or a front door message may carry: every address keeps the keys of the
+// messages it received for the dedup window.
+const MaxIdempotencyKey = 256
+
+// ValidateIdempotencyKey checks an idempotency key: non-empty, at most
+// [MaxIdempotencyKey] bytes of valid UTF-8 without control characters.
+func ValidateIdempotencyKey(k string) error {
+	switch {
+	case k == "":
+		return errors.New("idempotency key is empty")
+	case len(k) > MaxIdempotencyKey:
+		return fmt.Errorf("idempotency key of %d bytes is longer than %d bytes", len(k), MaxIdempotencyKey)
+	case !utf8.ValidString(k):
+		return fmt.Errorf("idempotency key %s is not valid UTF-8", quote(k))
+	}
+	for _, r := range k {
+		if isControl(r) {
+			return fmt.Errorf("idempotency key %s contains a control character", quote(k))
+		}
+	}
+	return nil
 }
 
 // IDSource says where the id of a target address comes from. Exactly one of
@@ -294,6 +349,11 @@ func (r *Router) Rules() []IngressRule {
 // Route returns where msg, received on the named ingress (a rule name or
 // [DirectIngress]), goes. Every error is an [*Error].
 func (r *Router) Route(ingress string, msg Message) (Routed, error) {
+	if ingress == DirectIngress && msg.Subject == BatchSubject {
+		// A batch may be larger than one message: its items are bounded
+		// one by one.
+		return r.routeBatch(msg)
+	}
 	if len(msg.Data) > r.maxPayload {
 		return Routed{}, errorf(ReasonOversized, "%s: payload of %d bytes exceeds the limit of %d bytes", label(ingress), len(msg.Data), r.maxPayload)
 	}
@@ -314,7 +374,23 @@ func (r *Router) Route(ingress string, msg Message) (Routed, error) {
 			return Routed{}, errorf(ReasonBadReplyTo, "%s: %v", label(ingress), err)
 		}
 	}
+	if out.Key == "" {
+		out.Key = msgID(msg.Header)
+	}
 	return out, nil
+}
+
+// msgIDHeader is JetStream's message id header, which the router takes as
+// an idempotency key.
+const msgIDHeader = "Nats-Msg-Id"
+
+// msgID returns the Nats-Msg-Id header (NATS header names are case
+// sensitive, and so is JetStream).
+func msgID(h map[string][]string) string {
+	if v := h[msgIDHeader]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // CheckReplyTo checks a reply subject before it is answered: it must pass
@@ -440,38 +516,58 @@ func (r *Router) routeDirect(msg Message) (Routed, error) {
 	if msg.Subject == EnvelopeSubject {
 		return routeEnvelope(msg)
 	}
-	if err := checkSubject(msg.Subject); err != nil {
-		return Routed{}, errorf(ReasonBadSubject, "%s: %v", at, err)
+	if !strings.HasPrefix(msg.Subject, DirectSubjectPrefix) {
+		if err := checkSubject(msg.Subject); err != nil {
+			return Routed{}, errorf(ReasonBadSubject, "%s: %v", at, err)
+		}
+		return Routed{}, errorf(ReasonNoRoute, "%s: subject %s is neither %s<namespace>.<name>.<id>, %s nor %s", at, quote(msg.Subject), DirectSubjectPrefix, EnvelopeSubject, BatchSubject)
 	}
-	rest, ok := strings.CutPrefix(msg.Subject, DirectSubjectPrefix)
-	if !ok {
-		return Routed{}, errorf(ReasonNoRoute, "%s: subject %s is neither %s<namespace>.<name>.<id> nor %s", at, quote(msg.Subject), DirectSubjectPrefix, EnvelopeSubject)
-	}
-	ns, rest, ok := strings.Cut(rest, ".")
-	if !ok {
-		return Routed{}, errorf(ReasonBadSubject, "%s: subject %s has no function name; want %s<namespace>.<name>.<id>", at, quote(msg.Subject), DirectSubjectPrefix)
-	}
-	name, id, ok := strings.Cut(rest, ".")
-	if !ok {
-		return Routed{}, errorf(ReasonMissingID, "%s: subject %s has no id after the function type; want %s<namespace>.<name>.<id>", at, quote(msg.Subject), DirectSubjectPrefix)
-	}
-	ftype := ns + "/" + name
-	if err := ValidateFunctionType(ftype); err != nil {
-		return Routed{}, errorf(ReasonBadSubject, "%s: subject %s: %v", at, quote(msg.Subject), err)
-	}
-	if err := validateID(id); err != nil {
-		return Routed{}, errorf(ReasonBadID, "%s: subject %s: %v", at, quote(msg.Subject), err)
-	}
-	typename, err := typenameFrom(msg.Header, TypenameHeader, at)
+	addr, err := SubjectAddress(DirectSubjectPrefix, msg.Subject)
 	if err != nil {
+		err.Detail = at + ": " + err.Detail
 		return Routed{}, err
 	}
+	typename, terr := typenameFrom(msg.Header, TypenameHeader, at)
+	if terr != nil {
+		return Routed{}, terr
+	}
 	return Routed{
-		Targets:  []Address{{Type: ftype, ID: id}},
+		Targets:  []Address{addr},
 		Typename: typename,
 		Payload:  msg.Data,
 		ReplyTo:  replyTo(msg),
 	}, nil
+}
+
+// SubjectAddress returns the address a subject names after prefix:
+// <prefix><namespace>.<name>.<id>, where the id is everything after the
+// function type (it may hold dots). The direct ingress
+// ([DirectSubjectPrefix]) and the front door ([SendSubjectPrefix],
+// [CallSubjectPrefix]) name addresses this way.
+func SubjectAddress(prefix, subject string) (Address, *Error) {
+	if err := checkSubject(subject); err != nil {
+		return Address{}, errorf(ReasonBadSubject, "%v", err)
+	}
+	rest, ok := strings.CutPrefix(subject, prefix)
+	if !ok {
+		return Address{}, errorf(ReasonNoRoute, "subject %s does not start with %s", quote(subject), prefix)
+	}
+	ns, rest, ok := strings.Cut(rest, ".")
+	if !ok {
+		return Address{}, errorf(ReasonBadSubject, "subject %s has no function name; want %s<namespace>.<name>.<id>", quote(subject), prefix)
+	}
+	name, id, ok := strings.Cut(rest, ".")
+	if !ok {
+		return Address{}, errorf(ReasonMissingID, "subject %s has no id after the function type; want %s<namespace>.<name>.<id>", quote(subject), prefix)
+	}
+	ftype := ns + "/" + name
+	if err := ValidateFunctionType(ftype); err != nil {
+		return Address{}, errorf(ReasonBadSubject, "subject %s: %v", quote(subject), err)
+	}
+	if err := validateID(id); err != nil {
+		return Address{}, errorf(ReasonBadID, "subject %s: %v", quote(subject), err)
+	}
+	return Address{Type: ftype, ID: id}, nil
 }
 
 func routeEnvelope(msg Message) (Routed, error) {
@@ -480,30 +576,87 @@ func routeEnvelope(msg Message) (Routed, error) {
 	if err := proto.Unmarshal(msg.Data, &env); err != nil {
 		return Routed{}, errorf(ReasonBadEnvelope, "%s: payload is not a twinflow.v1.IngressEnvelope: %v", at, err)
 	}
+	it, err := envelopeItem(&env, at)
+	if err != nil {
+		return Routed{}, err
+	}
+	if it.ReplyTo == "" {
+		it.ReplyTo = replyTo(msg)
+	}
+	return Routed{Targets: []Address{it.Target}, Typename: it.Typename, Payload: it.Payload, ReplyTo: it.ReplyTo, Key: it.Key}, nil
+}
+
+// envelopeItem checks an envelope; at names it in errors. The reply subject
+// is not checked here: Route and routeBatch check it against the ingresses.
+func envelopeItem(env *twinflowv1.IngressEnvelope, at string) (Item, error) {
 	t := env.GetTarget()
 	if t == nil {
-		return Routed{}, errorf(ReasonBadEnvelope, "%s: no target", at)
+		return Item{}, errorf(ReasonBadEnvelope, "%s: no target", at)
 	}
 	if err := ValidateFunctionType(t.GetType()); err != nil {
-		return Routed{}, errorf(ReasonBadEnvelope, "%s: target: %v", at, err)
+		return Item{}, errorf(ReasonBadEnvelope, "%s: target: %v", at, err)
 	}
 	if t.GetId() == "" {
-		return Routed{}, errorf(ReasonMissingID, "%s: target id is empty; needed for the id of %s", at, t.GetType())
+		return Item{}, errorf(ReasonMissingID, "%s: target id is empty; needed for the id of %s", at, t.GetType())
 	}
 	if err := validateID(t.GetId()); err != nil {
-		return Routed{}, errorf(ReasonBadID, "%s: target: %v", at, err)
+		return Item{}, errorf(ReasonBadID, "%s: target: %v", at, err)
 	}
 	arg := env.GetArgument()
 	if arg.GetTypename() == "" {
-		return Routed{}, errorf(ReasonMissingTypename, "%s: argument has no typename", at)
+		return Item{}, errorf(ReasonMissingTypename, "%s: argument has no typename", at)
 	}
 	if err := ValidateTypename(arg.GetTypename()); err != nil {
-		return Routed{}, errorf(ReasonBadTypename, "%s: argument: %v", at, err)
+		return Item{}, errorf(ReasonBadTypename, "%s: argument: %v", at, err)
 	}
-	return Routed{
-		Targets:  []Address{{Type: t.GetType(), ID: t.GetId()}},
+	if k := env.GetIdempotencyKey(); k != "" {
+		if err := ValidateIdempotencyKey(k); err != nil {
+			return Item{}, errorf(ReasonBadIdempotencyKey, "%s: %v", at, err)
+		}
+	}
+	return Item{
+		Target:   Address{Type: t.GetType(), ID: t.GetId()},
 		Typename: arg.GetTypename(),
 		Payload:  arg.GetValue(),
-		ReplyTo:  replyTo(msg),
+		ReplyTo:  env.GetReplyTo(),
+		Key:      env.GetIdempotencyKey(),
 	}, nil
+}
+
+// routeBatch routes the items of a batch envelope one by one. Only a
+// payload that is not a batch at all fails the whole message.
+func (r *Router) routeBatch(msg Message) (Routed, error) {
+	const at = "direct ingress: batch"
+	var b twinflowv1.IngressBatch
+	if err := proto.Unmarshal(msg.Data, &b); err != nil {
+		return Routed{}, errorf(ReasonBadEnvelope, "%s: payload is not a twinflow.v1.IngressBatch: %v", at, err)
+	}
+	if len(b.GetItems()) == 0 {
+		return Routed{}, errorf(ReasonBadEnvelope, "%s: the batch has no items", at)
+	}
+	batchID := msgID(msg.Header)
+	out := Routed{Items: make([]Item, len(b.GetItems()))}
+	for i, env := range b.GetItems() {
+		iat := at + " item " + strconv.Itoa(i)
+		it, err := envelopeItem(env, iat)
+		switch {
+		case err != nil:
+		case len(it.Payload) > r.maxPayload:
+			err = errorf(ReasonOversized, "%s: payload of %d bytes exceeds the limit of %d bytes", iat, len(it.Payload), r.maxPayload)
+		case it.ReplyTo != "":
+			if rerr := r.CheckReplyTo(it.ReplyTo); rerr != nil {
+				err = errorf(ReasonBadReplyTo, "%s: %v", iat, rerr)
+			}
+		}
+		if err != nil {
+			raw, _ := proto.Marshal(env)
+			out.Items[i] = Item{Err: err, Envelope: raw, ReplyTo: env.GetReplyTo()}
+			continue
+		}
+		if it.Key == "" && batchID != "" {
+			it.Key = batchID + "/" + strconv.Itoa(i)
+		}
+		out.Items[i] = it
+	}
+	return out, nil
 }

@@ -163,6 +163,32 @@ func TestRoute(t *testing.T) {
 			msg:     Message{Subject: EnvelopeSubject, Data: envelope("datacenter/server", "id with spaces", "twinflow/json", "{}")},
 			want:    Routed{Targets: []Address{{"datacenter/server", "id with spaces"}}, Typename: "twinflow/json", Payload: []byte("{}")},
 		},
+		{
+			name:    "message id is the key",
+			ingress: DirectIngress,
+			msg:     Message{Subject: "twinflow.in.a.b.c", Header: h("Twinflow-Typename", "a/B", "Nats-Msg-Id", "m-1")},
+			want:    Routed{Targets: []Address{{"a/b", "c"}}, Typename: "a/B", Key: "m-1"},
+		},
+		{
+			name:    "message id of a configured ingress",
+			ingress: "plain",
+			msg:     Message{Subject: "plain.x", Header: h("Twinflow-Typename", "ns/T", "Nats-Msg-Id", "m-2")},
+			want:    Routed{Targets: []Address{{"ns/f", "x"}}, Typename: "ns/T", Key: "m-2"},
+		},
+		{
+			name:    "envelope with reply and key fields, which win over the headers",
+			ingress: DirectIngress,
+			msg: Message{Subject: EnvelopeSubject, Header: h("Nats-Msg-Id", "m-3", "Twinflow-Reply-To", "_INBOX.h"),
+				Data: marshal(&twinflowv1.IngressEnvelope{Target: &twinflowv1.Address{Type: "a/b", Id: "c"},
+					Argument: &twinflowv1.TypedValue{Typename: "a/B"}, ReplyTo: "_INBOX.f", IdempotencyKey: "k-3"})},
+			want: Routed{Targets: []Address{{"a/b", "c"}}, Typename: "a/B", ReplyTo: "_INBOX.f", Key: "k-3"},
+		},
+		{
+			name:    "envelope without fields takes the headers",
+			ingress: DirectIngress,
+			msg:     Message{Subject: EnvelopeSubject, Header: h("Nats-Msg-Id", "m-4", "Twinflow-Reply-To", "_INBOX.h"), Data: envelope("a/b", "c", "a/B", "")},
+			want:    Routed{Targets: []Address{{"a/b", "c"}}, Typename: "a/B", ReplyTo: "_INBOX.h", Key: "m-4"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -175,6 +201,14 @@ func TestRoute(t *testing.T) {
 			}
 		})
 	}
+}
+
+func marshal(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }
 
 func envelope(ftype, id, typename, value string) []byte {
@@ -290,7 +324,7 @@ func TestRouteErrors(t *testing.T) {
 		{"deep", Message{Subject: "deep.a.b.c", Data: []byte(`{"servers":[{}]}`)}, ReasonMissingID,
 			`ingress "deep": JSON field "servers.1" missing: the array has 1 elements; needed for the id of ns/g`},
 		{DirectIngress, Message{Subject: "other.a.b.c", Header: typed}, ReasonNoRoute,
-			`direct ingress: subject "other.a.b.c" is neither twinflow.in.<namespace>.<name>.<id> nor twinflow.envelope`},
+			`direct ingress: subject "other.a.b.c" is neither twinflow.in.<namespace>.<name>.<id>, twinflow.envelope nor twinflow.batch`},
 		{DirectIngress, Message{Subject: "twinflow.in.a", Header: typed}, ReasonBadSubject,
 			`direct ingress: subject "twinflow.in.a" has no function name; want twinflow.in.<namespace>.<name>.<id>`},
 		{DirectIngress, Message{Subject: "twinflow.in.a.b", Header: typed}, ReasonMissingID,
@@ -317,6 +351,16 @@ func TestRouteErrors(t *testing.T) {
 			`direct ingress: envelope: argument has no typename`},
 		{DirectIngress, Message{Subject: EnvelopeSubject, Data: envelope("a/b", "i", "a/", "")}, ReasonBadTypename,
 			`direct ingress: envelope: argument: typename "a/" is not "namespace/name"`},
+		{DirectIngress, Message{Subject: EnvelopeSubject, Data: marshal(&twinflowv1.IngressEnvelope{Target: &twinflowv1.Address{Type: "a/b", Id: "c"},
+			Argument: &twinflowv1.TypedValue{Typename: "a/B"}, IdempotencyKey: "k\x00"})}, ReasonBadIdempotencyKey,
+			`direct ingress: envelope: idempotency key "k\x00" contains a control character`},
+		{DirectIngress, Message{Subject: EnvelopeSubject, Data: marshal(&twinflowv1.IngressEnvelope{Target: &twinflowv1.Address{Type: "a/b", Id: "c"},
+			Argument: &twinflowv1.TypedValue{Typename: "a/B"}, ReplyTo: "twinflow.in.a.b.c"})}, ReasonBadReplyTo,
+			`direct ingress: reply subject "twinflow.in.a.b.c" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
+		{DirectIngress, Message{Subject: BatchSubject, Data: []byte{0xff}}, ReasonBadEnvelope,
+			`direct ingress: batch: payload is not a twinflow.v1.IngressBatch: ` + protoErr([]byte{0xff})},
+		{DirectIngress, Message{Subject: BatchSubject}, ReasonBadEnvelope,
+			`direct ingress: batch: the batch has no items`},
 		{DirectIngress, Message{Subject: "twinflow.in.a.b.c", Header: typed, Reply: "$JS.API.STREAM.DELETE.X"}, ReasonBadReplyTo,
 			`direct ingress: reply subject "$JS.API.STREAM.DELETE.X" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`},
 		{DirectIngress, Message{Subject: "twinflow.in.a.b.c", Header: h("Twinflow-Typename", "a/B", "Twinflow-Reply-To", "twinflow.in.a.b.d")}, ReasonBadReplyTo,
@@ -399,6 +443,9 @@ func TestNewErrors(t *testing.T) {
 			[]string{
 				`ingresses[0].subject: ">" overlaps twinflow.in.>, which Twinflow uses`,
 				`ingresses[0].subject: ">" overlaps twinflow.envelope, which Twinflow uses`,
+				`ingresses[0].subject: ">" overlaps twinflow.batch, which Twinflow uses`,
+				`ingresses[0].subject: ">" overlaps twinflow.send.>, which Twinflow uses`,
+				`ingresses[0].subject: ">" overlaps twinflow.call.>, which Twinflow uses`,
 				`ingresses[0].subject: ">" overlaps twinflow.dlq.>, which Twinflow uses`,
 			}},
 		{"overlapping ingresses", []IngressRule{
@@ -617,11 +664,147 @@ func TestDeadLetter(t *testing.T) {
 		t.Error("DeadLetter aliases the message's headers")
 	}
 
+	subject, header = DeadLetterItem(err, msg, 3)
+	want[BatchIndexHeader] = []string{"3"}
+	if subject != DeadLetterSubject || !reflect.DeepEqual(header, want) {
+		t.Errorf("DeadLetterItem: %s\n got %v\nwant %v", subject, header, want)
+	}
+
 	_, header = DeadLetter(errors.New("line 1\nline 2"), Message{Subject: "s"})
 	if got := header[ErrorHeader][0]; got != "line 1 line 2" {
 		t.Errorf("error header = %q", got)
 	}
 	if got := header[ErrorReasonHeader][0]; got != "unknown" {
 		t.Errorf("reason header = %q", got)
+	}
+}
+
+// TestRouteBatch: every item of a batch is routed on its own; an invalid
+// one carries its error and the others go on, and keys come from the items
+// or from the batch's message id and the item's index.
+func TestRouteBatch(t *testing.T) {
+	r, err := New(testRules(), Limits{MaxPayload: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	item := func(ftype, id, typename, value, replyTo, key string) *twinflowv1.IngressEnvelope {
+		env := &twinflowv1.IngressEnvelope{Argument: &twinflowv1.TypedValue{Typename: typename, Value: []byte(value)}, ReplyTo: replyTo, IdempotencyKey: key}
+		if ftype != "" {
+			env.Target = &twinflowv1.Address{Type: ftype, Id: id}
+		}
+		return env
+	}
+	items := []*twinflowv1.IngressEnvelope{
+		item("a/b", "1", "a/B", "one", "", "k-0"),
+		item("a/b", "2", "a/B", "two", "_INBOX_client.x", ""),
+		item("", "", "a/B", "", "", ""),
+		item("a/b", "", "a/B", "", "", ""),
+		item("a/b", "3", "", "", "", ""),
+		item("a/b", "3", "a/B", "too long a payload", "", ""),
+		item("a/b", "3", "a/B", "", "plain.x", ""),
+		item("a/b", "3", "a/B", "", "", strings.Repeat("k", MaxIdempotencyKey+1)),
+		item("a/b", "4", "a/B", "", "", ""),
+	}
+	batch := marshal(&twinflowv1.IngressBatch{Items: items})
+	got, err := r.Route(DirectIngress, Message{Subject: BatchSubject, Header: h("Nats-Msg-Id", "gw-7", "Twinflow-Reply-To", "_INBOX.ignored"), Data: batch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Item{
+		{Target: Address{"a/b", "1"}, Typename: "a/B", Payload: []byte("one"), Key: "k-0"},
+		{Target: Address{"a/b", "2"}, Typename: "a/B", Payload: []byte("two"), ReplyTo: "_INBOX_client.x", Key: "gw-7/1"},
+		{Err: errorf(ReasonBadEnvelope, "direct ingress: batch item 2: no target")},
+		{Err: errorf(ReasonMissingID, "direct ingress: batch item 3: target id is empty; needed for the id of a/b")},
+		{Err: errorf(ReasonMissingTypename, "direct ingress: batch item 4: argument has no typename")},
+		{Err: errorf(ReasonOversized, "direct ingress: batch item 5: payload of 18 bytes exceeds the limit of 8 bytes")},
+		{Err: errorf(ReasonBadReplyTo, `direct ingress: batch item 6: reply subject "plain.x" is not an inbox: requests are answered only on subjects under _INBOX. or _INBOX_<identity>.`), ReplyTo: "plain.x"},
+		{Err: errorf(ReasonBadIdempotencyKey, "direct ingress: batch item 7: idempotency key of %d bytes is longer than %d bytes", MaxIdempotencyKey+1, MaxIdempotencyKey)},
+		{Target: Address{"a/b", "4"}, Typename: "a/B", Payload: []byte{}, Key: "gw-7/8"},
+	}
+	if len(got.Targets) != 0 || got.Payload != nil || got.Key != "" || got.ReplyTo != "" {
+		t.Errorf("a batch routed as one message: %+v", got)
+	}
+	if len(got.Items) != len(want) {
+		t.Fatalf("%d items, want %d: %+v", len(got.Items), len(want), got.Items)
+	}
+	for i := range want {
+		g, w := got.Items[i], want[i]
+		if len(g.Payload) == 0 && len(w.Payload) == 0 {
+			g.Payload, w.Payload = nil, nil
+		}
+		if g.Err != nil {
+			// The dead letter's payload is the item as it was sent.
+			var env twinflowv1.IngressEnvelope
+			if err := proto.Unmarshal(g.Envelope, &env); err != nil || !proto.Equal(&env, items[i]) {
+				t.Errorf("item %d: envelope %x is not the item: %v", i, g.Envelope, err)
+			}
+			g.Envelope = nil
+		} else if g.Envelope != nil {
+			t.Errorf("item %d: routed, with an envelope", i)
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Errorf("item %d:\n got %+v (%v)\nwant %+v (%v)", i, g, g.Err, w, w.Err)
+		}
+	}
+
+	// Without a message id, items without a key of their own have none.
+	got, err = r.Route(DirectIngress, Message{Subject: BatchSubject, Data: marshal(&twinflowv1.IngressBatch{Items: []*twinflowv1.IngressEnvelope{
+		item("a/b", "1", "a/B", "", "", ""), item("a/b", "1", "a/B", "", "", "k"),
+	}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Items[0].Key != "" || got.Items[1].Key != "k" {
+		t.Errorf("keys %q and %q, want none and k", got.Items[0].Key, got.Items[1].Key)
+	}
+}
+
+// TestBatchOnlyOnTheDirectIngress: a configured ingress whose subject is
+// not the batch subject never routes batches.
+func TestBatchOnlyOnTheDirectIngress(t *testing.T) {
+	r := newTestRouter(t)
+	_, err := r.Route("plain", Message{Subject: BatchSubject, Data: marshal(&twinflowv1.IngressBatch{})})
+	if ReasonOf(err) != ReasonNoRoute {
+		t.Errorf("Route = %v, want no_route", err)
+	}
+}
+
+func TestSubjectAddress(t *testing.T) {
+	tests := []struct {
+		subject string
+		want    Address
+		reason  Reason
+	}{
+		{"twinflow.send.ns.f.a.b", Address{"ns/f", "a.b"}, ""},
+		{"twinflow.call.ns.f.x", Address{"ns/f", "x"}, ReasonNoRoute},
+		{"twinflow.send.ns", Address{}, ReasonBadSubject},
+		{"twinflow.send.ns.f", Address{}, ReasonMissingID},
+		{"twinflow.send.n$.f.x", Address{}, ReasonBadSubject},
+		{"twinflow.send.ns.f.x..y", Address{}, ReasonBadSubject},
+	}
+	for _, tt := range tests {
+		got, err := SubjectAddress(SendSubjectPrefix, tt.subject)
+		if tt.reason == "" {
+			if err != nil || got != tt.want {
+				t.Errorf("SubjectAddress(%q) = %v, %v; want %v", tt.subject, got, err, tt.want)
+			}
+			continue
+		}
+		if err == nil || err.Reason != tt.reason {
+			t.Errorf("SubjectAddress(%q) error %v, want reason %s", tt.subject, err, tt.reason)
+		}
+	}
+}
+
+func TestValidateIdempotencyKey(t *testing.T) {
+	for _, k := range []string{"a", "client-1/msg 7", strings.Repeat("é", MaxIdempotencyKey/2)} {
+		if err := ValidateIdempotencyKey(k); err != nil {
+			t.Errorf("%q: %v", k, err)
+		}
+	}
+	for _, k := range []string{"", "a\nb", string([]byte{0xff}), strings.Repeat("k", MaxIdempotencyKey+1)} {
+		if err := ValidateIdempotencyKey(k); err == nil {
+			t.Errorf("%q accepted", k)
+		}
 	}
 }

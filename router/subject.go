@@ -21,6 +21,16 @@ const (
 	// EnvelopeSubject is the direct ingress subject whose payload is a
 	// serialized twinflow.v1.IngressEnvelope.
 	EnvelopeSubject = "twinflow.envelope"
+	// BatchSubject is the direct ingress subject whose payload is a
+	// serialized twinflow.v1.IngressBatch: many envelopes in one publish.
+	BatchSubject = "twinflow.batch"
+	// SendSubjectPrefix starts the subjects of the runtime's core NATS
+	// front door for one-way messages: twinflow.send.<namespace>.<name>.<id>,
+	// answered once the message is durable. No stream captures them.
+	SendSubjectPrefix = "twinflow.send."
+	// CallSubjectPrefix starts the subjects of the front door for requests:
+	// twinflow.call.<namespace>.<name>.<id>, answered by the function.
+	CallSubjectPrefix = "twinflow.call."
 	// DeadLetterSubjects is the pattern of every dead-letter subject; the
 	// stream TWINFLOW_DLQ holds them.
 	DeadLetterSubjects = "twinflow.dlq.>"
@@ -41,6 +51,13 @@ const (
 	// ReplyToHeader holds the reply subject of a message that went through
 	// JetStream, which drops the reply subject of the original publish.
 	ReplyToHeader = "Twinflow-Reply-To"
+	// IdempotencyKeyHeader holds the idempotency key of a message sent to
+	// the front door, when Nats-Msg-Id does not; the front door's answers
+	// carry the key used, given or generated.
+	IdempotencyKeyHeader = "Twinflow-Idempotency-Key"
+	// BatchIndexHeader holds the index of the item of a batch envelope
+	// that a dead letter was.
+	BatchIndexHeader = "Twinflow-Batch-Index"
 	// SourceHeader holds the address ("namespace/name/id") of the function
 	// that wrote a published egress record.
 	SourceHeader = "Twinflow-Source"
@@ -66,11 +83,22 @@ const (
 	ReplyEgress = "reply"
 )
 
+// DirectStreamSubjects are the subjects of the direct ingress: those its
+// stream captures, and those a publisher to it may publish to.
+var DirectStreamSubjects = []string{DirectSubjects, EnvelopeSubject, BatchSubject}
+
+// FrontDoorSubjects are the subjects of the runtime's core NATS front door:
+// requests that the runtime answers itself, not captured by any stream.
+var FrontDoorSubjects = []string{SendSubjectPrefix + ">", CallSubjectPrefix + ">"}
+
 // reservedPatterns are the subjects Twinflow itself uses; no ingress may
 // overlap them.
 var reservedPatterns = [][]string{
 	{"twinflow", "in", ">"},
 	{"twinflow", "envelope"},
+	{"twinflow", "batch"},
+	{"twinflow", "send", ">"},
+	{"twinflow", "call", ">"},
 	{"twinflow", "dlq", ">"},
 }
 

@@ -33,6 +33,10 @@ func (e *Engine) Access() runinfo.Info {
 		info.MQTTURL = e.server.MQTTURL()
 	}
 	info.AdminCA = absOrEmpty(e.cfg.AdminTLSCertFile)
+	if u := e.IngressURL(); u != "" {
+		info.IngressURL, info.IngressTokenFile = u, e.keys.IngressTokenFile
+		info.IngressCA = absOrEmpty(e.cfg.IngressTLSCertFile)
+	}
 	return info
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/twinflow/twinflow/runtime/console"
+	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/spec"
@@ -78,6 +79,21 @@ type Config struct {
 	// AdminInsecure serves a plain-HTTP admin API beyond loopback, where the
 	// token crosses the network in clear.
 	AdminInsecure bool
+	// IngressAddr is where the HTTP/Connect front door listens (POST
+	// /send/..., /call/..., twinflow.v1.IngressService); default
+	// 127.0.0.1:8080, or a free port when 8080 is taken; "off" serves none.
+	// Beyond loopback it must be served over TLS, unless IngressInsecure.
+	IngressAddr string
+	// IngressTLSCertFile and IngressTLSKeyFile serve the front door over
+	// HTTPS with this certificate and key (PEM); IngressClientCAFile, with
+	// TLS, lets a client certificate of these CAs authenticate a call, as
+	// the token does.
+	IngressTLSCertFile, IngressTLSKeyFile, IngressClientCAFile string
+	// IngressInsecure serves a plain-HTTP front door beyond loopback, where
+	// its token crosses the network in clear.
+	IngressInsecure bool
+	// FrontDoor bounds the front door's durable writes and its queue.
+	FrontDoor frontdoor.Limits
 	// MetricsAuth says whether /metrics needs the admin token.
 	MetricsAuth MetricsAuth
 	// MaxAdminRequestBytes bounds the body of an admin API request; default
@@ -361,6 +377,17 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("cluster %s needs the NATS cluster's URLs (twinflow run -nats nats://a:4222,nats://b:4222,nats://c:4222): "+
 			"the workers of a cluster share its JetStream", c.Cluster))
 	}
+	if (c.IngressTLSCertFile == "") != (c.IngressTLSKeyFile == "") {
+		errs = append(errs, errors.New("the front door's TLS needs both a certificate and its key"))
+	}
+	if c.IngressClientCAFile != "" && c.IngressTLSCertFile == "" {
+		errs = append(errs, errors.New("client certificates for the front door need it served over TLS (a certificate and its key)"))
+	}
+	if c.IngressAddr != IngressOff {
+		if host := hostOf(c.IngressAddr, defaultIngressAddr); !isLoopback(host) && c.IngressTLSCertFile == "" && !c.IngressInsecure {
+			errs = append(errs, fmt.Errorf("the front door would listen on %s, beyond this machine, over plain HTTP: serve it over TLS (twinflow run -ingress-tls-cert and -ingress-tls-key), or pass -ingress-insecure to accept that its token crosses the network in clear", c.IngressAddr))
+		}
+	}
 	errs = append(errs, validateMQTT(&c)...)
 	if c.MaxAdminRequestBytes < 1024 {
 		errs = append(errs, fmt.Errorf("max admin request size must be at least 1 KiB, got %d", c.MaxAdminRequestBytes))
@@ -370,9 +397,12 @@ func (c Config) Validate() error {
 
 // adminHost is the host of an admin listen address; the default address
 // is on loopback.
-func adminHost(addr string) string {
+func adminHost(addr string) string { return hostOf(addr, "127.0.0.1:8090") }
+
+// hostOf is the host of a listen address, or of def when addr is empty.
+func hostOf(addr, def string) string {
 	if addr == "" {
-		return "127.0.0.1"
+		addr = def
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {

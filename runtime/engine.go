@@ -33,6 +33,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/datadir"
 	"github.com/twinflow/twinflow/runtime/descriptors"
 	"github.com/twinflow/twinflow/runtime/egress"
+	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/invoke"
 	"github.com/twinflow/twinflow/runtime/keygroup"
@@ -89,6 +90,15 @@ type Engine struct {
 	admin         *http.Server
 	adminL        net.Listener
 	reg           *prometheus.Registry
+
+	// The front door (frontdoor.go), on a NATS connection of its own.
+	doorConn natsbus.ConnOptions
+	doorNC   *nats.Conn
+	door     *frontdoor.Door
+	natsDoor *frontdoor.NATSDoor
+	httpDoor *frontdoor.HTTPDoor
+	ingress  *http.Server
+	ingressL net.Listener
 
 	// What the admin API and the console read: each shard's state
 	// (touched only on its loop), the data dir's id, the runtime's samples
@@ -223,6 +233,12 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 		return nil, fmt.Errorf("publishing egress of the restored checkpoint: %w", err)
 	}
 	e.reg.MustRegister(newReadinessCollector(e))
+	// The front door listens before the admin API answers /healthz, so
+	// that whoever waits for the runtime to be up finds it open; what it
+	// takes before the readers run waits in the stream.
+	if err := e.startFrontDoor(); err != nil {
+		return nil, err
+	}
 	if err := e.startAdmin(); err != nil {
 		return nil, err
 	}
@@ -232,7 +248,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 		return nil, err
 	}
 	last, _ := e.coord.Latest()
-	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(),
+	e.log.Info("twinflow running", "admin", "http://"+e.adminL.Addr().String(), "nats", e.NATSURL(), "ingress", e.IngressURL(),
 		"shards", cfg.Shards, "key_groups", cfg.KeyGroups, "restored_checkpoint", last.GetId())
 	return e, nil
 }
@@ -283,6 +299,8 @@ func (e *Engine) startNATS(ctx context.Context) error {
 		return err
 	}
 	e.nc, e.js = nc, js
+	e.doorConn = conn
+	e.doorConn.Name = "twinflow-frontdoor"
 	return nil
 }
 
@@ -340,7 +358,7 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 		return err
 	}
 	streams := []natsbus.StreamSpec{
-		{Name: DirectStream, Subjects: []string{router.DirectSubjectPrefix + ">", router.EnvelopeSubject}, DuplicateWindow: e.cfg.DedupWindow},
+		{Name: DirectStream, Subjects: router.DirectStreamSubjects, DuplicateWindow: e.cfg.DedupWindow},
 		dlq,
 	}
 	for _, in := range e.cfg.Module.Ingresses {
@@ -705,12 +723,17 @@ func (e *Engine) shutdown() {
 // after the next start. The final checkpoint and its egress get another
 // StopTimeout.
 func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
+	// The front door takes no more messages; what it wrote is in the
+	// stream, read after the next start if not before the final checkpoint.
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	e.closeFrontDoor(ctx)
+	cancel()
 	pl := e.pl()
 	for _, r := range pl.reads {
 		r.Pause()
 	}
 	e.log.Info("stopping: intake paused, finishing queued work", "deadline", e.cfg.StopTimeout)
-	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 	defer cancel()
 	if busy := e.waitIdle(ctx); busy > 0 {
 		e.log.Warn("stopping before queued work finished; it stays in the final checkpoint's mailboxes",
@@ -755,6 +778,7 @@ func (e *Engine) waitIdle(ctx context.Context) int {
 // closeAll stops every part without a final checkpoint: what is not
 // committed is lost, exactly as in a crash.
 func (e *Engine) closeAll() {
+	e.shutdownFrontDoor()
 	if e.cl != nil {
 		e.cl.stopDriver()
 	}

@@ -139,6 +139,7 @@ func baseConfig(t *testing.T, url string) runtime.Config {
 		NATSPort:           -1,
 		NATSSyncInterval:   time.Minute, // tests need no fsync per write
 		AdminAddr:          "127.0.0.1:0",
+		IngressAddr:        "127.0.0.1:0",
 		Shards:             2,
 		KeyGroups:          16,
 		CheckpointInterval: 50 * time.Millisecond,

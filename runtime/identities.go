@@ -21,12 +21,18 @@ const ClientInboxPrefix = router.InboxPrefix + "_" + secrets.Client
 // InboxPrefix is the reply inbox prefix of an identity: _INBOX_<name>.
 func InboxPrefix(identity string) string { return router.InboxPrefix + "_" + identity }
 
+// FrontDoorInboxPrefix is the prefix of the inboxes the HTTP/Connect front
+// door waits for replies on. Only the runtime reads it ("runtime" is no
+// module user's name), and each front door adds a random part of its own.
+var FrontDoorInboxPrefix = InboxPrefix(secrets.Runtime)
+
 // NATSUsers are the identities of an embedded NATS server, for a module
 // and the keys of a data dir, each with the least it needs:
 //
 //   - runtime: everything.
 //   - client (publishers and the command line): publish to every ingress
-//     subject (the direct ingress's and the configured ones); subscribe to
+//     subject (the direct ingress's, the front door's and the configured
+//     ones); subscribe to
 //     the egress subjects, the dead-letter subjects and its own inbox
 //     prefix _INBOX_client; read the egress and dead-letter streams by
 //     direct get (a read that creates nothing), their info and the list of
@@ -59,7 +65,8 @@ func NATSUsers(m *spec.Module, keys *secrets.Set) []natsbus.User {
 		var pub []string
 		for _, name := range u.Ingresses {
 			if name == router.DirectIngress {
-				pub = append(pub, router.DirectSubjects, router.EnvelopeSubject)
+				pub = append(pub, router.DirectStreamSubjects...)
+				pub = append(pub, router.FrontDoorSubjects...)
 			}
 			for _, in := range m.Ingresses {
 				if in.Name == name {
@@ -90,7 +97,7 @@ func NATSUsers(m *spec.Module, keys *secrets.Set) []natsbus.User {
 // inboxSubjects are the subjects of every identity's reply inboxes, which
 // only the runtime may publish on.
 func inboxSubjects(m *spec.Module) []string {
-	inboxes := []string{router.InboxPrefix + ".>", ClientInboxPrefix + ".>", RuntimeInboxPrefix + ".>"}
+	inboxes := []string{router.InboxPrefix + ".>", ClientInboxPrefix + ".>", RuntimeInboxPrefix + ".>", FrontDoorInboxPrefix + ".>"}
 	for _, u := range m.Users {
 		inboxes = append(inboxes, InboxPrefix(u.Name)+".>")
 	}

@@ -31,11 +31,11 @@ func TestNATSUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	inboxes := []string{"_INBOX.>", "_INBOX_client.>", "_TWINFLOW_RUNTIME_INBOX.>", "_INBOX_sensors.>", "_INBOX_board.>"}
+	inboxes := []string{"_INBOX.>", "_INBOX_client.>", "_TWINFLOW_RUNTIME_INBOX.>", "_INBOX_runtime.>", "_INBOX_sensors.>", "_INBOX_board.>"}
 	want := []natsbus.User{
 		{Name: "runtime", NKey: keys.Runtime.Public, Unrestricted: true},
 		{Name: "client", NKey: keys.Client.Public,
-			Publish: natsbus.Rules{Allow: []string{"twinflow.in.>", "twinflow.envelope", "dc.metrics.*.*", "dc.inventory.>",
+			Publish: natsbus.Rules{Allow: []string{"twinflow.in.>", "twinflow.envelope", "twinflow.batch", "twinflow.send.>", "twinflow.call.>", "dc.metrics.*.*", "dc.inventory.>",
 				"$JS.API.STREAM.NAMES",
 				"$JS.API.STREAM.INFO.TWINFLOW_EGRESS_alerts", "$JS.API.DIRECT.GET.TWINFLOW_EGRESS_alerts", "$JS.API.DIRECT.GET.TWINFLOW_EGRESS_alerts.>",
 				"$JS.API.STREAM.INFO.TWINFLOW_EGRESS_dash", "$JS.API.DIRECT.GET.TWINFLOW_EGRESS_dash", "$JS.API.DIRECT.GET.TWINFLOW_EGRESS_dash.>",
@@ -46,7 +46,7 @@ func TestNATSUsers(t *testing.T) {
 			Publish:   natsbus.Rules{Allow: []string{"dc.metrics.*.*", "twinflow.in.dc.server.>"}, Deny: inboxes},
 			Subscribe: natsbus.Rules{Allow: []string{"_INBOX_sensors.>"}}},
 		{Name: "board", NKey: keys.Users["board"].Public,
-			Publish: natsbus.Rules{Allow: []string{"twinflow.in.>", "twinflow.envelope",
+			Publish: natsbus.Rules{Allow: []string{"twinflow.in.>", "twinflow.envelope", "twinflow.batch", "twinflow.send.>", "twinflow.call.>",
 				"$JS.API.STREAM.NAMES", "$JS.API.STREAM.INFO.TWINFLOW_EGRESS_dash", "$JS.API.DIRECT.GET.TWINFLOW_EGRESS_dash", "$JS.API.DIRECT.GET.TWINFLOW_EGRESS_dash.>"},
 				Deny: inboxes},
 			Subscribe: natsbus.Rules{Allow: []string{"_INBOX_board.>", "dc.dash", "dc.dash.>", "dc.alerts.>"}}},

@@ -121,6 +121,7 @@ func startCLIIn(t *testing.T, data string) *cli {
 		NATSPort:           -1,
 		NATSSyncInterval:   time.Minute,
 		AdminAddr:          "127.0.0.1:0",
+		IngressAddr:        "127.0.0.1:0",
 		Shards:             2,
 		KeyGroups:          16,
 		CheckpointInterval: time.Hour, // the tests take checkpoints themselves

@@ -19,6 +19,7 @@ const keysUsage = `usage:
   twinflow keys [--data DIR]                        print the public keys function endpoints should accept
   twinflow keys rotate signing [--data DIR]         replace the key the runtime signs calls with
   twinflow keys rotate admin-token [--data DIR]     replace the admin API's token
+  twinflow keys rotate ingress-token [--data DIR]   replace the HTTP/Connect front door's token
   twinflow keys rotate nats IDENTITY [--data DIR]   replace an NATS identity's nkey (runtime, client or a user)
   twinflow keys rotate mqtt DEVICE [--data DIR]     replace an MQTT device identity's password
   twinflow keys nats-config [-config module.yaml] [--data DIR]
@@ -69,6 +70,12 @@ func keysCmd(args []string, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "the admin token in %s/%s/admin.token is replaced; a running runtime accepts only the new one from now on\n", dir, secrets.DirName)
+		return nil
+	case len(verb) == 2 && verb[0] == "rotate" && verb[1] == "ingress-token":
+		if err := secrets.RotateIngressToken(dir); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "the front door's token in %s/%s/ingress.token is replaced; a running runtime accepts only the new one from now on\n", dir, secrets.DirName)
 		return nil
 	case len(verb) == 3 && verb[0] == "rotate" && verb[1] == "nats":
 		id, err := secrets.RotateNKey(dir, verb[2])

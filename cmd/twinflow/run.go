@@ -47,6 +47,11 @@ func runCmd(ctx context.Context, args []string) error {
 	adminTLSKey := fs.String("admin-tls-key", "", "key of the admin API's certificate")
 	adminClientCA := fs.String("admin-client-ca", "", "with TLS: client certificates of this CA (PEM) authenticate admin calls, as the token does")
 	adminInsecure := fs.Bool("admin-insecure", false, "serve the admin API over plain HTTP even beyond loopback (its token then crosses the network in clear)")
+	ingress := fs.String("ingress", "", "HTTP/Connect front door listen address (default 127.0.0.1:8080, or a free port if taken; off: none)")
+	ingressTLSCert := fs.String("ingress-tls-cert", "", "serve the front door over HTTPS with this certificate (PEM)")
+	ingressTLSKey := fs.String("ingress-tls-key", "", "key of the front door's certificate")
+	ingressClientCA := fs.String("ingress-client-ca", "", "with TLS: client certificates of this CA (PEM) authenticate front door calls, as the token does")
+	ingressInsecure := fs.Bool("ingress-insecure", false, "serve the front door over plain HTTP even beyond loopback (its token then crosses the network in clear)")
 	metricsAuth := fs.String("metrics-auth", "auto", "whether /metrics needs the admin token: auto (not on loopback, else yes), token or none")
 	savepointDir := fs.String("savepoint-dir", "", "the only directory the admin API writes savepoints under (default DATA/savepoints)")
 	shards := fs.Int("shards", 0, "shard loops (default: number of cores)")
@@ -109,7 +114,9 @@ func runCmd(ctx context.Context, args []string) error {
 		NATSTLSCertFile: *natsTLSCert, NATSTLSKeyFile: *natsTLSKey, NATSSyncInterval: *natsSync,
 		AdminAddr: *admin, AdminTLSCertFile: *adminTLSCert, AdminTLSKeyFile: *adminTLSKey, AdminClientCAFile: *adminClientCA,
 		AdminInsecure: *adminInsecure, MetricsAuth: metrics, SavepointDir: *savepointDir,
-		Shards: *shards, KeyGroups: *keyGroups, CheckpointInterval: *interval, Memory: runtime.Memory{Total: total}, Logger: log,
+		IngressAddr: *ingress, IngressTLSCertFile: *ingressTLSCert, IngressTLSKeyFile: *ingressTLSKey, IngressClientCAFile: *ingressClientCA,
+		IngressInsecure: *ingressInsecure,
+		Shards:          *shards, KeyGroups: *keyGroups, CheckpointInterval: *interval, Memory: runtime.Memory{Total: total}, Logger: log,
 		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill, ConsolePages: pages.fs(),
 	}
 	if *clusterName != "" {
@@ -180,6 +187,9 @@ func printRunning(w io.Writer, info runinfo.Info, budget runtime.Budget, config 
 	printMQTT(w, info, module)
 	fmt.Fprintf(w, "  admin:        %s (token in %s)\n  metrics:      %s/metrics\n", info.AdminURL, info.AdminTokenFile, info.AdminURL)
 	fmt.Fprintf(w, "  console:      %s/ui/ (twinflow console prints a link that logs in)\n", info.AdminURL)
+	if info.IngressURL != "" {
+		fmt.Fprintf(w, "  ingress:      %s (POST /send/TYPE/ID, /call/TYPE/ID; token in %s)\n", info.IngressURL, info.IngressTokenFile)
+	}
 	fmt.Fprintf(w, "  signing key:  %s (endpoints: TWINFLOW_VERIFY_KEY=%s)\n", filepath.Join(info.DataDir, secrets.SigningPublicFile), strings.Join(info.SigningKeys, ","))
 	fmt.Fprintf(w, "  runtime file: %s (client commands find the runtime through it)\n", filepath.Join(info.DataDir, runinfo.FileName))
 	fmt.Fprintf(w, "  memory:       %s\n", budget)

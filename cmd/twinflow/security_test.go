@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -200,8 +201,33 @@ func TestKeys(t *testing.T) {
 		t.Fatal("the admin token did not change")
 	}
 	c.run("checkpoint", "status")
+	// So does the front door's: the old one is refused.
+	post := func(token string) int {
+		req, _ := http.NewRequest(http.MethodPost, c.e.IngressURL()+"/send/cli/counter/a", strings.NewReader(`{"add": 1}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tokenFile := c.e.Access().IngressTokenFile
+	before, _ = secrets.ReadIngressToken(tokenFile)
+	if status := post(before); status != http.StatusAccepted {
+		t.Fatalf("the front door with its token: %d", status)
+	}
+	c.run("keys", "rotate", "ingress-token")
+	after, _ := secrets.ReadIngressToken(tokenFile)
+	if status := post(before); after == before || status != http.StatusUnauthorized {
+		t.Fatalf("the old front door token after a rotation: %d, want 401", status)
+	}
+	if status := post(after); status != http.StatusAccepted {
+		t.Fatalf("the new front door token: %d", status)
+	}
 	conf := c.run("keys", "nats-config")
-	for _, want := range []string{"authorization {", "# client", `"twinflow.in.>"`, `"_INBOX_client.>"`, `"$JS.API.DIRECT.GET.TWINFLOW_DLQ"`} {
+	for _, want := range []string{"authorization {", "# client", `"twinflow.in.>"`, `"twinflow.batch"`, `"twinflow.call.>"`, `"_INBOX_client.>"`, `"$JS.API.DIRECT.GET.TWINFLOW_DLQ"`} {
 		if !strings.Contains(conf, want) {
 			t.Errorf("nats-config lacks %s:\n%s", want, conf)
 		}

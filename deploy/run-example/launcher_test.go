@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,7 +73,7 @@ func launcher(t *testing.T, moduleSpec string) (*exec.Cmd, string) {
 	}
 	_, natsPort, _ := net.SplitHostPort(freeAddr(t))
 	cmd := exec.Command(filepath.Join(bin, "run-example"), "-bin", bin, "-module", specPath, "-console-page", "../../examples/datacenter/console",
-		"-nats-port", natsPort, "-admin", freeAddr(t), "-racks", "1", "-servers", "2", "-interval", "100ms", "-faults", "disk:rack-0/srv-1@1s")
+		"-nats-port", natsPort, "-admin", freeAddr(t), "-ingress", freeAddr(t), "-racks", "1", "-servers", "2", "-interval", "100ms", "-faults", "disk:rack-0/srv-1@1s")
 	dataParent := filepath.Join(tmp, "tmp")
 	if err := os.Mkdir(dataParent, 0o755); err != nil {
 		t.Fatal(err)
@@ -125,6 +126,7 @@ func TestInterruptWithOutputOnAPipe(t *testing.T) {
 	}) {
 		t.Errorf("the banner has no link to log in to the example's console page. The output:\n%s", strings.Join(output, "\n"))
 	}
+	checkCurlCall(t, output)
 	r.Close() // the reader of the pipe is gone, as tee after Ctrl-C
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -235,5 +237,42 @@ func TestDevicesOverMQTT(t *testing.T) {
 	go func() { _, _ = io.Copy(io.Discard, r) }()
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("the launcher: %v, want exit status 0", err)
+	}
+}
+
+// checkCurlCall makes the call of the banner's curl command: the front
+// door's address and token file it names must answer the data center's
+// question with protobuf.
+func checkCurlCall(t *testing.T, output []string) {
+	t.Helper()
+	curl := regexp.MustCompile(`curl -s -X POST (http://\S+) -H "Authorization: Bearer \$\(cat (\S+)\)" -H 'Content-Type: ([^']+)' --data-binary ''`)
+	var m []string
+	for _, l := range output {
+		if m = curl.FindStringSubmatch(l); m != nil {
+			break
+		}
+	}
+	if m == nil {
+		t.Errorf("the banner has no curl command for the front door:\n%s", strings.Join(output, "\n"))
+		return
+	}
+	token, err := os.ReadFile(m[2])
+	if err != nil {
+		t.Fatalf("the banner's token file: %v", err)
+	}
+	req, err := http.NewRequest(http.MethodPost, m[1], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(token)))
+	req.Header.Set("Content-Type", m[3])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the banner's curl command: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Content-Type") != "application/protobuf" {
+		t.Errorf("the banner's curl command: %s, Content-Type %q, %q; want 200 with protobuf", resp.Status, resp.Header.Get("Content-Type"), body)
 	}
 }

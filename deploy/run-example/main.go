@@ -20,6 +20,7 @@
 //	-data DIR        DATA       data directory, kept (default: a new temporary one, removed at exit)
 //	-nats-port N     NATS_PORT  port of the embedded NATS server (4222)
 //	-admin ADDR      ADMIN      admin API listen address (127.0.0.1:8090)
+//	-ingress ADDR    INGRESS    the HTTP/Connect front door's listen address (127.0.0.1:8080)
 //	-memory SIZE     MEMORY     the worker's memory budget (256MiB: the example's size; see below)
 //	-racks N         RACKS      racks of the simulated data center (4)
 //	-servers N       SERVERS    servers per rack (8)
@@ -72,6 +73,7 @@ type config struct {
 	bin, module, data string
 	natsPort          int
 	admin, memory     string
+	ingress           string // the HTTP/Connect front door's address
 	racks, servers    int
 	interval          time.Duration
 	faults, alerts    string
@@ -101,7 +103,7 @@ func main() {
 // settings are the flags that take their default from an environment
 // variable, so that make run takes them too: make run RACKS=8.
 var settings = map[string]string{
-	"data": "DATA", "nats-port": "NATS_PORT", "admin": "ADMIN", "memory": "MEMORY", "racks": "RACKS",
+	"data": "DATA", "nats-port": "NATS_PORT", "admin": "ADMIN", "ingress": "INGRESS", "memory": "MEMORY", "racks": "RACKS",
 	"servers": "SERVERS", "interval": "INTERVAL", "faults": "FAULTS", "alerts": "ALERTS", "rackfun": "RACKFUN",
 	"mqtt": "MQTT", "mqtt-port": "MQTT_PORT",
 }
@@ -116,6 +118,7 @@ func parseConfig(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.data, "data", "", "data directory, kept at exit (default: a new temporary one, removed at exit) ($DATA)")
 	fs.IntVar(&c.natsPort, "nats-port", 4222, "port of the embedded NATS server ($NATS_PORT)")
 	fs.StringVar(&c.admin, "admin", "127.0.0.1:8090", "admin API listen address ($ADMIN)")
+	fs.StringVar(&c.ingress, "ingress", "127.0.0.1:8080", "the HTTP/Connect front door's listen address ($INGRESS)")
 	fs.StringVar(&c.memory, "memory", "256MiB", "the worker's memory budget, which also bounds the disk its write-ahead logs take ($MEMORY)")
 	fs.IntVar(&c.racks, "racks", 4, "racks of the simulated data center ($RACKS)")
 	fs.IntVar(&c.servers, "servers", 8, "servers per rack ($SERVERS)")
@@ -218,7 +221,7 @@ func processes(c config) []process {
 		})
 	}
 	runArgs := []string{"run", "-config", c.module, "-data", filepath.Join(c.data, "twinflow"),
-		"-nats-port", strconv.Itoa(c.natsPort), "-admin", c.admin, "-memory", c.memory}
+		"-nats-port", strconv.Itoa(c.natsPort), "-admin", c.admin, "-ingress", c.ingress, "-memory", c.memory}
 	runArgs = append(runArgs, c.mqttArgs("-mqtt-port", strconv.Itoa(c.mqttPort))...)
 	if c.consolePage != "" {
 		runArgs = append(runArgs, "-console-page", "datacenter="+c.consolePage)
@@ -262,6 +265,7 @@ func ports(c config) []port {
 		{c.endpoint, "the function endpoint", "is another make run running? Stop it with Ctrl-C in its terminal; the endpoint's address is the URL in " + c.module},
 		{net.JoinHostPort("127.0.0.1", strconv.Itoa(c.natsPort)), "the embedded NATS server", "is another twinflow or NATS server running? Stop it (bin/twinflow stop --admin URL stops a twinflow), or choose another port with NATS_PORT=4223"},
 		{c.admin, "the twinflow admin API", "is another twinflow running? Stop it with bin/twinflow stop --admin " + admin + ", or choose another address with ADMIN=127.0.0.1:8091"},
+		{c.ingress, "the twinflow front door", "is another twinflow running? Stop it with bin/twinflow stop --admin " + admin + ", or choose another address with INGRESS=127.0.0.1:8081"},
 	}
 	if c.mqtt {
 		ps = append(ps, port{net.JoinHostPort("127.0.0.1", strconv.Itoa(c.mqttPort)), "the MQTT gateway", "is an MQTT broker or another twinflow running? Stop it, or choose another port with MQTT_PORT=1884"})
@@ -409,6 +413,7 @@ The data-center twin is running: %d racks of %d servers, one report each per %s.
   twinflow admin     http://%s
   metrics            http://%s/metrics
   NATS               nats://127.0.0.1:%d%s
+  front door         http://%s (HTTP/Connect: POST /send/TYPE/ID, /call/TYPE/ID; token in %s)
   logs               %s
   faults             %s
 
@@ -419,8 +424,22 @@ In another terminal (the commands find this runtime: it is the one started last)
   bin/twinflow state get datacenter/datacenter dc
   bin/simulator -unhealthy dc           # the same question, the answer decoded
   bin/twinflow tail datacenter.alerts   # the raw alert records
+  %s | strings   # the question over HTTP
 
-`, c.racks, c.servers, c.interval, consoleLines(c), c.endpoint, c.admin, c.admin, c.natsPort, mqttLine, filepath.Join(c.data, "logs"), c.faults)
+`, c.racks, c.servers, c.interval, consoleLines(c), c.endpoint, c.admin, c.admin, c.natsPort, mqttLine,
+		c.ingress, ingressTokenFile(c), filepath.Join(c.data, "logs"), c.faults, curlCall(c))
+}
+
+// ingressTokenFile is the file of the front door's token.
+func ingressTokenFile(c config) string {
+	return filepath.Join(c.data, "twinflow", "secrets", "ingress.token")
+}
+
+// curlCall is a curl command that asks the data center for its unhealthy
+// racks through the HTTP front door; the answer is protobuf.
+func curlCall(c config) string {
+	return fmt.Sprintf(`curl -s -X POST http://%s/call/datacenter/datacenter/dc -H "Authorization: Bearer $(cat %s)" `+
+		`-H 'Content-Type: application/protobuf; messageType=datacenter.v1.GetUnhealthyRacks' --data-binary ''`, c.ingress, ingressTokenFile(c))
 }
 
 // consoleLines are the banner's lines about the web console: its address,

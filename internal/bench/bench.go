@@ -30,6 +30,14 @@
 //   - memory: processing runs over 1k, 100k and 1M addresses; the
 //     process's peak RSS (VmHWM, reset before the runtime starts) and its
 //     Go heap, peak and after the work is done.
+//   - w1, w2, w3: the keyed counter over 1,000 keys (workloads.go). w1:
+//     64 producers send 200k one-way messages, each waiting for the
+//     acknowledgement of one before the next; acknowledged and applied
+//     messages per second, acknowledgement latency. w2: 64 closed-loop
+//     clients send requests and wait for the replies; requests per second
+//     and round-trip latency. w3: the same with one client and one key.
+//     Each over every ingress path: direct JetStream publishes, the front
+//     door's core NATS requests, its HTTP listener.
 //
 // Checkpoints (pause, duration, bytes) are collected from every run through
 // the admin API's checkpoint list.
@@ -83,6 +91,17 @@ type Options struct {
 	LatencyDuration time.Duration // latency: measured time, after a warm-up
 	LatencyRate     float64       // latency: offered msgs/s; 0: half the e2e rate
 
+	// The workloads w1 (one-way), w2 (request/response, many clients) and
+	// w3 (one client, one key), over each of Paths.
+	Paths       []string
+	Keys        int           // w1, w2: distinct keys
+	W1Messages  int           // w1: messages
+	W1Producers int           // w1: producers, each waiting for its acknowledgement
+	W2Clients   int           // w2: closed-loop clients
+	WDuration   time.Duration // w2, w3: measured time, after a warm-up
+	DoorWrites  int           // the front door's writes in flight; 0: its default
+	DoorLinger  time.Duration // the front door's linger; 0: its default, negative: none
+
 	SendFraction   float64
 	EgressFraction float64
 	PayloadSize    int
@@ -97,7 +116,7 @@ type Options struct {
 	Verbose    bool
 }
 
-var allScenarios = []string{"processing", "e2e", "latency", "memory"}
+var allScenarios = []string{"processing", "e2e", "latency", "memory", "w1", "w2", "w3"}
 
 // Main runs the driver with command-line args and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -138,6 +157,14 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.DurationVar(&o.Duration, "duration", 15*time.Second, "e2e: how long publishers publish")
 	fs.DurationVar(&o.LatencyDuration, "latency-duration", 10*time.Second, "latency: measured time, after a 2s warm-up")
 	fs.Float64Var(&o.LatencyRate, "latency-rate", 0, "latency: offered msgs/s (0: half the e2e rate of the mode, or 10000 without e2e)")
+	paths := fs.String("paths", strings.Join(allPaths, ","), "w1, w2, w3: ingress paths: direct (JetStream publish per message), nats (the front door's core NATS requests), http (the front door's HTTP listener)")
+	fs.IntVar(&o.Keys, "keys", 1000, "w1, w2: distinct keys")
+	fs.IntVar(&o.W1Messages, "w1-messages", 200_000, "w1: messages")
+	fs.IntVar(&o.W1Producers, "w1-producers", 64, "w1: producers, each sending its next message once the last is acknowledged")
+	fs.IntVar(&o.W2Clients, "w2-clients", 64, "w2: closed-loop clients")
+	fs.DurationVar(&o.WDuration, "w-duration", 10*time.Second, "w2, w3: measured time, after a 2s warm-up")
+	fs.IntVar(&o.DoorWrites, "door-writes", 0, "the front door's durable writes in flight (0: its default)")
+	fs.DurationVar(&o.DoorLinger, "door-linger", 0, "the longest the front door's next write waits for the senders it acknowledged (0: its default, negative: never)")
 	fs.Float64Var(&o.SendFraction, "send", 0.1, "fraction of messages the function sends on to another address")
 	fs.Float64Var(&o.EgressFraction, "egress", 0.01, "fraction of messages the function writes to the exactly-once egress")
 	fs.IntVar(&o.PayloadSize, "payload", 100, "message payload size in bytes")
@@ -169,6 +196,12 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 		}
 		o.Modes = append(o.Modes, allModes[i])
 	}
+	for _, p := range splitList(*paths) {
+		if !slices.Contains(allPaths, p) {
+			return o, fmt.Errorf("-paths: unknown path %q (want direct, nats or http)", p)
+		}
+		o.Paths = append(o.Paths, p)
+	}
 	for _, s := range splitList(*memAddrs) {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
@@ -181,6 +214,8 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 		return o, fmt.Errorf("-payload must be within [64, 1MiB], got %d", o.PayloadSize)
 	case o.Messages < 1 || o.Addresses < 1 || o.WideMessages < 0 || o.WideAddresses < 1 || o.MemoryMessages < 1:
 		return o, errors.New("message and address counts must be positive")
+	case o.Keys < 1 || o.W1Messages < 1 || o.W1Producers < 1 || o.W2Clients < 1 || o.WDuration <= 0:
+		return o, errors.New("-keys, -w1-messages, -w1-producers, -w2-clients and -w-duration must be positive")
 	case o.SendFraction < 0 || o.SendFraction > 1 || o.EgressFraction < 0 || o.EgressFraction > 1:
 		return o, errors.New("-send and -egress are fractions within [0, 1]")
 	}
@@ -313,6 +348,17 @@ func (d *driver) runMode(ctx context.Context, mode Mode, r *Report) error {
 	if o.has("latency") {
 		add(d.latency(ctx, mode, "latency", o.Addresses, rate))
 		add(d.latency(ctx, mode, "latency-hot", 1, rate))
+	}
+	for _, path := range o.Paths {
+		if o.has("w1") {
+			add(d.oneWay(ctx, mode, path))
+		}
+		if o.has("w2") {
+			add(d.requestResponse(ctx, mode, path, "w2", o.W2Clients, o.Keys))
+		}
+		if o.has("w3") {
+			add(d.requestResponse(ctx, mode, path, "w3", 1, 1))
+		}
 	}
 	return ctx.Err()
 }

@@ -17,6 +17,8 @@ import (
 type Result struct {
 	Scenario  string `json:"scenario"`
 	Mode      string `json:"mode"`
+	Path      string `json:"path,omitempty"`    // w1, w2, w3: the ingress path
+	Clients   int    `json:"clients,omitempty"` // w1, w2, w3: concurrent clients
 	Addresses int    `json:"addresses"`
 	Messages  int    `json:"messages"`
 	Sends     int    `json:"sends"`
@@ -38,8 +40,15 @@ type Result struct {
 	// Calls to the endpoint, and message invocations per call.
 	Calls           int     `json:"calls,omitempty"`
 	MessagesPerCall float64 `json:"messages_per_call,omitempty"`
+	// The front door's durable writes: messages per write, and the mean
+	// time of a write.
+	MessagesPerWrite float64 `json:"messages_per_write,omitempty"`
+	WriteMillis      float64 `json:"write_ms,omitempty"`
 
-	Invoke        *Latency `json:"publish_to_invocation_ms,omitempty"`
+	Invoke *Latency `json:"publish_to_invocation_ms,omitempty"`
+	// RoundTrip is, for w1, the time from a send to its acknowledgement;
+	// for w2 and w3, from a request to its reply.
+	RoundTrip     *Latency `json:"round_trip_ms,omitempty"`
 	EgressLatency *Latency `json:"publish_to_egress_ms,omitempty"`
 
 	Checkpoints CheckpointStats `json:"checkpoints"`
@@ -119,7 +128,7 @@ func (r *Report) failures() error {
 	var errs []error
 	for _, res := range r.Results {
 		if res.Error != "" {
-			errs = append(errs, fmt.Errorf("%s/%s (%d addresses): %s", res.Scenario, res.Mode, res.Addresses, res.Error))
+			errs = append(errs, fmt.Errorf("%s/%s%s (%d addresses): %s", res.Scenario, res.Mode, pathSuffix(res.Path), res.Addresses, res.Error))
 		}
 	}
 	return errors.Join(errs...)
@@ -181,6 +190,20 @@ func (r *Report) print(out io.Writer) {
 			}
 			return len(rows)
 		})
+	section("Workloads: keyed counter over the given keys, remote function; w1 one-way (round trip = until acknowledged), w2 and w3 request/response",
+		"mode\tworkload\tpath\tclients\tkeys\tmessages\tacked/s\tapplied or replied/s\tround trip p50 ms\tp99\tp999\tmsgs/write\twrite ms\tmsgs/call\tcores rt+fn\tpeak RSS\tstate checked\t", func(w io.Writer) int {
+			rows := pick("w1", "w2", "w3")
+			for _, res := range rows {
+				rt := res.RoundTrip
+				if rt == nil {
+					rt = &Latency{}
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%s\t%.0f\t%s\t%s\t%s\t\n", res.Mode, res.Scenario, res.Path, res.Clients,
+					res.Addresses, res.Messages, rate(res.PublishPerSec), rate(res.MsgsPerSec), rt.P50, rt.P99, rt.P999,
+					dash(res.MessagesPerWrite, "%.1f"), dash(res.WriteMillis, "%.2f"), res.MessagesPerCall, cores(res), size(float64(res.PeakRSS)), status(res))
+			}
+			return len(rows)
+		})
 	section("Checkpoints (every 1s; pause = longest shard stop per checkpoint)",
 		"mode\tscenario\taddresses\tcount\tpause p50 ms\tp99\tmax\tduration p50 ms\tp99\tbytes p50\tmax\t", func(w io.Writer) int {
 			n := 0
@@ -190,7 +213,7 @@ func (r *Report) print(out io.Writer) {
 					continue
 				}
 				n++
-				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%s\t%s\t\n", res.Mode, res.Scenario, res.Addresses, c.Count,
+				fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%.2f\t%.2f\t%.2f\t%.1f\t%.1f\t%s\t%s\t\n", res.Mode, res.Scenario+pathSuffix(res.Path), res.Addresses, c.Count,
 					c.PauseP50, c.PauseP99, c.PauseMax, c.DurationP50, c.DurationP99, size(c.BytesP50), size(c.BytesMax))
 			}
 			return n
@@ -211,6 +234,20 @@ func (r *Report) print(out io.Writer) {
 	if err := r.failures(); err != nil {
 		fmt.Fprintf(out, "\nFAILED:\n%v\n", err)
 	}
+}
+
+func dash(v float64, format string) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf(format, v)
+}
+
+func pathSuffix(p string) string {
+	if p == "" {
+		return ""
+	}
+	return "/" + p
 }
 
 func cores(r Result) string {

@@ -90,6 +90,10 @@ func (d *driver) finish(ctx context.Context, v *env, res Result, counts []int32)
 		res.Calls = int(calls)
 		res.MessagesPerCall = m["twinflow_invocations_total"] / calls
 	}
+	if writes := m["twinflow_frontdoor_write_messages_count"]; writes > 0 {
+		res.MessagesPerWrite = m["twinflow_frontdoor_write_messages_sum"] / writes
+		res.WriteMillis = 1000 * m["twinflow_frontdoor_write_seconds_sum"] / writes
+	}
 	dead := m["twinflow_dead_letters_total"]
 	if dead > 0 {
 		return res.fail(fmt.Errorf("%.0f dead letters", dead))

@@ -1,7 +1,8 @@
 // Package ingress runs the ingress readers: each reads one JetStream stream
-// in order, routes its messages to the shards that own their targets, dead-
-// letters what cannot be routed, waits while a shard is at a memory bound,
-// and emits checkpoint barriers in line with its messages.
+// in order, routes its messages to the shards that own their targets (the
+// items of a batch envelope one by one, each with its idempotency key),
+// dead-letters what cannot be routed, waits while a shard is at a memory
+// bound, and emits checkpoint barriers in line with its messages.
 package ingress
 
 import (
@@ -11,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	"github.com/twinflow/twinflow/router"
@@ -72,6 +72,9 @@ type Reader struct {
 	failing atomic.Pointer[Failure]
 	lastSeq uint64
 	readSeq atomic.Uint64 // lastSeq, for other goroutines
+	// pending are messages read from the stream and not yet delivered: a
+	// round delivers about maxRoundItems.
+	pending []natsbus.Msg
 	batches [][]shard.Item
 	// dead letters since they were last logged: they are logged together,
 	// never one line per message
@@ -127,8 +130,8 @@ func (r *Reader) SetBarriers(b Barriers) { r.barriers = b }
 func (r *Reader) Name() string { return r.cfg.Name }
 
 // Position is the stream sequence of the last message the reader delivered
-// to the shards (or the one it started after). It may be called from any
-// goroutine.
+// to the shards or dead-lettered (or the one it started after): everything
+// up to it has been read. It may be called from any goroutine.
 func (r *Reader) Position() uint64 { return r.readSeq.Load() }
 
 // RequestBarrier asks for barrier id between two batches.
@@ -154,6 +157,10 @@ func (r *Reader) Run(ctx context.Context) {
 			continue
 		}
 		wait = time.Millisecond
+		if len(r.pending) > 0 {
+			r.pending = r.pending[r.deliver(ctx, r.pending):]
+			continue
+		}
 		msgs, err := r.bus.Next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -173,7 +180,7 @@ func (r *Reader) Run(ctx context.Context) {
 			r.failing.Store(nil)
 			r.log.Info("reading stream again", "failed_for", time.Since(f.Since).Round(time.Millisecond))
 		}
-		r.deliver(ctx, msgs)
+		r.pending = msgs[r.deliver(ctx, msgs):]
 	}
 }
 
@@ -197,45 +204,60 @@ func (r *Reader) anySaturated() bool {
 	return false
 }
 
-func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
+// maxRoundItems is about how many messages a reader hands the shards
+// between two looks at their memory bounds: a batch envelope turns one
+// stream message into many.
+const maxRoundItems = 4096
+
+// deliver routes msgs to the shards and returns how many of them it took:
+// all of them, unless they hold more than maxRoundItems messages, so that
+// the caller looks at the shards' memory bounds (and emits a requested
+// barrier) before it delivers the rest.
+func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) int {
 	if len(msgs) == 0 {
-		return
+		return 0
 	}
 	var dead, answers []*storagev1.EgressRecord
-	for i := range msgs {
-		msg := &msgs[i]
-		routed, err := r.router.Route(r.cfg.Ingress, router.Message{
-			Subject: msg.Subject, Header: msg.Header, Data: msg.Data, Reply: msg.Reply,
-		})
+	taken, items, read := 0, 0, 0 // stream messages, envelopes pushed, messages read (a batch's items count)
+	for taken < len(msgs) && items < maxRoundItems {
+		msg := &msgs[taken]
+		taken++
+		m := router.Message{Subject: msg.Subject, Header: msg.Header, Data: msg.Data, Reply: msg.Reply}
+		routed, err := r.router.Route(r.cfg.Ingress, m)
+		read++
 		if err != nil {
 			dl := r.deadLetter(msg, err)
 			dead = append(dead, dl)
-			if a := r.errorAnswer(msg, dl); a != nil {
+			if a := r.errorAnswer(msg.Reply, msg.Subject, dl); a != nil {
 				answers = append(answers, a)
 			}
 			continue
 		}
-		// A message published with an id is idempotent: its targets drop a
-		// repeat (see shard.Envelope.Key). Ids are the publisher's, per
-		// stream.
-		key := ""
-		if id := msg.Header.Get(jetstream.MsgIDHeader); id != "" {
-			key = r.cfg.Name + "/" + id
-		}
-		for _, t := range routed.Targets {
-			if r.cfg.Accept != nil && !r.cfg.Accept(t.ID, msg.Seq) {
-				continue
+		published := msg.Time.UnixNano()
+		if routed.Items != nil {
+			for i := range routed.Items {
+				it := &routed.Items[i]
+				if it.Err != nil {
+					dl := r.deadLetterItem(msg, m, i, it)
+					dead = append(dead, dl)
+					if a := r.errorAnswer(it.ReplyTo, msg.Subject, dl); a != nil {
+						answers = append(answers, a)
+					}
+					continue
+				}
+				r.push(it.Target, shard.Envelope{Typename: it.Typename, Payload: it.Payload, ReplyTo: it.ReplyTo,
+					Published: published, Key: r.key(it.Key)}, msg.Seq)
 			}
-			s := r.shards.Locate(t.ID)
-			r.batches[s] = append(r.batches[s], shard.Item{Source: r.cfg.Source, Msg: shard.Envelope{
-				Target:    shard.Address(t),
-				Typename:  routed.Typename,
-				Payload:   routed.Payload,
-				ReplyTo:   routed.ReplyTo,
-				Published: msg.Time.UnixNano(),
-				Key:       key,
-			}})
+			items += len(routed.Items)
+			read += len(routed.Items) - 1
+			continue
 		}
+		env := shard.Envelope{Typename: routed.Typename, Payload: routed.Payload, ReplyTo: routed.ReplyTo,
+			Published: published, Key: r.key(routed.Key)}
+		for _, t := range routed.Targets {
+			r.push(t, env, msg.Seq)
+		}
+		items += len(routed.Targets)
 	}
 	for s, b := range r.batches {
 		if len(b) > 0 {
@@ -256,43 +278,84 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) {
 			r.dlq.Reply(a)
 		}
 	}
-	r.lastSeq = msgs[len(msgs)-1].Seq
+	r.lastSeq = msgs[taken-1].Seq
 	r.readSeq.Store(r.lastSeq)
-	r.m.messages.Add(float64(len(msgs)))
+	r.m.messages.Add(float64(read))
 	r.m.deadLetters.Add(float64(len(dead)))
+	return taken
+}
+
+// push queues env for the shard owning target, unless cluster mode says the
+// message at stream sequence seq is not this worker's (Config.Accept).
+func (r *Reader) push(target router.Address, env shard.Envelope, seq uint64) {
+	if r.cfg.Accept != nil && !r.cfg.Accept(target.ID, seq) {
+		return
+	}
+	env.Target = shard.Address(target)
+	s := r.shards.Locate(target.ID)
+	r.batches[s] = append(r.batches[s], shard.Item{Source: r.cfg.Source, Msg: env})
+}
+
+// key qualifies a publisher's idempotency key with the stream: a message
+// with a key is idempotent, its targets drop a repeat (see
+// shard.Envelope.Key). Keys are the publisher's, per stream.
+func (r *Reader) key(k string) string {
+	if k == "" {
+		return ""
+	}
+	return r.cfg.Name + "/" + k
 }
 
 func (r *Reader) deadLetter(msg *natsbus.Msg, err error) *storagev1.EgressRecord {
 	subject, hdr := router.DeadLetter(err, router.Message{Subject: msg.Subject, Header: msg.Header, Data: msg.Data})
 	r.dead.count++
 	r.dead.last, r.dead.lastSubject = err.Error(), msg.Subject
+	return &storagev1.EgressRecord{
+		Subject: subject,
+		Headers: flatten(hdr),
+		Data:    msg.Data,
+		MsgId:   "ingress-" + r.cfg.Name + "-" + strconv.FormatUint(msg.Seq, 10),
+	}
+}
+
+// deadLetterItem returns the dead letter of item i of the batch msg: the
+// item as an envelope, with the batch's headers and the item's index, and a
+// message id of its own.
+func (r *Reader) deadLetterItem(msg *natsbus.Msg, m router.Message, i int, it *router.Item) *storagev1.EgressRecord {
+	subject, hdr := router.DeadLetterItem(it.Err, m, i)
+	r.dead.count++
+	r.dead.last, r.dead.lastSubject = it.Err.Error(), msg.Subject
+	return &storagev1.EgressRecord{
+		Subject: subject,
+		Headers: flatten(hdr),
+		Data:    it.Envelope,
+		MsgId:   "ingress-" + r.cfg.Name + "-" + strconv.FormatUint(msg.Seq, 10) + "-" + strconv.Itoa(i),
+	}
+}
+
+func flatten(hdr map[string][]string) map[string]string {
 	flat := make(map[string]string, len(hdr))
 	for k, v := range hdr {
 		if len(v) > 0 {
 			flat[k] = v[0]
 		}
 	}
-	return &storagev1.EgressRecord{
-		Subject: subject,
-		Headers: flat,
-		Data:    msg.Data,
-		MsgId:   "ingress-" + r.cfg.Name + "-" + strconv.FormatUint(msg.Seq, 10),
-	}
+	return flat
 }
 
-// errorAnswer returns the answer to a request that was dead-lettered as
-// dl: no payload, and the dead letter's error headers. It returns nil for a
-// message that is not a request, or whose reply subject may not be
-// answered.
-func (r *Reader) errorAnswer(msg *natsbus.Msg, dl *storagev1.EgressRecord) *storagev1.EgressRecord {
-	if msg.Reply == "" || r.router.CheckReplyTo(msg.Reply) != nil {
+// errorAnswer returns the answer to a request on replyTo that was dead-
+// lettered as dl: no payload, and the dead letter's error headers. It
+// returns nil for a message that is not a request, or whose reply subject
+// may not be answered.
+func (r *Reader) errorAnswer(replyTo, subject string, dl *storagev1.EgressRecord) *storagev1.EgressRecord {
+	if replyTo == "" || r.router.CheckReplyTo(replyTo) != nil {
 		return nil
 	}
 	h := dl.GetHeaders()
-	return &storagev1.EgressRecord{Subject: msg.Reply, Headers: map[string]string{
+	return &storagev1.EgressRecord{Subject: replyTo, Headers: map[string]string{
 		router.ErrorHeader:           h[router.ErrorHeader],
 		router.ErrorReasonHeader:     h[router.ErrorReasonHeader],
-		router.OriginalSubjectHeader: h[router.OriginalSubjectHeader],
+		router.OriginalSubjectHeader: subject,
 	}}
 }
 
@@ -307,7 +370,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		messages: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "twinflow_ingress_messages_total", Help: "Messages read from ingress streams."}),
+			Name: "twinflow_ingress_messages_total", Help: "Messages read from ingress streams; each item of a batch envelope counts."}),
 		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "twinflow_ingress_dead_letters_total", Help: "Ingress messages that could not be routed."}),
 		waits: prometheus.NewCounter(prometheus.CounterOpts{

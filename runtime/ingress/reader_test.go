@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,8 +16,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/natsbus"
@@ -40,14 +43,18 @@ var owner = map[string]int{"a": 0, "b": 1, "c": 1}
 type fakeShards struct {
 	inboxes   [2]*shard.Inbox
 	saturated [2]atomic.Bool
-	taken     [2][]shard.Item // drained, not yet looked at
-	last      [2]uint64       // the last barrier looked at
+	// whileQueued makes a shard saturated while its inbox holds messages.
+	whileQueued [2]atomic.Bool
+	taken       [2][]shard.Item // drained, not yet looked at
+	last        [2]uint64       // the last barrier looked at
 }
 
 func (s *fakeShards) Locate(id string) int     { return owner[id] }
 func (s *fakeShards) Inbox(i int) *shard.Inbox { return s.inboxes[i] }
-func (s *fakeShards) Saturated(i int) bool     { return s.saturated[i].Load() }
-func (s *fakeShards) Count() int               { return len(s.inboxes) }
+func (s *fakeShards) Saturated(i int) bool {
+	return s.saturated[i].Load() || s.whileQueued[i].Load() && s.inboxes[i].Len() > 0
+}
+func (s *fakeShards) Count() int { return len(s.inboxes) }
 
 // upTo returns the messages of a shard's inbox up to barrier id since the
 // last call, and checks that the barriers in between are the reader's, in
@@ -150,7 +157,7 @@ func (r *rig) ensureStream(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	spec := natsbus.StreamSpec{Name: stream, Subjects: []string{router.DirectSubjects, router.EnvelopeSubject}}
+	spec := natsbus.StreamSpec{Name: stream, Subjects: router.DirectStreamSubjects}
 	if _, err := natsbus.EnsureStream(ctx, r.js, spec); err != nil {
 		t.Fatal(err)
 	}
@@ -560,5 +567,128 @@ func TestReaderReportsADeletedStream(t *testing.T) {
 	r.shards.upTo(t, 0, id)
 	if got := payloads(t, r.shards.upTo(t, 1, id)); len(got) == 0 || got[len(got)-1] != "n3" {
 		t.Errorf("shard 1 got %v after the stream was created again, want n3 last", got)
+	}
+}
+
+// item is a batch item for ns/fn at id.
+func item(id, data, replyTo, key string) *twinflowv1.IngressEnvelope {
+	return &twinflowv1.IngressEnvelope{Target: &twinflowv1.Address{Type: "ns/fn", Id: id},
+		Argument: &twinflowv1.TypedValue{Typename: "ns/t", Value: []byte(data)}, ReplyTo: replyTo, IdempotencyKey: key}
+}
+
+// batch is a batch envelope of items.
+func batch(t *testing.T, header nats.Header, items ...*twinflowv1.IngressEnvelope) msg {
+	t.Helper()
+	b, err := proto.Marshal(&twinflowv1.IngressBatch{Items: items})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg{subject: router.BatchSubject, header: header, data: string(b)}
+}
+
+// A batch envelope becomes one message per item, in order, each with its
+// key; an invalid item is dead-lettered by itself with its index (and
+// answered when it is a request), and the others go on.
+func TestReaderDeliversTheItemsOfABatch(t *testing.T) {
+	r := newRig(t)
+	noTypename := item("b", "no typename", "_INBOX.q1", "")
+	noTypename.Argument.Typename = ""
+	noTarget := item("a", "no target", "", "")
+	noTarget.Target = nil
+	withID := batch(t, nats.Header{"Nats-Msg-Id": {"gw-1"}, "X-Trace": {"t"}},
+		item("a", "i0", "", ""), item("b", "i1", "_INBOX.q0", "own"), noTypename, item("c", "i3", "", ""), noTarget)
+	withoutID := batch(t, nil, item("a", "j0", "", ""), item("b", "j1", "", "k"))
+	keyed := direct("c", "single")
+	keyed.header.Set("Nats-Msg-Id", "m-1")
+	r.publish(t, withID, direct("a", "plain"), withoutID, keyed)
+	rd := r.reader(t, 0)
+	run(t, rd)
+	id := r.barrierAt(t, rd, 0, 4)
+
+	type delivered struct{ payload, replyTo, key string }
+	want := [2][]delivered{
+		{{"i0", "", "IN/gw-1/0"}, {"plain", "", ""}, {"j0", "", ""}},
+		{{"i1", "_INBOX.q0", "IN/own"}, {"i3", "", "IN/gw-1/3"}, {"j1", "", "IN/k"}, {"single", "", "IN/m-1"}},
+	}
+	for sh := range 2 {
+		var got []delivered
+		for _, it := range r.shards.upTo(t, sh, id) {
+			got = append(got, delivered{string(it.Msg.Payload), it.Msg.ReplyTo, it.Msg.Key})
+			if it.Msg.Typename != "ns/t" || it.Msg.Target.Type != "ns/fn" {
+				t.Errorf("shard %d: %+v", sh, it.Msg)
+			}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want[sh]) {
+			t.Errorf("shard %d got %v, want %v", sh, got, want[sh])
+		}
+	}
+
+	dead, replies := r.dlq.get()
+	if len(dead) != 2 {
+		t.Fatalf("dead letters %v, want the two bad items", dead)
+	}
+	for i, w := range []struct {
+		index  int
+		env    *twinflowv1.IngressEnvelope
+		reason router.Reason
+	}{{2, noTypename, router.ReasonMissingTypename}, {4, noTarget, router.ReasonBadEnvelope}} {
+		d, h := dead[i], dead[i].GetHeaders()
+		var env twinflowv1.IngressEnvelope
+		if err := proto.Unmarshal(d.GetData(), &env); err != nil || !proto.Equal(&env, w.env) {
+			t.Errorf("dead letter %d holds %x, want the item %v (%v)", i, d.GetData(), w.env, err)
+		}
+		if d.GetMsgId() != fmt.Sprintf("ingress-%s-1-%d", stream, w.index) || d.GetSubject() != router.DeadLetterSubject ||
+			h[router.BatchIndexHeader] != strconv.Itoa(w.index) || h[router.ErrorReasonHeader] != string(w.reason) ||
+			h[router.OriginalSubjectHeader] != router.BatchSubject || h["X-Trace"] != "t" || h[router.ErrorHeader] == "" {
+			t.Errorf("dead letter %d = %v; want id ingress-%s-1-%d, index %d, reason %s, the batch's subject and headers",
+				i, d, stream, w.index, w.index, w.reason)
+		}
+	}
+	if len(replies) != 1 || replies[0].GetSubject() != "_INBOX.q1" ||
+		replies[0].GetHeaders()[router.ErrorReasonHeader] != string(router.ReasonMissingTypename) {
+		t.Errorf("answers %v, want the bad request item's error on _INBOX.q1", replies)
+	}
+}
+
+// A reader hands the shards about maxRoundItems messages at a time and
+// looks at their memory bounds in between, however many items the stream
+// messages it read hold.
+func TestReaderDeliversLargeBatchesInRounds(t *testing.T) {
+	r := newRig(t)
+	const perBatch = 3000 // two batches exceed a round, one does not
+	for b := range 3 {
+		items := make([]*twinflowv1.IngressEnvelope, perBatch)
+		for i := range items {
+			items[i] = item("a", fmt.Sprintf("%d-%d", b, i), "", "")
+		}
+		r.publish(t, batch(t, nil, items...))
+	}
+	r.shards.whileQueued[0].Store(true)
+	rd := r.reader(t, 0)
+	run(t, rd)
+	// Shard 0 is saturated while its inbox holds messages, so each drain
+	// takes one round: one or two batches, as the stream hands them over,
+	// never all three.
+	inbox := r.shards.inboxes[0]
+	var rounds []int
+	for total := 0; total < 3*perBatch; {
+		select {
+		case <-inbox.Ready():
+		case <-time.After(waitLimit):
+			t.Fatalf("stuck after rounds %v", rounds)
+		}
+		n := 0
+		for _, it := range inbox.Drain(nil) {
+			if it.Barrier == 0 {
+				n++
+			}
+		}
+		if n > 0 {
+			rounds = append(rounds, n)
+			total += n
+		}
+	}
+	if len(rounds) < 2 || slices.Max(rounds) > 2*perBatch {
+		t.Errorf("rounds of %v messages; want at most %d each", rounds, 2*perBatch)
 	}
 }

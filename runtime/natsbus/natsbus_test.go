@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	goruntime "runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -809,4 +810,50 @@ func TestReaderChurn(t *testing.T) {
 		t.Fatalf("read %d messages, want %d", len(got), n)
 	}
 	checkSeqs(t, got, 1)
+}
+
+// Request waits for the answer on its inbox, says ErrNoReply when none
+// comes, and allocates little: many requesters at once must not pay for a
+// subscription's large buffer each time (SubscribeSync allocates 512 KiB).
+func TestRequest(t *testing.T) {
+	nc, js := connect(t, startTestServer(t).ClientURL())
+	ensure(t, js, "RQ", "rq.>")
+	// An answerer, as the runtime: it reads the requests' inboxes from
+	// their headers, off the stream's subject.
+	sub, err := nc.Subscribe("rq.>", func(m *nats.Msg) {
+		if m.Subject == "rq.silent" {
+			return
+		}
+		_ = nc.Publish(m.Header.Get(ReplyToHeader), append([]byte("re: "), m.Data...))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if reply, err := Request(ctx, js, "rq.a", nil, []byte("hi")); err != nil || string(reply.Data) != "re: hi" {
+		t.Fatalf("Request = %v, %v; want re: hi", reply, err)
+	}
+
+	const n = 200
+	var before, after goruntime.MemStats
+	goruntime.ReadMemStats(&before)
+	for range n {
+		if _, err := Request(ctx, js, "rq.a", nil, []byte("hi")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	goruntime.ReadMemStats(&after)
+	// The server and both clients of the process allocate too: a few KiB
+	// per request in all.
+	if per := (after.TotalAlloc - before.TotalAlloc) / n; per > 64<<10 {
+		t.Errorf("a request allocated %d bytes in the process, want under 64 KiB", per)
+	}
+
+	short, cancelShort := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancelShort()
+	if _, err := Request(short, js, "rq.silent", nil, nil); !errors.Is(err, ErrNoReply) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("unanswered Request = %v, want ErrNoReply and the deadline", err)
+	}
 }

@@ -160,7 +160,7 @@ func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int,
 			if errors.Is(perr, nats.ErrConnectionClosed) {
 				return p.fail(recs[e.idx], perr)
 			}
-			if permanentPublishError(perr) {
+			if PermanentPublishError(perr) {
 				rejected.add(e.idx, recs[e.idx].Subject, perr)
 				return nil
 			}
@@ -184,7 +184,7 @@ func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int,
 			if errors.Is(perr, nats.ErrConnectionClosed) {
 				return nil, nil, p.fail(recs[i], perr)
 			}
-			if permanentPublishError(perr) {
+			if PermanentPublishError(perr) {
 				rejected.add(i, recs[i].Subject, perr)
 				continue
 			}
@@ -262,8 +262,10 @@ func toNATS(rec *Record) *nats.Msg {
 	return m
 }
 
-// permanentPublishError reports whether retrying a publish cannot succeed.
-func permanentPublishError(err error) bool {
+// PermanentPublishError reports whether retrying a publish that failed with
+// err cannot succeed: a payload over the server's limit, an invalid subject
+// or header, a closed connection, a request JetStream rejects as bad.
+func PermanentPublishError(err error) bool {
 	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) ||
 		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadHeaderMsg) ||
 		errors.Is(err, nats.ErrHeadersNotSupported) {

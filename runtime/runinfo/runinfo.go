@@ -59,6 +59,12 @@ type Info struct {
 	AdminTokenFile string `json:"admin_token_file"`
 	// AdminCA verifies the admin API's certificate, when it serves TLS.
 	AdminCA string `json:"admin_ca,omitempty"`
+	// IngressURL is the base URL of the HTTP/Connect front door, empty when
+	// it is off; IngressTokenFile holds its bearer token, and IngressCA
+	// verifies its certificate when it serves TLS.
+	IngressURL       string `json:"ingress_url,omitempty"`
+	IngressTokenFile string `json:"ingress_token_file,omitempty"`
+	IngressCA        string `json:"ingress_ca,omitempty"`
 	// SigningKeys are the public keys function endpoints should accept
 	// (base64 of the raw Ed25519 key): the one the runtime signs with.
 	SigningKeys []string `json:"signing_keys"`

@@ -1,8 +1,9 @@
 // Package secrets makes and reads the key material of a data dir, in
 // <data>/secrets: the nkeys of the embedded NATS server's identities (the
 // runtime, the client identity of publishers and the command line, and the
-// users a module spec declares), the bearer token of the admin API, and
-// the Ed25519 key pair the runtime signs function calls with.
+// users a module spec declares), the bearer tokens of the admin API and of
+// the HTTP/Connect front door, and the Ed25519 key pair the runtime signs
+// function calls with.
 //
 // Everything is created on first use: the directory with mode 0700, each
 // file 0600, written atomically. Only the public signing key is meant to
@@ -38,6 +39,7 @@ const (
 	// progress.
 	SigningPublicFile = "signing.pub"
 	adminTokenFile    = "admin.token"
+	ingressTokenFile  = "ingress.token"
 	signingKeyFile    = "signing.key"
 	usersDir          = "users"
 )
@@ -71,6 +73,9 @@ type Set struct {
 	Users map[string]Identity
 	// AdminTokenFile holds the admin API's bearer token.
 	AdminTokenFile string
+	// IngressTokenFile holds the bearer token of the HTTP/Connect front
+	// door, which clients send messages with.
+	IngressTokenFile string
 	// Signing is the key the runtime signs function calls with.
 	Signing ed25519.PrivateKey
 	// SigningPublicFile is <data>/signing.pub.
@@ -90,7 +95,8 @@ func Ensure(dataDir string, users []string) (*Set, error) {
 		return nil, err
 	}
 	s := &Set{Dir: filepath.Join(abs, DirName), Users: map[string]Identity{},
-		AdminTokenFile: filepath.Join(abs, DirName, adminTokenFile), SigningPublicFile: filepath.Join(abs, SigningPublicFile)}
+		AdminTokenFile: filepath.Join(abs, DirName, adminTokenFile), IngressTokenFile: filepath.Join(abs, DirName, ingressTokenFile),
+		SigningPublicFile: filepath.Join(abs, SigningPublicFile)}
 	if err := privateDir(s.Dir); err != nil {
 		return nil, err
 	}
@@ -114,6 +120,9 @@ func Ensure(dataDir string, users []string) (*Set, error) {
 		}
 	}
 	if err := ensureFile(s.AdminTokenFile, newToken); err != nil {
+		return nil, err
+	}
+	if err := ensureFile(s.IngressTokenFile, newToken); err != nil {
 		return nil, err
 	}
 	if err := ensureFile(filepath.Join(s.Dir, signingKeyFile), newSigningKey); err != nil {
@@ -267,14 +276,19 @@ func readSigningKey(path string) (ed25519.PrivateKey, error) {
 }
 
 // ReadAdminToken reads the admin API's bearer token from its file.
-func ReadAdminToken(file string) (string, error) {
+func ReadAdminToken(file string) (string, error) { return readToken("admin", file) }
+
+// ReadIngressToken reads the front door's bearer token from its file.
+func ReadIngressToken(file string) (string, error) { return readToken("ingress", file) }
+
+func readToken(what, file string) (string, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return "", fmt.Errorf("admin token: %w", err)
+		return "", fmt.Errorf("%s token: %w", what, err)
 	}
 	tok := strings.TrimSpace(string(b))
 	if tok == "" {
-		return "", fmt.Errorf("admin token file %s is empty", file)
+		return "", fmt.Errorf("%s token file %s is empty", what, file)
 	}
 	return tok, nil
 }
@@ -347,6 +361,21 @@ func RotateAdminToken(dataDir string) error {
 		return err
 	}
 	return WriteFile(s.AdminTokenFile, b, 0o600)
+}
+
+// RotateIngressToken replaces the front door's token. A running runtime
+// reads the file again when it changes, so the old token stops working at
+// once.
+func RotateIngressToken(dataDir string) error {
+	s, err := Ensure(dataDir, nil)
+	if err != nil {
+		return err
+	}
+	b, err := newToken()
+	if err != nil {
+		return err
+	}
+	return WriteFile(s.IngressTokenFile, b, 0o600)
 }
 
 // RotateNKey replaces the nkey of an identity ("runtime", "client" or a

@@ -31,7 +31,7 @@ func TestEnsureCreatesPrivateFilesOnce(t *testing.T) {
 	if m := mode(t, s.Dir); m != 0o700 {
 		t.Errorf("secrets dir mode %04o, want 0700", m)
 	}
-	for _, f := range []string{s.Runtime.SeedFile, s.Client.SeedFile, s.Users["sensors"].SeedFile, s.AdminTokenFile, filepath.Join(s.Dir, "signing.key")} {
+	for _, f := range []string{s.Runtime.SeedFile, s.Client.SeedFile, s.Users["sensors"].SeedFile, s.AdminTokenFile, s.IngressTokenFile, filepath.Join(s.Dir, "signing.key")} {
 		if m := mode(t, f); m != 0o600 {
 			t.Errorf("%s mode %04o, want 0600", f, m)
 		}
@@ -53,6 +53,10 @@ func TestEnsureCreatesPrivateFilesOnce(t *testing.T) {
 	if err != nil || len(tok) < 40 {
 		t.Fatalf("admin token %q, %v", tok, err)
 	}
+	itok, err := ReadIngressToken(s.IngressTokenFile)
+	if err != nil || len(itok) < 40 || itok == tok {
+		t.Fatalf("ingress token %q, %v: want one of its own", itok, err)
+	}
 
 	// A second Ensure reads the same keys.
 	again, err := Ensure(data, []string{"sensors"})
@@ -64,6 +68,9 @@ func TestEnsureCreatesPrivateFilesOnce(t *testing.T) {
 	}
 	if tok2, _ := ReadAdminToken(again.AdminTokenFile); tok2 != tok {
 		t.Fatal("a second Ensure made a new admin token")
+	}
+	if tok2, _ := ReadIngressToken(again.IngressTokenFile); tok2 != itok {
+		t.Fatal("a second Ensure made a new ingress token")
 	}
 }
 
@@ -149,6 +156,13 @@ func TestRotate(t *testing.T) {
 	}
 	if m := mode(t, s.AdminTokenFile); m != 0o600 {
 		t.Errorf("rotated token mode %04o", m)
+	}
+	itok, _ := ReadIngressToken(s.IngressTokenFile)
+	if err := RotateIngressToken(data); err != nil {
+		t.Fatal(err)
+	}
+	if tok2, _ := ReadIngressToken(s.IngressTokenFile); tok2 == itok || tok2 == "" {
+		t.Fatal("the ingress token did not change")
 	}
 
 	for _, name := range []string{"client", "sensors"} {

@@ -246,6 +246,15 @@ func (c *Core) Deliver(it Item) {
 		return
 	}
 	if it.Msg.Key != "" && !c.firstSeen(&it.Msg) {
+		if it.Msg.ReplyTo != "" {
+			// The first request with the key got (or gets) the reply; the
+			// repeat is told at once instead of waiting out its timeout.
+			c.env.Reply(&storagev1.EgressRecord{Subject: it.Msg.ReplyTo, Headers: map[string]string{
+				router.ErrorHeader:       "a message with this idempotency key already reached " + it.Msg.Target.String() + " within the dedup window; it was dropped, and the reply went to the first",
+				router.ErrorReasonHeader: string(router.ReasonDuplicate),
+				router.TargetHeader:      it.Msg.Target.String(),
+			}})
+		}
 		return
 	}
 	c.record(it.Source, &it.Msg)

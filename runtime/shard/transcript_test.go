@@ -50,9 +50,10 @@ import (
 //	  <name> [typename=T] [expire-after-write=D | expire-after-invoke=D]
 //	    Declares state, as if an earlier run had registered it.
 //	deliver [from=reader|peer|coord]
-//	  <address> <payload> [typename=T] [reply-to=S] [caller=A] [bytes=N]
+//	  <address> <payload> [typename=T] [reply-to=S] [caller=A] [key=K] [bytes=N]
 //	    Delivers messages, from the reader unless told; bytes=N makes a
-//	    payload of N bytes. An address is "namespace/name/id".
+//	    payload of N bytes; key=K is the idempotency key. An address is
+//	    "namespace/name/id".
 //	dispatch
 //	    Starts calls and prints them, numbered.
 //	next-dispatch [step=D] [limit=D]
@@ -395,6 +396,8 @@ func (tr *transcript) handleDeliver(t *testing.T, d *datadriven.TestData) error 
 				env.ReplyTo = a.Vals[0]
 			case "caller":
 				env.Caller = trAddress(t, d, a.Vals[0])
+			case "key":
+				env.Key = a.Vals[0]
 			}
 		}
 		tr.core.Deliver(Item{Source: source, Msg: env})
@@ -1026,6 +1029,8 @@ func trRecord(r *storagev1.EgressRecord) string {
 		return s
 	case r.GetSubject() == router.FunctionDeadLetterSubject:
 		return fmt.Sprintf("dead letter of egress from %s %s: %s", h[router.SourceHeader], data, h[router.ErrorHeader])
+	case h[router.ErrorHeader] != "" && h[router.ErrorReasonHeader] != "":
+		return fmt.Sprintf("to %s: error %s: %s", r.GetSubject(), h[router.ErrorReasonHeader], h[router.ErrorHeader])
 	case h[router.ErrorHeader] != "":
 		return fmt.Sprintf("to %s: error %s", r.GetSubject(), h[router.ErrorHeader])
 	}

@@ -29,7 +29,8 @@ type User struct {
 	// [A-Za-z0-9_-]+, unique, neither "runtime" nor "client".
 	Name string
 	// Ingresses are the ingresses the user may publish to, by name;
-	// "direct" is the direct ingress (twinflow.in.> and twinflow.envelope).
+	// "direct" is the direct ingress (twinflow.in.>, twinflow.envelope and
+	// twinflow.batch) and the front door (twinflow.send.>, twinflow.call.>).
 	Ingresses []string
 	// Egresses are the egresses the user may read, by name: subscribe to
 	// their subjects and read their streams.
@@ -127,9 +128,9 @@ func (d *decoder) checkUsers(m *Module) {
 }
 
 // IngressSubjects are the subjects publishers may send to: the direct
-// ingress's and each ingress's pattern.
+// ingress's, the runtime's front door's and each ingress's pattern.
 func IngressSubjects(m *Module) []string {
-	out := []string{router.DirectSubjects, router.EnvelopeSubject}
+	out := append(append([]string(nil), router.DirectStreamSubjects...), router.FrontDoorSubjects...)
 	for _, in := range m.Ingresses {
 		out = append(out, in.Subject)
 	}

@@ -432,9 +432,9 @@ users:
 m.yaml:13: users[1].name: user name "a b" must match [A-Za-z0-9_-]+
 m.yaml:15: users[2].ingresses[1]: no ingress named "nope"; the ingresses are "direct" (the direct ingress), "metrics"
 m.yaml:16: users[2].egresses[1]: no egress named "none"; the egresses are "alerts"
-m.yaml:17: users[2].publish[1]: "m.>" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
-m.yaml:17: users[2].publish[2]: "other.x" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
-m.yaml:17: users[2].publish[4]: "twinflow.dlq.x" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, m.*.*): a user may publish only to ingresses
+m.yaml:17: users[2].publish[1]: "m.>" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, twinflow.batch, twinflow.send.>, twinflow.call.>, m.*.*): a user may publish only to ingresses
+m.yaml:17: users[2].publish[2]: "other.x" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, twinflow.batch, twinflow.send.>, twinflow.call.>, m.*.*): a user may publish only to ingresses
+m.yaml:17: users[2].publish[4]: "twinflow.dlq.x" is not within an ingress's subjects (twinflow.in.>, twinflow.envelope, twinflow.batch, twinflow.send.>, twinflow.call.>, m.*.*): a user may publish only to ingresses
 m.yaml:18: users[2].subscribe[3]: "other" is not within an egress's subjects (alerts, alerts.>): a user may subscribe only to egresses
 m.yaml:18: users[2].subscribe[4]: "twinflow.dlq.>" is not within an egress's subjects (alerts, alerts.>): a user may subscribe only to egresses
 m.yaml:19: users[3].name: duplicate user name "u" (users[2])

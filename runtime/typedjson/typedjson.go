@@ -75,7 +75,10 @@ func (c *Codec) Encode(typename, doc string) ([]byte, error) {
 		if err := (protojson.UnmarshalOptions{Resolver: c.types}).Unmarshal([]byte(doc), m); err != nil {
 			return nil, fmt.Errorf("%s: the JSON is not a %s: %w", typename, mt.Descriptor().FullName(), err)
 		}
-		return proto.Marshal(m)
+		// Deterministic: fields in number order, the same bytes for the same
+		// document every time (a dynamic message ranges over its fields in
+		// no set order).
+		return proto.MarshalOptions{Deterministic: true}.Marshal(m)
 	}
 	if name, ok := strings.CutPrefix(typename, protoPrefix); ok {
 		return nil, fmt.Errorf("%s: the protobuf message %s is unknown to this runtime, so it cannot be written from JSON: list a descriptor set that holds it under descriptors in the module spec, or send its encoding as bytes", typename, name)

@@ -76,6 +76,12 @@ func main() {
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if err := run(ctx, log, os.Args[1:]); err != nil {
+		if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+			// Stopped while starting (connecting, looking up streams):
+			// a stop, not a failure.
+			log.Info("stopped", "during", err)
+			return
+		}
 		if !errors.Is(err, flag.ErrHelp) {
 			log.Error("simulator failed", "err", err)
 		}
@@ -161,6 +167,11 @@ func simulate(ctx context.Context, log *slog.Logger, nc *nats.Conn, o options) e
 	}
 	servers := dc.Servers()
 	if err := awaitStreams(ctx, log, js, servers[0], o.mqtt); err != nil {
+		if ctx.Err() != nil {
+			// Stopped while it waited: nothing was simulated, nothing failed.
+			log.Info("simulation over before it started")
+			return nil
+		}
 		return err
 	}
 	publish := func(ctx context.Context, reports []*datacenterv1.ServerMetricReport) (int, error) {

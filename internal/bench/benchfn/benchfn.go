@@ -1,6 +1,6 @@
 // Package benchfn is the benchmark's function endpoint: a keyed counter
-// written with the SDK. Each message adds one to its address's count, and
-// does what its flags say (see package workload): send the message on to
+// written with the SDK. Each message adds one to its address's count (a
+// request is answered with the new count), and does what its flags say (see package workload): send the message on to
 // another address, write it to the exactly-once egress. The endpoint also
 // records the time from each message's publication (stamped in the
 // payload by the driver) to its invocation, and serves it as JSON.
@@ -56,6 +56,12 @@ func invoke(ctx sdk.Context, msg sdk.Message, st *Stats) error {
 	}
 	if err := count.Set(ctx, n+1); err != nil {
 		return err
+	}
+	if msg.ReplyTo() != "" {
+		// A request is answered with the address's new count.
+		if err := sdk.Reply(ctx, sdk.Int64Type, n+1); err != nil {
+			return err
+		}
 	}
 	if m.Flags&workload.FlagSend != 0 {
 		ctx.Send(sdk.Address{Type: workload.FunctionType, ID: m.SendTo},

@@ -22,16 +22,26 @@ const (
 )
 
 // IngressEnvelope is a message for one address with its type, as published
-// to the direct ingress envelope subject. It lets a client name the target
-// and the typename in the payload instead of the subject and headers.
+// to the direct ingress envelope subject (twinflow.envelope), or as one item
+// of an IngressBatch. It lets a client name the target and the typename in
+// the payload instead of the subject and headers.
 type IngressEnvelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The receiving address.
 	Target *Address `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
 	// The message.
-	Argument      *TypedValue `protobuf:"bytes,2,opt,name=argument,proto3" json:"argument,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Argument *TypedValue `protobuf:"bytes,2,opt,name=argument,proto3" json:"argument,omitempty"`
+	// The inbox to answer on when the message is a request: a subject under
+	// "_INBOX." or "_INBOX_<identity>.". Empty for a one-way message. On the
+	// envelope subject the Twinflow-Reply-To header may name it instead.
+	ReplyTo string `protobuf:"bytes,3,opt,name=reply_to,json=replyTo,proto3" json:"reply_to,omitempty"`
+	// The message's idempotency key: a repeat with the same key reaching the
+	// same address within the dedup window is dropped. On the envelope
+	// subject the Nats-Msg-Id header is the key when this is empty; in a
+	// batch, an item without a key has "<Nats-Msg-Id of the batch>/<index>".
+	IdempotencyKey string `protobuf:"bytes,4,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *IngressEnvelope) Reset() {
@@ -78,14 +88,361 @@ func (x *IngressEnvelope) GetArgument() *TypedValue {
 	return nil
 }
 
+func (x *IngressEnvelope) GetReplyTo() string {
+	if x != nil {
+		return x.ReplyTo
+	}
+	return ""
+}
+
+func (x *IngressEnvelope) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+// IngressBatch is many messages in one ingress publish, to the direct
+// ingress batch subject (twinflow.batch): one durable write for all of
+// them. Each item is routed on its own: an invalid item is dead-lettered
+// with its index and the others go on. The runtime's front doors write
+// what arrives concurrently as batches; edge gateways may publish them too.
+type IngressBatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The messages, in the order they are delivered.
+	Items         []*IngressEnvelope `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IngressBatch) Reset() {
+	*x = IngressBatch{}
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IngressBatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IngressBatch) ProtoMessage() {}
+
+func (x *IngressBatch) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IngressBatch.ProtoReflect.Descriptor instead.
+func (*IngressBatch) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_ingress_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *IngressBatch) GetItems() []*IngressEnvelope {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// SendRequest is a one-way message.
+type SendRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The receiving address.
+	Target *Address `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// The message.
+	Argument *TypedValue `protobuf:"bytes,2,opt,name=argument,proto3" json:"argument,omitempty"`
+	// The idempotency key: a repeat with the same key within the dedup
+	// window is stored but dropped by its target. Generated when empty.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SendRequest) Reset() {
+	*x = SendRequest{}
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendRequest) ProtoMessage() {}
+
+func (x *SendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
+func (*SendRequest) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_ingress_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *SendRequest) GetTarget() *Address {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *SendRequest) GetArgument() *TypedValue {
+	if x != nil {
+		return x.Argument
+	}
+	return nil
+}
+
+func (x *SendRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+// SendResponse says where the message was stored.
+type SendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The ingress stream that holds the message.
+	Stream string `protobuf:"bytes,1,opt,name=stream,proto3" json:"stream,omitempty"`
+	// The sequence of the stream message holding it (a batch may hold many).
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// The message's idempotency key, the one given or the one generated:
+	// repeat the message with it to have the repeat dropped.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SendResponse) Reset() {
+	*x = SendResponse{}
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SendResponse) ProtoMessage() {}
+
+func (x *SendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
+func (*SendResponse) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_ingress_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SendResponse) GetStream() string {
+	if x != nil {
+		return x.Stream
+	}
+	return ""
+}
+
+func (x *SendResponse) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *SendResponse) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+// CallRequest is a request to an address.
+type CallRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The receiving address.
+	Target *Address `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// The message.
+	Argument *TypedValue `protobuf:"bytes,2,opt,name=argument,proto3" json:"argument,omitempty"`
+	// The idempotency key, as for Send. A repeat with the key of a request
+	// its target already received is answered with ALREADY_EXISTS.
+	IdempotencyKey string `protobuf:"bytes,3,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	// How long to wait for the reply, in milliseconds; 0 means the front
+	// door's default (30 s).
+	TimeoutMillis uint32 `protobuf:"varint,4,opt,name=timeout_millis,json=timeoutMillis,proto3" json:"timeout_millis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CallRequest) Reset() {
+	*x = CallRequest{}
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallRequest) ProtoMessage() {}
+
+func (x *CallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallRequest.ProtoReflect.Descriptor instead.
+func (*CallRequest) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_ingress_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *CallRequest) GetTarget() *Address {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *CallRequest) GetArgument() *TypedValue {
+	if x != nil {
+		return x.Argument
+	}
+	return nil
+}
+
+func (x *CallRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *CallRequest) GetTimeoutMillis() uint32 {
+	if x != nil {
+		return x.TimeoutMillis
+	}
+	return 0
+}
+
+// CallResponse is the function's reply.
+type CallResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The reply, as the function wrote it.
+	Result *TypedValue `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	// The request's idempotency key.
+	IdempotencyKey string `protobuf:"bytes,2,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CallResponse) Reset() {
+	*x = CallResponse{}
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CallResponse) ProtoMessage() {}
+
+func (x *CallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_twinflow_v1_ingress_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CallResponse.ProtoReflect.Descriptor instead.
+func (*CallResponse) Descriptor() ([]byte, []int) {
+	return file_twinflow_v1_ingress_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CallResponse) GetResult() *TypedValue {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+func (x *CallResponse) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
+}
+
 var File_twinflow_v1_ingress_proto protoreflect.FileDescriptor
 
 const file_twinflow_v1_ingress_proto_rawDesc = "" +
 	"\n" +
-	"\x19twinflow/v1/ingress.proto\x12\vtwinflow.v1\x1a\x17twinflow/v1/types.proto\"t\n" +
+	"\x19twinflow/v1/ingress.proto\x12\vtwinflow.v1\x1a\x17twinflow/v1/types.proto\"\xb8\x01\n" +
 	"\x0fIngressEnvelope\x12,\n" +
 	"\x06target\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\x06target\x123\n" +
-	"\bargument\x18\x02 \x01(\v2\x17.twinflow.v1.TypedValueR\bargumentB?Z=github.com/twinflow/twinflow/proto/gen/twinflow/v1;twinflowv1b\x06proto3"
+	"\bargument\x18\x02 \x01(\v2\x17.twinflow.v1.TypedValueR\bargument\x12\x19\n" +
+	"\breply_to\x18\x03 \x01(\tR\areplyTo\x12'\n" +
+	"\x0fidempotency_key\x18\x04 \x01(\tR\x0eidempotencyKey\"B\n" +
+	"\fIngressBatch\x122\n" +
+	"\x05items\x18\x01 \x03(\v2\x1c.twinflow.v1.IngressEnvelopeR\x05items\"\x99\x01\n" +
+	"\vSendRequest\x12,\n" +
+	"\x06target\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\x06target\x123\n" +
+	"\bargument\x18\x02 \x01(\v2\x17.twinflow.v1.TypedValueR\bargument\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"k\n" +
+	"\fSendResponse\x12\x16\n" +
+	"\x06stream\x18\x01 \x01(\tR\x06stream\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\"\xc0\x01\n" +
+	"\vCallRequest\x12,\n" +
+	"\x06target\x18\x01 \x01(\v2\x14.twinflow.v1.AddressR\x06target\x123\n" +
+	"\bargument\x18\x02 \x01(\v2\x17.twinflow.v1.TypedValueR\bargument\x12'\n" +
+	"\x0fidempotency_key\x18\x03 \x01(\tR\x0eidempotencyKey\x12%\n" +
+	"\x0etimeout_millis\x18\x04 \x01(\rR\rtimeoutMillis\"h\n" +
+	"\fCallResponse\x12/\n" +
+	"\x06result\x18\x01 \x01(\v2\x17.twinflow.v1.TypedValueR\x06result\x12'\n" +
+	"\x0fidempotency_key\x18\x02 \x01(\tR\x0eidempotencyKey2\x8a\x01\n" +
+	"\x0eIngressService\x12;\n" +
+	"\x04Send\x12\x18.twinflow.v1.SendRequest\x1a\x19.twinflow.v1.SendResponse\x12;\n" +
+	"\x04Call\x12\x18.twinflow.v1.CallRequest\x1a\x19.twinflow.v1.CallResponseB?Z=github.com/twinflow/twinflow/proto/gen/twinflow/v1;twinflowv1b\x06proto3"
 
 var (
 	file_twinflow_v1_ingress_proto_rawDescOnce sync.Once
@@ -99,20 +456,35 @@ func file_twinflow_v1_ingress_proto_rawDescGZIP() []byte {
 	return file_twinflow_v1_ingress_proto_rawDescData
 }
 
-var file_twinflow_v1_ingress_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_twinflow_v1_ingress_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_twinflow_v1_ingress_proto_goTypes = []any{
 	(*IngressEnvelope)(nil), // 0: twinflow.v1.IngressEnvelope
-	(*Address)(nil),         // 1: twinflow.v1.Address
-	(*TypedValue)(nil),      // 2: twinflow.v1.TypedValue
+	(*IngressBatch)(nil),    // 1: twinflow.v1.IngressBatch
+	(*SendRequest)(nil),     // 2: twinflow.v1.SendRequest
+	(*SendResponse)(nil),    // 3: twinflow.v1.SendResponse
+	(*CallRequest)(nil),     // 4: twinflow.v1.CallRequest
+	(*CallResponse)(nil),    // 5: twinflow.v1.CallResponse
+	(*Address)(nil),         // 6: twinflow.v1.Address
+	(*TypedValue)(nil),      // 7: twinflow.v1.TypedValue
 }
 var file_twinflow_v1_ingress_proto_depIdxs = []int32{
-	1, // 0: twinflow.v1.IngressEnvelope.target:type_name -> twinflow.v1.Address
-	2, // 1: twinflow.v1.IngressEnvelope.argument:type_name -> twinflow.v1.TypedValue
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	6,  // 0: twinflow.v1.IngressEnvelope.target:type_name -> twinflow.v1.Address
+	7,  // 1: twinflow.v1.IngressEnvelope.argument:type_name -> twinflow.v1.TypedValue
+	0,  // 2: twinflow.v1.IngressBatch.items:type_name -> twinflow.v1.IngressEnvelope
+	6,  // 3: twinflow.v1.SendRequest.target:type_name -> twinflow.v1.Address
+	7,  // 4: twinflow.v1.SendRequest.argument:type_name -> twinflow.v1.TypedValue
+	6,  // 5: twinflow.v1.CallRequest.target:type_name -> twinflow.v1.Address
+	7,  // 6: twinflow.v1.CallRequest.argument:type_name -> twinflow.v1.TypedValue
+	7,  // 7: twinflow.v1.CallResponse.result:type_name -> twinflow.v1.TypedValue
+	2,  // 8: twinflow.v1.IngressService.Send:input_type -> twinflow.v1.SendRequest
+	4,  // 9: twinflow.v1.IngressService.Call:input_type -> twinflow.v1.CallRequest
+	3,  // 10: twinflow.v1.IngressService.Send:output_type -> twinflow.v1.SendResponse
+	5,  // 11: twinflow.v1.IngressService.Call:output_type -> twinflow.v1.CallResponse
+	10, // [10:12] is the sub-list for method output_type
+	8,  // [8:10] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_twinflow_v1_ingress_proto_init() }
@@ -127,9 +499,9 @@ func file_twinflow_v1_ingress_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_twinflow_v1_ingress_proto_rawDesc), len(file_twinflow_v1_ingress_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   6,
 			NumExtensions: 0,
-			NumServices:   0,
+			NumServices:   1,
 		},
 		GoTypes:           file_twinflow_v1_ingress_proto_goTypes,
 		DependencyIndexes: file_twinflow_v1_ingress_proto_depIdxs,

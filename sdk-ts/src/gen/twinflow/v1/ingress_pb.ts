@@ -2,8 +2,8 @@
 // @generated from file twinflow/v1/ingress.proto (package twinflow.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Address, TypedValue } from "./types_pb.js";
 import { file_twinflow_v1_types } from "./types_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,12 +12,13 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file twinflow/v1/ingress.proto.
  */
 export const file_twinflow_v1_ingress: GenFile = /*@__PURE__*/
-  fileDesc("Chl0d2luZmxvdy92MS9pbmdyZXNzLnByb3RvEgt0d2luZmxvdy52MSJiCg9JbmdyZXNzRW52ZWxvcGUSJAoGdGFyZ2V0GAEgASgLMhQudHdpbmZsb3cudjEuQWRkcmVzcxIpCghhcmd1bWVudBgCIAEoCzIXLnR3aW5mbG93LnYxLlR5cGVkVmFsdWVCP1o9Z2l0aHViLmNvbS90d2luZmxvdy90d2luZmxvdy9wcm90by9nZW4vdHdpbmZsb3cvdjE7dHdpbmZsb3d2MWIGcHJvdG8z", [file_twinflow_v1_types]);
+  fileDesc("Chl0d2luZmxvdy92MS9pbmdyZXNzLnByb3RvEgt0d2luZmxvdy52MSKNAQoPSW5ncmVzc0VudmVsb3BlEiQKBnRhcmdldBgBIAEoCzIULnR3aW5mbG93LnYxLkFkZHJlc3MSKQoIYXJndW1lbnQYAiABKAsyFy50d2luZmxvdy52MS5UeXBlZFZhbHVlEhAKCHJlcGx5X3RvGAMgASgJEhcKD2lkZW1wb3RlbmN5X2tleRgEIAEoCSI7CgxJbmdyZXNzQmF0Y2gSKwoFaXRlbXMYASADKAsyHC50d2luZmxvdy52MS5JbmdyZXNzRW52ZWxvcGUidwoLU2VuZFJlcXVlc3QSJAoGdGFyZ2V0GAEgASgLMhQudHdpbmZsb3cudjEuQWRkcmVzcxIpCghhcmd1bWVudBgCIAEoCzIXLnR3aW5mbG93LnYxLlR5cGVkVmFsdWUSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIkkKDFNlbmRSZXNwb25zZRIOCgZzdHJlYW0YASABKAkSEAoIc2VxdWVuY2UYAiABKAQSFwoPaWRlbXBvdGVuY3lfa2V5GAMgASgJIo8BCgtDYWxsUmVxdWVzdBIkCgZ0YXJnZXQYASABKAsyFC50d2luZmxvdy52MS5BZGRyZXNzEikKCGFyZ3VtZW50GAIgASgLMhcudHdpbmZsb3cudjEuVHlwZWRWYWx1ZRIXCg9pZGVtcG90ZW5jeV9rZXkYAyABKAkSFgoOdGltZW91dF9taWxsaXMYBCABKA0iUAoMQ2FsbFJlc3BvbnNlEicKBnJlc3VsdBgBIAEoCzIXLnR3aW5mbG93LnYxLlR5cGVkVmFsdWUSFwoPaWRlbXBvdGVuY3lfa2V5GAIgASgJMooBCg5JbmdyZXNzU2VydmljZRI7CgRTZW5kEhgudHdpbmZsb3cudjEuU2VuZFJlcXVlc3QaGS50d2luZmxvdy52MS5TZW5kUmVzcG9uc2USOwoEQ2FsbBIYLnR3aW5mbG93LnYxLkNhbGxSZXF1ZXN0GhkudHdpbmZsb3cudjEuQ2FsbFJlc3BvbnNlQj9aPWdpdGh1Yi5jb20vdHdpbmZsb3cvdHdpbmZsb3cvcHJvdG8vZ2VuL3R3aW5mbG93L3YxO3R3aW5mbG93djFiBnByb3RvMw", [file_twinflow_v1_types]);
 
 /**
  * IngressEnvelope is a message for one address with its type, as published
- * to the direct ingress envelope subject. It lets a client name the target
- * and the typename in the payload instead of the subject and headers.
+ * to the direct ingress envelope subject (twinflow.envelope), or as one item
+ * of an IngressBatch. It lets a client name the target and the typename in
+ * the payload instead of the subject and headers.
  *
  * @generated from message twinflow.v1.IngressEnvelope
  */
@@ -35,6 +36,25 @@ export type IngressEnvelope = Message<"twinflow.v1.IngressEnvelope"> & {
    * @generated from field: twinflow.v1.TypedValue argument = 2;
    */
   argument?: TypedValue | undefined;
+
+  /**
+   * The inbox to answer on when the message is a request: a subject under
+   * "_INBOX." or "_INBOX_<identity>.". Empty for a one-way message. On the
+   * envelope subject the Twinflow-Reply-To header may name it instead.
+   *
+   * @generated from field: string reply_to = 3;
+   */
+  replyTo: string;
+
+  /**
+   * The message's idempotency key: a repeat with the same key reaching the
+   * same address within the dedup window is dropped. On the envelope
+   * subject the Nats-Msg-Id header is the key when this is empty; in a
+   * batch, an item without a key has "<Nats-Msg-Id of the batch>/<index>".
+   *
+   * @generated from field: string idempotency_key = 4;
+   */
+  idempotencyKey: string;
 };
 
 /**
@@ -43,4 +63,207 @@ export type IngressEnvelope = Message<"twinflow.v1.IngressEnvelope"> & {
  */
 export const IngressEnvelopeSchema: GenMessage<IngressEnvelope> = /*@__PURE__*/
   messageDesc(file_twinflow_v1_ingress, 0);
+
+/**
+ * IngressBatch is many messages in one ingress publish, to the direct
+ * ingress batch subject (twinflow.batch): one durable write for all of
+ * them. Each item is routed on its own: an invalid item is dead-lettered
+ * with its index and the others go on. The runtime's front doors write
+ * what arrives concurrently as batches; edge gateways may publish them too.
+ *
+ * @generated from message twinflow.v1.IngressBatch
+ */
+export type IngressBatch = Message<"twinflow.v1.IngressBatch"> & {
+  /**
+   * The messages, in the order they are delivered.
+   *
+   * @generated from field: repeated twinflow.v1.IngressEnvelope items = 1;
+   */
+  items: IngressEnvelope[];
+};
+
+/**
+ * Describes the message twinflow.v1.IngressBatch.
+ * Use `create(IngressBatchSchema)` to create a new message.
+ */
+export const IngressBatchSchema: GenMessage<IngressBatch> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_ingress, 1);
+
+/**
+ * SendRequest is a one-way message.
+ *
+ * @generated from message twinflow.v1.SendRequest
+ */
+export type SendRequest = Message<"twinflow.v1.SendRequest"> & {
+  /**
+   * The receiving address.
+   *
+   * @generated from field: twinflow.v1.Address target = 1;
+   */
+  target?: Address | undefined;
+
+  /**
+   * The message.
+   *
+   * @generated from field: twinflow.v1.TypedValue argument = 2;
+   */
+  argument?: TypedValue | undefined;
+
+  /**
+   * The idempotency key: a repeat with the same key within the dedup
+   * window is stored but dropped by its target. Generated when empty.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message twinflow.v1.SendRequest.
+ * Use `create(SendRequestSchema)` to create a new message.
+ */
+export const SendRequestSchema: GenMessage<SendRequest> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_ingress, 2);
+
+/**
+ * SendResponse says where the message was stored.
+ *
+ * @generated from message twinflow.v1.SendResponse
+ */
+export type SendResponse = Message<"twinflow.v1.SendResponse"> & {
+  /**
+   * The ingress stream that holds the message.
+   *
+   * @generated from field: string stream = 1;
+   */
+  stream: string;
+
+  /**
+   * The sequence of the stream message holding it (a batch may hold many).
+   *
+   * @generated from field: uint64 sequence = 2;
+   */
+  sequence: bigint;
+
+  /**
+   * The message's idempotency key, the one given or the one generated:
+   * repeat the message with it to have the repeat dropped.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message twinflow.v1.SendResponse.
+ * Use `create(SendResponseSchema)` to create a new message.
+ */
+export const SendResponseSchema: GenMessage<SendResponse> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_ingress, 3);
+
+/**
+ * CallRequest is a request to an address.
+ *
+ * @generated from message twinflow.v1.CallRequest
+ */
+export type CallRequest = Message<"twinflow.v1.CallRequest"> & {
+  /**
+   * The receiving address.
+   *
+   * @generated from field: twinflow.v1.Address target = 1;
+   */
+  target?: Address | undefined;
+
+  /**
+   * The message.
+   *
+   * @generated from field: twinflow.v1.TypedValue argument = 2;
+   */
+  argument?: TypedValue | undefined;
+
+  /**
+   * The idempotency key, as for Send. A repeat with the key of a request
+   * its target already received is answered with ALREADY_EXISTS.
+   *
+   * @generated from field: string idempotency_key = 3;
+   */
+  idempotencyKey: string;
+
+  /**
+   * How long to wait for the reply, in milliseconds; 0 means the front
+   * door's default (30 s).
+   *
+   * @generated from field: uint32 timeout_millis = 4;
+   */
+  timeoutMillis: number;
+};
+
+/**
+ * Describes the message twinflow.v1.CallRequest.
+ * Use `create(CallRequestSchema)` to create a new message.
+ */
+export const CallRequestSchema: GenMessage<CallRequest> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_ingress, 4);
+
+/**
+ * CallResponse is the function's reply.
+ *
+ * @generated from message twinflow.v1.CallResponse
+ */
+export type CallResponse = Message<"twinflow.v1.CallResponse"> & {
+  /**
+   * The reply, as the function wrote it.
+   *
+   * @generated from field: twinflow.v1.TypedValue result = 1;
+   */
+  result?: TypedValue | undefined;
+
+  /**
+   * The request's idempotency key.
+   *
+   * @generated from field: string idempotency_key = 2;
+   */
+  idempotencyKey: string;
+};
+
+/**
+ * Describes the message twinflow.v1.CallResponse.
+ * Use `create(CallResponseSchema)` to create a new message.
+ */
+export const CallResponseSchema: GenMessage<CallResponse> = /*@__PURE__*/
+  messageDesc(file_twinflow_v1_ingress, 5);
+
+/**
+ * IngressService is the runtime's front door for clients without a NATS
+ * connection (served on the ingress listener of twinflow run, next to
+ * POST /send/{type}/{id} and POST /call/{type}/{id}). Messages are made
+ * durable in groups, and acknowledged once stored.
+ *
+ * @generated from service twinflow.v1.IngressService
+ */
+export const IngressService: GenService<{
+  /**
+   * Send stores a one-way message for an address and answers once it is
+   * durable.
+   *
+   * @generated from rpc twinflow.v1.IngressService.Send
+   */
+  send: {
+    methodKind: "unary";
+    input: typeof SendRequestSchema;
+    output: typeof SendResponseSchema;
+  },
+  /**
+   * Call sends a request to an address and answers with the function's
+   * reply.
+   *
+   * @generated from rpc twinflow.v1.IngressService.Call
+   */
+  call: {
+    methodKind: "unary";
+    input: typeof CallRequestSchema;
+    output: typeof CallResponseSchema;
+  },
+}> = /*@__PURE__*/
+  serviceDesc(file_twinflow_v1_ingress, 0);
 
