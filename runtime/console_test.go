@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
@@ -163,8 +164,8 @@ func TestListAddresses(t *testing.T) {
 		h.sendInt("test/tally", id, int64(i+1))
 	}
 	h.sendInt("test/picky", "other-type", 1) // dead-lettered: no state
-	eventually(t, "the tallies", func() bool { return h.stateInt("test/tally", "t-249", "tally") == 250 })
-	eventually(t, "every tally", func() bool {
+	testwait.For(t, "the tallies", func() bool { return h.stateInt("test/tally", "t-249", "tally") == 250 })
+	testwait.For(t, "every tally", func() bool {
 		return list(t, h, &twinflowv1.ListAddressesRequest{Type: "test/tally", Limit: 1}).GetTotal() == 250
 	})
 	if got := listAll(t, h, "test/tally", "", 100); !slices.Equal(got, want) {
@@ -186,7 +187,7 @@ func TestListAddresses(t *testing.T) {
 
 	// Deleting an address's state takes it out of the list.
 	h.sendInt("test/tally", "t-000", 0)
-	eventually(t, "t-000 to leave the list", func() bool {
+	testwait.For(t, "t-000 to leave the list", func() bool {
 		return list(t, h, &twinflowv1.ListAddressesRequest{Type: "test/tally", Limit: 1}).GetAddresses()[0].GetId() == "t-001"
 	})
 	if n := list(t, h, &twinflowv1.ListAddressesRequest{Type: "test/tally", Limit: 1}).GetTotal(); n != 249 {
@@ -202,9 +203,9 @@ func TestListAddresses(t *testing.T) {
 	h.cfg.CheckpointInterval = time.Hour // no checkpoint may take the new address in
 	h.crash()
 	h.sendInt("test/tally", "zz-new", 1)
-	eventually(t, "the new address", func() bool { return h.stateInt("test/tally", "zz-new", "tally") == 1 })
+	testwait.For(t, "the new address", func() bool { return h.stateInt("test/tally", "zz-new", "tally") == 1 })
 	h.crash()
-	eventually(t, "the new address, after the crash", func() bool { return h.stateInt("test/tally", "zz-new", "tally") == 1 })
+	testwait.For(t, "the new address, after the crash", func() bool { return h.stateInt("test/tally", "zz-new", "tally") == 1 })
 	if got := listAll(t, h, "test/tally", "", 1000); !slices.Equal(got, append(want[1:], "zz-new")) {
 		t.Errorf("after the crash: %d addresses (last %q), want the %d of the checkpoint and zz-new", len(got), got[len(got)-1], len(want)-1)
 	}
@@ -233,7 +234,7 @@ func TestDescribeAndSend(t *testing.T) {
 	if send.Msg.GetSequence() == 0 {
 		t.Errorf("SendMessage answered sequence 0")
 	}
-	eventually(t, "the tally", func() bool { return h.stateInt("test/tally", "d", "tally") == 7 })
+	testwait.For(t, "the tally", func() bool { return h.stateInt("test/tally", "d", "tally") == 7 })
 	resp, err := h.admin.DescribeAddress(ctx, connect.NewRequest(&twinflowv1.DescribeAddressRequest{Address: &twinflowv1.Address{Type: "test/tally", Id: "d"}}))
 	if err != nil {
 		t.Fatal(err)
@@ -310,7 +311,7 @@ func TestReplayDeadLetters(t *testing.T) {
 	h := startConsole(t, &accept, nil)
 	h.sendInt("test/picky", "x", 1)
 	var dl *twinflowv1.DeadLetter
-	eventually(t, "the dead letter", func() bool {
+	testwait.For(t, "the dead letter", func() bool {
 		r := deadLetters(t, h)
 		if len(r.GetDeadLetters()) == 1 {
 			dl = r.GetDeadLetters()[0]
@@ -325,7 +326,7 @@ func TestReplayDeadLetters(t *testing.T) {
 	if r := replay(t, h, dl.GetSequence()); r[0].GetOutcome() != twinflowv1.ReplayOutcome_REPLAY_OUTCOME_REPLAYED || r[0].GetSubject() != "twinflow.in.test.picky.x" {
 		t.Fatalf("replay: %v", r)
 	}
-	eventually(t, "the replayed message", func() bool { return h.stateInt("test/picky", "x", "tally") == 1 })
+	testwait.For(t, "the replayed message", func() bool { return h.stateInt("test/picky", "x", "tally") == 1 })
 	// A second replay finds the record of the first.
 	if r := replay(t, h, dl.GetSequence()); r[0].GetOutcome() != twinflowv1.ReplayOutcome_REPLAY_OUTCOME_ALREADY_REPLAYED ||
 		!strings.HasPrefix(r[0].GetDetail(), "replayed at ") {
@@ -352,7 +353,7 @@ func TestReplayDeadLetters(t *testing.T) {
 	// A message sent after that one comes after it in the stream: once it
 	// is applied, a second copy of the replay would have been too.
 	h.sendInt("test/picky", "x", 1)
-	eventually(t, "the next message", func() bool { return h.stateInt("test/picky", "x", "tally") >= 2 })
+	testwait.For(t, "the next message", func() bool { return h.stateInt("test/picky", "x", "tally") >= 2 })
 	if n := h.stateInt("test/picky", "x", "tally"); n != 2 {
 		t.Errorf("tally %d after a replay and a message, want 2: the dead letter was replayed twice", n)
 	}
@@ -366,7 +367,7 @@ func TestReplayDeadLetters(t *testing.T) {
 		t.Fatal(err)
 	}
 	var ingress *twinflowv1.DeadLetter
-	eventually(t, "the ingress dead letter", func() bool {
+	testwait.For(t, "the ingress dead letter", func() bool {
 		for _, d := range deadLetters(t, h).GetDeadLetters() {
 			if d.GetSubject() == router.DeadLetterSubject {
 				ingress = d
@@ -395,7 +396,7 @@ func TestReplayDeadLetters(t *testing.T) {
 	if r := replay(t, h, ingress.GetSequence()); r[0].GetOutcome() != twinflowv1.ReplayOutcome_REPLAY_OUTCOME_REPLAYED {
 		t.Fatalf("replaying the ingress dead letter: %v", r)
 	}
-	eventually(t, "the replayed message on its subject", func() bool { return len(seen.all()) > 0 })
+	testwait.For(t, "the replayed message on its subject", func() bool { return len(seen.all()) > 0 })
 	got := seen.all()[0]
 	if got.Header.Get("X-Mine") != "kept" || got.Header.Get(runtime.ReplayOfHeader) != strconv.FormatUint(ingress.GetSequence(), 10) ||
 		!strings.HasPrefix(got.Header.Get(nats.MsgIdHdr), "twinflow-dlq-replay-") || string(got.Data) != "1" {
@@ -419,10 +420,10 @@ func TestGetPlatform(t *testing.T) {
 	for i := range 50 {
 		h.sendInt("test/tally", fmt.Sprint("p", i), 1)
 	}
-	eventually(t, "the tallies", func() bool { return h.stateInt("test/tally", "p49", "tally") == 1 })
+	testwait.For(t, "the tallies", func() bool { return h.stateInt("test/tally", "p49", "tally") == 1 })
 	var p *twinflowv1.GetPlatformResponse
 	var fn *twinflowv1.FunctionSample
-	eventually(t, "a sample of test/tally's calls", func() bool {
+	testwait.For(t, "a sample of test/tally's calls", func() bool {
 		resp, err := h.admin.GetPlatform(context.Background(), connect.NewRequest(&twinflowv1.GetPlatformRequest{}))
 		if err != nil {
 			t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/spec"
 )
@@ -54,8 +55,8 @@ func TestDeadLetterStreamIsBounded(t *testing.T) {
 	for i := 0; i < sent; i++ {
 		h.deadLetter(payload)
 	}
-	eventually(t, "every message dead-lettered", func() bool { return h.metric("twinflow_ingress_dead_letters_total") == sent })
-	eventually(t, "the dead letters stored or discarded", func() bool {
+	testwait.For(t, "every message dead-lettered", func() bool { return h.metric("twinflow_ingress_dead_letters_total") == sent })
+	testwait.For(t, "the dead letters stored or discarded", func() bool {
 		return h.metric("twinflow_dead_letters_discarded_total")+h.metric("twinflow_dead_letter_stream_messages") == sent
 	})
 	info = h.deadLetterStream()
@@ -80,8 +81,8 @@ func TestDeadLetterStreamAges(t *testing.T) {
 	h := start(t, cfg)
 	h.deadLetter([]byte("x"))
 	h.deadLetter([]byte("y"))
-	eventually(t, "two dead letters stored", func() bool { return h.deadLetterStream().State.LastSeq == 2 })
-	eventually(t, "the dead letters aged out", func() bool {
+	testwait.For(t, "two dead letters stored", func() bool { return h.deadLetterStream().State.LastSeq == 2 })
+	testwait.For(t, "the dead letters aged out", func() bool {
 		return h.metric("twinflow_dead_letters_discarded_total") == 2 && h.deadLetterStream().State.Msgs == 0
 	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/nats-io/nats.go"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/datadir"
@@ -44,7 +45,7 @@ func (h *harness) sendRound(n int) {
 // waitCounts waits until each of n counters counts want.
 func (h *harness) waitCounts(n int, want int64) {
 	h.t.Helper()
-	eventually(h.t, fmt.Sprintf("every counter at %d", want), func() bool {
+	testwait.For(h.t, fmt.Sprintf("every counter at %d", want), func() bool {
 		for i := 0; i < n; i++ {
 			if h.stateInt("test/counter", fmt.Sprint("c", i), "count") != want {
 				return false
@@ -71,7 +72,7 @@ func TestFullDiskPausesIntakeAndResumes(t *testing.T) {
 	// The disk fills: first the free space it reports drops, so that the
 	// next checkpoint is refused before any write, then writes fail too.
 	fs.ReportFree(1 << 20)
-	eventually(t, "a checkpoint refused for lack of space", func() bool { return h.e.DiskFull() != nil })
+	testwait.For(t, "a checkpoint refused for lack of space", func() bool { return h.e.DiskFull() != nil })
 	fs.Fill(1 << 20)
 	msg := h.e.DiskFull().Error()
 	t.Logf("DiskFull: %s", msg)
@@ -88,7 +89,7 @@ func TestFullDiskPausesIntakeAndResumes(t *testing.T) {
 		t.Errorf("twinflow_state_disk_full = %v while the disk is full", v)
 	}
 	waits := h.metric("twinflow_ingress_backpressure_waits_total")
-	eventually(t, "intake to pause", func() bool { return h.metric("twinflow_ingress_backpressure_waits_total") > waits+10 })
+	testwait.For(t, "intake to pause", func() bool { return h.metric("twinflow_ingress_backpressure_waits_total") > waits+10 })
 
 	// Acknowledged while the disk is full; queries are still answered.
 	h.sendRound(counters)
@@ -102,7 +103,7 @@ func TestFullDiskPausesIntakeAndResumes(t *testing.T) {
 
 	fs.Heal()
 	h.waitCounts(counters, 3)
-	eventually(t, "the disk-full state to clear", func() bool { return h.e.DiskFull() == nil })
+	testwait.For(t, "the disk-full state to clear", func() bool { return h.e.DiskFull() == nil })
 	if v := h.metric("twinflow_state_disk_full"); v != 0 {
 		t.Errorf("twinflow_state_disk_full = %v after space returned", v)
 	}
@@ -193,7 +194,7 @@ func TestStartOnFullDiskFailsAtOnce(t *testing.T) {
 	cfg.Logger = testLogger(t)
 	h.cfg = cfg
 	var e *runtime.Engine
-	eventually(t, "a start once space returned", func() bool {
+	testwait.For(t, "a start once space returned", func() bool {
 		// The open abandoned above lets go of the store once it finishes.
 		var inUse *state.InUseError
 		e, err = runtime.Start(context.Background(), cfg)
@@ -362,7 +363,7 @@ func TestNATSStoreFailureStopsTheEngine(t *testing.T) {
 	}
 	h.nc.Close()
 	h.reopen()
-	eventually(t, "every acknowledged message applied", func() bool {
+	testwait.For(t, "every acknowledged message applied", func() bool {
 		n := h.stateInt("test/counter", "c0", "count")
 		return n >= acked && n <= attempted
 	})

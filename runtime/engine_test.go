@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
@@ -83,9 +84,9 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 	}
 	for a := 0; a < addresses; a++ {
 		id := fmt.Sprintf("a%d", a)
-		eventually(t, "count of "+id, func() bool { return h.stateInt("test/counter", id, "count") == perAddress })
+		testwait.For(t, "count of "+id, func() bool { return h.stateInt("test/counter", id, "count") == perAddress })
 	}
-	eventually(t, "egress records", func() bool { return len(out.all()) == addresses*perAddress })
+	testwait.For(t, "egress records", func() bool { return len(out.all()) == addresses*perAddress })
 	seen := map[string]bool{}
 	for _, m := range out.all() {
 		var s string
@@ -101,7 +102,7 @@ func TestMessagesChangeStateAndEgress(t *testing.T) {
 		}
 	}
 	// Once a checkpoint covers them, the ingress messages are trimmed.
-	eventually(t, "the ingress stream trimmed", func() bool {
+	testwait.For(t, "the ingress stream trimmed", func() bool {
 		s, err := h.ops.Stream(context.Background(), runtime.DirectStream)
 		if err != nil {
 			t.Fatal(err)
@@ -154,7 +155,7 @@ func TestOrderPerSenderAndReceiver(t *testing.T) {
 		}
 	}
 	var list []int64
-	eventually(t, "all messages at the sink", func() bool {
+	testwait.For(t, "all messages at the sink", func() bool {
 		raw := h.state("test/sink", "sink")["received"]
 		list = nil
 		if raw != nil {
@@ -193,15 +194,15 @@ func TestSlowFunctionGetsBacklogAsOneBatch(t *testing.T) {
 	ep := serve(t, reg)
 	h := start(t, baseConfig(t, ep.url()))
 	h.sendInt("test/slow", "x", 1)
-	eventually(t, "the first call", first.Load)
+	testwait.For(t, "the first call", first.Load)
 	const backlog = 40
 	for i := 0; i < backlog; i++ {
 		h.sendInt("test/slow", "x", int64(i+2))
 	}
 	// The backlog is queued in the shard once the reader has delivered it.
-	eventually(t, "the backlog read", func() bool { return h.metric("twinflow_ingress_messages_total") >= backlog+1 })
+	testwait.For(t, "the backlog read", func() bool { return h.metric("twinflow_ingress_messages_total") >= backlog+1 })
 	close(release)
-	eventually(t, "all applied", func() bool { return h.stateInt("test/slow", "x", "count") == int64(1+backlog*(backlog+3)/2) })
+	testwait.For(t, "all applied", func() bool { return h.stateInt("test/slow", "x", "count") == int64(1+backlog*(backlog+3)/2) })
 
 	var batches [][]int64
 	for _, b := range ep.batches("test/slow", "x") {
@@ -252,9 +253,9 @@ func TestFailingAddressIsIsolated(t *testing.T) {
 	}
 	for i := 0; i < 4; i++ {
 		id := fmt.Sprintf("good%d", i)
-		eventually(t, id, func() bool { return h.stateInt("test/flaky", id, "count") == 5 })
+		testwait.For(t, id, func() bool { return h.stateInt("test/flaky", id, "count") == 5 })
 	}
-	eventually(t, "dead letter", func() bool { return len(dlq.all()) == 1 })
+	testwait.For(t, "dead letter", func() bool { return len(dlq.all()) == 1 })
 	m := dlq.all()[0]
 	reason := m.Header.Get(router.ErrorHeader)
 	if !strings.Contains(reason, "disk on fire") || !strings.Contains(reason, "4 attempts") {
@@ -268,7 +269,7 @@ func TestFailingAddressIsIsolated(t *testing.T) {
 	}
 	// The address carries on after the dead letter.
 	h.sendInt("test/flaky", "bad", 1)
-	eventually(t, "second dead letter", func() bool { return len(dlq.all()) == 2 })
+	testwait.For(t, "second dead letter", func() bool { return len(dlq.all()) == 2 })
 }
 
 var fired = sdk.ValueSpec[[]string]{Name: "fired", Type: sdk.JSONType[[]string]("test/strings")}
@@ -338,15 +339,15 @@ func TestDelayedMessages(t *testing.T) {
 	h.sendString("test/timer", "dup", "after 200 tok second")
 	h.sendString("test/timer", "dup", "after 400 - marker")
 
-	eventually(t, "order", func() bool { return len(h.fired("order")) == 2 })
+	testwait.For(t, "order", func() bool { return len(h.fired("order")) == 2 })
 	if got := h.fired("order"); got[0] != "early" || got[1] != "late" {
 		t.Errorf("fired %v, want [early late]", got)
 	}
-	eventually(t, "cancel marker", func() bool { return len(h.fired("cancel")) >= 1 })
+	testwait.For(t, "cancel marker", func() bool { return len(h.fired("cancel")) >= 1 })
 	if got := h.fired("cancel"); len(got) != 1 || got[0] != "marker" {
 		t.Errorf("cancelled timer fired: %v", got)
 	}
-	eventually(t, "dup marker", func() bool { return len(h.fired("dup")) >= 2 })
+	testwait.For(t, "dup marker", func() bool { return len(h.fired("dup")) >= 2 })
 	if got := h.fired("dup"); len(got) != 2 || got[0] != "second" || got[1] != "marker" {
 		t.Errorf("duplicate token: fired %v, want [second marker]", got)
 	}
@@ -361,9 +362,9 @@ func TestDelayedMessagesSurviveRestart(t *testing.T) {
 	h := start(t, baseConfig(t, ep.url()))
 	h.sendString("test/timer", "r", "after 1500 - survived")
 	h.sendString("test/timer", "r", "after 1 - ready")
-	eventually(t, "the first timer", func() bool { return len(h.fired("r")) == 1 })
+	testwait.For(t, "the first timer", func() bool { return len(h.fired("r")) == 1 })
 	h.restart()
-	eventually(t, "the timer after restart", func() bool { return len(h.fired("r")) == 2 })
+	testwait.For(t, "the timer after restart", func() bool { return len(h.fired("r")) == 2 })
 	if got := h.fired("r"); got[1] != "survived" {
 		t.Errorf("fired %v", got)
 	}
@@ -397,10 +398,12 @@ func TestExpiryWithInjectedClock(t *testing.T) {
 	cfg.Now = clock
 	h := start(t, cfg)
 	h.sendString("test/ttl", "a", "write")
-	eventually(t, "write", func() bool { return len(h.state("test/ttl", "a")) == 2 })
+	testwait.For(t, "write", func() bool { return len(h.state("test/ttl", "a")) == 2 })
 	advance(40 * time.Second)
 	h.sendString("test/ttl", "a", "touch")
-	eventually(t, "touch applied", func() bool { return len(ep.batches("test/ttl", "a")) >= 3 })
+	// Applied, not only received by the endpoint: the touch's time is taken
+	// when its result is applied.
+	testwait.For(t, "touch applied", func() bool { return h.metric(`twinflow_invocations_total{function_type="test/ttl"}`) == 2 })
 	advance(40 * time.Second) // 80s after the write, 40s after the touch
 	st := h.state("test/ttl", "a")
 	if _, ok := st["w"]; ok {
@@ -437,14 +440,14 @@ func TestHotAddressBacklogSpills(t *testing.T) {
 	for i := 0; i < total; i++ {
 		h.sendInt("test/blocked", "hot", int64(i+1))
 	}
-	eventually(t, "every message read while the function is blocked", func() bool {
+	testwait.For(t, "every message read while the function is blocked", func() bool {
 		return h.metric("twinflow_ingress_messages_total") == total
 	})
 	if n := h.metric("twinflow_spilled_messages_total"); n < total-2*100-256 {
 		t.Fatalf("%v messages spilled, want all but those in memory and in the call", n)
 	}
 	close(release)
-	eventually(t, "every message applied", func() bool { return h.stateInt("test/blocked", "hot", "count") == total })
+	testwait.For(t, "every message applied", func() bool { return h.stateInt("test/blocked", "hot", "count") == total })
 	if got := h.stateInt("test/blocked", "hot", "last"); got != total {
 		t.Fatalf("last message applied %d, want %d", got, total)
 	}
@@ -460,13 +463,13 @@ func TestStateSpecsAreNotRenegotiatedAfterRestart(t *testing.T) {
 	ep := serve(t, reg)
 	h := start(t, baseConfig(t, ep.url()))
 	h.sendInt("test/counter", "a", 1)
-	eventually(t, "count", func() bool { return h.stateInt("test/counter", "a", "count") == 1 })
+	testwait.For(t, "count", func() bool { return h.stateInt("test/counter", "a", "count") == 1 })
 	if n := len(ep.requestsFor("test/counter")); n != 2 {
 		t.Fatalf("%d batches before restart, want 2 (missing state, then the real call)", n)
 	}
 	h.restart()
 	h.sendInt("test/counter", "b", 1)
-	eventually(t, "count b", func() bool { return h.stateInt("test/counter", "b", "count") == 1 })
+	testwait.For(t, "count b", func() bool { return h.stateInt("test/counter", "b", "count") == 1 })
 	batches := ep.requestsFor("test/counter")
 	if n := len(batches); n != 3 {
 		t.Fatalf("%d batches in all, want 3: specs were negotiated again after restart", n)
@@ -497,14 +500,14 @@ func TestCrashLosesUncheckpointedWriteAndReplaysInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.sendInt("test/counter", "a", 7)
-	eventually(t, "the write", func() bool { return h.stateInt("test/counter", "a", "count") == 7 })
+	testwait.For(t, "the write", func() bool { return h.stateInt("test/counter", "a", "count") == 7 })
 	before := calls.Load()
 
 	// Restart without the input being processed: a fresh registry-less engine
 	// would show the write is gone; here the replay re-applies it once.
 	h.crash()
-	eventually(t, "the replay", func() bool { return calls.Load() > before })
-	eventually(t, "the count", func() bool { return h.stateInt("test/counter", "a", "count") == 7 })
+	testwait.For(t, "the replay", func() bool { return calls.Load() > before })
+	testwait.For(t, "the count", func() bool { return h.stateInt("test/counter", "a", "count") == 7 })
 	if got := h.stateInt("test/counter", "a", "count"); got != 7 {
 		t.Fatalf("count = %d after crash and replay, want 7 (effect applied exactly once)", got)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
@@ -126,7 +127,7 @@ func TestEndpointOutageIsWaitedOut(t *testing.T) {
 	h := start(t, baseConfig(t, ep.url()))
 	dlq := h.subscribe("twinflow.dlq.>")
 	h.sendInt("test/counter", "a0", 1)
-	eventually(t, "the first message", func() bool { return h.stateInt("test/counter", "a0", "count") == 1 })
+	testwait.For(t, "the first message", func() bool { return h.stateInt("test/counter", "a0", "count") == 1 })
 
 	ep.down()
 	const addresses, per = 50, 10
@@ -135,7 +136,7 @@ func TestEndpointOutageIsWaitedOut(t *testing.T) {
 			h.sendInt("test/counter", fmt.Sprintf("a%d", a), 1)
 		}
 	}
-	eventually(t, "readiness to report the endpoint", func() bool {
+	testwait.For(t, "readiness to report the endpoint", func() bool {
 		code, body := h.readyz()
 		return code == http.StatusServiceUnavailable && strings.Contains(body, "endpoint "+ep.url()+" unreachable")
 	})
@@ -143,7 +144,7 @@ func TestEndpointOutageIsWaitedOut(t *testing.T) {
 		t.Error("twinflow_endpoint_unreachable is 0 while the endpoint is down")
 	}
 	// Several probes fail before the endpoint comes back.
-	eventually(t, "failed attempts of every address", func() bool {
+	testwait.For(t, "failed attempts of every address", func() bool {
 		return h.metricSum("twinflow_invocation_retries_total") >= 5*addresses
 	})
 	ep.up()
@@ -153,9 +154,9 @@ func TestEndpointOutageIsWaitedOut(t *testing.T) {
 		if a == 0 {
 			want++
 		}
-		eventually(t, "count of "+id, func() bool { return h.stateInt("test/counter", id, "count") == want })
+		testwait.For(t, "count of "+id, func() bool { return h.stateInt("test/counter", id, "count") == want })
 	}
-	eventually(t, "readiness once the endpoint is back", func() bool {
+	testwait.For(t, "readiness once the endpoint is back", func() bool {
 		code, _ := h.readyz()
 		return code == http.StatusOK
 	})
@@ -202,7 +203,7 @@ func TestFailingAddressDoesNotHoldUpOthers(t *testing.T) {
 	}
 	for i := 0; i < 10; i++ {
 		id := fmt.Sprintf("c%d", i)
-		eventually(t, "count of "+id, func() bool { return h.stateInt("test/counter", id, "count") == 20 })
+		testwait.For(t, "count of "+id, func() bool { return h.stateInt("test/counter", id, "count") == 20 })
 	}
 	if read := h.metric("twinflow_ingress_messages_total"); read != float64(total+200) {
 		t.Fatalf("%v messages read, want all %d: intake stopped for the failing address", read, total+200)
@@ -211,7 +212,7 @@ func TestFailingAddressDoesNotHoldUpOthers(t *testing.T) {
 		t.Errorf("%v messages spilled, want nearly all %d of the failing address", n, total)
 	}
 	broken.Store(false)
-	eventually(t, "the backlog applied", func() bool { return h.stateInt("test/stuck", "s", "count") == int64(total) })
+	testwait.For(t, "the backlog applied", func() bool { return h.stateInt("test/stuck", "s", "count") == int64(total) })
 	if got := h.stateInt("test/stuck", "s", "last"); got != int64(total) {
 		t.Fatalf("last message %d, want %d", got, total)
 	}
@@ -298,7 +299,7 @@ func TestStopWithStuckEndpointMeetsItsDeadline(t *testing.T) {
 	hang.Store(false)
 	h.nc.Close()
 	h.reopen()
-	eventually(t, "the hung message after the restart", func() bool { return h.stateInt("test/hang", "x", "count") == 1 })
+	testwait.For(t, "the hung message after the restart", func() bool { return h.stateInt("test/hang", "x", "count") == 1 })
 }
 
 // TestRepeatedPublishIsDroppedAfterRestart publishes a message, lets a
@@ -326,14 +327,14 @@ func TestRepeatedPublishIsDroppedAfterRestart(t *testing.T) {
 		}
 	}
 	publish("m-1")
-	eventually(t, "m-1 applied", func() bool { return h.stateInt("test/counter", "a", "count") == 1 })
+	testwait.For(t, "m-1 applied", func() bool { return h.stateInt("test/counter", "a", "count") == 1 })
 	// Complete checkpoints cover m-1: the runtime trims what they read.
 	for i := 0; i < 3; i++ {
 		if _, err := h.e.Checkpoint(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the ingress stream trimmed", func() bool {
+	testwait.For(t, "the ingress stream trimmed", func() bool {
 		s, err := h.ops.Stream(context.Background(), runtime.DirectStream)
 		if err != nil {
 			t.Fatal(err)
@@ -344,7 +345,7 @@ func TestRepeatedPublishIsDroppedAfterRestart(t *testing.T) {
 	h.crash()
 	publish("m-1")
 	publish("m-2")
-	eventually(t, "m-2 applied", func() bool { return h.stateInt("test/counter", "a", "count") >= 2 })
+	testwait.For(t, "m-2 applied", func() bool { return h.stateInt("test/counter", "a", "count") >= 2 })
 	if got := h.stateInt("test/counter", "a", "count"); got != 2 {
 		t.Fatalf("count %d after m-1, m-1 again and m-2; want 2", got)
 	}
@@ -435,7 +436,7 @@ func TestInvalidResultsAreRefused(t *testing.T) {
 	for i, c := range cases {
 		h.send("test/h", fmt.Sprint(i), "twinflow/string", []byte(c.send))
 	}
-	eventually(t, "a dead letter per case", func() bool { return len(dlq.all()) == len(cases) })
+	testwait.For(t, "a dead letter per case", func() bool { return len(dlq.all()) == len(cases) })
 	for _, m := range dlq.all() {
 		id := strings.TrimPrefix(m.Header.Get(router.TargetHeader), "test/h/")
 		i, err := strconv.Atoi(id)

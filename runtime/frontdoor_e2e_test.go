@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
@@ -103,7 +104,7 @@ func TestFrontDoorHTTP(t *testing.T) {
 			t.Fatalf("send %d: %d %s %v", i, status, body, err)
 		}
 	}
-	eventually(t, "three distinct messages applied", func() bool { return h.stateInt("test/tally", "a", "count") == 3 })
+	testwait.For(t, "three distinct messages applied", func() bool { return h.stateInt("test/tally", "a", "count") == 3 })
 
 	status, hdr, body, err := h.post("/call/test/tally/a", withKey("c-1"), "10")
 	if err != nil || status != http.StatusOK || string(body) != "13" || hdr.Get(router.TypenameHeader) != "twinflow/int64" {
@@ -216,12 +217,12 @@ func TestBatchEnvelopes(t *testing.T) {
 		item("a", "twinflow/int64", "4", ""), item("a", "no typename", "5", ""))
 	// A second batch repeats the keyed item: its target drops it.
 	publish("gw-2", item("a", "twinflow/int64", "1", "k-a"), item("b", "twinflow/int64", "10", ""))
-	eventually(t, "the batches applied", func() bool { return h.stateInt("test/tally", "b", "count") == 12 })
+	testwait.For(t, "the batches applied", func() bool { return h.stateInt("test/tally", "b", "count") == 12 })
 	if got := h.stateInt("test/tally", "a", "count"); got != 5 {
 		t.Errorf("count of a %d, want 5: the repeated item applied once", got)
 	}
 	var dead []*jetstream.RawStreamMsg
-	eventually(t, "two dead letters", func() bool { dead = h.deadLetters(); return len(dead) >= 2 })
+	testwait.For(t, "two dead letters", func() bool { dead = h.deadLetters(); return len(dead) >= 2 })
 	for i, want := range []struct {
 		index  string
 		reason router.Reason
@@ -336,7 +337,7 @@ func exactlyOnceAcrossACrash(t *testing.T, before bool) {
 		// The clients of the failed write have their answers before the
 		// engine dies, whatever those are: an acknowledgement among them
 		// would be for a message that is nowhere.
-		eventually(t, "answers to the failed write", func() bool {
+		testwait.For(t, "answers to the failed write", func() bool {
 			for _, k := range cw.crashed {
 				if _, ok := answers.Load(k); !ok {
 					return false
@@ -435,12 +436,12 @@ func TestFrontDoorBackpressure(t *testing.T) {
 	}
 	close(release)
 	// Intake resumes: the refused message goes through when sent again.
-	eventually(t, "the refused message accepted", func() bool {
+	testwait.For(t, "the refused message accepted", func() bool {
 		status, _, _, err := h.post("/send/test/tally/a", refused, "1")
 		return err == nil && status == http.StatusAccepted
 	})
 	accepted++
-	eventually(t, "every accepted message applied", func() bool { return h.stateInt("test/tally", "a", "count") == int64(accepted) })
+	testwait.For(t, "every accepted message applied", func() bool { return h.stateInt("test/tally", "a", "count") == int64(accepted) })
 	var resp struct{ Code string }
 	status, _, body, _ := h.post("/send/test/tally/a", refused, "1")
 	if status != http.StatusAccepted || json.Unmarshal(body, &resp) != nil {

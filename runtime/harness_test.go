@@ -328,16 +328,3 @@ func (c *collector) all() []*nats.Msg {
 	defer c.mu.Unlock()
 	return append([]*nats.Msg(nil), c.msgs...)
 }
-
-// eventually waits for cond, failing with what after a generous bound. The
-// bound is a safety net against hangs, not a performance assertion.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
 	"github.com/twinflow/twinflow/runtime/natsbus"
@@ -243,8 +244,8 @@ func TestConfiguredIngressToStateAndEgress(t *testing.T) {
 		if err := pub.Flush(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "the total of s-1", func() bool { return h.stateInt("test/sum", "s-1", "total") == 7 })
-		eventually(t, "the egress records", func() bool { return len(out.all()) == 2 })
+		testwait.For(t, "the total of s-1", func() bool { return h.stateInt("test/sum", "s-1", "total") == 7 })
+		testwait.For(t, "the egress records", func() bool { return len(out.all()) == 2 })
 		if got := out.strings(t); got[0] != "s-1=3" || got[1] != "s-1=7" {
 			t.Errorf("egress records %q, want [s-1=3 s-1=7]", got)
 		}
@@ -270,9 +271,9 @@ func checkIDSources(t *testing.T, h *harness, prefix string) {
 	h.publish(prefix+"devices.fanout", nats.Header{"Device-Id": {"log-1"}}, readingJSON("sum-1", 4))
 
 	for id, want := range map[string]int64{"tok-1": 1, "hdr-1": 2, "json-1": 3, "sum-1": 4} {
-		eventually(t, "the total of "+id, func() bool { return h.stateInt("test/sum", id, "total") == want })
+		testwait.For(t, "the total of "+id, func() bool { return h.stateInt("test/sum", id, "total") == want })
 	}
-	eventually(t, "the fan-out to test/log", func() bool { return len(h.stateInts("test/log", "log-1", "seen")) == 1 })
+	testwait.For(t, "the fan-out to test/log", func() bool { return len(h.stateInts("test/log", "log-1", "seen")) == 1 })
 	if got := h.stateInts("test/log", "log-1", "seen"); got[0] != 4 {
 		t.Errorf("test/log log-1 saw %v, want [4]", got)
 	}
@@ -346,14 +347,14 @@ func TestIngressFanOut(t *testing.T) {
 	for i := range 5 {
 		h.publish("devices.fanout", nats.Header{"Device-Id": {"dev"}}, readingJSON(fmt.Sprintf("s%d", i%2), int64(i+1)))
 	}
-	eventually(t, "the totals", func() bool {
+	testwait.For(t, "the totals", func() bool {
 		return h.stateInt("test/sum", "s0", "total") == 1+3+5 && h.stateInt("test/sum", "s1", "total") == 2+4
 	})
-	eventually(t, "the log", func() bool { return len(h.stateInts("test/log", "dev", "seen")) == 5 })
+	testwait.For(t, "the log", func() bool { return len(h.stateInts("test/log", "dev", "seen")) == 5 })
 	if got := h.stateInts("test/log", "dev", "seen"); !slices.Equal(got, []int64{1, 2, 3, 4, 5}) {
 		t.Errorf("test/log dev saw %v, want [1 2 3 4 5] in order", got)
 	}
-	eventually(t, "the egress of test/sum", func() bool { return len(out.all()) == 5 })
+	testwait.For(t, "the egress of test/sum", func() bool { return len(out.all()) == 5 })
 }
 
 // deadLetters reads the dead letters stored in the DLQ stream.
@@ -430,9 +431,9 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 		}
 		for i := range bad {
 			id := fmt.Sprintf("good-%d", i)
-			eventually(t, id, func() bool { return h.stateInt("test/sum", id, "total") == 1 })
+			testwait.For(t, id, func() bool { return h.stateInt("test/sum", id, "total") == 1 })
 		}
-		eventually(t, "the dead letters", func() bool { return len(h.deadLetters()) == len(bad) })
+		testwait.For(t, "the dead letters", func() bool { return len(h.deadLetters()) == len(bad) })
 		// Each ingress has its own reader, so the dead letters of different
 		// ingresses are stored in any order: find each by subject and reason.
 		stored := map[string]*jetstream.RawStreamMsg{}
@@ -456,7 +457,7 @@ func TestMalformedMessagesAreDeadLettered(t *testing.T) {
 			t.Errorf("missing-id error %q does not name the header", m.Header.Get(router.ErrorHeader))
 		}
 		// Subscribers of the dead-letter subject see them too.
-		eventually(t, "live dead letters", func() bool { return len(live.all()) == len(bad) })
+		testwait.For(t, "live dead letters", func() bool { return len(live.all()) == len(bad) })
 		if h.stateInt("test/sum", "x", "total") != -1 || h.stateInt("test/sum", "big", "total") != -1 || h.stateInt("test/sum", "x\ufffd", "total") != -1 {
 			t.Error("a dead-lettered message reached a function")
 		}
@@ -527,7 +528,7 @@ func TestRequestReply(t *testing.T) {
 			t.Errorf("answer to a request without a typename: reason %q, error %q, data %q", got,
 				reply.Header.Get(router.ErrorHeader), reply.Data)
 		}
-		eventually(t, "the dead letter", func() bool { return len(h.deadLetters()) == 1 })
+		testwait.For(t, "the dead letter", func() bool { return len(h.deadLetters()) == 1 })
 	})
 }
 
@@ -547,7 +548,7 @@ func TestEgressDeliveries(t *testing.T) {
 	fast, out := h.subscribe("test.fast"), h.subscribe("test.out")
 
 	h.send("test/sum", "a", readingType.Typename(), readingJSON("a", 5))
-	eventually(t, "the at-least-once record", func() bool { return len(fast.all()) == 1 })
+	testwait.For(t, "the at-least-once record", func() bool { return len(fast.all()) == 1 })
 	if got := fast.strings(t); got[0] != "a=5" {
 		t.Errorf("at-least-once record %q", got[0])
 	}
@@ -566,7 +567,7 @@ func TestEgressDeliveries(t *testing.T) {
 	if _, err := h.e.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the exactly-once record", func() bool { return len(out.all()) == 1 })
+	testwait.For(t, "the exactly-once record", func() bool { return len(out.all()) == 1 })
 	m := out.all()[0]
 	if got := out.strings(t); got[0] != "a=5" {
 		t.Errorf("exactly-once record %q", got[0])
@@ -624,7 +625,7 @@ func TestReplySubjectMustNotBeReserved(t *testing.T) {
 		t.Errorf("reply typename %q", got)
 	}
 	// None reaches the function.
-	eventually(t, "the dead letters", func() bool { return len(h.deadLetters()) == len(evil) })
+	testwait.For(t, "the dead letters", func() bool { return len(h.deadLetters()) == len(evil) })
 	for i, m := range h.deadLetters() {
 		if got := router.Reason(m.Header.Get(router.ErrorReasonHeader)); got != router.ReasonBadReplyTo ||
 			!strings.Contains(m.Header.Get(router.ErrorHeader), "is not an inbox") {
@@ -688,14 +689,14 @@ func TestOversizedEgressRecordIsDeadLettered(t *testing.T) {
 		for _, s := range []string{"small-1", "big", "small-2"} {
 			h.sendString("test/big", "a", s)
 		}
-		eventually(t, "the at-least-once records", func() bool { return len(fast.all()) == 2 })
-		eventually(t, "the exactly-once records", func() bool { return len(out.all()) == 2 })
+		testwait.For(t, "the at-least-once records", func() bool { return len(fast.all()) == 2 })
+		testwait.For(t, "the exactly-once records", func() bool { return len(out.all()) == 2 })
 		for _, c := range []*collector{fast, out} {
 			if got := c.strings(t); got[0] != "small-1" || got[1] != "small-2" {
 				t.Errorf("records %q, want [small-1 small-2]", got)
 			}
 		}
-		eventually(t, "the dead letters", func() bool { return len(dlq.all()) == 2 })
+		testwait.For(t, "the dead letters", func() bool { return len(dlq.all()) == 2 })
 		subjects := map[string]bool{}
 		for _, m := range dlq.all() {
 			subjects[m.Header.Get(router.OriginalSubjectHeader)] = true
@@ -741,8 +742,8 @@ func TestIngressDeadLetterNearServerLimit(t *testing.T) {
 	}
 	h.publish("sensors.big.reading", nil, data)
 	h.publish("sensors.good.reading", nil, readingJSON("x", 1))
-	eventually(t, "the good message", func() bool { return h.stateInt("test/sum", "good", "total") == 1 })
-	eventually(t, "the dead letter", func() bool { return len(h.deadLetters()) == 1 })
+	testwait.For(t, "the good message", func() bool { return h.stateInt("test/sum", "good", "total") == 1 })
+	testwait.For(t, "the dead letter", func() bool { return len(h.deadLetters()) == 1 })
 	m := h.deadLetters()[0]
 	if got := router.Reason(m.Header.Get(router.ErrorReasonHeader)); got != router.ReasonOversized {
 		t.Errorf("reason %q", got)
@@ -811,27 +812,27 @@ func TestConfiguredIngressAcrossCrashAndRestart(t *testing.T) {
 	for _, v := range []int64{1, 2} {
 		h.publish("sensors.c.reading", nil, readingJSON("x", v))
 	}
-	eventually(t, "the first total", func() bool { return h.stateInt("test/sum", "c", "total") == 3 })
+	testwait.For(t, "the first total", func() bool { return h.stateInt("test/sum", "c", "total") == 3 })
 	if _, err := h.e.Checkpoint(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	h.publish("sensors.c.reading", nil, readingJSON("x", 4))
 	h.publish("devices.header", nil, readingJSON("x", 1)) // no id: dead letter
-	eventually(t, "the total before the crash", func() bool { return h.stateInt("test/sum", "c", "total") == 7 })
-	eventually(t, "the dead letter", func() bool { return len(h.deadLetters()) == 1 })
+	testwait.For(t, "the total before the crash", func() bool { return h.stateInt("test/sum", "c", "total") == 7 })
+	testwait.For(t, "the dead letter", func() bool { return len(h.deadLetters()) == 1 })
 
 	h.crash()
-	eventually(t, "the replayed total", func() bool { return h.stateInt("test/sum", "c", "total") == 7 })
+	testwait.For(t, "the replayed total", func() bool { return h.stateInt("test/sum", "c", "total") == 7 })
 	h.publish("sensors.c.reading", nil, readingJSON("x", 8))
-	eventually(t, "the total after the crash", func() bool { return h.stateInt("test/sum", "c", "total") == 15 })
+	testwait.For(t, "the total after the crash", func() bool { return h.stateInt("test/sum", "c", "total") == 15 })
 	// The replayed bad message was read again (the ingress is past it) and
 	// its dead letter was dropped as a duplicate.
 	h.publish("devices.header", nil, readingJSON("x", 1))
-	eventually(t, "the second dead letter", func() bool { return len(h.deadLetters()) == 2 })
+	testwait.For(t, "the second dead letter", func() bool { return len(h.deadLetters()) == 2 })
 
 	h.restart()
 	h.publish("sensors.c.reading", nil, readingJSON("x", 16))
-	eventually(t, "the total after the restart", func() bool { return h.stateInt("test/sum", "c", "total") == 31 })
+	testwait.For(t, "the total after the restart", func() bool { return h.stateInt("test/sum", "c", "total") == 31 })
 	if n := len(h.deadLetters()); n != 2 {
 		t.Errorf("%d dead letters, want 2", n)
 	}

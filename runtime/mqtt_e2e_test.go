@@ -16,6 +16,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/twinflow/twinflow/internal/testcert"
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/spec"
 )
@@ -128,7 +129,7 @@ func seenBy(h *harness, id string) []int64 {
 // has been applied.
 func waitSeen(t *testing.T, h *harness, id string, want ...int64) {
 	t.Helper()
-	eventually(t, fmt.Sprintf("the values %v at %s", want, id), func() bool {
+	testwait.For(t, fmt.Sprintf("the values %v at %s", want, id), func() bool {
 		got := seenBy(h, id)
 		return len(got) > 0 && got[len(got)-1] == want[len(want)-1]
 	})
@@ -202,7 +203,7 @@ func TestMQTTMalformedTopicIsDeadLettered(t *testing.T) {
 	publish(t, c, "dc1/rack-1//metrics", 1, 1)
 	publish(t, c, "dc1/rack-1/srv-1-1/metrics", 1, 2)
 	waitSeen(t, h, "srv-1-1", 2)
-	eventually(t, "the dead letter", func() bool { return len(dlq.all()) == 1 })
+	testwait.For(t, "the dead letter", func() bool { return len(dlq.all()) == 1 })
 	m := dlq.all()[0]
 	if r := m.Header.Get(router.ErrorReasonHeader); r != string(router.ReasonMissingID) {
 		t.Errorf("reason %q, want %s", r, router.ReasonMissingID)

@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/twinflow/twinflow/internal/testcert"
+	"github.com/twinflow/twinflow/internal/testwait"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
@@ -181,12 +182,12 @@ func TestClientIdentityLeastPrivilege(t *testing.T) {
 	// A real dead letter is stored under the id the attacker tried to
 	// take first.
 	h.publish(router.DirectSubjectPrefix+"test.sum.x", nil, []byte("no typename"))
-	eventually(t, "the dead letter", func() bool { return len(h.deadLetters()) == 1 })
+	testwait.For(t, "the dead letter", func() bool { return len(h.deadLetters()) == 1 })
 
 	// What the client may do: publish to ingresses, read egresses and dead
 	// letters.
 	h.publish("sensors.s-1.reading", nil, readingJSON("s-1", 5))
-	eventually(t, "the sum", func() bool { return h.stateInt("test/sum", "s-1", "total") == 5 })
+	testwait.For(t, "the sum", func() bool { return h.stateInt("test/sum", "s-1", "total") == 5 })
 	s, err := h.js.Stream(ctx, runtime.DeadLetterStream)
 	if err != nil {
 		t.Fatalf("the client reading the dead-letter stream's info: %v", err)
@@ -211,7 +212,7 @@ func TestUserIdentity(t *testing.T) {
 	if err := a.nc.Publish("sensors.s-2.reading", readingJSON("s-2", 7)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the sum", func() bool { return h.stateInt("test/sum", "s-2", "total") == 7 })
+	testwait.For(t, "the sum", func() bool { return h.stateInt("test/sum", "s-2", "total") == 7 })
 	a.publish(nats.NewMsg(router.DirectSubjectPrefix + "test.sum.s-2"))
 	a.publish(nats.NewMsg("test.out"))
 	a.subscribe("test.out")
@@ -430,7 +431,7 @@ func TestSavepointDir(t *testing.T) {
 		t.Fatalf("something was written outside: %v", entries)
 	}
 	h.publish("sensors.s-1.reading", nil, readingJSON("s-1", 1))
-	eventually(t, "the sum", func() bool { return h.stateInt("test/sum", "s-1", "total") == 1 })
+	testwait.For(t, "the sum", func() bool { return h.stateInt("test/sum", "s-1", "total") == 1 })
 	resp, err := h.admin.Stop(context.Background(), connect.NewRequest(&twinflowv1.StopRequest{SavepointDir: "nightly/one"}))
 	if err != nil {
 		t.Fatal(err)
@@ -533,7 +534,7 @@ func TestEmbeddedNATSTLS(t *testing.T) {
 		t.Fatalf("NATS URL %s", h.e.Access().NATSURL)
 	}
 	h.publish("sensors.s-1.reading", nil, readingJSON("s-1", 3))
-	eventually(t, "the sum", func() bool { return h.stateInt("test/sum", "s-1", "total") == 3 })
+	testwait.For(t, "the sum", func() bool { return h.stateInt("test/sum", "s-1", "total") == 3 })
 	plain := strings.Replace(h.e.Access().NATSURL, "tls://", "nats://", 1)
 	_, _, err := natsbus.Connect(natsbus.ConnOptions{URL: plain, CredsFile: h.e.Access().NATSCreds, Logger: testLogger(t)})
 	if err == nil {
@@ -588,7 +589,7 @@ func TestSignedFunctionCalls(t *testing.T) {
 	cfg.DataDir = dataDir
 	hh := start(t, cfg)
 	hh.publish("sensors.s-1.reading", nil, readingJSON("s-1", 4))
-	eventually(t, "the runtime's signed call to change the state", func() bool { return hh.stateInt("test/sum", "s-1", "total") == 4 })
+	testwait.For(t, "the runtime's signed call to change the state", func() bool { return hh.stateInt("test/sum", "s-1", "total") == 4 })
 	mu.Lock()
 	header, path, body := lastHeader, lastPath, lastBody
 	mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime"
@@ -184,17 +185,6 @@ func compact(raw json.RawMessage) string {
 	return b.String()
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestSendThenStateGet(t *testing.T) {
 	c := startCLI(t)
 	out := c.run("send", "cli/counter", "a", "--json", `{"add": 2}`)
@@ -203,7 +193,7 @@ func TestSendThenStateGet(t *testing.T) {
 	}
 	c.run("send", "cli/counter", "a", "--json", `{"add": 3}`)
 	var doc stateDoc
-	eventually(t, "the totals", func() bool {
+	testwait.For(t, "the totals", func() bool {
 		doc = c.state("cli/counter", "a")
 		return compact(doc.Values["totals"].Value) == `{"n":5}`
 	})
@@ -260,7 +250,7 @@ func TestRequestPrintsReply(t *testing.T) {
 func TestFunctionsAndCheckpoints(t *testing.T) {
 	c := startCLI(t)
 	c.run("send", "cli/counter", "f", "--json", `{"add": 1}`)
-	eventually(t, "the first call", func() bool { return len(c.state("cli/counter", "f").Values) > 0 })
+	testwait.For(t, "the first call", func() bool { return len(c.state("cli/counter", "f").Values) > 0 })
 
 	c.run("request", "cli/echo", "e-2", "--json", `{}`)
 	out := c.run("functions")
@@ -352,7 +342,7 @@ func TestTailPrintsEgressRecords(t *testing.T) {
 	want := "cli.out cli/counter/t cli/Totals "
 	var n int
 	last := time.Time{}
-	eventually(t, "a record in tail's output", func() bool {
+	testwait.For(t, "a record in tail's output", func() bool {
 		if time.Since(last) > 100*time.Millisecond {
 			c.run("send", "cli/counter", "t", "--json", `{"add": 1}`)
 			n++
@@ -369,7 +359,7 @@ func TestTailPrintsEgressRecords(t *testing.T) {
 
 	// With --all, the stored records too, in order.
 	out, stop = c.tail("cli.out", "--all")
-	eventually(t, "the stored records", func() bool { return strings.Count(out.String(), want) >= n })
+	testwait.For(t, "the stored records", func() bool { return strings.Count(out.String(), want) >= n })
 	lines := strings.Split(strings.TrimSpace(stop()), "\n")
 	if lines[0] != want+`{"n":1}` {
 		t.Errorf("tail --all first line %q, want the first record", lines[0])

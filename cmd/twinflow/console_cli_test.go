@@ -4,6 +4,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/twinflow/twinflow/internal/testwait"
 )
 
 func TestStateList(t *testing.T) {
@@ -11,7 +13,7 @@ func TestStateList(t *testing.T) {
 	for _, id := range []string{"a", "b", "b1", "c"} {
 		c.run("send", "cli/counter", id, "--json", `{"add": 1}`)
 	}
-	eventually(t, "the four counters", func() bool {
+	testwait.For(t, "the four counters", func() bool {
 		return strings.Contains(c.run("state", "list", "cli/counter"), "# 4 shown; 4 addresses of cli/counter have state\n")
 	})
 	if out := c.run("state", "list", "cli/counter", "--limit", "2"); out != "a\nb\n# 2 shown; 4 addresses of cli/counter have state; next page: --after \"b\"\n" {
@@ -33,7 +35,7 @@ func TestDLQListAndReplay(t *testing.T) {
 	// Not the JSON the counter wants: it fails for good. Dead letters of
 	// functions go out with the checkpoint that covers them.
 	c.run("send", "cli/counter", "x", "--data", "not json", "--typename", "twinflow/bytes")
-	eventually(t, "the dead letter", func() bool {
+	testwait.For(t, "the dead letter", func() bool {
 		c.run("checkpoint", "now")
 		return strings.Contains(c.run("dlq", "list"), "# 1 dead letter, 0 replayed")
 	})
@@ -55,7 +57,7 @@ func TestDLQListAndReplay(t *testing.T) {
 		t.Errorf("dlq replay x: %v", err)
 	}
 	// The replay failed again, and is a dead letter of its own.
-	eventually(t, "the replay's dead letter", func() bool {
+	testwait.For(t, "the replay's dead letter", func() bool {
 		c.run("checkpoint", "now")
 		return strings.Contains(c.run("dlq", "list"), "# 2 dead letters, 1 replayed")
 	})

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/runtime/descriptors/descriptorstest"
 	"github.com/twinflow/twinflow/runtime/runinfo"
 	"github.com/twinflow/twinflow/sdk"
@@ -99,7 +100,7 @@ func TestMessagesFromTheModuleSpec(t *testing.T) {
 		t.Fatalf("send: %v", r)
 	}
 	var doc stateDoc
-	waitFor(t, "the state of sensors/probe p1", func() bool {
+	testwait.For(t, "the state of sensors/probe p1", func() bool {
 		r := twinflow(t, "state", "get", "sensors/probe", "p1", "--data-dir", data)
 		return r.code == 0 && json.Unmarshal([]byte(r.stdout), &doc) == nil
 	})
@@ -114,7 +115,7 @@ func TestMessagesFromTheModuleSpec(t *testing.T) {
 
 	out, stderr := tail(t, "--all", "sensors.readings", "--data-dir", data)
 	line := "sensors.readings sensors/probe/p1 " + descriptorstest.Typename + " "
-	waitFor(t, "tail to print the first reading", func() bool { return strings.Contains(out(), line) })
+	testwait.For(t, "tail to print the first reading", func() bool { return strings.Contains(out(), line) })
 	if got, _, _ := strings.Cut(out()[strings.Index(out(), line)+len(line):], "\n"); strings.ReplaceAll(got, " ", "") != want {
 		t.Errorf("tail printed %s; want %s\nstderr:\n%s", got, want, stderr())
 	}
@@ -126,11 +127,11 @@ func TestMessagesFromTheModuleSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, stderr = tail(t, "--all", "sensors.readings", "--data-dir", data, "--nats", info.NATSURL)
-	waitFor(t, "tail to print the first reading as base64", func() bool { return strings.Contains(out(), line) })
+	testwait.For(t, "tail to print the first reading as base64", func() bool { return strings.Contains(out(), line) })
 	if got, _, _ := strings.Cut(out()[strings.Index(out(), line)+len(line):], "\n"); got != `"`+base64.StdEncoding.EncodeToString(descriptorstest.Reading("s-1", 21.5))+`"` {
 		t.Errorf("tail --nats printed %s; want the reading as base64\nstderr:\n%s", got, stderr())
 	}
-	waitFor(t, "tail --nats to say why", func() bool {
+	testwait.For(t, "tail --nats to say why", func() bool {
 		return strings.Contains(stderr(), "twinflow: "+descriptorstest.Typename+" prints as base64: the runtime's message descriptors cannot be asked for (--nats names a NATS server, and no --admin")
 	})
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twinflow/twinflow/internal/testwait"
 )
 
 // TestREADMEWalkThrough runs the README's five-minute walk through, line by
@@ -80,7 +82,7 @@ func TestREADMEWalkThrough(t *testing.T) {
 				}
 			}
 			w = strings.TrimSpace(w)
-			waitFor(t, "the README's output "+w+" from "+from.line, func() bool { return strings.Contains(from.output(), w) })
+			testwait.For(t, "the README's output "+w+" from "+from.line, func() bool { return strings.Contains(from.output(), w) })
 		}
 	}
 	for _, line := range lines {

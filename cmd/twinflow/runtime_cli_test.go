@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/twinflow/twinflow/internal/testwait"
 )
 
 // TestStateGetWithoutState: state get says when there is nothing to print,
@@ -20,7 +22,7 @@ import (
 func TestStateGetWithoutState(t *testing.T) {
 	c := startCLI(t)
 	c.run("send", "cli/counter", "a", "--json", `{"add": 1}`)
-	eventually(t, "the state", func() bool { return len(c.state("cli/counter", "a").Values) > 0 })
+	testwait.For(t, "the state", func() bool { return len(c.state("cli/counter", "a").Values) > 0 })
 	for _, tt := range []struct {
 		args []string
 		want string
@@ -46,7 +48,7 @@ func TestStateGetWithoutState(t *testing.T) {
 func TestSendWarnsOfUnhandledTypename(t *testing.T) {
 	c := startCLI(t)
 	c.run("send", "cli/counter", "w", "--json", `{"add": 1}`)
-	eventually(t, "the state", func() bool { return len(c.state("cli/counter", "w").Values) > 0 })
+	testwait.For(t, "the state", func() bool { return len(c.state("cli/counter", "w").Values) > 0 })
 	if out := c.run("functions"); !strings.Contains(out, "cli/counter\t"+c.endpoint+"\n") || !strings.Contains(out, "  handled messages: twinflow/json\n") {
 		t.Errorf("functions:\n%s", out)
 	}
@@ -142,7 +144,7 @@ func TestRunTakesTheModuleSpecAsArgument(t *testing.T) {
 	if r := twinflow(t, "wait", "--data-dir", data); r.code != 0 || !strings.HasPrefix(r.stdout, "twinflow is ready at http://127.0.0.1:") {
 		t.Fatalf("wait: %v\nthe runtime's output:\n%s", r, p.output())
 	}
-	waitFor(t, "the ready line", func() bool { return strings.Contains(p.output(), "twinflow ready: clients may connect") })
+	testwait.For(t, "the ready line", func() bool { return strings.Contains(p.output(), "twinflow ready: clients may connect") })
 	if out := p.output(); !strings.Contains(out, "module:       "+module+": 1 endpoints, 0 ingresses, 1 egresses") {
 		t.Errorf("the runtime's output does not name the module:\n%s", out)
 	}
@@ -152,7 +154,7 @@ func TestRunTakesTheModuleSpecAsArgument(t *testing.T) {
 	if r := twinflow(t, "send", "greeter/person", "ada", "--json", `"ada"`, "--data-dir", data); r.code != 0 {
 		t.Fatalf("send: %v", r)
 	}
-	waitFor(t, "wait to name the endpoint", func() bool {
+	testwait.For(t, "wait to name the endpoint", func() bool {
 		r := twinflow(t, "wait", "--data-dir", data, "--timeout", "1s")
 		return r.code == 1 && strings.Contains(r.stderr, "no runtime became ready within 1s: ") && strings.Contains(r.stderr, "endpoint http://127.0.0.1:1 unreachable")
 	})
@@ -192,7 +194,7 @@ ingresses:
 	data := filepath.Join(dir, "data")
 	_, port, _ := strings.Cut(freeAddr(t), ":")
 	p := startRun(t, module, "-data", data, "-mqtt-port", port)
-	waitFor(t, "the ready line", func() bool { return strings.Contains(p.output(), "twinflow ready: clients may connect") })
+	testwait.For(t, "the ready line", func() bool { return strings.Contains(p.output(), "twinflow ready: clients may connect") })
 	out := p.output()
 	password := filepath.Join(data, "secrets", "mqtt", "device.password")
 	for _, want := range []string{"  mqtt:         mqtt://127.0.0.1:" + port + " (MQTT 3.1.1",

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/secrets"
 )
@@ -167,7 +168,7 @@ func TestTailDeadLetters(t *testing.T) {
 	// Dead letters of functions are published once a checkpoint covers
 	// them.
 	last := time.Time{}
-	eventually(t, "the dead letter", func() bool {
+	testwait.For(t, "the dead letter", func() bool {
 		if time.Since(last) > 100*time.Millisecond {
 			c.run("checkpoint", "now")
 			last = time.Now()
@@ -279,7 +280,7 @@ func TestRefusedByPermissions(t *testing.T) {
 	}
 	out, stop := c.tail("cli.out", "--creds", reader, "--inbox-prefix", "_INBOX_reader")
 	last := time.Time{}
-	eventually(t, "the reader's tail", func() bool {
+	testwait.For(t, "the reader's tail", func() bool {
 		if time.Since(last) > 100*time.Millisecond {
 			c.run("send", "cli/counter", "r", "--json", `{"add": 1}`)
 			last = time.Now()

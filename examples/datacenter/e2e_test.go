@@ -26,6 +26,7 @@ import (
 	"github.com/twinflow/twinflow/examples/datacenter"
 	datacenterv1 "github.com/twinflow/twinflow/examples/datacenter/gen/datacenter/v1"
 	"github.com/twinflow/twinflow/examples/datacenter/sim"
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/internal/tsendpoint"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
@@ -378,17 +379,7 @@ func (w testLog) Write(p []byte) (int, error) {
 // bound that only guards against a hang.
 func (d *deployment) await(what string, cond func() error) {
 	d.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			d.t.Fatalf("timed out waiting for %s: %v", what, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.Nil(d.t, what, cond)
 }
 
 // commission takes the servers into service through the provisioning

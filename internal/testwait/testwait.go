@@ -5,13 +5,18 @@
 package testwait
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
 
-// Limit bounds [For]: long enough for a loaded CI machine running the race
-// detector, short enough that a hang fails the test instead of its package.
+// Limit bounds [For] and [Nil]: long enough for a loaded CI machine running
+// the race detector, short enough that a hang fails the test instead of its
+// package.
 const Limit = time.Minute
+
+// errNotYet is the last error of a condition that only says no.
+var errNotYet = errors.New("not yet")
 
 // For polls cond until it holds, failing t with what after [Limit].
 func For(t testing.TB, what string, cond func() bool) {
@@ -19,15 +24,39 @@ func For(t testing.TB, what string, cond func() bool) {
 	Within(t, Limit, what, cond)
 }
 
-// Within polls cond until it holds, failing t with what after limit. It
-// polls often at first and less often later, so that quick conditions are
-// seen at once and slow ones do not burn the CPU the tested code needs.
+// Within polls cond until it holds, failing t with what after limit.
 func Within(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
+	poll(t, limit, what, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	})
+}
+
+// Nil polls cond until it returns nil, failing t with what and cond's last
+// error after [Limit]: for conditions that can say what is still missing.
+func Nil(t testing.TB, what string, cond func() error) {
+	t.Helper()
+	poll(t, Limit, what, cond)
+}
+
+// poll polls often at first and less often later, so that quick conditions
+// are seen at once and slow ones do not take the CPU the tested code needs.
+func poll(t testing.TB, limit time.Duration, what string, cond func() error) {
+	t.Helper()
 	deadline := time.Now().Add(limit)
-	for delay := time.Millisecond; !cond(); delay = min(2*delay, 50*time.Millisecond) {
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		err := cond()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
+			if errors.Is(err, errNotYet) {
+				t.Fatalf("timed out after %v waiting for %s", limit, what)
+			}
+			t.Fatalf("timed out after %v waiting for %s: %v", limit, what, err)
 		}
 		time.Sleep(delay)
 	}

@@ -42,3 +42,20 @@ func TestWithinFailsNamingTheCondition(t *testing.T) {
 		t.Errorf("failed with %q, want %q", r.failed, want)
 	}
 }
+
+func TestNilFailsWithTheLastError(t *testing.T) {
+	r := &recorder{TB: t}
+	done := make(chan struct{})
+	calls := 0
+	go func() {
+		defer close(done)
+		poll(r, 20*time.Millisecond, "the answer", func() error {
+			calls++
+			return fmt.Errorf("%d calls", calls)
+		})
+	}()
+	<-done
+	if want := fmt.Sprintf("timed out after 20ms waiting for the answer: %d calls", calls); r.failed != want {
+		t.Errorf("failed with %q, want %q", r.failed, want)
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/router"
@@ -521,18 +522,6 @@ func TestReaderStartsAfterTheCheckpointedSequence(t *testing.T) {
 	checkPayloads(t, r, id, "m4", "m5")
 }
 
-// waitFor polls cond, which has no channel to wait on, until it holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not after %v", what, waitLimit)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestReaderReportsADeletedStream(t *testing.T) {
 	r := newRig(t)
 	rd := r.reader(t, 0)
@@ -549,7 +538,7 @@ func TestReaderReportsADeletedStream(t *testing.T) {
 	if err := r.js.DeleteStream(ctx, stream); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "Failing after the stream was deleted", func() bool { return rd.Failing() != nil })
+	testwait.For(t, "Failing after the stream was deleted", func() bool { return rd.Failing() != nil })
 	if f := rd.Failing(); !errors.Is(f.Err, jetstream.ErrStreamNotFound) || f.Since.IsZero() {
 		t.Errorf("Failing = %v since %v, want stream not found and when it began", f.Err, f.Since)
 	}
@@ -560,7 +549,7 @@ func TestReaderReportsADeletedStream(t *testing.T) {
 	id++
 
 	r.ensureStream(t)
-	waitFor(t, "Failing to clear after the stream was created again", func() bool { return rd.Failing() == nil })
+	testwait.For(t, "Failing to clear after the stream was created again", func() bool { return rd.Failing() == nil })
 	// The new stream numbers from 1 again; the reader reads it.
 	r.publish(t, direct("a", "n1"), direct("b", "n2"), direct("c", "n3"))
 	id = r.barrierAt(t, rd, id, 3)

@@ -16,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/runtime/state/faultfs"
 )
 
@@ -137,7 +138,7 @@ func TestWriteThatHitsAFullDiskWaits(t *testing.T) {
 	flushed := make(chan error, 1)
 	go func() { flushed <- s.db.Flush() }()
 	var full *DiskFullError
-	eventually(t, "the flush to wait for space", func() bool {
+	testwait.For(t, "the flush to wait for space", func() bool {
 		full = s.DiskFull()
 		return full != nil
 	})
@@ -183,7 +184,7 @@ func TestCloseDoesNotWaitForSpace(t *testing.T) {
 	fs.Fill(1 << 20)
 	compacted := make(chan error, 1)
 	go func() { compacted <- s.db.Compact(context.Background(), []byte("a"), []byte("z"), false) }()
-	eventually(t, "the compaction to wait for space", func() bool { return s.DiskFull() != nil })
+	testwait.For(t, "the compaction to wait for space", func() bool { return s.DiskFull() != nil })
 	_ = within(t, func() error { return s.Close() })
 	if err := <-compacted; err == nil {
 		t.Error("the compaction succeeded on a full disk")
@@ -301,7 +302,7 @@ func TestOpenFailsAtOnceWhenAWriteHitsAFullDisk(t *testing.T) {
 
 	fs.Heal()
 	// The abandoned open finishes, and lets go of the directory.
-	eventually(t, "the store to open once space returned", func() bool {
+	testwait.For(t, "the store to open once space returned", func() bool {
 		s, err = Open(dir, faultyOptions(fs, errs))
 		var inUse *InUseError
 		if errors.As(err, &inUse) {
@@ -341,7 +342,7 @@ func TestOpenFailsAtOnceWhenItsFlushFails(t *testing.T) {
 	t.Logf("error: %v", err)
 
 	broken.Store(false)
-	eventually(t, "the store to open once the fault is gone", func() bool {
+	testwait.For(t, "the store to open once the fault is gone", func() bool {
 		s, err = Open(dir, faultyOptions(fs, errs))
 		var inUse *InUseError
 		if errors.As(err, &inUse) {
@@ -425,19 +426,6 @@ func openErr(dir string, fs vfs.FS, errs *atomic.Int64) error {
 		return fmt.Errorf("opened")
 	}
 	return err
-}
-
-// eventually waits for cond, failing after a generous bound that guards
-// against a hang, not a performance assertion.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestFormatBytes(t *testing.T) {
