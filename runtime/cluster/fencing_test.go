@@ -4,6 +4,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/twinflow/twinflow/internal/testwait"
 )
 
 // testPausedOwnerIsFenced is the deterministic test of ownership and
@@ -36,7 +38,7 @@ func testPausedOwnerIsFenced(t *testing.T, e *env) {
 	}
 	defer w.Stop()
 	var plan Plan
-	waitFor(t, "b's plan to take key group 5 over", func() bool {
+	testwait.For(t, "b's plan to take key group 5 over", func() bool {
 		plan = PlanFor(8, mb.Self().Holder(), w.Table())
 		return contains(KeyGroups(plan.Acquire), kg)
 	})

@@ -192,18 +192,6 @@ func join(t *testing.T, c *Cluster, worker string) *Membership {
 	return m
 }
 
-// waitFor polls cond every 20 ms until it holds or a minute passed.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited a minute for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // commitLocal writes kv into key group kg of s, at the owner's head, as
 // the engine commits a checkpoint locally once NATS stored it.
 func commitLocal(t *testing.T, s *state.Store, o *Owned, kv map[string]string) {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/twinflow/twinflow/internal/testwait"
 )
 
 func testOpenRecordsKeyGroups(t *testing.T, e *env) {
@@ -36,7 +38,7 @@ func testOpenRecordsKeyGroups(t *testing.T, e *env) {
 func testMembership(t *testing.T, e *env) {
 	c := e.open(t, "m", 8)
 	a, b, d := join(t, c, "a"), join(t, c, "b"), join(t, c, "d")
-	waitFor(t, "a, b and d to see each other", func() bool {
+	testwait.For(t, "a, b and d to see each other", func() bool {
 		for _, m := range []*Membership{a, b, d} {
 			tb := m.Table()
 			if !tb.Live(a.Self().Holder()) || !tb.Live(b.Self().Holder()) || !tb.Live(d.Self().Holder()) {
@@ -49,11 +51,11 @@ func testMembership(t *testing.T, e *env) {
 	if err := b.Leave(testContext(t)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b to be gone after it left", func() bool { return !d.Table().Live(b.Self().Holder()) })
+	testwait.For(t, "b to be gone after it left", func() bool { return !d.Table().Live(b.Self().Holder()) })
 
 	a.gate.Lock() // a stops sending heartbeats
 	paused := time.Now()
-	waitFor(t, "d to judge a dead", func() bool { return !d.Table().Live(a.Self().Holder()) })
+	testwait.For(t, "d to judge a dead", func() bool { return !d.Table().Live(a.Self().Holder()) })
 	t.Logf("a was judged dead %s after its heartbeats stopped (TTL %s)", time.Since(paused).Round(time.Millisecond), c.cfg.MemberTTL)
 	select {
 	case <-a.Lost():

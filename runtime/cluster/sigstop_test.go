@@ -17,6 +17,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinflow/twinflow/internal/testwait"
 )
 
 // The worker process of TestStoppedWorkerIsFenced: this test binary run
@@ -114,7 +116,7 @@ func TestStoppedWorkerIsFenced(t *testing.T) {
 
 	mb := join(t, c, "b")
 	var seen Lease
-	waitFor(t, "b to judge the stopped worker dead and plan to take key group 4 over", func() bool {
+	testwait.For(t, "b to judge the stopped worker dead and plan to take key group 4 over", func() bool {
 		for _, l := range PlanFor(8, mb.Self().Holder(), mb.Table()).Acquire {
 			if l.KeyGroup == kg {
 				seen = l
