@@ -57,8 +57,11 @@ run: $(if $(filter ts,$(RACKFUN)),ts) ## Run the platform with the data-center e
 	@RACKFUN=$(RACKFUN) exec $(BIN)/run-example
 
 .PHONY: bench
-bench: ## Run the micro-benchmarks, then the end-to-end benchmark and the workloads W1-W3 (15-25 minutes; see docs/benchmarks.md)
+bench: ## Run the micro-benchmarks, the cluster benchmarks, then the end-to-end benchmark and the workloads W1-W3 (20-30 minutes; see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./runtime/shard/ ./runtime/state/ ./runtime/natsbus/ ./sdk/
+	$(GO) test -run '^$$' -bench . -benchtime 50x ./runtime/cluster/
+	$(GO) test -run '^$$' -bench ClusterThroughput -benchtime 1x -timeout 30m ./internal/crashtest/
+	$(GO) test -run TestClusterCrashRecovery -count 1 -v -timeout 30m ./internal/crashtest/ -args -cluster.long
 	$(GO) build -o $(BIN)/ ./cmd/twinflow-bench ./internal/bench/cmd/benchfn
 	$(BIN)/twinflow-bench -json $(BIN)/benchmarks.json
 

@@ -20,17 +20,40 @@ type adminService struct {
 }
 
 // GetState reads an address's state on the loop of the shard that owns it,
-// so the answer includes writes not yet checkpointed.
+// so the answer includes writes not yet checkpointed. In cluster mode an
+// address of a key group another worker owns is read there (forwarded
+// over NATS).
 func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinflowv1.GetStateRequest]) (*connect.Response[twinflowv1.GetStateResponse], error) {
 	addr := req.Msg.GetAddress()
 	if addr.GetType() == "" || addr.GetId() == "" {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("address needs a type and an id"))
 	}
 	e := a.e
-	s := keygroup.ShardOf(keygroup.Of(addr.GetId(), e.cfg.KeyGroups), e.cfg.KeyGroups, e.cfg.Shards)
+	var resp *twinflowv1.GetStateResponse
+	var err error
+	if kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups); e.cl != nil && !e.pl().own.Owns(kg) {
+		resp, err = e.cl.forwardGetState(ctx, kg, req.Msg)
+	} else {
+		resp, err = e.localState(ctx, req.Msg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// localState reads an address's state in this process.
+func (e *Engine) localState(ctx context.Context, req *twinflowv1.GetStateRequest) (*twinflowv1.GetStateResponse, error) {
+	addr := req.GetAddress()
+	kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups)
+	s := keygroup.ShardOf(kg, e.cfg.KeyGroups, e.cfg.Shards)
+	pl := e.pl()
+	if !pl.own.Owns(kg) {
+		return nil, connect.NewError(connect.CodeUnavailable, e.cl.notOwned(kg))
+	}
 	var vals map[string]state.Value
 	var rerr error
-	err := e.loops[s].Do(ctx, func(c *shard.Core) {
+	err := pl.loops[s].Do(ctx, func(c *shard.Core) {
 		vals, rerr = c.GetState(shard.Address{Type: addr.GetType(), ID: addr.GetId()})
 	})
 	if err == nil {
@@ -39,8 +62,7 @@ func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinfl
 	if err != nil {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("reading state of %s/%s: %w", addr.GetType(), addr.GetId(), err))
 	}
-	resp := &twinflowv1.GetStateResponse{Address: addr, Values: stateEntries(e.json, vals, req.Msg.GetNames())}
-	return connect.NewResponse(resp), nil
+	return &twinflowv1.GetStateResponse{Address: addr, Values: stateEntries(e.json, vals, req.GetNames())}, nil
 }
 
 // ListFunctionTypes lists the function types the runtime knows.
@@ -66,7 +88,7 @@ func (a *adminService) ListFunctionTypes(context.Context, *connect.Request[twinf
 }
 
 func (a *adminService) GetCheckpointStatus(context.Context, *connect.Request[twinflowv1.GetCheckpointStatusRequest]) (*connect.Response[twinflowv1.GetCheckpointStatusResponse], error) {
-	last, inProgress := a.e.coord.Latest()
+	last, inProgress := a.e.pl().coord.Latest()
 	return connect.NewResponse(&twinflowv1.GetCheckpointStatusResponse{Latest: checkpointInfo(last), InProgressId: inProgress}), nil
 }
 

@@ -51,21 +51,22 @@ func (a *adminService) ListAddresses(ctx context.Context, req *connect.Request[t
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("limit %d is above the maximum of %d: page through with after", limit, maxListLimit))
 	}
 	e := a.e
+	pl := e.pl()
 	type part struct {
 		ids   []string
 		total int64
 		err   error
 	}
-	parts := make([]part, len(e.loops))
+	parts := make([]part, len(pl.loops))
 	var wg sync.WaitGroup
-	for i, l := range e.loops {
+	for i, l := range pl.loops {
 		wg.Go(func() {
 			p := &parts[i]
 			err := l.Do(ctx, func(*shard.Core) {
 				// One more than asked says whether a next page exists.
-				p.ids, p.err = e.layers[i].ListAddresses(e.ranges[i], m.GetType(), m.GetPrefix(), m.GetAfter(), limit+1)
+				p.ids, p.err = pl.layers[i].ListAddresses(pl.ranges[i], m.GetType(), m.GetPrefix(), m.GetAfter(), limit+1)
 				if p.err == nil {
-					p.total, p.err = e.layers[i].CountAddresses(e.ranges[i], m.GetType())
+					p.total, p.err = pl.layers[i].CountAddresses(pl.ranges[i], m.GetType())
 				}
 			})
 			p.err = cmp.Or(err, p.err)
@@ -101,19 +102,20 @@ func (a *adminService) ListAddresses(ctx context.Context, req *connect.Request[t
 // loop of its shard.
 func (a *adminService) addStates(ctx context.Context, functionType string, entries []*twinflowv1.AddressEntry, names []string) error {
 	e := a.e
-	byShard := make([][]*twinflowv1.AddressEntry, len(e.loops))
+	pl := e.pl()
+	byShard := make([][]*twinflowv1.AddressEntry, len(pl.loops))
 	for _, en := range entries {
 		s := keygroup.ShardOf(keygroup.Of(en.GetId(), e.cfg.KeyGroups), e.cfg.KeyGroups, e.cfg.Shards)
 		byShard[s] = append(byShard[s], en)
 	}
-	errs := make([]error, len(e.loops))
+	errs := make([]error, len(pl.loops))
 	var wg sync.WaitGroup
 	for s, group := range byShard {
 		if len(group) == 0 {
 			continue
 		}
 		wg.Go(func() {
-			err := e.loops[s].Do(ctx, func(c *shard.Core) {
+			err := pl.loops[s].Do(ctx, func(c *shard.Core) {
 				for _, en := range group {
 					vals, err := c.GetState(shard.Address{Type: functionType, ID: en.GetId()})
 					if err != nil {
@@ -161,11 +163,12 @@ func (a *adminService) DescribeAddress(ctx context.Context, req *connect.Request
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	e := a.e
+	pl := e.pl()
 	kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups)
 	s := keygroup.ShardOf(kg, e.cfg.KeyGroups, e.cfg.Shards)
 	resp := &twinflowv1.DescribeAddressResponse{Address: addr, KeyGroup: int32(kg), Shard: int32(s)}
 	var rerr error
-	err := e.loops[s].Do(ctx, func(c *shard.Core) {
+	err := pl.loops[s].Do(ctx, func(c *shard.Core) {
 		at := shard.Address{Type: addr.GetType(), ID: addr.GetId()}
 		vals, err := c.GetState(at)
 		if err != nil {
@@ -173,7 +176,7 @@ func (a *adminService) DescribeAddress(ctx context.Context, req *connect.Request
 			return
 		}
 		resp.Values = stateEntries(a.e.json, vals, nil)
-		timers, truncated, err := state.TimersOf(e.layers[s].View(), kg, state.Address(at), timersScanned)
+		timers, truncated, err := state.TimersOf(pl.layers[s].View(), kg, state.Address(at), timersScanned)
 		if err != nil {
 			rerr = err
 			return

@@ -30,8 +30,19 @@ type Config struct {
 	DataDir string
 	// Module is the module spec: endpoints, ingresses, egresses.
 	Module *spec.Module
-	// NATSURL is an external NATS server; empty starts an embedded one.
+	// NATSURL is an external NATS server (several URLs of one cluster
+	// separated by commas); empty starts an embedded one.
 	NATSURL string
+	// Cluster is the name of the cluster this worker joins (cluster mode,
+	// see docs/design.md); empty runs one process alone. It needs NATSURL.
+	Cluster string
+	// ClusterReplicas is the number of replicas of the cluster's streams,
+	// bucket and object store, and of the ingress, egress and dead-letter
+	// streams in cluster mode; default 3.
+	ClusterReplicas int
+	// ClusterMemberTTL is how long a worker's heartbeats may be missing
+	// before the others take its key groups; default 4s.
+	ClusterMemberTTL time.Duration
 	// NATSCredsFile authenticates to an external NATS server: a NATS
 	// credentials file (JWT and seed) or an nkey seed file. NATSToken is a
 	// token instead. NATSCAFile verifies the server's certificate, and
@@ -296,6 +307,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Cluster != "" && c.ClusterReplicas == 0 {
+		c.ClusterReplicas = 3
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -358,6 +372,10 @@ func (c Config) Validate() error {
 	}
 	if host := adminHost(c.AdminAddr); !isLoopback(host) && c.AdminTLSCertFile == "" && !c.AdminInsecure {
 		errs = append(errs, fmt.Errorf("the admin API would listen on %s, beyond this machine, over plain HTTP: serve it over TLS (twinflow run -admin-tls-cert and -admin-tls-key), or pass -admin-insecure to accept that its token crosses the network in clear", c.AdminAddr))
+	}
+	if c.Cluster != "" && c.NATSURL == "" {
+		errs = append(errs, fmt.Errorf("cluster %s needs the NATS cluster's URLs (twinflow run -nats nats://a:4222,nats://b:4222,nats://c:4222): "+
+			"the workers of a cluster share its JetStream", c.Cluster))
 	}
 	if (c.IngressTLSCertFile == "") != (c.IngressTLSKeyFile == "") {
 		errs = append(errs, errors.New("the front door's TLS needs both a certificate and its key"))

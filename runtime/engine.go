@@ -72,11 +72,24 @@ type Engine struct {
 	cores     []*shard.Core
 	coord     *checkpoint.Coordinator
 	reads     []*ingress.Reader
-	pub       *egress.Publisher
-	calls     *invoke.Client
-	admin     *http.Server
-	adminL    net.Listener
-	reg       *prometheus.Registry
+	buses     []*natsbus.Reader // of the readers, closed with the pipeline
+	// Cluster mode: the worker's part (nil in single-process mode), the
+	// key groups the pipeline processes, and its reader of messages from
+	// other workers. plMu guards the pipeline's parts, which cluster mode
+	// rebuilds when key groups move.
+	cl     *clusterMode
+	own    *ownership
+	remote *remoteReader
+	plMu   sync.RWMutex
+
+	shardMetrics  *shard.Metrics
+	readerMetrics *ingress.Metrics
+	coordMetrics  *checkpoint.Metrics
+	pub           *egress.Publisher
+	calls         *invoke.Client
+	admin         *http.Server
+	adminL        net.Listener
+	reg           *prometheus.Registry
 
 	// The front door (frontdoor.go), on a NATS connection of its own.
 	doorConn natsbus.ConnOptions
@@ -198,7 +211,21 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	}
 	e.calls = invoke.New(invoke.Options{MaxConnsPerHost: 64, SigningKey: e.keys.Signing, TLS: endpointTLS})
 	e.callCtx, e.cancelCalls = context.WithCancel(context.Background())
-	if err := e.build(deployment); err != nil {
+	// The console's samples of the runtime outlive the pipelines of
+	// cluster mode; they end with the calls, on shutdown.
+	e.callWG.Add(1)
+	go func() { defer e.callWG.Done(); e.platform.run(e.callCtx) }()
+	if cfg.Cluster != "" {
+		e.reg.MustRegister(newReadinessCollector(e))
+		if err := e.startCluster(ctx); err != nil {
+			return nil, err
+		}
+		go e.watchFailures()
+		e.log.Info("twinflow running as a cluster worker", "admin", e.AdminURL(), "nats", e.NATSURL(), "cluster", cfg.Cluster,
+			"worker", e.cl.worker, "shards", cfg.Shards, "key_groups", cfg.KeyGroups, "owned", len(e.pl().own.keyGroups()))
+		return e, nil
+	}
+	if err := e.buildPipeline(deployment, nil); err != nil {
 		return nil, err
 	}
 	// Publish what a crash left between a checkpoint and its egress.
@@ -215,20 +242,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	if err := e.startAdmin(); err != nil {
 		return nil, err
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	for _, l := range e.loops {
-		e.wg.Add(1)
-		go func() { defer e.wg.Done(); l.Run(runCtx) }()
-	}
-	for _, r := range e.reads {
-		e.wg.Add(1)
-		go func() { defer e.wg.Done(); r.Run(runCtx) }()
-	}
-	e.wg.Add(1)
-	go func() { defer e.wg.Done(); _ = e.coord.Run(runCtx) }()
-	e.wg.Add(1)
-	go func() { defer e.wg.Done(); e.platform.run(runCtx) }()
+	e.runPipeline()
 	go e.watchFailures()
 	if err := e.Err(); err != nil {
 		return nil, err
@@ -354,6 +368,7 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true})
 	}
 	for _, s := range streams {
+		s.Replicas = max(1, e.cfg.ClusterReplicas)
 		if _, err := natsbus.EnsureStream(ctx, e.js, s); err != nil {
 			return fmt.Errorf("stream %s: %w", s.Name, err)
 		}
@@ -361,8 +376,81 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	return nil
 }
 
-// build creates the shards, readers and coordinator.
-func (e *Engine) build(deployment string) error {
+// pipeline is the engine's processing parts, as of one moment.
+type pipeline struct {
+	loops  []*shard.Loop
+	layers []*state.Layers // each shard's state, read only on its loop
+	ranges []keygroup.Range
+	reads  []*ingress.Reader
+	coord  *checkpoint.Coordinator
+	own    *ownership
+	remote *remoteReader
+}
+
+// pl returns the current pipeline.
+func (e *Engine) pl() pipeline {
+	e.plMu.RLock()
+	defer e.plMu.RUnlock()
+	return pipeline{loops: e.loops, reads: e.reads, coord: e.coord, layers: e.layers, ranges: e.ranges, own: e.own, remote: e.remote}
+}
+
+// runPipeline starts the shard loops, the readers and the coordinator.
+func (e *Engine) runPipeline() {
+	runCtx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	pl := e.pl()
+	for _, l := range pl.loops {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); l.Run(runCtx) }()
+	}
+	for _, r := range pl.reads {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); r.Run(runCtx) }()
+	}
+	if pl.remote != nil {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); pl.remote.Run(runCtx) }()
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.cl.snapshots(runCtx) }()
+	}
+	e.wg.Add(1)
+	go func() { defer e.wg.Done(); _ = pl.coord.Run(runCtx) }()
+}
+
+// stopPipeline stops what runPipeline started and waits for it: work not
+// checkpointed is dropped, as in a crash.
+func (e *Engine) stopPipeline() {
+	if e.cancel != nil {
+		e.cancel()
+	}
+	e.wg.Wait()
+	e.plMu.RLock()
+	buses := e.buses
+	e.plMu.RUnlock()
+	for _, b := range buses {
+		b.Close()
+	}
+}
+
+// readerNames lists the readers' names: their streams, and in cluster mode
+// the reader of messages from other workers.
+func (e *Engine) readerNames() []string {
+	names := []string{DirectStream}
+	for _, in := range e.cfg.Module.Ingresses {
+		names = append(names, ingressStreamPfx+in.Name)
+	}
+	if e.cfg.Cluster != "" {
+		names = append(names, remoteReaderName)
+	}
+	return names
+}
+
+// buildPipeline creates the shards, readers and coordinator; in cluster
+// mode (own not nil) over the owned key groups only.
+func (e *Engine) buildPipeline(deployment string, own *ownership) error {
+	e.plMu.Lock()
+	defer e.plMu.Unlock()
+	e.own, e.remote, e.buses, e.reads = own, nil, nil, nil
 	cfg := e.cfg
 	rt, err := router.New(cfg.Module.Ingresses, router.Limits{MaxPayload: cfg.MaxPayload})
 	if err != nil {
@@ -373,7 +461,10 @@ func (e *Engine) build(deployment string) error {
 		return err
 	}
 	e.ranges = keygroup.Assign(cfg.KeyGroups, cfg.Shards)
-	shardMetrics := shard.NewMetrics(e.reg)
+	if e.shardMetrics == nil { // registered once, kept across rebuilds
+		e.shardMetrics, e.readerMetrics = shard.NewMetrics(e.reg), ingress.NewMetrics(e.reg)
+	}
+	shardMetrics := e.shardMetrics
 	e.endpoints = newEndpoints(cfg.Module, cfg.Shards)
 	endpoints := e.endpoints
 	locate := func(id string) (int, int) {
@@ -385,14 +476,20 @@ func (e *Engine) build(deployment string) error {
 		readerStreams = append(readerStreams, struct{ stream, ingress string }{ingressStreamPfx + in.Name, in.Name})
 	}
 	sources := len(readerStreams) + 1 // readers and the coordinator
+	var owned func(int) bool
+	if own != nil {
+		sources++ // the reader of messages from other workers
+		owned = own.Owns
+	}
 	e.loops = make([]*shard.Loop, cfg.Shards)
 	e.cores = make([]*shard.Core, cfg.Shards)
 	e.layers = make([]*state.Layers, cfg.Shards)
 	envs := make([]*shardEnv, cfg.Shards)
+	pr := &peers{loops: e.loops}
 	for i := range e.loops {
 		scfg := shard.Config{
 			Index: i, Shards: cfg.Shards, KeyGroups: cfg.KeyGroups, KGLo: e.ranges[i].Lo, KGHi: e.ranges[i].Hi,
-			Sources: sources, Locate: locate, EndpointFor: endpoints.For, Egress: egresses,
+			Sources: sources, Locate: locate, Owned: owned, EndpointFor: endpoints.For, Egress: egresses,
 			MaxAddressQueue: cfg.MaxAddressQueue,
 			MaxQueueBytes:   e.budget.Queues / int64(cfg.Shards),
 			MaxOverlayBytes: e.budget.Uncommitted / int64(2*cfg.Shards),
@@ -402,7 +499,7 @@ func (e *Engine) build(deployment string) error {
 			DedupWindow:     cfg.DedupWindow,
 			TimerScanLimit:  1024,
 		}
-		envs[i] = &shardEnv{e: e, index: i}
+		envs[i] = &shardEnv{e: e, peers: pr, index: i}
 		e.layers[i] = state.NewLayers(e.store, e.log)
 		e.cores[i] = shard.NewCore(scfg, envs[i], e.layers[i], e.specs, shardMetrics, e.log)
 		e.loops[i] = shard.NewLoop(e.cores[i], shard.NewInbox(), 10*time.Millisecond)
@@ -412,44 +509,100 @@ func (e *Engine) build(deployment string) error {
 	if err != nil {
 		return err
 	}
-	readerMetrics := ingress.NewMetrics(e.reg)
-	shardsView := &shardSet{e: e}
+	readerMetrics := e.readerMetrics
+	shardsView := &shardSet{e: e, peers: pr}
 	readers := make([]checkpoint.Reader, 0, len(readerStreams))
 	for i, rs := range readerStreams {
-		start := last.GetReaderSequences()[rs.stream]
-		start, err = e.checkStart(rs.stream, start)
-		if err != nil {
+		var start uint64
+		icfg := ingress.Config{Name: rs.stream, Ingress: rs.ingress, Source: cfg.Shards + i}
+		if own != nil {
+			if start, err = e.clusterStart(own, rs.stream, rs.stream); err != nil {
+				return err
+			}
+			icfg.Accept = func(id string, seq uint64) bool {
+				return own.accepts(rs.stream, keygroup.Of(id, cfg.KeyGroups), seq)
+			}
+		} else if start, err = e.checkStart(rs.stream, last.GetReaderSequences()[rs.stream]); err != nil {
 			return err
 		}
 		bus, err := natsbus.NewReader(context.Background(), e.js, rs.stream, start, natsbus.ReaderOptions{Logger: e.log})
 		if err != nil {
 			return fmt.Errorf("reading stream %s: %w", rs.stream, err)
 		}
-		r := ingress.New(ingress.Config{Name: rs.stream, Ingress: rs.ingress, Source: cfg.Shards + i},
-			bus, start, rt, shardsView, nil, e.pub, readerMetrics, e.log)
+		r := ingress.New(icfg, bus, start, rt, shardsView, nil, e.pub, readerMetrics, e.log)
+		e.buses = append(e.buses, bus)
 		e.reads = append(e.reads, r)
 		readers = append(readers, r)
+	}
+	if own != nil {
+		cm := e.cl
+		start, err := e.clusterStart(own, cm.c.MessageStream(), remoteReaderName)
+		if err != nil {
+			return err
+		}
+		bus, err := natsbus.NewReader(context.Background(), e.js, cm.c.MessageStream(), start,
+			natsbus.ReaderOptions{Logger: e.log, FilterSubjects: []string{cm.c.MessageSubject(-1)}})
+		if err != nil {
+			return fmt.Errorf("reading the messages from other workers: %w", err)
+		}
+		e.buses = append(e.buses, bus)
+		e.remote = &remoteReader{
+			bus: bus, source: cfg.Shards + len(readerStreams), k: cfg.KeyGroups,
+			prefix: strings.TrimSuffix(cm.c.MessageSubject(-1), "*"), own: own, shards: shardsView,
+			mark: cm.storedMark, m: cm.m, log: e.log.With("reader", remoteReaderName), lastSeq: start,
+			marks: map[[2]int]uint64{}, batches: make([][]shard.Item, cfg.Shards), snaps: map[uint64]map[[2]int]uint64{},
+		}
+		readers = append(readers, e.remote)
 	}
 	coordShards := make([]checkpoint.Shard, len(e.loops))
 	for i, l := range e.loops {
 		coordShards[i] = l
 	}
-	trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
-	onComplete := func(m *storagev1.Manifest) {
-		trim.trim(m)
-		e.platform.checkpointDone(m)
+	ccfg := checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: e.platform.checkpointDone}
+	if own != nil {
+		// Other workers read the streams too: nothing is trimmed.
+		ccfg.Commit = e.cl.commit
+	} else {
+		trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
+		ccfg.OnComplete = func(m *storagev1.Manifest) {
+			trim.trim(m)
+			e.platform.checkpointDone(m)
+		}
 	}
-	e.coord = checkpoint.New(checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: onComplete},
-		e.store, coordShards, readers, e.pub, checkpoint.NewMetrics(e.reg), e.log)
+	if e.coordMetrics == nil {
+		e.coordMetrics = checkpoint.NewMetrics(e.reg)
+	}
+	e.coord = checkpoint.New(ccfg, e.store, coordShards, readers, e.pub, e.coordMetrics, e.log)
+	pr.coord = e.coord
 	for _, r := range e.reads {
 		r.SetBarriers(e.coord)
+	}
+	if e.remote != nil {
+		e.remote.barriers = e.coord
 	}
 	for _, c := range e.cores {
 		if err := c.Restore(); err != nil {
 			return fmt.Errorf("restoring mailboxes: %w", err)
 		}
 	}
+	if own != nil {
+		return e.coord.Recover(context.Background())
+	}
 	return nil
+}
+
+// clusterStart returns where a reader of stream starts in cluster mode:
+// after the lowest position of the owned key groups, or at the stream's
+// end when none is owned.
+func (e *Engine) clusterStart(own *ownership, stream, reader string) (uint64, error) {
+	if seq, ok := own.from(reader); ok {
+		return seq, nil
+	}
+	s, err := e.js.Stream(context.Background(), stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	return s.CachedInfo().State.LastSeq, nil
 }
 
 func (e *Engine) registerBudget() {
@@ -510,7 +663,7 @@ func (e *Engine) Done() <-chan struct{} { return e.stopped }
 
 // Checkpoint takes a checkpoint now.
 func (e *Engine) Checkpoint(ctx context.Context) (*storagev1.Manifest, error) {
-	return e.coord.Checkpoint(ctx)
+	return e.pl().coord.Checkpoint(ctx)
 }
 
 // Stop finishes cleanly, as Flink's FLIP-147 asks of a job that ends: intake
@@ -530,7 +683,16 @@ func (e *Engine) finish(ctx context.Context, savepointDir string) (*storagev1.Ma
 	e.finishOnce.Do(func() {
 		go func() {
 			defer close(e.finishDone)
+			if e.cl != nil {
+				// Key groups stay where they are until the final checkpoint.
+				e.cl.stopDriver()
+			}
 			e.finalMan, e.finalErr = e.drainAndCheckpoint()
+			if e.cl != nil && e.finalErr == nil {
+				lctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+				e.cl.leave(lctx)
+				cancel()
+			}
 			if e.finalErr == nil && savepointDir != "" {
 				e.finalErr = e.writeSavepoint(savepointDir)
 				if e.finalErr == nil {
@@ -566,7 +728,8 @@ func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 	e.closeFrontDoor(ctx)
 	cancel()
-	for _, r := range e.reads {
+	pl := e.pl()
+	for _, r := range pl.reads {
 		r.Pause()
 	}
 	e.log.Info("stopping: intake paused, finishing queued work", "deadline", e.cfg.StopTimeout)
@@ -578,8 +741,8 @@ func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 	defer cancel()
-	e.coord.Hold()
-	man, err := e.coord.Checkpoint(ctx)
+	pl.coord.Hold()
+	man, err := pl.coord.Checkpoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("final checkpoint: %w", err)
 	}
@@ -594,7 +757,7 @@ func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 func (e *Engine) waitIdle(ctx context.Context) int {
 	for {
 		busy := 0
-		for _, l := range e.loops {
+		for _, l := range e.pl().loops {
 			working := true
 			_ = l.Do(ctx, func(c *shard.Core) { working = c.Working() })
 			if working || l.Inbox().Bytes() > 0 {
@@ -616,6 +779,9 @@ func (e *Engine) waitIdle(ctx context.Context) int {
 // committed is lost, exactly as in a crash.
 func (e *Engine) closeAll() {
 	e.shutdownFrontDoor()
+	if e.cl != nil {
+		e.cl.stopDriver()
+	}
 	if e.cancel != nil {
 		e.cancel()
 	}
@@ -626,7 +792,7 @@ func (e *Engine) closeAll() {
 		// A checkpoint waiting for disk space must not hold up the stop.
 		e.store.StopWaiting()
 	}
-	e.wg.Wait()
+	e.stopPipeline()
 	e.callWG.Wait()
 	if e.admin != nil {
 		// Shutdown lets a Stop request being answered finish first.
@@ -665,14 +831,22 @@ func (e *Engine) Kill() { e.shutdown() }
 // shardEnv is a shard's view of the engine.
 type shardEnv struct {
 	e     *Engine
+	peers *peers
 	index int
 	loop  *shard.Loop
+}
+
+// peers are the loops and the coordinator of one pipeline, as its shards
+// and readers see them.
+type peers struct {
+	loops []*shard.Loop
+	coord *checkpoint.Coordinator
 }
 
 func (s *shardEnv) Now() time.Time  { return s.e.cfg.Now() }
 func (s *shardEnv) Wall() time.Time { return time.Now() }
 
-func (s *shardEnv) Send(to int, it shard.Item) { s.e.loops[to].Inbox().Push(it) }
+func (s *shardEnv) Send(to int, it shard.Item) { s.peers.loops[to].Inbox().Push(it) }
 
 func (s *shardEnv) Call(c *shard.Call) {
 	s.e.callWG.Add(1)
@@ -695,27 +869,30 @@ func (s *shardEnv) PublishNow(recs []*storagev1.EgressRecord) bool { return s.e.
 
 func (s *shardEnv) Reply(rec *storagev1.EgressRecord) { s.e.pub.Reply(rec) }
 
-func (s *shardEnv) Part(p *shard.Part) { s.e.coord.Part(p) }
+func (s *shardEnv) Part(p *shard.Part) { s.peers.coord.Part(p) }
 
 func (s *shardEnv) SaveSpecs(functionType string, specs []*twinflowv1.StateSpec) error {
 	_, err := s.e.store.SaveSpecs(functionType, specs)
 	return err
 }
 
-func (s *shardEnv) WantCheckpoint() { s.e.coord.Want() }
+func (s *shardEnv) WantCheckpoint() { s.peers.coord.Want() }
 
 // shardSet is the readers' view of the shards.
-type shardSet struct{ e *Engine }
+type shardSet struct {
+	e     *Engine
+	peers *peers
+}
 
 func (s *shardSet) Locate(id string) int {
 	return keygroup.ShardOf(keygroup.Of(id, s.e.cfg.KeyGroups), s.e.cfg.KeyGroups, s.e.cfg.Shards)
 }
-func (s *shardSet) Inbox(i int) *shard.Inbox { return s.e.loops[i].Inbox() }
+func (s *shardSet) Inbox(i int) *shard.Inbox { return s.peers.loops[i].Inbox() }
 func (s *shardSet) Saturated(i int) bool {
 	// Nothing more is taken in while checkpoints cannot be written.
-	return s.e.loops[i].Saturated() || s.e.store.DiskFull() != nil
+	return s.peers.loops[i].Saturated() || s.e.store.DiskFull() != nil
 }
-func (s *shardSet) Count() int { return len(s.e.loops) }
+func (s *shardSet) Count() int { return len(s.peers.loops) }
 
 // streamTrimmer deletes the ingress messages that a complete checkpoint has
 // read past: a restore never reads before the recorded sequence, so they

@@ -56,7 +56,7 @@ func (e *Engine) readiness() []problem {
 	}
 	now := time.Now()
 	down := map[string]shard.EndpointDown{}
-	for i, l := range e.loops {
+	for i, l := range e.pl().loops {
 		st := l.Status()
 		for _, d := range st.Unreachable {
 			if old, ok := down[d.URL]; !ok || d.Since.Before(old.Since) {
@@ -78,18 +78,18 @@ func (e *Engine) readiness() []problem {
 		out = append(out, problem{checkEndpoint, fmt.Sprintf("endpoint %s unreachable for %s (its messages wait): %s",
 			u, now.Sub(d.Since).Round(time.Second), d.LastError)})
 	}
-	for _, r := range e.reads {
+	for _, r := range e.pl().reads {
 		if f := r.Failing(); f != nil {
 			out = append(out, problem{checkStream, fmt.Sprintf("stream %s cannot be read for %s: %v",
 				r.Name(), now.Sub(f.Since).Round(time.Second), f.Err)})
 		}
 	}
-	if err, since := e.coord.CommitError(); err != nil {
+	if err, since := e.pl().coord.CommitError(); err != nil {
 		out = append(out, problem{checkCheckpoint, fmt.Sprintf("writing checkpoints fails for %s: %v",
 			now.Sub(since).Round(time.Second), err)})
 	}
 	last := e.started
-	if man, _ := e.coord.Latest(); man != nil && man.GetCompletedAtUnixMillis() > last.UnixMilli() {
+	if man, _ := e.pl().coord.Latest(); man != nil && man.GetCompletedAtUnixMillis() > last.UnixMilli() {
 		last = time.UnixMilli(man.GetCompletedAtUnixMillis())
 	}
 	if stale := e.checkpointStale(); now.Sub(last) > stale {
@@ -109,7 +109,7 @@ func (e *Engine) checkpointStale() time.Duration {
 func (e *Engine) live(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	for i, l := range e.loops {
+	for i, l := range e.pl().loops {
 		if err := l.Do(ctx, func(*shard.Core) {}); err != nil {
 			return fmt.Errorf("shard %d does not answer: %w", i, err)
 		}

@@ -211,7 +211,7 @@ func (p *platform) rates(s *twinflowv1.PlatformSample, prev, old, cur *gathered)
 
 // shards fills in the shards' queues and the endpoints they cannot reach.
 func (p *platform) shards(s *twinflowv1.PlatformSample, g *gathered) {
-	for i, l := range p.e.loops {
+	for i, l := range p.e.pl().loops {
 		st := l.Status()
 		label := strconv.Itoa(i)
 		s.Shards = append(s.Shards, &twinflowv1.ShardSample{
@@ -234,7 +234,7 @@ func (p *platform) shards(s *twinflowv1.PlatformSample, g *gathered) {
 func (p *platform) streams(ctx context.Context, s *twinflowv1.PlatformSample) {
 	ctx, cancel := context.WithTimeout(ctx, streamInfoMaxAge)
 	defer cancel()
-	for _, r := range p.e.reads {
+	for _, r := range p.e.pl().reads {
 		st := &twinflowv1.StreamSample{Stream: r.Name(), ReadSequence: r.Position()}
 		if info, err := p.e.js.Stream(ctx, r.Name()); err == nil {
 			st.LastSequence = info.CachedInfo().State.LastSeq

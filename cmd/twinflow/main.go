@@ -28,6 +28,7 @@ Usage:
   twinflow functions                                                    list function types and their state specs
   twinflow checkpoint now | list | status                               take a checkpoint, list them, or show the latest
   twinflow stop [--savepoint NAME]                                      stop cleanly after a final checkpoint
+  twinflow cluster status -cluster NAME [-v]                            workers, key groups and checkpoints of a cluster
   twinflow keys [--data DIR]                                            print the key function endpoints verify calls with
   twinflow keys rotate signing | admin-token | nats ID | mqtt DEVICE    replace a key (see docs/security.md)
   twinflow keys nats-config [-config module.yaml]                       print a nats-server authorization block
@@ -95,6 +96,8 @@ func dispatch(ctx context.Context, args []string, out io.Writer) error {
 		return stopCmd(ctx, rest, out)
 	case "keys":
 		return keysCmd(rest, out)
+	case "cluster":
+		return clusterCmd(ctx, rest, out)
 	case "wait":
 		return waitCmd(ctx, rest, out)
 	case "version", "--version", "-version":

@@ -28,7 +28,10 @@ func runCmd(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	configPath := fs.String("config", "", "module spec (YAML): endpoints, ingresses, egresses")
 	dataDir := fs.String("data", "data", "data directory (state and embedded NATS)")
-	natsURL := fs.String("nats", "", "external NATS server URL; empty starts an embedded server")
+	natsURL := fs.String("nats", "", "external NATS server URL (several of one NATS cluster separated by commas); empty starts an embedded server")
+	clusterName := fs.String("cluster", "", "join the cluster of this name as a worker (needs -nats): workers share the key groups, see README")
+	clusterReplicas := fs.Int("cluster-replicas", 3, "with -cluster: replicas of the cluster's streams, bucket and object store")
+	clusterTTL := fs.Duration("cluster-member-ttl", 4*time.Second, "with -cluster: how long a worker's heartbeats may be missing before others take its key groups")
 	natsCreds := fs.String("nats-creds", "", "external NATS: credentials, a .creds file or an nkey seed file")
 	natsToken := fs.String("nats-token", "", "external NATS: token")
 	natsCA := fs.String("nats-ca", "", "external NATS: CA file (PEM) that verifies the server")
@@ -115,6 +118,9 @@ func runCmd(ctx context.Context, args []string) error {
 		IngressInsecure: *ingressInsecure,
 		Shards:          *shards, KeyGroups: *keyGroups, CheckpointInterval: *interval, Memory: runtime.Memory{Total: total}, Logger: log,
 		StopTimeout: *stopTimeout, DedupWindow: *dedupWindow, MaxSpillBytes: spill, ConsolePages: pages.fs(),
+	}
+	if *clusterName != "" {
+		cfg.Cluster, cfg.ClusterReplicas, cfg.ClusterMemberTTL = *clusterName, *clusterReplicas, *clusterTTL
 	}
 	e, err := runtime.Start(ctx, cfg)
 	if errors.Is(err, natsbus.ErrMQTTPortInUse) {

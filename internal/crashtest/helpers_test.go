@@ -61,17 +61,17 @@ func TestMain(m *testing.M) {
 // binaries builds cmd/twinflow and cmd/crashfn, once. The runtime is built
 // with the race detector when the tests are, so that a data race the
 // crashes provoke in the engine fails the run (see raceEnabled).
-func binaries(t *testing.T) (twinflow, function string) {
+func binaries(t testing.TB) (twinflow, function string) {
 	return bins.get(t, raceEnabled)
 }
 
 // plainBinaries builds them without the race detector, whose bookkeeping
 // would inflate what a test measures of the runtime (its memory).
-func plainBinaries(t *testing.T) (twinflow, function string) {
+func plainBinaries(t testing.TB) (twinflow, function string) {
 	return plainBins.get(t, false)
 }
 
-func (b *build) get(t *testing.T, race bool) (twinflow, function string) {
+func (b *build) get(t testing.TB, race bool) (twinflow, function string) {
 	t.Helper()
 	// twinflow run writes a pointer to itself for this user: keep the
 	// test's runtimes out of the real one.
@@ -109,7 +109,7 @@ func (b *build) get(t *testing.T, race bool) (twinflow, function string) {
 
 // freePort returns a TCP port on loopback that was free a moment ago. The
 // processes get fixed ports so that they come back where clients reconnect.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -132,7 +132,7 @@ type process struct {
 	starts int
 }
 
-func newProcess(t *testing.T, name, bin string, args ...string) *process {
+func newProcess(t testing.TB, name, bin string, args ...string) *process {
 	p := &process{name: name, bin: bin, args: args, log: filepath.Join(t.TempDir(), name+".log")}
 	t.Cleanup(p.kill)
 	return p
@@ -254,7 +254,7 @@ type runtimeProc struct {
 }
 
 // runtimeArgs are the flags of twinflow run for the tests.
-func newRuntime(t *testing.T, bin, config, dataDir string, extra ...string) *runtimeProc {
+func newRuntime(t testing.TB, bin, config, dataDir string, extra ...string) *runtimeProc {
 	natsPort, adminPort := freePort(t), freePort(t)
 	args := append([]string{"run", "-config", config, "-data", dataDir,
 		"-nats-port", strconv.Itoa(natsPort), "-admin", "127.0.0.1:" + strconv.Itoa(adminPort),
@@ -297,7 +297,10 @@ func (r *runtimeProc) startReady(ctx context.Context) error {
 
 // access is how clients reach the runtime, from the runtime file it
 // wrote.
-func (r *runtimeProc) access(t *testing.T) runinfo.Info {
+func (r *runtimeProc) access(t *testing.T) runinfo.Info { return r.accessTB(t) }
+
+// accessTB is access for tests and benchmarks.
+func (r *runtimeProc) accessTB(t testing.TB) runinfo.Info {
 	t.Helper()
 	info, err := runinfo.Read(r.dataDir)
 	if err != nil {
@@ -324,7 +327,7 @@ type functionProc struct {
 	addr string
 }
 
-func newFunction(t *testing.T, bin string) *functionProc {
+func newFunction(t testing.TB, bin string) *functionProc {
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(t))
 	return &functionProc{process: newProcess(t, "crashfn", bin, "-listen", addr), addr: addr}
 }
@@ -344,7 +347,7 @@ func (f *functionProc) startReady(ctx context.Context) error {
 
 // writeModule writes the module spec: crash/* served by the function
 // process, and the exactly-once egress "verify".
-func writeModule(t *testing.T, functionAddr string) string {
+func writeModule(t testing.TB, functionAddr string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "module.yaml")
 	spec := fmt.Sprintf(`endpoints:
@@ -549,7 +552,7 @@ func deadLetters(ctx context.Context, js jetstream.JetStream) ([]string, error) 
 }
 
 // logTo returns a logger writing to a file in the test's temp dir.
-func logTo(t *testing.T, name string) (*slog.Logger, string) {
+func logTo(t testing.TB, name string) (*slog.Logger, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), name)
 	f, err := os.Create(path)

@@ -65,6 +65,10 @@ type Config struct {
 	// OnComplete, when set, is called after each checkpoint is complete and
 	// its egress published, on the coordinator's goroutine.
 	OnComplete func(*storagev1.Manifest)
+	// Commit, when set, makes a sealed checkpoint durable instead of the
+	// store's Commit, and publishes its egress (cluster mode: the changelog
+	// in NATS first, then the store). An error fails the checkpoint.
+	Commit func(ctx context.Context, cm *Commit) error
 }
 
 // Coordinator drives a [Core]: it starts checkpoints on the interval and on
@@ -271,7 +275,12 @@ func (c *Coordinator) take(ctx context.Context) (*storagev1.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.commit(ctx, cm.Overlays, cm.Meta); err != nil {
+	if c.cfg.Commit != nil {
+		err = c.cfg.Commit(ctx, cm)
+	} else {
+		err = c.commit(ctx, cm.Overlays, cm.Meta)
+	}
+	if err != nil {
 		return nil, err
 	}
 	for _, p := range cm.Parts {

@@ -50,6 +50,10 @@ type Config struct {
 	Name    string // stream name; also the reader's name in manifests
 	Ingress string // the router's ingress name
 	Source  int    // barrier source number
+	// Accept, in cluster mode, says whether a message at stream sequence
+	// seq for the target id is this worker's to process: its key group is
+	// owned here and had not read past seq. Nil accepts everything.
+	Accept func(id string, seq uint64) bool
 }
 
 // Reader moves one stream's messages into the shards.
@@ -242,7 +246,7 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) int {
 					continue
 				}
 				r.push(it.Target, shard.Envelope{Typename: it.Typename, Payload: it.Payload, ReplyTo: it.ReplyTo,
-					Published: published, Key: r.key(it.Key)})
+					Published: published, Key: r.key(it.Key)}, msg.Seq)
 			}
 			items += len(routed.Items)
 			read += len(routed.Items) - 1
@@ -251,7 +255,7 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) int {
 		env := shard.Envelope{Typename: routed.Typename, Payload: routed.Payload, ReplyTo: routed.ReplyTo,
 			Published: published, Key: r.key(routed.Key)}
 		for _, t := range routed.Targets {
-			r.push(t, env)
+			r.push(t, env, msg.Seq)
 		}
 		items += len(routed.Targets)
 	}
@@ -281,8 +285,12 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) int {
 	return taken
 }
 
-// push queues env for the shard owning target.
-func (r *Reader) push(target router.Address, env shard.Envelope) {
+// push queues env for the shard owning target, unless cluster mode says the
+// message at stream sequence seq is not this worker's (Config.Accept).
+func (r *Reader) push(target router.Address, env shard.Envelope, seq uint64) {
+	if r.cfg.Accept != nil && !r.cfg.Accept(target.ID, seq) {
+		return
+	}
 	env.Target = shard.Address(target)
 	s := r.shards.Locate(target.ID)
 	r.batches[s] = append(r.batches[s], shard.Item{Source: r.cfg.Source, Msg: env})

@@ -65,6 +65,9 @@ type ReaderOptions struct {
 	CreateTimeout time.Duration
 	// Logger receives consumer losses and recoveries. Default slog.Default().
 	Logger *slog.Logger
+	// FilterSubjects, when set, reads only the stream's messages on these
+	// subjects (wildcards allowed).
+	FilterSubjects []string
 }
 
 func (o *ReaderOptions) setDefaults() {
@@ -449,6 +452,7 @@ func (r *Reader) open(ctx context.Context) error {
 		MemoryStorage:     true,
 		Replicas:          1,
 		InactiveThreshold: 2 * time.Minute,
+		FilterSubjects:    r.opts.FilterSubjects,
 	}
 	if r.mu.last > 0 {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy

@@ -56,13 +56,17 @@ import (
 
 // Part is a shard's share of a checkpoint.
 type Part struct {
-	ID       uint64
-	Shard    int
-	Overlay  *state.Overlay            // state writes up to the snapshot and the mailbox snapshots
-	Egress   []*storagev1.EgressRecord // exactly-once records buffered up to the snapshot
-	Pause    time.Duration             // how long the shard stopped for the snapshot
-	Pending  int                       // messages in the mailbox snapshots
-	queued   map[int][]Envelope        // mailbox snapshot per key group
+	ID      uint64
+	Shard   int
+	Overlay *state.Overlay            // state writes up to the snapshot and the mailbox snapshots
+	Egress  []*storagev1.EgressRecord // exactly-once records buffered up to the snapshot
+	// Remote are the messages sent up to the snapshot to key groups that
+	// this worker does not own (cluster mode): they leave in the same
+	// atomic write as the checkpoint.
+	Remote   []Envelope
+	Pause    time.Duration      // how long the shard stopped for the snapshot
+	Pending  int                // messages in the mailbox snapshots
+	queued   map[int][]Envelope // mailbox snapshot per key group
 	spilled  map[Address]*storagev1.SpilledBacklog
 	recorded map[int][]Envelope // recorded after the snapshot, per key group
 }
@@ -101,12 +105,13 @@ func (c *Core) snapshot(id uint64) {
 		Shard:    c.cfg.Index,
 		Overlay:  c.store.HandOff(),
 		Egress:   c.egressBuf,
+		Remote:   c.remoteBuf,
 		queued:   make(map[int][]Envelope),
 		spilled:  make(map[Address]*storagev1.SpilledBacklog),
 		recorded: make(map[int][]Envelope),
 	}
 	c.epoch++
-	c.egressBuf = nil
+	c.egressBuf, c.remoteBuf = nil, nil
 	for j := 0; j < c.cfg.Shards; j++ {
 		if j != c.cfg.Index {
 			c.env.Send(j, Item{Source: c.cfg.Index, Barrier: id})
@@ -272,3 +277,10 @@ func pendings(envs []Envelope) []*storagev1.Pending {
 	}
 	return out
 }
+
+// Pendings converts envelopes to their stored form, as mailbox snapshots
+// store them; cluster mode sends messages between workers in it.
+func Pendings(envs []Envelope) []*storagev1.Pending { return pendings(envs) }
+
+// EnvelopeOf converts a stored message back to an envelope.
+func EnvelopeOf(p *storagev1.Pending) Envelope { return envelopeFromPending(p) }

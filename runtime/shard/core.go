@@ -28,6 +28,11 @@ type Config struct {
 	Sources int
 	// Locate returns the shard and key group of an id.
 	Locate func(id string) (shard, kg int)
+	// Owned, in cluster mode, reports whether this worker owns a key
+	// group: a message to a key group it does not own is not queued here
+	// but handed, with the checkpoint that produced it, to the owner
+	// (Part.Remote). Nil means every key group is owned.
+	Owned func(kg int) bool
 	// EndpointFor returns the endpoint serving a function type.
 	EndpointFor func(functionType string) (*Endpoint, bool)
 	// Egress resolves an egress record to where it is published.
@@ -174,6 +179,7 @@ type Core struct {
 	spilled   int64 // bytes of spilled backlogs
 	nSpilled  int   // messages in spilled backlogs
 	egressBuf []*storagev1.EgressRecord
+	remoteBuf []Envelope // messages to key groups this worker does not own
 
 	ckpt       *pendingCheckpoint
 	epoch      uint64       // snapshots taken
@@ -279,7 +285,11 @@ func (c *Core) firstSeen(env *Envelope) bool {
 
 // route sends a message to the shard owning its target.
 func (c *Core) route(env Envelope) {
-	shard, _ := c.cfg.Locate(env.Target.ID)
+	shard, kg := c.cfg.Locate(env.Target.ID)
+	if c.cfg.Owned != nil && !c.cfg.Owned(kg) {
+		c.remoteBuf = append(c.remoteBuf, env)
+		return
+	}
 	if shard == c.cfg.Index {
 		c.enqueue(env)
 		return
@@ -310,7 +320,7 @@ func (c *Core) Working() bool {
 // Settled reports whether the shard is idle and everything it did is in a
 // checkpoint handed off: no uncommitted writes, no buffered egress.
 func (c *Core) Settled() bool {
-	return c.Idle() && c.store.UncommittedBytes() == 0 && len(c.egressBuf) == 0
+	return c.Idle() && c.store.UncommittedBytes() == 0 && len(c.egressBuf) == 0 && len(c.remoteBuf) == 0
 }
 
 // Saturated reports whether intake must pause for this shard, and why.

@@ -20,6 +20,7 @@ package state
 //	[kg][0x07][len(type)][type][id]        address index     -> empty (index.go)
 //	[kg][0x08][type]                       addresses of type -> count, u64 BE
 //	[kg][0x10][enc(address)][key]          seen message key  -> expiry, Unix ms u64 BE
+//	[kg][0x11..0x14]...                    cluster mode's positions, egress and message marks (clusterkeys.go)
 //
 // The address prefix [kg][0x01][enc(address)] covers all values of one
 // address, so reading an address is one range scan. Timers sort by due time
@@ -41,6 +42,7 @@ package state
 //	[0xFF][0x03][id u64 BE] manifest         -> storagev1.Manifest
 //	[0xFF][0x04][reader]    reader sequence  -> u64 BE
 //	[0xFF][0x05][msg id]    unpublished egress -> storagev1.EgressRecord
+//	[0xFF][0x06][kg u16 BE] changelog position -> seq u64 BE, epoch u64 BE
 //
 // Key groups are below 2^15, so no key group key starts with 0xFF.
 
@@ -81,6 +83,7 @@ const (
 	metaManifest  = 0x03
 	metaReader    = 0x04
 	metaEgress    = 0x05
+	metaPosition  = 0x06
 )
 
 // layoutVersion is the version of this key layout and of the value

@@ -1,0 +1,233 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/state"
+)
+
+// Snapshots and compaction
+//
+// A changelog grows with every checkpoint; what bounds a restore is a
+// snapshot: all keys of a key group at one element of its changelog,
+// written by its owner from its store into the cluster's object store.
+// Once a snapshot at sequence S is recorded, the changelog elements before
+// S are purged (S itself stays: the last element of a subject is what the
+// next write expects, so a subject is never emptied). A restore reads the
+// latest snapshot and the elements after it.
+//
+// The pointer snapshot.<kg> in the cluster bucket names the latest
+// snapshot. It only moves forward (compare-and-set, and only to a larger
+// sequence), so a slow or fenced owner finishing an old snapshot can never
+// replace a newer one. A snapshot needs no fencing: it is a copy of the
+// chain up to S, whoever made it. The object's name is random because the
+// position is known only once the store's scan has read it.
+//
+// [SnapshotDue] is the policy: take a snapshot when the changelog written
+// since the last one is larger than that snapshot (and than 1 MiB), so a
+// restore reads at most about twice the key group's size, and the changelog
+// costs at most about as much storage as the snapshots.
+
+// SnapshotInfo describes a key group's snapshot: the value of its pointer.
+type SnapshotInfo struct {
+	KeyGroup int       `json:"kg"`
+	Object   string    `json:"object"`
+	Seq      uint64    `json:"seq"`   // the changelog element it is a copy of
+	Epoch    uint64    `json:"epoch"` // of the owner that wrote that element
+	Entries  int       `json:"entries"`
+	Bytes    int64     `json:"bytes"` // of the object
+	Taken    time.Time `json:"taken"`
+}
+
+// minSnapshotInterval is the changelog a key group writes at least between
+// two snapshots.
+const minSnapshotInterval = 1 << 20
+
+// SnapshotDue reports whether a key group whose latest snapshot is
+// snapshotBytes large, and that has written changelogBytes since, should
+// be snapshotted.
+func SnapshotDue(changelogBytes, snapshotBytes int64) bool {
+	return changelogBytes > max(snapshotBytes, minSnapshotInterval)
+}
+
+// SnapshotDue reports whether the owned key group should be snapshotted
+// now (see the function SnapshotDue).
+func (o *Owned) SnapshotDue() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return SnapshotDue(o.mu.sinceBytes, o.mu.snapshotBytes)
+}
+
+// Snapshot copies the owned key group's data from store into the object
+// store, as of the position the store holds for it, records it as the key
+// group's latest snapshot, and then deletes the snapshot it replaces and
+// purges the changelog before it. The store must hold the key group as
+// committed: its position is in the key group's changelog. When a newer
+// snapshot exists already, nothing changes and the newer one is returned.
+func (c *Cluster) Snapshot(ctx context.Context, o *Owned, store *state.Store) (SnapshotInfo, error) {
+	kg := o.KeyGroup()
+	fail := func(err error) (SnapshotInfo, error) {
+		return SnapshotInfo{}, fmt.Errorf("cluster %s: snapshot of key group %d: %w", c.cfg.Name, kg, err)
+	}
+	info := SnapshotInfo{KeyGroup: kg, Object: "kg-" + strconv.Itoa(kg) + "-" + randomHex(8), Taken: time.Now().UTC().Truncate(time.Millisecond)}
+	pr, pw := io.Pipe()
+	scanned := make(chan error, 1)
+	go func() {
+		w, err := newRecordWriter(pw, kg)
+		if err == nil {
+			p, ok, serr := store.ScanKeyGroup(kg, func(key, val []byte) error { return w.add(key, val) })
+			entries := w.entries
+			cerr := w.close()
+			switch {
+			case serr != nil:
+				err = serr
+			case !ok:
+				err = errors.New("the store holds no position for the key group: restore it first")
+			case p.Seq > o.Head():
+				err = fmt.Errorf("the store is at %d, past the owner's last element %d", p.Seq, o.Head())
+			default:
+				info.Seq, info.Epoch, info.Entries = p.Seq, p.Epoch, entries
+				err = cerr
+			}
+		}
+		_ = pw.CloseWithError(err)
+		scanned <- err
+	}()
+	obj, err := c.snap.Put(ctx, jetstream.ObjectMeta{Name: info.Object}, pr)
+	_ = pr.CloseWithError(errors.New("upload ended"))
+	if serr := <-scanned; serr != nil {
+		if err == nil {
+			_ = c.snap.Delete(ctx, info.Object)
+		}
+		return fail(serr)
+	}
+	if err != nil {
+		return fail(fmt.Errorf("upload %s: %w", info.Object, err))
+	}
+	info.Bytes = int64(obj.Size)
+
+	// Point at it, unless a newer snapshot is there already.
+	cur, err := c.pointAt(ctx, info)
+	if err != nil || cur.Object != info.Object {
+		_ = retry(ctx, func(ctx context.Context) error { return c.snap.Delete(ctx, info.Object) })
+		if err != nil {
+			return fail(fmt.Errorf("record the snapshot: %w", err))
+		}
+		return cur.SnapshotInfo, nil
+	}
+	o.mu.Lock()
+	o.mu.snapshotBytes = info.Bytes
+	o.mu.sinceBytes, o.mu.sinceRecords = 0, 0 // approximately: what came after info.Seq is not counted
+	o.mu.Unlock()
+
+	// What the new snapshot replaces. A failure here leaves garbage, not
+	// damage: the next snapshot compacts again.
+	if cur.replaced != "" {
+		err := retry(ctx, func(ctx context.Context) error { return c.snap.Delete(ctx, cur.replaced) })
+		if err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
+			return info, fmt.Errorf("cluster %s: snapshot of key group %d taken, but the one it replaces stays: %w", c.cfg.Name, kg, err)
+		}
+	}
+	err = retry(ctx, func(ctx context.Context) error {
+		return c.log.Purge(ctx, jetstream.WithPurgeSubject(o.subject), jetstream.WithPurgeSequence(info.Seq))
+	})
+	if err != nil {
+		return info, fmt.Errorf("cluster %s: snapshot of key group %d taken, but its changelog was not compacted: %w", c.cfg.Name, kg, err)
+	}
+	return info, nil
+}
+
+// pointed is the snapshot pointer after pointAt, and the object it
+// replaced.
+type pointed struct {
+	SnapshotInfo
+	replaced string
+}
+
+// pointAt moves key group info.KeyGroup's snapshot pointer to info unless
+// it points at a snapshot at least as new, and returns what it points at
+// then. A write whose outcome was unknown is found out by reading the
+// pointer again, so the pointer never moves back.
+func (c *Cluster) pointAt(ctx context.Context, info SnapshotInfo) (pointed, error) {
+	val, err := json.Marshal(info)
+	if err != nil {
+		return pointed{}, err
+	}
+	key := snapshotPrefix + strconv.Itoa(info.KeyGroup)
+	replaced := ""
+	r := backoff.Retrier{Policy: retryPolicy}
+	for {
+		cur, rev, err := c.snapshotPointer(ctx, info.KeyGroup)
+		if err != nil {
+			return pointed{}, err
+		}
+		if cur.Object == info.Object {
+			return pointed{cur, replaced}, nil // written, maybe by an attempt that timed out
+		}
+		if cur.Object != "" && cur.Seq >= info.Seq {
+			return pointed{SnapshotInfo: cur}, nil
+		}
+		replaced = cur.Object
+		actx, cancel := context.WithTimeout(ctx, requestTimeout)
+		if rev == 0 {
+			_, err = c.kv.Create(actx, key, val)
+		} else {
+			_, err = c.kv.Update(actx, key, val, rev)
+		}
+		cancel()
+		if err == nil {
+			return pointed{info, replaced}, nil
+		}
+		if ctx.Err() != nil {
+			return pointed{}, err
+		}
+		select {
+		case <-ctx.Done():
+			return pointed{}, err
+		case <-time.After(r.Next()):
+		}
+	}
+}
+
+// snapshotPointer reads key group kg's snapshot pointer and its revision;
+// a zero SnapshotInfo and revision when there is none.
+func (c *Cluster) snapshotPointer(ctx context.Context, kg int) (SnapshotInfo, uint64, error) {
+	var e jetstream.KeyValueEntry
+	err := retry(ctx, func(ctx context.Context) (err error) {
+		e, err = c.kv.Get(ctx, snapshotPrefix+strconv.Itoa(kg))
+		return err
+	})
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return SnapshotInfo{}, 0, nil
+	}
+	if err != nil {
+		return SnapshotInfo{}, 0, fmt.Errorf("read the snapshot pointer: %w", err)
+	}
+	var info SnapshotInfo
+	if err := json.Unmarshal(e.Value(), &info); err != nil || info.KeyGroup != kg {
+		return SnapshotInfo{}, 0, fmt.Errorf("the snapshot pointer of key group %d is corrupt: %q", kg, e.Value())
+	}
+	return info, e.Revision(), nil
+}
+
+// LatestSnapshot returns key group kg's latest snapshot; ok is false when
+// it has none.
+func (c *Cluster) LatestSnapshot(ctx context.Context, kg int) (info SnapshotInfo, ok bool, err error) {
+	if err := c.checkKeyGroup(kg); err != nil {
+		return SnapshotInfo{}, false, err
+	}
+	info, rev, err := c.snapshotPointer(ctx, kg)
+	if err != nil {
+		return SnapshotInfo{}, false, fmt.Errorf("cluster %s: key group %d: %w", c.cfg.Name, kg, err)
+	}
+	return info, rev != 0, nil
+}

@@ -1,0 +1,126 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Status is a cluster as its bucket and changelog stream show it, read
+// without any worker: what twinflow cluster status prints.
+type Status struct {
+	Name      string
+	KeyGroups int
+	Members   []MemberStatus   // by worker id
+	Groups    []KeyGroupStatus // by key group
+}
+
+// MemberStatus is one member and what it owns.
+type MemberStatus struct {
+	Member
+	// LastHeartbeat is when the bucket stored its latest heartbeat (the
+	// servers' clock).
+	LastHeartbeat time.Time
+	KeyGroups     []int // whose lease it holds
+	Assigned      int   // key groups the assignment gives it
+	// LastCheckpoint is the newest checkpoint record of its key groups,
+	// and when the stream stored it; 0 when it wrote none yet.
+	LastCheckpoint   uint64
+	LastCheckpointAt time.Time
+}
+
+// KeyGroupStatus is one key group: its owner, its changelog and its
+// snapshot.
+type KeyGroupStatus struct {
+	KeyGroup int
+	Holder   Holder // zero when the lease is free
+	Epoch    uint64
+	// Assigned is the worker the assignment gives the key group to: a key
+	// group whose holder is another worker is moving.
+	Assigned string
+	// Head is the changelog's last element: its sequence, kind (epoch
+	// marker or checkpoint record), checkpoint and time.
+	Head           uint64
+	HeadKind       string
+	HeadCheckpoint uint64
+	HeadAt         time.Time
+	Snapshot       SnapshotInfo // zero when there is none
+}
+
+// Status reads the cluster's status.
+func (c *Cluster) Status(ctx context.Context) (Status, error) {
+	st := Status{Name: c.cfg.Name, KeyGroups: c.k}
+	w, err := c.Watch(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		return st, err
+	}
+	t := w.Table()
+	w.Stop()
+
+	ids := make([]string, 0, len(t.Members))
+	for id := range t.Members {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	var owners []int
+	if len(ids) > 0 {
+		owners = Assign(c.k, ids)
+	}
+	byWorker := map[string]*MemberStatus{}
+	for _, id := range ids {
+		m := MemberStatus{Member: t.Members[id].Member}
+		e, err := c.kv.Get(ctx, memberPrefix+id)
+		switch {
+		case err == nil:
+			m.LastHeartbeat = e.Created()
+		case !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted):
+			return st, fmt.Errorf("cluster %s: member %s: %w", c.cfg.Name, id, err)
+		}
+		st.Members = append(st.Members, m)
+	}
+	for i := range st.Members {
+		byWorker[st.Members[i].Worker] = &st.Members[i]
+	}
+	for kg := range c.k {
+		l := t.Lease(kg)
+		g := KeyGroupStatus{KeyGroup: kg, Holder: l.Holder}
+		if !l.Holder.IsZero() {
+			g.Epoch = l.Epoch()
+		}
+		if owners != nil {
+			g.Assigned = ids[owners[kg]]
+			byWorker[g.Assigned].Assigned++
+		}
+		msg, err := c.log.GetLastMsgForSubject(ctx, c.changelogSubject(kg))
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+		case err != nil:
+			return st, fmt.Errorf("cluster %s: changelog of key group %d: %w", c.cfg.Name, kg, err)
+		default:
+			g.Head, g.HeadAt, g.HeadKind = msg.Sequence, msg.Time, msg.Header.Get(hdrKind)
+			g.HeadCheckpoint, _ = strconv.ParseUint(msg.Header.Get(hdrCheckpoint), 10, 64)
+		}
+		if g.Snapshot, _, err = c.LatestSnapshot(ctx, kg); err != nil {
+			return st, err
+		}
+		if m := byWorker[l.Holder.Worker]; m != nil && m.Incarnation == l.Holder.Incarnation {
+			m.KeyGroups = append(m.KeyGroups, kg)
+			if g.HeadKind == kindCheckpoint && g.HeadAt.After(m.LastCheckpointAt) {
+				m.LastCheckpoint, m.LastCheckpointAt = g.HeadCheckpoint, g.HeadAt
+			}
+		}
+		st.Groups = append(st.Groups, g)
+	}
+	for i := range st.Members {
+		slices.Sort(st.Members[i].KeyGroups)
+	}
+	return st, nil
+}
