@@ -352,21 +352,19 @@ func RotateSigning(dataDir string) ([]string, error) {
 // RotateAdminToken replaces the admin API's token. A running runtime reads
 // the file again when it changes, so the old token stops working at once.
 func RotateAdminToken(dataDir string) error {
-	s, err := Ensure(dataDir, nil)
-	if err != nil {
-		return err
-	}
-	b, err := newToken()
-	if err != nil {
-		return err
-	}
-	return WriteFile(s.AdminTokenFile, b, 0o600)
+	return rotateToken(dataDir, func(s *Set) string { return s.AdminTokenFile })
 }
 
 // RotateIngressToken replaces the front door's token. A running runtime
 // reads the file again when it changes, so the old token stops working at
 // once.
 func RotateIngressToken(dataDir string) error {
+	return rotateToken(dataDir, func(s *Set) string { return s.IngressTokenFile })
+}
+
+// rotateToken writes a new token into the file of the data dir's keys that
+// file names.
+func rotateToken(dataDir string, file func(*Set) string) error {
 	s, err := Ensure(dataDir, nil)
 	if err != nil {
 		return err
@@ -375,7 +373,7 @@ func RotateIngressToken(dataDir string) error {
 	if err != nil {
 		return err
 	}
-	return WriteFile(s.IngressTokenFile, b, 0o600)
+	return WriteFile(file(s), b, 0o600)
 }
 
 // RotateNKey replaces the nkey of an identity ("runtime", "client" or a
