@@ -60,11 +60,8 @@ func (h *harness) waitCounts(n int, want int64) {
 // space, intake pauses, queries are answered, and once space returns every
 // acknowledged message is applied, once, and survives a crash.
 func TestFullDiskPausesIntakeAndResumes(t *testing.T) {
-	ep := counterRegistry(t)
-	fs := faultfs.New(vfs.Default)
-	cfg := baseConfig(t, ep.url())
-	cfg.StateFS = fs
-	h := start(t, cfg)
+	h, fs := startOnFaultyDisk(t)
+	cfg := h.cfg
 	const counters = 10
 	h.sendRound(counters)
 	h.waitCounts(counters, 1)
@@ -120,11 +117,8 @@ func TestFullDiskPausesIntakeAndResumes(t *testing.T) {
 // that says so (no panic), and a restart once space returns has applied
 // every acknowledged message exactly once.
 func TestFailedWriteStopsTheEngineCleanly(t *testing.T) {
-	ep := counterRegistry(t)
-	fs := faultfs.New(vfs.Default)
-	cfg := baseConfig(t, ep.url())
-	cfg.StateFS = fs
-	h := start(t, cfg)
+	h, fs := startOnFaultyDisk(t)
+	cfg := h.cfg
 	const counters = 10
 	h.sendRound(counters)
 	h.waitCounts(counters, 1)
@@ -154,11 +148,8 @@ func TestFailedWriteStopsTheEngineCleanly(t *testing.T) {
 // with the path and the space, logging little, and the data dir starts
 // once space returns, with its state.
 func TestStartOnFullDiskFailsAtOnce(t *testing.T) {
-	ep := counterRegistry(t)
-	fs := faultfs.New(vfs.Default)
-	cfg := baseConfig(t, ep.url())
-	cfg.StateFS = fs
-	h := start(t, cfg)
+	h, fs := startOnFaultyDisk(t)
+	cfg := h.cfg
 	h.sendRound(3)
 	h.waitCounts(3, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -256,11 +247,8 @@ func TestDataDirInUse(t *testing.T) {
 // error says so, and nothing says damaged. Root may write anyway; there the
 // store's file system refuses instead.
 func TestReadOnlyDataDir(t *testing.T) {
-	ep := counterRegistry(t)
-	fs := faultfs.New(vfs.Default)
-	cfg := baseConfig(t, ep.url())
-	cfg.StateFS = fs
-	h := start(t, cfg)
+	h, fs := startOnFaultyDisk(t)
+	cfg := h.cfg
 	h.sendRound(1)
 	h.waitCounts(1, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -374,4 +362,15 @@ func natsMsg(subject, typename string, data []byte) *nats.Msg {
 	m.Header.Set(router.TypenameHeader, typename)
 	m.Data = data
 	return m
+}
+
+// startOnFaultyDisk starts the counter function and an engine whose store's
+// file system fails on demand.
+func startOnFaultyDisk(t *testing.T) (*harness, *faultfs.FS) {
+	t.Helper()
+	ep := counterRegistry(t)
+	fs := faultfs.New(vfs.Default)
+	cfg := baseConfig(t, ep.url())
+	cfg.StateFS = fs
+	return start(t, cfg), fs
 }

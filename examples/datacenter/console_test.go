@@ -29,9 +29,6 @@ import (
 // runtime; and a dead letter is replayed and counted. Every page passes
 // the accessibility checks, and a screenshot of each is written.
 func TestConsoleInBrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a worker with an embedded NATS server, and a browser")
-	}
 	const (
 		interval   = 5 * time.Second
 		failAt     = 20 * time.Second
