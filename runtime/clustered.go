@@ -6,9 +6,10 @@ package runtime
 // pipeline (shards, readers, coordinator), releases what it hands off,
 // acquires and restores what it takes, deletes from its store every key
 // group it does not own, and builds the pipeline again over the key groups
-// it owns. Work not yet checkpointed is dropped then, as in a crash: the
-// positions and marks committed with each key group make it run again
-// exactly once. Checkpoints go to the key groups' changelogs first and to
+// it owns. Before it hands key groups off, the pipeline ends with a last
+// checkpoint (Engine.quiesce); otherwise work not yet checkpointed is
+// dropped, as in a crash: the positions and marks committed with each key
+// group make it run again exactly once. Checkpoints go to the key groups' changelogs first and to
 // the store second (commit).
 
 import (
@@ -269,6 +270,15 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 		return nil
 	}
 	start := time.Now()
+	if !force && len(plan.HandOff) > 0 {
+		// The key groups' next owners start where this worker ends, and
+		// run nothing of its work again.
+		if man, err := cm.e.quiesce(); err != nil {
+			cm.log.Warn("the checkpoint before a hand-off failed; the next owners run the work since the last one again", "err", err)
+		} else {
+			cm.log.Info("checkpoint before a hand-off complete", "id", man.GetId(), "handing_off", len(plan.HandOff))
+		}
+	}
 	cm.e.stopPipeline()
 	defer func() {
 		own := cm.ownership()

@@ -728,26 +728,35 @@ func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
 	e.closeFrontDoor(ctx)
 	cancel()
-	pl := e.pl()
-	for _, r := range pl.reads {
-		r.Pause()
-	}
 	e.log.Info("stopping: intake paused, finishing queued work", "deadline", e.cfg.StopTimeout)
-	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
-	defer cancel()
-	if busy := e.waitIdle(ctx); busy > 0 {
-		e.log.Warn("stopping before queued work finished; it stays in the final checkpoint's mailboxes",
-			"shards_busy", busy, "waited", e.cfg.StopTimeout)
-	}
-	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
-	defer cancel()
-	pl.coord.Hold()
-	man, err := pl.coord.Checkpoint(ctx)
+	man, err := e.quiesce()
 	if err != nil {
 		return nil, fmt.Errorf("final checkpoint: %w", err)
 	}
 	e.log.Info("final checkpoint complete", "id", man.GetId())
 	return man, nil
+}
+
+// quiesce is the end of a pipeline's work, as FLIP-147 asks of a job that
+// ends: the readers take no more messages, queued and in-flight work
+// finishes (for up to the stop timeout), and a last checkpoint commits it;
+// no checkpoint follows it. A clean stop ends with it, and so does a
+// pipeline of cluster mode that hands key groups off.
+func (e *Engine) quiesce() (*storagev1.Manifest, error) {
+	pl := e.pl()
+	for _, r := range pl.reads {
+		r.Pause()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	defer cancel()
+	if busy := e.waitIdle(ctx); busy > 0 {
+		e.log.Warn("checkpointing before queued work finished; it stays in the checkpoint's mailboxes",
+			"shards_busy", busy, "waited", e.cfg.StopTimeout)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), e.cfg.StopTimeout)
+	defer cancel()
+	pl.coord.Hold()
+	return pl.coord.Checkpoint(ctx)
 }
 
 // waitIdle waits until no shard has work that can progress, at once (work

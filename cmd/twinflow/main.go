@@ -29,6 +29,7 @@ Usage:
   twinflow checkpoint now | list | status                               take a checkpoint, list them, or show the latest
   twinflow stop [--savepoint NAME]                                      stop cleanly after a final checkpoint
   twinflow cluster status -cluster NAME [-v]                            workers, key groups and checkpoints of a cluster
+  twinflow cluster drain -cluster NAME [-undo] WORKER                   hand a worker's key groups to the others
   twinflow keys [--data DIR]                                            print the key function endpoints verify calls with
   twinflow keys rotate signing | admin-token | nats ID | mqtt DEVICE    replace a key (see docs/security.md)
   twinflow keys nats-config [-config module.yaml]                       print a nats-server authorization block

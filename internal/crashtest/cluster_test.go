@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
@@ -200,6 +201,66 @@ func TestClusterCrashRecovery(t *testing.T) {
 	probes.Wait()
 	faulted := time.Since(begin)
 
+	checkClusterOutcome(ctx, t, w, workers, js, settle)
+	converged := time.Since(begin)
+	// A clean stop of a worker hands its key groups to the others at
+	// once; nothing changes.
+	stopped := workers[seed%3]
+	cmd := stopped.cmd
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := stopped.wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("%s exited with status %d after SIGTERM; its log ends with:\n%s", stopped.name, code, stopped.tail(30))
+	}
+	var running []*runtimeProc
+	for _, wk := range workers {
+		if wk != stopped {
+			running = append(running, wk)
+		}
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := readClusterStates(ctx, running, w.Addresses)
+		if err == nil && len(diffStates(w, got)) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the clean stop of %s the states are not exact: %v %s", stopped.name, err, summarize(diffStates(w, got), 20))
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+
+	// The cluster's status, read from NATS alone.
+	status, err := exec.CommandContext(ctx, twinflowBin, "cluster", "status", "-nats", nats3.URLs(), "-cluster", clusterName, "-v").CombinedOutput()
+	if err != nil {
+		t.Fatalf("twinflow cluster status: %v\n%s", err, status)
+	}
+	for _, want := range []string{"cluster crash: 128 key groups, 128 held, 2 workers", "KEY GROUP", "checkpoint"} {
+		if !strings.Contains(string(status), want) {
+			t.Errorf("twinflow cluster status does not say %q:\n%s", want, status)
+		}
+	}
+	if strings.Contains(string(status), "moving:") {
+		t.Errorf("twinflow cluster status shows key groups moving after the faults ended:\n%s", status)
+	}
+	slices.Sort(failovers)
+	t.Logf("%d commands (%d messages) published; %d worker kills and 1 NATS server kill by %v; states exact at %v; egress (%d records) checked at %v; "+
+		"failover (kill to a message of the killed worker's key groups processed) %v",
+		len(w.Commands), w.Messages(), len(plan), faulted.Round(time.Millisecond), converged.Round(time.Millisecond), len(w.Egress),
+		time.Since(begin).Round(time.Millisecond), roundAll(failovers))
+}
+
+// checkClusterOutcome waits until every address's state is exactly once,
+// waits out the delayed messages (settle) and checks that nothing changed,
+// then checks the egress stream (every record once), the dead letters
+// (none) and the workers' logs (no data race, no panic).
+func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers []*runtimeProc, js jetstream.JetStream, settle time.Duration) {
+	t.Helper()
+	seed := w.Seed
 	var diff []string
 	deadline := time.Now().Add(90 * time.Second)
 	for {
@@ -218,7 +279,6 @@ func TestClusterCrashRecovery(t *testing.T) {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	converged := time.Since(begin)
 	time.Sleep(settle)
 	got, err := readClusterStates(ctx, workers, w.Addresses)
 	if err != nil {
@@ -258,55 +318,6 @@ func TestClusterCrashRecovery(t *testing.T) {
 			t.Errorf("%s panicked:\n%s", wk.name, strings.Join(panics, "\n"))
 		}
 	}
-	// A clean stop of a worker hands its key groups to the others at
-	// once; nothing changes.
-	stopped := workers[seed%3]
-	cmd := stopped.cmd
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := stopped.wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("%s exited with status %d after SIGTERM; its log ends with:\n%s", stopped.name, code, stopped.tail(30))
-	}
-	var running []*runtimeProc
-	for _, wk := range workers {
-		if wk != stopped {
-			running = append(running, wk)
-		}
-	}
-	deadline = time.Now().Add(30 * time.Second)
-	for {
-		got, err := readClusterStates(ctx, running, w.Addresses)
-		if err == nil && len(diffStates(w, got)) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the clean stop of %s the states are not exact: %v %s", stopped.name, err, summarize(diffStates(w, got), 20))
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-
-	// The cluster's status, read from NATS alone.
-	status, err := exec.CommandContext(ctx, twinflowBin, "cluster", "status", "-nats", nats3.URLs(), "-cluster", clusterName, "-v").CombinedOutput()
-	if err != nil {
-		t.Fatalf("twinflow cluster status: %v\n%s", err, status)
-	}
-	for _, want := range []string{"cluster crash: 128 key groups, 128 held, 2 workers", "KEY GROUP", "checkpoint"} {
-		if !strings.Contains(string(status), want) {
-			t.Errorf("twinflow cluster status does not say %q:\n%s", want, status)
-		}
-	}
-	if strings.Contains(string(status), "moving:") {
-		t.Errorf("twinflow cluster status shows key groups moving after the faults ended:\n%s", status)
-	}
-	slices.Sort(failovers)
-	t.Logf("%d commands (%d messages) published; %d worker kills and 1 NATS server kill by %v; states exact at %v; egress (%d records) checked at %v; "+
-		"failover (kill to a message of the killed worker's key groups processed) %v",
-		len(w.Commands), w.Messages(), len(plan), faulted.Round(time.Millisecond), converged.Round(time.Millisecond), len(w.Egress),
-		time.Since(begin).Round(time.Millisecond), roundAll(failovers))
 }
 
 func roundAll(ds []time.Duration) []time.Duration {

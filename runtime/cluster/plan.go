@@ -1,9 +1,6 @@
 package cluster
 
-import (
-	"slices"
-	"sort"
-)
+import "slices"
 
 // Plan is what a worker incarnation should do about key groups, given its
 // view of the cluster: the pure decision that a driver carries out with
@@ -39,11 +36,7 @@ func PlanFor(k int, self Holder, t Table) Plan {
 		}
 		return p
 	}
-	ids := make([]string, 0, len(t.Members))
-	for id := range t.Members {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
+	ids := t.Assignable()
 	owners := Assign(k, ids)
 	for kg := range k {
 		l := t.Lease(kg)

@@ -41,6 +41,13 @@ func TestPlanFor(t *testing.T) {
 		}
 		return t
 	}
+	drained := func(t Table, workers ...string) Table {
+		t.Draining = map[string]bool{}
+		for _, w := range workers {
+			t.Draining[w] = true
+		}
+		return t
+	}
 	all := []int{0, 1, 2, 3, 4, 5, 6, 7}
 	ofA, ofB := splitAB(t)
 
@@ -67,6 +74,14 @@ func TestPlanFor(t *testing.T) {
 			table([]Holder{a2, b1}, map[Holder][]int{a1: ofA, b1: ofB}), want{owned: ofB}},
 		{"not a member any more: keep what is held, do nothing else", a1,
 			table([]Holder{b1}, map[Holder][]int{a1: ofA}), want{owned: ofA}},
+		{"a drained: a hands everything to b", a1,
+			drained(table([]Holder{a1, b1}, map[Holder][]int{a1: ofA, b1: ofB}), "a"), want{handOff: ofA}},
+		{"a drained: b waits for a's share", b1,
+			drained(table([]Holder{a1, b1}, map[Holder][]int{a1: ofA, b1: ofB}), "a"), want{owned: ofB, waiting: ofA}},
+		{"a drained and alone: it keeps everything", a1,
+			drained(table([]Holder{a1}, map[Holder][]int{a1: all}), "a"), want{owned: all}},
+		{"a drained mark of a worker that is not a member changes nothing", a1,
+			drained(table([]Holder{a1, b1}, map[Holder][]int{a1: ofA, b1: ofB}), "c"), want{owned: ofA}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := PlanFor(8, tc.self, tc.t)

@@ -31,6 +31,7 @@ type MemberStatus struct {
 	LastHeartbeat time.Time
 	KeyGroups     []int // whose lease it holds
 	Assigned      int   // key groups the assignment gives it
+	Draining      bool  // marked drained: it is assigned nothing
 	// LastCheckpoint is the newest checkpoint record of its key groups,
 	// and when the stream stored it; 0 when it wrote none yet.
 	LastCheckpoint   uint64
@@ -70,13 +71,14 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	assignable := t.Assignable()
 	var owners []int
-	if len(ids) > 0 {
-		owners = Assign(c.k, ids)
+	if len(assignable) > 0 {
+		owners = Assign(c.k, assignable)
 	}
 	byWorker := map[string]*MemberStatus{}
 	for _, id := range ids {
-		m := MemberStatus{Member: t.Members[id].Member}
+		m := MemberStatus{Member: t.Members[id].Member, Draining: t.Draining[id]}
 		e, err := c.kv.Get(ctx, memberPrefix+id)
 		switch {
 		case err == nil:
@@ -96,7 +98,7 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 			g.Epoch = l.Epoch()
 		}
 		if owners != nil {
-			g.Assigned = ids[owners[kg]]
+			g.Assigned = assignable[owners[kg]]
 			byWorker[g.Assigned].Assigned++
 		}
 		msg, err := c.log.GetLastMsgForSubject(ctx, c.changelogSubject(kg))

@@ -40,6 +40,26 @@ func testStatus(t *testing.T, e *env) {
 	if st.Groups[0].Head != 0 || !st.Groups[0].Holder.IsZero() {
 		t.Fatalf("key group 0: %+v, want no owner and no changelog", st.Groups[0])
 	}
+
+	// A drained member is assigned nothing until it is undrained.
+	if err := c.Drain(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := st.Members[0], st.Members[1]; !a.Draining || a.Assigned != 0 || b.Draining || b.Assigned != 4 {
+		t.Fatalf("after draining a: a %+v, b %+v; want a drained with nothing assigned, b assigned all 4", a, b)
+	}
+	if err := c.Undrain(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if st, err = c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if a := st.Members[0]; a.Draining || a.Assigned == 0 {
+		t.Fatalf("after undraining a: %+v, want it assigned key groups again", a)
+	}
 }
 
 // testMessagesWithCheckpoint commits messages to other key groups with a

@@ -21,6 +21,8 @@ import (
 type Table struct {
 	Members map[string]MemberEntry // by worker id
 	Leases  map[int]Lease          // by key group; a key group never leased is absent
+	// Draining are the workers marked drained (Drain), members or not.
+	Draining map[string]bool
 }
 
 // MemberEntry is a member's key as last seen.
@@ -47,7 +49,7 @@ func (t Table) Lease(kg int) Lease {
 }
 
 func (t Table) clone() Table {
-	return Table{Members: maps.Clone(t.Members), Leases: maps.Clone(t.Leases)}
+	return Table{Members: maps.Clone(t.Members), Leases: maps.Clone(t.Leases), Draining: maps.Clone(t.Draining)}
 }
 
 // Watcher keeps a Table up to date from the cluster bucket.
@@ -71,13 +73,13 @@ func (c *Cluster) Watch(ctx context.Context, log *slog.Logger) (*Watcher, error)
 	// The watch lives until Stop, not until ctx ends: nats.go ties the
 	// watch's subscription to the context it is given.
 	wctx, cancel := context.WithCancel(context.Background())
-	kw, err := c.kv.WatchFiltered(wctx, []string{memberPrefix + "*", leasePrefix + "*"})
+	kw, err := c.kv.WatchFiltered(wctx, []string{memberPrefix + "*", leasePrefix + "*", drainPrefix + "*"})
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("cluster %s: watch members and leases: %w", c.cfg.Name, err)
+		return nil, fmt.Errorf("cluster %s: watch members, leases and drains: %w", c.cfg.Name, err)
 	}
 	w := &Watcher{w: kw, cancel: cancel, log: log.With("cluster", c.cfg.Name), changed: make(chan struct{}, 1), done: make(chan struct{})}
-	w.mu.t = Table{Members: map[string]MemberEntry{}, Leases: map[int]Lease{}}
+	w.mu.t = Table{Members: map[string]MemberEntry{}, Leases: map[int]Lease{}, Draining: map[string]bool{}}
 	// Read the initial values: the watcher sends nil after them.
 	for {
 		select {
@@ -90,7 +92,7 @@ func (c *Cluster) Watch(ctx context.Context, log *slog.Logger) (*Watcher, error)
 		case <-ctx.Done():
 			_ = kw.Stop()
 			cancel()
-			return nil, fmt.Errorf("cluster %s: watch members and leases: %w", c.cfg.Name, ctx.Err())
+			return nil, fmt.Errorf("cluster %s: watch members, leases and drains: %w", c.cfg.Name, ctx.Err())
 		}
 	}
 }
@@ -127,6 +129,13 @@ func (w *Watcher) apply(e jetstream.KeyValueEntry) {
 			return
 		}
 		w.mu.t.Members[id] = MemberEntry{Member: m, Revision: e.Revision(), Seen: time.Now()}
+	case strings.HasPrefix(key, drainPrefix):
+		id := strings.TrimPrefix(key, drainPrefix)
+		if e.Operation() == jetstream.KeyValuePut {
+			w.mu.t.Draining[id] = true
+		} else {
+			delete(w.mu.t.Draining, id)
+		}
 	case strings.HasPrefix(key, leasePrefix):
 		kg, err := strconv.Atoi(strings.TrimPrefix(key, leasePrefix))
 		if err != nil {
