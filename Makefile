@@ -60,7 +60,7 @@ run: $(if $(filter ts,$(RACKFUN)),ts) ## Run the platform with the data-center e
 bench: ## Run the micro-benchmarks, the cluster benchmarks, then the end-to-end benchmark and the workloads W1-W3 (20-30 minutes; see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem ./runtime/shard/ ./runtime/state/ ./runtime/natsbus/ ./sdk/
 	$(GO) test -run '^$$' -bench . -benchtime 50x ./runtime/cluster/
-	$(GO) test -run '^$$' -bench ClusterThroughput -benchtime 1x -timeout 30m ./internal/crashtest/
+	$(GO) test -run '^$$' -bench 'ClusterThroughput|MoveKeyGroup' -benchtime 1x -timeout 30m ./internal/crashtest/
 	$(GO) test -run TestClusterCrashRecovery -count 1 -v -timeout 30m ./internal/crashtest/ -args -cluster.long
 	$(GO) build -o $(BIN)/ ./cmd/twinflow-bench ./internal/bench/cmd/benchfn
 	$(BIN)/twinflow-bench -json $(BIN)/benchmarks.json

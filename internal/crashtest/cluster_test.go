@@ -329,12 +329,13 @@ func roundAll(ds []time.Duration) []time.Duration {
 }
 
 // newWorker is a twinflow run process that joins the test's cluster.
-func newWorker(t testing.TB, bin, module, natsURLs string, i int) *runtimeProc {
+func newWorker(t testing.TB, bin, module, natsURLs string, i int, extra ...string) *runtimeProc {
 	adminPort := freePort(t)
 	dataDir := t.TempDir()
 	args := []string{"run", "-config", module, "-data", dataDir, "-nats", natsURLs, "-cluster", clusterName,
 		"-admin", "127.0.0.1:" + strconv.Itoa(adminPort), "-checkpoint-interval", "200ms", "-shards", "2",
 		"-memory", "256MiB", "-log-level", "info"}
+	args = append(args, extra...)
 	return &runtimeProc{
 		process:  newProcess(t, fmt.Sprintf("worker%d", i), bin, args...),
 		dataDir:  dataDir,
