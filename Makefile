@@ -61,7 +61,7 @@ bench: ## Run the micro-benchmarks, the cluster benchmarks, then the end-to-end 
 	$(GO) test -run '^$$' -bench . -benchmem ./runtime/shard/ ./runtime/state/ ./runtime/natsbus/ ./sdk/
 	$(GO) test -run '^$$' -bench . -benchtime 50x ./runtime/cluster/
 	$(GO) test -run '^$$' -bench 'ClusterThroughput|MoveKeyGroup' -benchtime 1x -timeout 30m ./internal/crashtest/
-	$(GO) test -run TestClusterCrashRecovery -count 1 -v -timeout 30m ./internal/crashtest/ -args -cluster.long
+	$(GO) test -run 'TestClusterCrashRecovery|TestClusterRescale' -count 1 -v -timeout 30m ./internal/crashtest/ -args -cluster.long
 	$(GO) build -o $(BIN)/ ./cmd/twinflow-bench ./internal/bench/cmd/benchfn
 	$(BIN)/twinflow-bench -json $(BIN)/benchmarks.json
 

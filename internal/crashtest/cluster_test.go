@@ -29,7 +29,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/natsbus"
 )
 
-var clusterLong = flag.Bool("cluster.long", false, "run TestClusterCrashRecovery's long workload (for make bench)")
+var clusterLong = flag.Bool("cluster.long", false, "run TestClusterCrashRecovery's long workload, and TestClusterRescale without the race detector (for make bench)")
 
 // clusterName is the cluster the test's workers form.
 const clusterName = "crash"

@@ -28,7 +28,8 @@ import (
 // a third joins, one leaves with SIGTERM, one is killed with SIGKILL and
 // restarted, the one that left comes back, and an operator drains a worker
 // and undrains it. At the end every address's state and every egress
-// record must be exactly once. The test logs which key groups moved and
+// record must be exactly once. With -cluster.long (make bench) the
+// workers run without the race detector. The test logs which key groups moved and
 // when, and the latency of messages (publish to exactly-once egress) of
 // the key groups that moved and of those that did not.
 func TestClusterRescale(t *testing.T) {
@@ -43,6 +44,11 @@ func TestClusterRescale(t *testing.T) {
 	defer cancel()
 	nats3 := clustertest.Start(t)
 	twinflowBin, functionBin := binaries(t)
+	if *clusterLong {
+		// For the latencies make bench reports: without the race
+		// detector's cost.
+		twinflowBin, functionBin = plainBinaries(t)
+	}
 	fn := newFunction(t, functionBin)
 	if err := fn.startReady(ctx); err != nil {
 		t.Fatal(err)
