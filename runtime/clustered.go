@@ -24,6 +24,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
+
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/checkpoint"
 	"github.com/twinflow/twinflow/runtime/cluster"
@@ -409,6 +411,20 @@ func (cm *clusterMode) ownership() *ownership {
 		}
 	}
 	return own
+}
+
+// reportLag has the heartbeats carry the readers' lag, for twinflow
+// cluster status.
+func (cm *clusterMode) reportLag(streams []*twinflowv1.StreamSample) {
+	mem := cm.membership()
+	if mem == nil {
+		return
+	}
+	lag := make(map[string]uint64, len(streams))
+	for _, st := range streams {
+		lag[st.GetStream()] = st.GetLag()
+	}
+	mem.Report(lag)
 }
 
 // notOwned says where an address's key group is owned.

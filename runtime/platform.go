@@ -244,6 +244,9 @@ func (p *platform) streams(ctx context.Context, s *twinflowv1.PlatformSample) {
 		}
 		s.Streams = append(s.Streams, st)
 	}
+	if p.e.cl != nil {
+		p.e.cl.reportLag(s.Streams)
+	}
 }
 
 // subscribe returns a channel of the samples to come, and a function that

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -125,7 +126,7 @@ func printClusterStatus(out io.Writer, st cluster.Status, now time.Time, verbose
 	}
 	fmt.Fprintf(out, "cluster %s: %d key groups, %d held, %d workers\n\n", st.Name, st.KeyGroups, held, len(st.Members))
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tINCARNATION\tADDRESS\tSTARTED\tHEARTBEAT\tKEY GROUPS\tASSIGNED\tLAST CHECKPOINT")
+	fmt.Fprintln(tw, "WORKER\tINCARNATION\tADDRESS\tSTARTED\tHEARTBEAT\tKEY GROUPS\tASSIGNED\tLAST CHECKPOINT\tLAG")
 	var drained []string
 	for _, m := range st.Members {
 		last := "-"
@@ -135,8 +136,8 @@ func printClusterStatus(out io.Writer, st cluster.Status, now time.Time, verbose
 		if m.Draining {
 			drained = append(drained, m.Worker)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%s\n", m.Worker, m.Incarnation, m.Address,
-			m.Started.Local().Format(time.DateTime), ago(now, m.LastHeartbeat), len(m.KeyGroups), m.Assigned, last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s ago\t%d\t%d\t%s\t%s\n", m.Worker, m.Incarnation, m.Address,
+			m.Started.Local().Format(time.DateTime), ago(now, m.LastHeartbeat), len(m.KeyGroups), m.Assigned, last, lagOf(m.Lag))
 	}
 	_ = tw.Flush()
 	if len(drained) > 0 {
@@ -173,6 +174,19 @@ func printClusterStatus(out io.Writer, st cluster.Status, now time.Time, verbose
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\n", g.KeyGroup, orNone(g.Holder.String()), g.Epoch, g.Head, head, snap)
 	}
 	_ = tw.Flush()
+}
+
+// lagOf sums the messages a worker's readers had not read; "-" before
+// its heartbeats carry any.
+func lagOf(lag map[string]uint64) string {
+	if lag == nil {
+		return "-"
+	}
+	var n uint64
+	for _, l := range lag {
+		n += l
+	}
+	return strconv.FormatUint(n, 10)
 }
 
 func orNone(s string) string {

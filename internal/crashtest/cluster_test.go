@@ -244,6 +244,15 @@ func TestClusterCrashRecovery(t *testing.T) {
 			t.Errorf("twinflow cluster status does not say %q:\n%s", want, status)
 		}
 	}
+	// Each worker's row ends with its readers' lag, which its heartbeats
+	// carry.
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "w-") && len(f) >= 9 {
+			if _, err := strconv.ParseUint(f[len(f)-1], 10, 64); err != nil {
+				t.Errorf("twinflow cluster status shows no lag for worker %s: %q", f[0], line)
+			}
+		}
+	}
 	if strings.Contains(string(status), "moving:") {
 		t.Errorf("twinflow cluster status shows key groups moving after the faults ended:\n%s", status)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +45,9 @@ type Member struct {
 	Incarnation string    `json:"incarnation"`
 	Address     string    `json:"address,omitempty"` // where its admin API answers, for forwarding queries
 	Started     time.Time `json:"started"`
+	// Lag is, by stream, how many messages the worker's readers had not
+	// read at its latest heartbeat (Membership.Report).
+	Lag map[string]uint64 `json:"lag,omitempty"`
 }
 
 // Holder returns the lease holder that m is.
@@ -112,9 +116,28 @@ type Membership struct {
 
 	mu struct {
 		sync.Mutex
-		rev uint64 // of the key's latest heartbeat
-		err error  // why the membership was lost
+		rev uint64            // of the key's latest heartbeat
+		err error             // why the membership was lost
+		lag map[string]uint64 // for the next heartbeats
 	}
+}
+
+// Report sets what the next heartbeats say of the worker's readers: how
+// many messages of each stream they have not read yet. twinflow cluster
+// status shows it.
+func (m *Membership) Report(lag map[string]uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mu.lag = maps.Clone(lag)
+}
+
+// value is the member key's value for the next heartbeat.
+func (m *Membership) value() ([]byte, error) {
+	self := m.self
+	m.mu.Lock()
+	self.Lag = m.mu.lag
+	m.mu.Unlock()
+	return json.Marshal(self)
 }
 
 // Join makes the worker a member of the cluster as a new incarnation,
@@ -153,14 +176,14 @@ func (c *Cluster) Join(ctx context.Context, worker, address string, log *slog.Lo
 		lostc: make(chan struct{}),
 	}
 	m.mu.rev = rev
-	go m.run(hctx, val)
+	go m.run(hctx)
 	m.log.Info("joined the cluster", "member_ttl", c.cfg.MemberTTL)
 	return m, nil
 }
 
 // run sends heartbeats and judges the others every MemberTTL/4, until
 // stopped or refused.
-func (m *Membership) run(ctx context.Context, val []byte) {
+func (m *Membership) run(ctx context.Context) {
 	defer close(m.done)
 	ttl := m.c.cfg.MemberTTL
 	interval := ttl / 4
@@ -174,6 +197,11 @@ func (m *Membership) run(ctx context.Context, val []byte) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		val, err := m.value()
+		if err != nil {
+			m.log.Error("heartbeat not sent: encoding the member", "err", err)
+			continue
 		}
 		m.gate.Lock()
 		rev := m.rev()

@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/twinflow/twinflow/internal/testwait"
 )
 
 // testStatus reads the status of a cluster of two members, one of which
@@ -40,6 +43,16 @@ func testStatus(t *testing.T, e *env) {
 	if st.Groups[0].Head != 0 || !st.Groups[0].Holder.IsZero() {
 		t.Fatalf("key group 0: %+v, want no owner and no changelog", st.Groups[0])
 	}
+
+	// Heartbeats carry what the member reports of its readers' lag.
+	ma.Report(map[string]uint64{"TWINFLOW_DIRECT": 5})
+	testwait.Nil(t, "a's lag in the status", func() error {
+		st, err := c.Status(ctx)
+		if err == nil && st.Members[0].Lag["TWINFLOW_DIRECT"] != 5 {
+			err = fmt.Errorf("a's lag %v, want TWINFLOW_DIRECT: 5", st.Members[0].Lag)
+		}
+		return err
+	})
 
 	// A drained member is assigned nothing until it is undrained.
 	if err := c.Drain(ctx, "a"); err != nil {
