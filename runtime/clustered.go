@@ -286,9 +286,21 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 		own := cm.ownership()
 		// Before the pipeline runs: its committer publishes too.
 		cm.publishEgress(ctx, own.keyGroups())
-		if err := cm.e.buildPipeline(cm.deployment(), own); err != nil {
-			cm.e.fail(fmt.Errorf("cluster mode: building the pipeline: %w", err))
-			return
+		// Building creates consumers, which fail while NATS elects a
+		// stream's leader: the worker waits that out.
+		retry := backoff.Retrier{Policy: backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second}}
+		for {
+			err := cm.e.buildPipeline(cm.deployment(), own)
+			if err == nil {
+				break
+			}
+			d := retry.Next()
+			cm.log.Warn("building the pipeline failed; trying again", "err", err, "retry_in", d.Round(time.Millisecond), "attempt", retry.Retries())
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return
+			}
 		}
 		cm.e.runPipeline()
 	}()

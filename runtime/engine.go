@@ -447,10 +447,18 @@ func (e *Engine) readerNames() []string {
 
 // buildPipeline creates the shards, readers and coordinator; in cluster
 // mode (own not nil) over the owned key groups only.
-func (e *Engine) buildPipeline(deployment string, own *ownership) error {
+func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	e.plMu.Lock()
 	defer e.plMu.Unlock()
 	e.own, e.remote, e.buses, e.reads = own, nil, nil, nil
+	defer func() {
+		if err != nil { // what was built of it is not run: close its consumers
+			for _, b := range e.buses {
+				b.Close()
+			}
+			e.buses = nil
+		}
+	}()
 	cfg := e.cfg
 	rt, err := router.New(cfg.Module.Ingresses, router.Limits{MaxPayload: cfg.MaxPayload})
 	if err != nil {

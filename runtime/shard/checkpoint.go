@@ -217,6 +217,9 @@ func (c *Core) Committed(p *Part) { c.store.Committed(p.Overlay) }
 // then the messages that reached it after the snapshot.
 func (c *Core) Restore() error {
 	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
+		if !c.owns(kg) {
+			continue
+		}
 		mb, err := c.store.LoadMailbox(kg)
 		if err != nil {
 			return err

@@ -167,6 +167,8 @@ type Core struct {
 	m      *Metrics
 	rng    *rand.Rand
 	shardL string // shard label for metrics
+	// idle: the shard owns none of its key groups (ownsAny).
+	idle bool
 
 	boxes     map[Address]*mailbox
 	ready     map[*Endpoint]*readyQueue // by endpoint; nil for function types no endpoint serves
@@ -229,6 +231,7 @@ func NewCore(cfg Config, env Env, store Store, specs *Specs, m *Metrics, log *sl
 	if cfg.RecentAddresses > 0 {
 		c.recent = newRecent(cfg.RecentAddresses)
 	}
+	c.idle = !c.ownsAny()
 	return c
 }
 
@@ -238,6 +241,25 @@ func (c *Core) Close() { c.store.Close() }
 
 // keyGroups is the range of key groups this shard owns.
 func (c *Core) keyGroups() keygroup.Range { return keygroup.Range{Lo: c.cfg.KGLo, Hi: c.cfg.KGHi} }
+
+// owns reports whether the shard processes key group kg: in cluster mode
+// only the worker's own. The store may still hold others (a restarted
+// worker's cache, before its first plan): their mailboxes, timers and
+// expired values are not this worker's to touch.
+func (c *Core) owns(kg int) bool { return c.cfg.Owned == nil || c.cfg.Owned(kg) }
+
+// ownsAny reports whether the shard owns one of its key groups. A shard
+// of cluster mode owns all of them or none: a worker deletes from its
+// store every key group it does not own before it builds a pipeline over
+// the rest, except the first, which owns nothing.
+func (c *Core) ownsAny() bool {
+	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
+		if c.owns(kg) {
+			return true
+		}
+	}
+	return false
+}
 
 // Deliver takes one item from the inbox.
 func (c *Core) Deliver(it Item) {
@@ -286,7 +308,7 @@ func (c *Core) firstSeen(env *Envelope) bool {
 // route sends a message to the shard owning its target.
 func (c *Core) route(env Envelope) {
 	shard, kg := c.cfg.Locate(env.Target.ID)
-	if c.cfg.Owned != nil && !c.cfg.Owned(kg) {
+	if !c.owns(kg) {
 		c.remoteBuf = append(c.remoteBuf, env)
 		return
 	}

@@ -19,6 +19,9 @@ const (
 // Tick fires due delayed messages, and now and then deletes some expired
 // values and seen keys and logs the failures counted since the last log.
 func (c *Core) Tick() {
+	if c.idle {
+		return
+	}
 	now := c.env.Now()
 	nowMs := now.UnixMilli()
 	c.ticks++
