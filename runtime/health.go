@@ -22,6 +22,7 @@ import (
 // Checks of readiness, as metric labels.
 const (
 	checkStopping   = "stopping"
+	checkStarting   = "starting"
 	checkEndpoint   = "endpoint"
 	checkStream     = "stream"
 	checkCheckpoint = "checkpoint"
@@ -54,9 +55,13 @@ func (e *Engine) readiness() []problem {
 	if e.finishing.Load() {
 		out = append(out, problem{checkStopping, "stopping: intake is paused and the final checkpoint is being taken"})
 	}
+	pl := e.pl()
+	if pl.coord == nil { // a cluster worker before its first pipeline
+		return append(out, problem{checkStarting, "starting: the first pipeline is being built"})
+	}
 	now := time.Now()
 	down := map[string]shard.EndpointDown{}
-	for i, l := range e.pl().loops {
+	for i, l := range pl.loops {
 		st := l.Status()
 		for _, d := range st.Unreachable {
 			if old, ok := down[d.URL]; !ok || d.Since.Before(old.Since) {
@@ -78,18 +83,18 @@ func (e *Engine) readiness() []problem {
 		out = append(out, problem{checkEndpoint, fmt.Sprintf("endpoint %s unreachable for %s (its messages wait): %s",
 			u, now.Sub(d.Since).Round(time.Second), d.LastError)})
 	}
-	for _, r := range e.pl().reads {
+	for _, r := range pl.reads {
 		if f := r.Failing(); f != nil {
 			out = append(out, problem{checkStream, fmt.Sprintf("stream %s cannot be read for %s: %v",
 				r.Name(), now.Sub(f.Since).Round(time.Second), f.Err)})
 		}
 	}
-	if err, since := e.pl().coord.CommitError(); err != nil {
+	if err, since := pl.coord.CommitError(); err != nil {
 		out = append(out, problem{checkCheckpoint, fmt.Sprintf("writing checkpoints fails for %s: %v",
 			now.Sub(since).Round(time.Second), err)})
 	}
 	last := e.started
-	if man, _ := e.pl().coord.Latest(); man != nil && man.GetCompletedAtUnixMillis() > last.UnixMilli() {
+	if man, _ := pl.coord.Latest(); man != nil && man.GetCompletedAtUnixMillis() > last.UnixMilli() {
 		last = time.UnixMilli(man.GetCompletedAtUnixMillis())
 	}
 	if stale := e.checkpointStale(); now.Sub(last) > stale {
@@ -170,7 +175,7 @@ func (c *readinessCollector) Collect(ch chan<- prometheus.Metric) {
 		ready = 0
 	}
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, ready)
-	counts := map[string]int{checkStopping: 0, checkEndpoint: 0, checkStream: 0, checkCheckpoint: 0, checkIntake: 0, checkDisk: 0}
+	counts := map[string]int{checkStopping: 0, checkStarting: 0, checkEndpoint: 0, checkStream: 0, checkCheckpoint: 0, checkIntake: 0, checkDisk: 0}
 	for _, p := range probs {
 		counts[p.check]++
 	}

@@ -289,9 +289,16 @@ func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers
 		time.Sleep(250 * time.Millisecond)
 	}
 	time.Sleep(settle)
-	got, err := readClusterStates(ctx, workers, w.Addresses)
-	if err != nil {
-		t.Fatalf("reading states: %v", err)
+	// A worker may be between two pipelines (a late move): ask again.
+	var got states
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		if got, err = readClusterStates(ctx, workers, w.Addresses); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reading states: %v", err)
+		}
 	}
 	if diff := diffStates(w, got); len(diff) > 0 {
 		t.Errorf("seed %d: %d addresses changed after reaching their exactly-once state:\n%s", seed, len(diff), summarize(diff, 40))
