@@ -212,19 +212,24 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 	e.calls = invoke.New(invoke.Options{MaxConnsPerHost: 64, SigningKey: e.keys.Signing, TLS: endpointTLS})
 	e.callCtx, e.cancelCalls = context.WithCancel(context.Background())
 	// The console's samples of the runtime outlive the pipelines of
-	// cluster mode; they end with the calls, on shutdown.
-	e.callWG.Add(1)
-	go func() { defer e.callWG.Done(); e.platform.run(e.callCtx) }()
+	// cluster mode; they end with the calls, on shutdown. In cluster mode
+	// they start once the engine is a worker (they report its lag).
+	startPlatform := func() {
+		e.callWG.Add(1)
+		go func() { defer e.callWG.Done(); e.platform.run(e.callCtx) }()
+	}
 	if cfg.Cluster != "" {
 		e.reg.MustRegister(newReadinessCollector(e))
 		if err := e.startCluster(ctx); err != nil {
 			return nil, err
 		}
+		startPlatform()
 		go e.watchFailures()
 		e.log.Info("twinflow running as a cluster worker", "admin", e.AdminURL(), "nats", e.NATSURL(), "cluster", cfg.Cluster,
 			"worker", e.cl.worker, "shards", cfg.Shards, "key_groups", cfg.KeyGroups, "owned", len(e.pl().own.keyGroups()))
 		return e, nil
 	}
+	startPlatform()
 	if err := e.buildPipeline(deployment, nil); err != nil {
 		return nil, err
 	}

@@ -215,7 +215,7 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	for _, p := range []*process{rt.process, fn.process} {
 		if races := p.grep("WARNING: DATA RACE"); len(races) > 0 {
-			t.Errorf("the race detector reported %d data races in %s; see %s", len(races), p.name, p.log)
+			t.Errorf("the race detector reported %d data races in %s; the first:\n%s", len(races), p.name, p.after("WARNING: DATA RACE", 60))
 		}
 	}
 	if panics := rt.grep("panic:"); len(panics) > 0 {

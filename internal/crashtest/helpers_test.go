@@ -226,6 +226,22 @@ func (p *process) grep(s string) []string {
 	return out
 }
 
+// after returns the first line of the log that contains s and the n lines
+// after it: a data race's report, say, which the log's tail may not show.
+func (p *process) after(s string, n int) string {
+	b, err := os.ReadFile(p.log)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(string(b), "\n")
+	for i, l := range lines {
+		if strings.Contains(l, s) {
+			return strings.Join(lines[i:min(len(lines), i+n+1)], "\n")
+		}
+	}
+	return ""
+}
+
 // ready polls check until it succeeds, the process exits, or the bound
 // passes.
 func (p *process) ready(ctx context.Context, bound time.Duration, check func() error) error {
