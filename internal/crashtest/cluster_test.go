@@ -38,8 +38,7 @@ type clusterShape struct {
 	commands    int
 	period      time.Duration // over which the commands are published
 	workerKills int
-	// lateCancels adds cancels sent in a later invocation, whose delayed
-	// messages must then be waited out (LateCancelDelay).
+	// lateCancels adds cancels sent in a later invocation.
 	lateCancels bool
 }
 
@@ -84,10 +83,6 @@ func TestClusterCrashRecovery(t *testing.T) {
 		shape = clusterShape{commands: 6000, period: 60 * time.Second, workerKills: 10, lateCancels: true}
 	}
 	w := Generate(seed, Options{Commands: shape.commands, NoLateCancels: !shape.lateCancels})
-	settle := MaxDelay + time.Second // until every cancelled delayed message would have fired
-	if shape.lateCancels {
-		settle = LateCancelDelay + time.Second
-	}
 	plan := planClusterFaults(seed, shape.workerKills)
 	t.Logf("workload: %d commands to %d addresses, %d messages in all, %d egress records; ops %v",
 		len(w.Commands), len(w.Addresses), w.Messages(), len(w.Egress), w.Ops)
@@ -219,7 +214,21 @@ func TestClusterCrashRecovery(t *testing.T) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	converged := time.Since(begin)
-	time.Sleep(settle)
+	// As in TestCrashRecovery: no delayed message may be left pending, and
+	// once the others would have fallen due the states must still be exact.
+	admins := make([]twinflowv1connect.AdminServiceClient, len(workers))
+	for i, wk := range workers {
+		admins[i] = wk.admin()
+	}
+	pending, err := pendingDelayed(ctx, admins, w.Addresses)
+	if err != nil {
+		t.Fatalf("reading delayed messages: %v", err)
+	}
+	if len(pending) > 0 {
+		t.Errorf("seed %d: %d addresses have delayed messages pending after every command ran (cancels that did not take effect):\n%s",
+			seed, len(pending), summarize(pending, 20))
+	}
+	time.Sleep(MaxDelay + time.Second)
 	got, err := readClusterStates(ctx, workers, w.Addresses)
 	if err != nil {
 		t.Fatalf("reading states: %v", err)
