@@ -471,8 +471,8 @@ func pendingDelayed(ctx context.Context, admins []twinflowv1connect.AdminService
 		}
 		switch {
 		case first != nil:
-			out = append(out, fmt.Sprintf("%s: %d pending, the first to %s with token %q due at %s: %s", a, n,
-				first.GetTarget().GetId(), first.GetCancellationToken(), time.UnixMilli(first.GetDueUnixMillis()).Format(time.TimeOnly), first.GetJson()))
+			out = append(out, fmt.Sprintf("%s: %d pending, the first to %s with token %q due in %v: %s", a, n,
+				first.GetTarget().GetId(), first.GetCancellationToken(), time.Until(time.UnixMilli(first.GetDueUnixMillis())).Round(time.Second), first.GetJson()))
 		case truncated:
 			out = append(out, fmt.Sprintf("%s: its key group has too many delayed messages to look through", a))
 		}
