@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/cluster"
@@ -220,10 +221,11 @@ func TestClusterCrashRecovery(t *testing.T) {
 	for i, wk := range workers {
 		admins[i] = wk.admin()
 	}
-	pending, err := pendingDelayed(ctx, admins, w.Addresses)
-	if err != nil {
-		t.Fatalf("reading delayed messages: %v", err)
-	}
+	var pending []string
+	testwait.Nil(t, "the delayed messages of every address", func() (err error) {
+		pending, err = pendingDelayed(ctx, admins, w.Addresses)
+		return err
+	})
 	if len(pending) > 0 {
 		t.Errorf("seed %d: %d addresses have delayed messages pending after every command ran (cancels that did not take effect):\n%s",
 			seed, len(pending), summarize(pending, 20))

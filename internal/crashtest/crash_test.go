@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/twinflow/twinflow/internal/testwait"
 	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 )
@@ -181,10 +182,11 @@ func TestCrashRecovery(t *testing.T) {
 	// A message cancelled in a later invocation is due only after the
 	// test (LateCancelDelay), so its cancel is checked here, not by
 	// waiting for it to fire.
-	pending, err := pendingDelayed(ctx, []twinflowv1connect.AdminServiceClient{admin}, w.Addresses)
-	if err != nil {
-		t.Fatalf("reading delayed messages: %v", err)
-	}
+	var pending []string
+	testwait.Nil(t, "the delayed messages of every address", func() (err error) {
+		pending, err = pendingDelayed(ctx, []twinflowv1connect.AdminServiceClient{admin}, w.Addresses)
+		return err
+	})
 	if len(pending) > 0 {
 		t.Errorf("seed %d: %d addresses have delayed messages pending after every command ran (cancels that did not take effect):\n%s",
 			seed, len(pending), summarize(pending, 20))
