@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/cluster"
@@ -39,8 +40,7 @@ type clusterShape struct {
 	commands    int
 	period      time.Duration // over which the commands are published
 	workerKills int
-	// lateCancels adds cancels sent in a later invocation, whose delayed
-	// messages must then be waited out (LateCancelDelay).
+	// lateCancels adds cancels sent in a later invocation.
 	lateCancels bool
 }
 
@@ -85,10 +85,6 @@ func TestClusterCrashRecovery(t *testing.T) {
 		shape = clusterShape{commands: 6000, period: 60 * time.Second, workerKills: 10, lateCancels: true}
 	}
 	w := Generate(seed, Options{Commands: shape.commands, NoLateCancels: !shape.lateCancels})
-	settle := MaxDelay + time.Second // until every cancelled delayed message would have fired
-	if shape.lateCancels {
-		settle = LateCancelDelay + time.Second
-	}
 	plan := planClusterFaults(seed, shape.workerKills)
 	t.Logf("workload: %d commands to %d addresses, %d messages in all, %d egress records; ops %v",
 		len(w.Commands), len(w.Addresses), w.Messages(), len(w.Egress), w.Ops)
@@ -201,7 +197,7 @@ func TestClusterCrashRecovery(t *testing.T) {
 	probes.Wait()
 	faulted := time.Since(begin)
 
-	checkClusterOutcome(ctx, t, w, workers, js, settle)
+	checkClusterOutcome(ctx, t, w, workers, js)
 	converged := time.Since(begin)
 	// A clean stop of a worker hands its key groups to the others at
 	// once; nothing changes.
@@ -264,10 +260,11 @@ func TestClusterCrashRecovery(t *testing.T) {
 }
 
 // checkClusterOutcome waits until every address's state is exactly once,
-// waits out the delayed messages (settle) and checks that nothing changed,
+// checks that no delayed message is left pending, waits until the
+// cancelled ones would have fallen due and checks that nothing changed,
 // then checks the egress stream (every record once), the dead letters
 // (none) and the workers' logs (no data race, no panic).
-func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers []*runtimeProc, js jetstream.JetStream, settle time.Duration) {
+func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers []*runtimeProc, js jetstream.JetStream) {
 	t.Helper()
 	seed := w.Seed
 	var diff []string
@@ -288,7 +285,22 @@ func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	time.Sleep(settle)
+	// As in TestCrashRecovery: no delayed message may be left pending, and
+	// once the others would have fallen due the states must still be exact.
+	admins := make([]twinflowv1connect.AdminServiceClient, len(workers))
+	for i, wk := range workers {
+		admins[i] = wk.admin()
+	}
+	var pending []string
+	testwait.Nil(t, "the delayed messages of every address", func() (err error) {
+		pending, err = pendingDelayed(ctx, admins, w.Addresses)
+		return err
+	})
+	if len(pending) > 0 {
+		t.Errorf("seed %d: %d addresses have delayed messages pending after every command ran (cancels that did not take effect):\n%s",
+			seed, len(pending), summarize(pending, 20))
+	}
+	time.Sleep(MaxDelay + time.Second)
 	// A worker may be between two pipelines (a late move): ask again.
 	var got states
 	var err error

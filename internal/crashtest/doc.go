@@ -27,10 +27,11 @@
 // deduplicated. Meanwhile it kills the runtime (and with it its embedded
 // NATS server) and the function endpoint with SIGKILL at random moments,
 // restarting each after a short random pause. Then it stops the faults,
-// waits until the query API shows every address at its model count, waits
-// out the longest cancelled delay and checks again, and reads the egress
-// stream: every expected id exactly once, nothing else, and no dead
-// letters.
+// waits until the query API shows every address at its model count,
+// checks that no address has a delayed message pending (every cancel took
+// effect), checks the states again once every delay that was not
+// cancelled has passed, and reads the egress stream: every expected id
+// exactly once, nothing else, and no dead letters.
 //
 // The seed fixes the workload and the fault schedule, not the interleaving
 // of the processes, which is the point: each run explores different crash
@@ -51,8 +52,12 @@
 // (about 11,000 messages, 4,500 egress records) published over 30 s, 5
 // runtime and 3 endpoint kills, then the checks.
 //
-// The timing assumption is explicit: a cancel sent in a later invocation
-// must be processed before its delayed message falls due. The delay
-// ([LateCancelDelay]) is far longer than the faults keep an address from
-// running.
+// Nothing in the outcome depends on how fast the machine is. Delayed
+// messages run on the wall clock, time down included, and a cancel sent in
+// a later invocation waits behind its sender's backlog and the restarts: on
+// a loaded machine, repeated kills have kept senders from running such a
+// cancel for more than 25 s, and the message then fired first, as the
+// platform allows. So those messages are due only after the test
+// ([LateCancelDelay]), and what shows that their cancels took effect is
+// that none is left pending.
 package crashtest

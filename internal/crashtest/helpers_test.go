@@ -464,6 +464,38 @@ func readStates(ctx context.Context, admin twinflowv1connect.AdminServiceClient,
 	return out, nil
 }
 
+// pendingDelayed lists the addresses that have delayed messages pending,
+// as the query API describes them, with the first of them. Asked of the
+// workers of a cluster, it asks each: only the owner of a key group holds
+// its delayed messages.
+func pendingDelayed(ctx context.Context, admins []twinflowv1connect.AdminServiceClient, addresses []string) ([]string, error) {
+	var out []string
+	for _, a := range addresses {
+		n, truncated, first := 0, false, (*twinflowv1.DelayedInfo)(nil)
+		for _, admin := range admins {
+			resp, err := admin.DescribeAddress(ctx, connect.NewRequest(&twinflowv1.DescribeAddressRequest{
+				Address: &twinflowv1.Address{Type: FunctionType, Id: a},
+			}))
+			if err != nil {
+				return nil, fmt.Errorf("describing %s: %w", a, err)
+			}
+			if d := resp.Msg.GetDelayed(); len(d) > 0 && first == nil {
+				first = d[0]
+			}
+			n += len(resp.Msg.GetDelayed())
+			truncated = truncated || resp.Msg.GetDelayedTruncated()
+		}
+		switch {
+		case first != nil:
+			out = append(out, fmt.Sprintf("%s: %d pending, the first to %s with token %q due in %v: %s", a, n,
+				first.GetTarget().GetId(), first.GetCancellationToken(), time.Until(time.UnixMilli(first.GetDueUnixMillis())).Round(time.Second), first.GetJson()))
+		case truncated:
+			out = append(out, fmt.Sprintf("%s: its key group has too many delayed messages to look through", a))
+		}
+	}
+	return out, nil
+}
+
 // diffStates lists the addresses whose states differ from the model, and
 // by how much.
 func diffStates(w *Workload, got states) []string {
