@@ -347,6 +347,8 @@ func percentiles(ds []time.Duration) string {
 		return "no sample"
 	}
 	slices.Sort(ds)
-	at := func(q float64) time.Duration { return ds[min(len(ds)-1, int(q*float64(len(ds))))].Round(time.Millisecond) }
+	at := func(q float64) time.Duration {
+		return ds[min(len(ds)-1, int(q*float64(len(ds))))].Round(time.Millisecond)
+	}
 	return fmt.Sprintf("n=%d p50 %v p99 %v max %v", len(ds), at(0.50), at(0.99), ds[len(ds)-1].Round(time.Millisecond))
 }
