@@ -38,7 +38,7 @@ type k8sObject struct {
 	Kind     string
 	Metadata struct{ Name string }
 	Spec     struct {
-		Ports    []struct {
+		Ports []struct {
 			Name       string
 			Port       int
 			TargetPort string `yaml:"targetPort"`
