@@ -17,11 +17,12 @@ RACKFUN ?= go
 
 # The Go modules: the runtime, CLI and examples (.), the generated protocol
 # code (proto) and the SDK (sdk), joined by go.work; and the code generators
-# (tools), run outside the workspace so that their dependencies raise no
-# version the others build with. ./... stops at a nested module, so the
+# (tools) and the checks of the deployment files (deploy/validate), run
+# outside the workspace so that their dependencies raise no version the
+# others build with. ./... stops at a nested module, so the
 # commands below name every module's packages.
 PKGS := ./... ./proto/... ./sdk/...
-MODULES := . proto sdk tools
+MODULES := . proto sdk tools deploy/validate
 TOOL := GOWORK=off GOFLAGS=-modfile=$(CURDIR)/tools/go.mod $(GO) tool
 
 .PHONY: help
@@ -44,6 +45,8 @@ test: ts ## Run all tests with the race detector, the TypeScript tests, and the 
 	$(GO) test -race -count=1 -timeout 15m $(PKGS)
 	@echo "the SDK again, outside the workspace: with the versions its own go.mod asks for, as a function author builds it"
 	cd sdk && GOWORK=off $(GO) test -race -count=1 ./...
+	@echo "the deployment files (deploy/kubernetes, deploy/docker), by a module of their own that brings the Kubernetes and BuildKit libraries"
+	cd deploy/validate && GOWORK=off $(GO) test -race -count=1 ./...
 	$(NPM) test
 
 # What make run runs, as bin/NAME:PACKAGE.
@@ -78,5 +81,6 @@ generate: $(NODE_MODULES) ## Regenerate the protobuf, Connect and TypeScript cod
 check: generate ## gofmt, go vet, tidy go.mod files, and fail when generated code is stale
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	cd deploy/validate && GOWORK=off $(GO) vet ./...
 	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff) || { echo "$$m/go.mod is not tidy: run cd $$m && go mod tidy"; exit 1; }; done
 	@if [ -n "$$(git status --porcelain -- proto examples/datacenter/gen sdk-ts/src/gen examples/datacenter/ts/src/gen)" ]; then echo "generated code is stale: run make generate and commit"; git status --porcelain -- proto examples/datacenter/gen sdk-ts/src/gen examples/datacenter/ts/src/gen; exit 1; fi
