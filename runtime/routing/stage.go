@@ -1,0 +1,549 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/cluster"
+	"github.com/twinflow/twinflow/runtime/ingress"
+	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/shard"
+)
+
+// Source is an ingress stream the router reads.
+type Source struct {
+	Stream  string // the stream's name
+	Ingress string // the router's ingress name of its rules
+}
+
+// Config configures a Stage.
+type Config struct {
+	Cluster *cluster.Cluster
+	JS      jetstream.JetStream
+	Sources []Source
+	Router  *router.Router
+	// Holder names the router's worker incarnation, and Epoch is its
+	// fencing epoch: the epoch of its lease of key group 0.
+	Holder string
+	Epoch  uint64
+	// DLQ publishes the dead letters of what cannot be routed, and answers
+	// the requesters among them.
+	DLQ     ingress.Publisher
+	Metrics *Metrics
+	Log     *slog.Logger
+	// TrimEvery is how often the source streams are purged below what is
+	// routed. Default 1 s.
+	TrimEvery time.Duration
+}
+
+// Stage is the routing stage of one router.
+type Stage struct {
+	cfg Config
+	k   int
+	log *slog.Logger
+
+	// Touched by Run's goroutine only.
+	heads   []uint64    // by key group: its subject's last sequence
+	routed  []Positions // by key group: how far each stream is routed into it
+	through Positions   // how far each stream is routed into every key group
+	trimmed Positions
+}
+
+// New returns a router's stage.
+func New(cfg Config) *Stage {
+	if cfg.TrimEvery <= 0 {
+		cfg.TrimEvery = time.Second
+	}
+	return &Stage{cfg: cfg, k: cfg.Cluster.KeyGroups(), log: cfg.Log.With("component", "router", "epoch", cfg.Epoch)}
+}
+
+// Round bounds: a round is what the router publishes at once, one message
+// (or a few, if large) per key group.
+const (
+	maxRoundItems = 8192
+	// headerRoom is what a message leaves of the server's maximum payload
+	// for its headers.
+	headerRoom = 8 << 10
+	ackTimeout = 5 * time.Second
+)
+
+// batch is what one read of a source stream routed.
+type batch struct {
+	stream int // index in Config.Sources
+	last   uint64
+	items  []item
+}
+
+// item is one routed message.
+type item struct {
+	kg     int
+	stream int
+	seq    uint64 // of the source message
+	env    shard.Envelope
+}
+
+// Run takes over as the cluster's router and routes until ctx ends (nil)
+// or a router of a newer epoch takes over (a *FencedError).
+func (s *Stage) Run(ctx context.Context) error {
+	r := backoff.Retrier{Policy: backoff.Policy{Base: 100 * time.Millisecond, Max: 5 * time.Second}}
+	for {
+		err := s.run(ctx)
+		var fenced *FencedError
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.As(err, &fenced):
+			s.log.Warn("a router of a newer epoch took over; this one stops", "err", err)
+			return err
+		}
+		s.log.Error("routing the ingress failed; taking over again", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(r.Next()):
+		}
+	}
+}
+
+// run takes over, then reads and routes until ctx ends or a write fails
+// in a way that takes reading the subjects again.
+func (s *Stage) run(ctx context.Context) error {
+	t := time.Now()
+	st, err := s.takeover(ctx)
+	if err != nil {
+		return err
+	}
+	s.heads, s.routed, s.through = st.Heads, st.Routed, st.From
+	s.trimmed = Positions{}
+	s.cfg.Metrics.takeovers.Inc()
+	s.log.Info("routing the ingress", "from", st.From.String(), "took", time.Since(t).Round(time.Millisecond))
+
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	ch := make(chan batch, 2*len(s.cfg.Sources))
+	for i, src := range s.cfg.Sources {
+		bus, err := natsbus.NewReader(rctx, s.cfg.JS, src.Stream, st.From[src.Stream], natsbus.ReaderOptions{Logger: s.cfg.Log})
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", src.Stream, err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer bus.Close()
+			s.read(rctx, i, bus, ch)
+		}()
+	}
+	trim := time.NewTicker(s.cfg.TrimEvery)
+	defer trim.Stop()
+	for {
+		var round []batch
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-trim.C:
+			s.trimSources(ctx)
+			continue
+		case b := <-ch:
+			round = append(round, b)
+		}
+		n := len(round[0].items)
+	more:
+		for n < maxRoundItems {
+			select {
+			case b := <-ch:
+				round = append(round, b)
+				n += len(b.items)
+			default:
+				break more
+			}
+		}
+		if err := s.publish(ctx, round); err != nil {
+			return err
+		}
+	}
+}
+
+// read routes one source stream's messages into batches, publishing the
+// dead letters of what cannot be routed first.
+func (s *Stage) read(ctx context.Context, stream int, bus *natsbus.Reader, out chan<- batch) {
+	src := s.cfg.Sources[stream]
+	dec := &ingress.StreamDecoder{Stream: src.Stream, Ingress: src.Ingress, Router: s.cfg.Router}
+	var f ingress.Faults
+	var failing time.Time
+	for ctx.Err() == nil {
+		msgs, err := bus.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if failing.IsZero() {
+				failing = time.Now()
+				s.log.Error("reading an ingress stream failed; retrying every second", "stream", src.Stream, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if !failing.IsZero() {
+			s.log.Info("reading the ingress stream again", "stream", src.Stream, "failed_for", time.Since(failing).Round(time.Millisecond))
+			failing = time.Time{}
+		}
+		if len(msgs) == 0 {
+			continue
+		}
+		b := batch{stream: stream, last: msgs[len(msgs)-1].Seq}
+		for i := range msgs {
+			msg := &msgs[i]
+			dec.Decode(msg, func(env shard.Envelope) {
+				b.items = append(b.items, item{kg: keygroup.Of(env.Target.ID, s.k), stream: stream, seq: msg.Seq, env: env})
+			}, &f)
+		}
+		if len(f.Dead) > 0 {
+			// Before the messages count as routed: the source stream is
+			// purged below them.
+			if err := s.cfg.DLQ.Publish(ctx, f.Dead); err != nil && ctx.Err() == nil {
+				s.log.Error("publishing dead letters failed", "stream", src.Stream, "count", len(f.Dead), "err", err)
+			}
+			for _, a := range f.Answers {
+				s.cfg.DLQ.Reply(a)
+			}
+			s.cfg.Metrics.deadLetters.Add(float64(len(f.Dead)))
+			f = ingress.Faults{}
+		}
+		select {
+		case out <- b:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// flight is one message of a round being written.
+type flight struct {
+	kg     int
+	n      int // items it holds
+	routed Positions
+	ack    jetstream.PubAckFuture
+	err    error
+}
+
+// publish writes a round: for each key group its items, in source order,
+// as one message (or a few, if large), each expecting its subject's last
+// sequence; all key groups at once. A write that fails is resolved by the
+// subject's last message (OnRefused).
+func (s *Stage) publish(ctx context.Context, round []batch) error {
+	end := Positions{}
+	byKG := map[int][]item{}
+	for _, b := range round {
+		name := s.cfg.Sources[b.stream].Stream
+		end[name] = max(end[name], b.last)
+		for _, it := range b.items {
+			byKG[it.kg] = append(byKG[it.kg], it)
+		}
+	}
+	for _, items := range byKG {
+		// Batches of one stream arrive in order; streams interleave.
+		slices.SortStableFunc(items, func(a, b item) int { return a.stream - b.stream })
+	}
+	limit := int(s.cfg.JS.Conn().MaxPayload()) - headerRoom
+	r := backoff.Retrier{Policy: backoff.Policy{Base: 50 * time.Millisecond, Max: 2 * time.Second}}
+	for {
+		var flights []*flight
+		for kg, items := range byKG {
+			items = slices.DeleteFunc(items, func(it item) bool {
+				return s.routed[kg].Covers(s.cfg.Sources[it.stream].Stream, it.seq)
+			})
+			byKG[kg] = items
+			if len(items) == 0 {
+				delete(byKG, kg)
+				continue
+			}
+			f := &flight{kg: kg}
+			f.n = cut(items, limit)
+			f.routed = s.routedAfter(kg, items, f.n, end)
+			m, err := s.message(kg, items[:f.n], f.routed)
+			if err != nil {
+				return err
+			}
+			f.ack, f.err = s.cfg.Cluster.PublishInAsync(m, s.heads[kg])
+			flights = append(flights, f)
+		}
+		if len(flights) == 0 {
+			break
+		}
+		deadline := time.NewTimer(ackTimeout)
+		var failed []*flight
+		for _, f := range flights {
+			if f.err == nil {
+				select {
+				case ack := <-f.ack.Ok():
+					s.heads[f.kg], s.routed[f.kg] = ack.Sequence, f.routed
+					byKG[f.kg] = byKG[f.kg][f.n:]
+					s.cfg.Metrics.publishes.Inc()
+					s.cfg.Metrics.routed.Add(float64(f.n))
+					continue
+				case f.err = <-f.ack.Err():
+				case <-deadline.C:
+					f.err = errors.New("no answer in time")
+				case <-ctx.Done():
+					deadline.Stop()
+					return nil
+				}
+			}
+			failed = append(failed, f)
+		}
+		deadline.Stop()
+		for _, f := range failed {
+			if err := s.resolve(ctx, f); err != nil {
+				return err
+			}
+		}
+		if len(failed) > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(r.Next()):
+			}
+		}
+	}
+	s.through.raise(end)
+	return nil
+}
+
+// resolve finds out what became of a failed write from its subject's last
+// message.
+func (s *Stage) resolve(ctx context.Context, f *flight) error {
+	s.cfg.Metrics.refused.Inc()
+	last, err := s.last(ctx, f.kg)
+	if err != nil {
+		return fmt.Errorf("key group %d: after a write failed (%v): %w", f.kg, f.err, err)
+	}
+	what, err := OnRefused(s.cfg.Epoch, s.heads[f.kg], last)
+	switch {
+	case err != nil:
+		return fmt.Errorf("key group %d: %w", f.kg, err)
+	case what == Stop:
+		return &FencedError{Epoch: s.cfg.Epoch, ByEpoch: last.Head.Epoch, By: last.Head.Holder, KeyGroup: f.kg}
+	case what == Adopt:
+		s.heads[f.kg] = last.Seq
+		s.routed[f.kg].raise(last.Head.Routed)
+	default:
+		s.log.Debug("a write to the partitioned ingress was not stored; writing it again", "key_group", f.kg, "err", f.err)
+	}
+	return nil
+}
+
+// cut returns how many of items the next message holds: up to limit bytes,
+// ending at a source message's end (every item of a source message for a
+// key group is in one message), at least one source message.
+func cut(items []item, limit int) int {
+	size := 0
+	for i := range items {
+		if i > 0 && (items[i].stream != items[i-1].stream || items[i].seq != items[i-1].seq) && size > limit {
+			return prevBoundary(items, i)
+		}
+		e := &items[i].env
+		size += len(e.Payload) + len(e.Typename) + len(e.Target.Type) + len(e.Target.ID) + len(e.ReplyTo) + len(e.Key) + 32
+	}
+	if size > limit {
+		return prevBoundary(items, len(items))
+	}
+	return len(items)
+}
+
+// prevBoundary returns the start of the source message that ends at i, or
+// i when that is the first one.
+func prevBoundary(items []item, i int) int {
+	j := i - 1
+	for j > 0 && items[j-1].stream == items[i-1].stream && items[j-1].seq == items[i-1].seq {
+		j--
+	}
+	if j == 0 {
+		return i
+	}
+	return j
+}
+
+// routedAfter returns key group kg's routed positions once items[:n] are
+// written: a stream none of whose items stay behind is routed to the
+// round's end, one cut off to the last source message written.
+func (s *Stage) routedAfter(kg int, items []item, n int, end Positions) Positions {
+	p := maps.Clone(s.routed[kg])
+	left := map[int]bool{}
+	for _, it := range items[n:] {
+		left[it.stream] = true
+	}
+	for i, src := range s.cfg.Sources {
+		if !left[i] {
+			p.raise(Positions{src.Stream: end[src.Stream]})
+		}
+	}
+	for _, it := range items[:n] {
+		p.raise(Positions{s.cfg.Sources[it.stream].Stream: it.seq})
+	}
+	return p
+}
+
+// message returns key group kg's message of items.
+func (s *Stage) message(kg int, items []item, routed Positions) (*nats.Msg, error) {
+	envs := make([]shard.Envelope, len(items))
+	for i := range items {
+		envs[i] = items[i].env
+	}
+	data, err := encodeItems(envs)
+	if err != nil {
+		return nil, err
+	}
+	m := nats.NewMsg(s.cfg.Cluster.InSubject(kg))
+	m.Data = data
+	Head{Kind: kindRouted, Holder: s.cfg.Holder, Epoch: s.cfg.Epoch, Routed: routed, Through: s.through}.set(m.Header)
+	return m, nil
+}
+
+// last reads the last message of key group kg's subject.
+func (s *Stage) last(ctx context.Context, kg int) (Last, error) {
+	m, err := s.cfg.Cluster.LastIn(ctx, kg)
+	if err != nil || m == nil {
+		return Last{}, err
+	}
+	h, err := ParseHead(m.Header)
+	if err != nil {
+		return Last{}, fmt.Errorf("%s message %d: %w", s.cfg.Cluster.InSubject(kg), m.Sequence, err)
+	}
+	return Last{Seq: m.Sequence, Head: h}, nil
+}
+
+// takeover reads the last message of every key group's subject, and
+// appends this router's epoch marker to each, in atomic batches: from then
+// on an older router's writes are refused.
+func (s *Stage) takeover(ctx context.Context) (Start, error) {
+	r := backoff.Retrier{Policy: backoff.Policy{Base: 50 * time.Millisecond, Max: 2 * time.Second}}
+	for {
+		lasts := make([]Last, s.k)
+		for kg := range lasts {
+			l, err := s.last(ctx, kg)
+			if err != nil {
+				return Start{}, err
+			}
+			lasts[kg] = l
+		}
+		st, err := Takeover(s.cfg.Epoch, lasts)
+		if err != nil {
+			return Start{}, err
+		}
+		err = s.appendMarkers(ctx, st)
+		if err == nil {
+			return st, nil
+		}
+		s.log.Debug("epoch markers not written; reading the subjects again", "err", err)
+		select {
+		case <-ctx.Done():
+			return Start{}, ctx.Err()
+		case <-time.After(r.Next()):
+		}
+	}
+}
+
+// markerBatch is the most epoch markers in one atomic batch (nats-server's
+// default max_batch_size is 1,000).
+const markerBatch = 1000
+
+// appendMarkers writes the epoch markers, carrying each key group's
+// positions forward (the next router reads only the last message), and
+// sets st.Heads to their sequences.
+func (s *Stage) appendMarkers(ctx context.Context, st Start) error {
+	for lo := 0; lo < s.k; lo += markerBatch {
+		hi := min(lo+markerBatch, s.k)
+		msgs := make([]*nats.Msg, 0, hi-lo)
+		for kg := lo; kg < hi; kg++ {
+			m := nats.NewMsg(s.cfg.Cluster.InSubject(kg))
+			Head{Kind: kindMarker, Holder: s.cfg.Holder, Epoch: s.cfg.Epoch, Routed: st.Routed[kg], Through: st.From}.set(m.Header)
+			msgs = append(msgs, m)
+		}
+		seqs, err := s.cfg.Cluster.AppendIn(ctx, msgs, st.Heads[lo:hi])
+		if err != nil {
+			return err
+		}
+		copy(st.Heads[lo:hi], seqs)
+	}
+	return nil
+}
+
+// trimSources purges each source stream below what is routed into every
+// key group: a new router starts after it, and the dead letters of what
+// could not be routed were published before it counted as routed.
+func (s *Stage) trimSources(ctx context.Context) {
+	for stream, seq := range s.through {
+		if seq <= s.trimmed[stream] {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, ackTimeout)
+		st, err := s.cfg.JS.Stream(tctx, stream)
+		if err == nil {
+			err = st.Purge(tctx, jetstream.WithPurgeSequence(seq+1))
+		}
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("trimming an ingress stream failed; trying again", "stream", stream, "up_to", seq, "err", err)
+			}
+			continue
+		}
+		s.trimmed[stream] = seq
+		s.cfg.Metrics.Purges.WithLabelValues("source").Inc()
+	}
+}
+
+// Metrics are the routing stage's Prometheus collectors.
+type Metrics struct {
+	routed      prometheus.Counter
+	publishes   prometheus.Counter
+	refused     prometheus.Counter
+	takeovers   prometheus.Counter
+	deadLetters prometheus.Counter
+	// Purges counts purges of the ingress streams by what they trim: a
+	// source stream (by the router) or a key group's routed ingress (by
+	// its owner).
+	Purges *prometheus.CounterVec
+}
+
+// NewMetrics creates the collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		routed: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_routed_messages_total",
+			Help: "Ingress messages the router wrote to the partitioned ingress (each item of a batch envelope counts)."}),
+		publishes: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_router_publishes_total",
+			Help: "Messages the router wrote to the partitioned ingress (one per key group per round, or a few if large)."}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_router_publishes_failed_total",
+			Help: "Router writes refused (the subject moved on) or without an answer; each is resolved by the subject's last message."}),
+		takeovers: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_router_takeovers_total",
+			Help: "Times this worker took over as the router (epoch markers written)."}),
+		deadLetters: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_router_dead_letters_total",
+			Help: "Ingress messages the router could not route (dead-lettered)."}),
+		Purges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twinflow_cluster_ingress_purges_total",
+			Help: "Purges of ingress streams: source (a source stream, by the router), routed (a key group's partitioned ingress, by its owner)."}, []string{"stream"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.routed, m.publishes, m.refused, m.takeovers, m.deadLetters, m.Purges)
+	}
+	return m
+}
