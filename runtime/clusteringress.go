@@ -37,13 +37,7 @@ func (cm *clusterMode) routedReader(own *ownership, shards ingress.Shards, sourc
 		return nil, nil
 	}
 	name := cm.c.InStream()
-	filter := []string{cm.c.InSubject(-1)}
-	if len(kgs) < cm.k {
-		filter = filter[:0]
-		for _, kg := range kgs {
-			filter = append(filter, cm.c.InSubject(kg))
-		}
-	}
+	filter := routing.Filter(cm.c, kgs)
 	start, err := e.clusterStart(own, name, name)
 	if err != nil {
 		return nil, err

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
+	"github.com/twinflow/twinflow/runtime/cluster"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/natsbus"
@@ -159,6 +160,20 @@ func (d *Decoder) ReadAt(id uint64) map[int]uint64 {
 		if k <= id {
 			delete(d.snaps, k)
 		}
+	}
+	return out
+}
+
+// Filter returns the subjects of the partitioned ingress a worker that owns
+// the key groups kgs (in order, without repeats) reads: one per key group,
+// or the wildcard when it owns all of them.
+func Filter(c *cluster.Cluster, kgs []int) []string {
+	if len(kgs) == c.KeyGroups() {
+		return []string{c.InSubject(-1)}
+	}
+	out := make([]string, len(kgs))
+	for i, kg := range kgs {
+		out[i] = c.InSubject(kg)
 	}
 	return out
 }
