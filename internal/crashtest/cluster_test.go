@@ -318,7 +318,7 @@ func TestClusterCrashRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatalf("twinflow cluster status: %v\n%s", err, status)
 	}
-	for _, want := range []string{"cluster crash: 128 key groups, 128 held, 2 workers", "KEY GROUP", "checkpoint"} {
+	for _, want := range []string{"cluster crash: 128 key groups, 128 held, 2 workers", "KEY GROUP", "checkpoint", "ROUTED"} {
 		if !strings.Contains(string(status), want) {
 			t.Errorf("twinflow cluster status does not say %q:\n%s", want, status)
 		}
