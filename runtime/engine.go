@@ -493,9 +493,13 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) error {
 	sources := len(readerStreams) + 1 // readers and the coordinator
 	var owned func(int) bool
 	if own != nil {
-		// The reader of the partitioned ingress, the reader of messages
-		// from other workers, and the coordinator.
-		sources = 3
+		// The reader of the partitioned ingress (when a key group is
+		// owned), the reader of messages from other workers, and the
+		// coordinator.
+		sources = 2
+		if len(own.keyGroups()) > 0 {
+			sources++
+		}
 		owned = own.Owns
 	}
 	e.loops = make([]*shard.Loop, cfg.Shards)
@@ -565,7 +569,7 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) error {
 		}
 		e.buses = append(e.buses, bus)
 		e.remote = &remoteReader{
-			bus: bus, source: cfg.Shards + 1, k: cfg.KeyGroups,
+			bus: bus, source: cfg.Shards + len(readers), k: cfg.KeyGroups,
 			prefix: strings.TrimSuffix(cm.c.MessageSubject(-1), "*"), own: own, shards: shardsView,
 			mark: cm.storedMark, m: cm.m, log: e.log.With("reader", remoteReaderName), lastSeq: start,
 			marks: map[[2]int]uint64{}, batches: make([][]shard.Item, cfg.Shards), snaps: map[uint64]map[[2]int]uint64{},
