@@ -81,20 +81,22 @@ func (c *Cluster) LastIn(ctx context.Context, kg int) (*jetstream.RawStreamMsg, 
 }
 
 // AppendIn appends msgs, each on its key group's subject, as one atomic
-// batch: message i expects its subject's last sequence to be expect[i]. It
-// returns the sequence of each. A refused expectation refuses the whole
-// batch; one attempt, whose error may leave the outcome unknown.
-func (c *Cluster) AppendIn(ctx context.Context, msgs []*nats.Msg, expect []uint64) ([]uint64, error) {
-	if len(msgs) != len(expect) || len(msgs) == 0 || len(msgs) > maxBatch {
-		return nil, fmt.Errorf("cluster %s: an atomic batch of %d messages with %d expectations: 1 to %d of each", c.cfg.Name, len(msgs), len(expect), maxBatch)
+// batch: message i, for each i in expect, expects its subject's last
+// sequence to be expect[i]. It returns the sequence of each message. A
+// refused expectation refuses the whole batch; one attempt, whose error may
+// leave the outcome unknown.
+func (c *Cluster) AppendIn(ctx context.Context, msgs []*nats.Msg, expect map[int]uint64) ([]uint64, error) {
+	if len(msgs) == 0 || len(msgs) > maxBatch {
+		return nil, fmt.Errorf("cluster %s: an atomic batch of %d messages: 1 to %d", c.cfg.Name, len(msgs), maxBatch)
 	}
-	first := make([]int, len(msgs))
-	for i := range first {
-		first[i] = i
+	first := make([]int, 0, len(expect))
+	heads := make([]uint64, 0, len(expect))
+	for i, seq := range expect {
+		first, heads = append(first, i), append(heads, seq)
 	}
 	actx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	last, err := c.publishBatch(actx, msgs, first, expect)
+	last, err := c.publishBatch(actx, msgs, first, heads)
 	if err != nil {
 		return nil, err
 	}
@@ -103,13 +105,6 @@ func (c *Cluster) AppendIn(ctx context.Context, msgs []*nats.Msg, expect []uint6
 		seqs[i] = last - uint64(len(msgs)-1-i)
 	}
 	return seqs, nil
-}
-
-// PublishInAsync publishes m on its key group's subject, expecting the
-// subject's last sequence to be expect.
-func (c *Cluster) PublishInAsync(m *nats.Msg, expect uint64) (jetstream.PubAckFuture, error) {
-	m.Header.Del(jetstream.ExpectedLastSubjSeqHeader)
-	return c.js.PublishMsgAsync(m, jetstream.WithExpectLastSequencePerSubject(expect))
 }
 
 // PurgeIn deletes the messages of key group kg's routed ingress below

@@ -158,25 +158,6 @@ func TestCutEndsAtASourceMessage(t *testing.T) {
 	}
 }
 
-func TestRoutedAfter(t *testing.T) {
-	s := &Stage{cfg: Config{Sources: []Source{{Stream: "a"}, {Stream: "b"}, {Stream: "c"}}},
-		routed: []Positions{{"a": 5, "b": 3, "c": 9}}}
-	end := Positions{"a": 20, "b": 8}
-	items := []item{{stream: 0, seq: 7}, {stream: 0, seq: 12}, {stream: 1, seq: 6}}
-	// All written: every stream of the round to its end; c, not read in
-	// this round, stays.
-	if got, want := s.routedAfter(0, items, 3, end), (Positions{"a": 20, "b": 8, "c": 9}); !maps.Equal(got, want) {
-		t.Errorf("all written: %v, want %v", got, want)
-	}
-	// Cut after a's 7: a is routed up to 7, b (all left) stays.
-	if got, want := s.routedAfter(0, items, 1, end), (Positions{"a": 7, "b": 3, "c": 9}); !maps.Equal(got, want) {
-		t.Errorf("cut: %v, want %v", got, want)
-	}
-	if !maps.Equal(s.routed[0], Positions{"a": 5, "b": 3, "c": 9}) {
-		t.Errorf("routedAfter changed the routed positions: %v", s.routed[0])
-	}
-}
-
 func TestItemsRoundTrip(t *testing.T) {
 	in := []shard.Envelope{
 		{Target: shard.Address{Type: "t", ID: "a"}, Typename: "x/y", Payload: []byte("1"), ReplyTo: "_INBOX.1", Published: 1700, Key: "TWINFLOW_IN/k1"},

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,7 @@ type Stage struct {
 	routed  []Positions // by key group: how far each stream is routed into it
 	through Positions   // how far each stream is routed into every key group
 	trimmed Positions
+	retry   backoff.Retrier // paces writing a round again
 }
 
 // New returns a router's stage.
@@ -67,7 +69,8 @@ func New(cfg Config) *Stage {
 	if cfg.TrimEvery <= 0 {
 		cfg.TrimEvery = time.Second
 	}
-	return &Stage{cfg: cfg, k: cfg.Cluster.KeyGroups(), log: cfg.Log.With("component", "router", "epoch", cfg.Epoch)}
+	return &Stage{cfg: cfg, k: cfg.Cluster.KeyGroups(), log: cfg.Log.With("component", "router", "epoch", cfg.Epoch),
+		retry: backoff.Retrier{Policy: backoff.Policy{Base: 50 * time.Millisecond, Max: 2 * time.Second}}}
 }
 
 // Round bounds: a round is what the router publishes at once, one message
@@ -77,7 +80,8 @@ const (
 	// headerRoom is what a message leaves of the server's maximum payload
 	// for its headers.
 	headerRoom = 8 << 10
-	ackTimeout = 5 * time.Second
+	// trimTimeout bounds a purge of a source stream.
+	trimTimeout = 5 * time.Second
 )
 
 // batch is what one read of a source stream routed.
@@ -237,19 +241,12 @@ func (s *Stage) read(ctx context.Context, stream int, bus *natsbus.Reader, out c
 	}
 }
 
-// flight is one message of a round being written.
-type flight struct {
-	kg     int
-	n      int // items it holds
-	routed Positions
-	ack    jetstream.PubAckFuture
-	err    error
-}
-
 // publish writes a round: for each key group its items, in source order,
-// as one message (or a few, if large), each expecting its subject's last
-// sequence; all key groups at once. A write that fails is resolved by the
-// subject's last message (OnRefused).
+// as one message (or a few, if large); the messages of many key groups in
+// one atomic batch, the first message of each key group expecting its
+// subject's last sequence. A batch is stored whole or not at all, so every
+// message of a key group carries the positions of the whole round. A
+// batch that fails is resolved by its subjects' last messages (OnRefused).
 func (s *Stage) publish(ctx context.Context, round []batch) error {
 	end := Positions{}
 	byKG := map[int][]item{}
@@ -260,96 +257,140 @@ func (s *Stage) publish(ctx context.Context, round []batch) error {
 			byKG[it.kg] = append(byKG[it.kg], it)
 		}
 	}
-	for _, items := range byKG {
+	kgs := slices.Sorted(maps.Keys(byKG))
+	for _, kg := range kgs {
 		// Batches of one stream arrive in order; streams interleave.
-		slices.SortStableFunc(items, func(a, b item) int { return a.stream - b.stream })
+		slices.SortStableFunc(byKG[kg], func(a, b item) int { return a.stream - b.stream })
 	}
 	limit := int(s.cfg.JS.Conn().MaxPayload()) - headerRoom
-	r := backoff.Retrier{Policy: backoff.Policy{Base: 50 * time.Millisecond, Max: 2 * time.Second}}
-	for {
-		var flights []*flight
-		for kg, items := range byKG {
-			items = slices.DeleteFunc(items, func(it item) bool {
+	for len(kgs) > 0 {
+		// As many key groups as fit in one atomic batch.
+		var msgs []*nats.Msg
+		expect := map[int]uint64{}
+		var in []int         // key groups of the batch
+		var lastMsg []int    // index of each one's last message
+		var next []Positions // and its routed positions after the batch
+		n := 0
+		for n < len(kgs) {
+			kg := kgs[n]
+			items := slices.DeleteFunc(byKG[kg], func(it item) bool {
 				return s.routed[kg].Covers(s.cfg.Sources[it.stream].Stream, it.seq)
 			})
 			byKG[kg] = items
-			if len(items) == 0 {
-				delete(byKG, kg)
+			var chunks [][]item
+			for len(items) > 0 {
+				c := cut(items, limit)
+				chunks, items = append(chunks, items[:c]), items[c:]
+			}
+			if len(msgs)+len(chunks) > maxBatchMsgs && len(msgs) > 0 {
+				break
+			}
+			n++
+			if len(chunks) == 0 {
 				continue
 			}
-			f := &flight{kg: kg}
-			f.n = cut(items, limit)
-			f.routed = s.routedAfter(kg, items, f.n, end)
-			m, err := s.message(kg, items[:f.n], f.routed)
-			if err != nil {
-				return err
-			}
-			f.ack, f.err = s.cfg.Cluster.PublishInAsync(m, s.heads[kg])
-			flights = append(flights, f)
-		}
-		if len(flights) == 0 {
-			break
-		}
-		deadline := time.NewTimer(ackTimeout)
-		var failed []*flight
-		for _, f := range flights {
-			if f.err == nil {
-				select {
-				case ack := <-f.ack.Ok():
-					s.heads[f.kg], s.routed[f.kg] = ack.Sequence, f.routed
-					byKG[f.kg] = byKG[f.kg][f.n:]
-					s.cfg.Metrics.publishes.Inc()
-					s.cfg.Metrics.routed.Add(float64(f.n))
-					continue
-				case f.err = <-f.ack.Err():
-				case <-deadline.C:
-					f.err = errors.New("no answer in time")
-				case <-ctx.Done():
-					deadline.Stop()
-					return nil
+			routed := maps.Clone(s.routed[kg])
+			routed.raise(end)
+			expect[len(msgs)] = s.heads[kg]
+			for _, c := range chunks {
+				m, err := s.message(kg, c, routed)
+				if err != nil {
+					return err
 				}
+				msgs = append(msgs, m)
 			}
-			failed = append(failed, f)
+			in, lastMsg, next = append(in, kg), append(lastMsg, len(msgs)-1), append(next, routed)
 		}
-		deadline.Stop()
-		for _, f := range failed {
-			if err := s.resolve(ctx, f); err != nil {
+		if len(msgs) > 0 {
+			if err := s.append(ctx, msgs, expect, in, lastMsg, next); err != nil {
 				return err
 			}
-		}
-		if len(failed) > 0 {
-			select {
-			case <-ctx.Done():
+			if ctx.Err() != nil {
 				return nil
-			case <-time.After(r.Next()):
 			}
 		}
+		if len(msgs) == 0 || allWritten(in, s.routed, next) {
+			kgs = kgs[n:]
+		}
+		// Otherwise some of the batch's key groups must be written again:
+		// build the batch anew from what they do not hold.
 	}
 	s.through.raise(end)
 	return nil
 }
 
-// resolve finds out what became of a failed write from its subject's last
-// message.
-func (s *Stage) resolve(ctx context.Context, f *flight) error {
-	s.cfg.Metrics.refused.Inc()
-	last, err := s.last(ctx, f.kg)
-	if err != nil {
-		return fmt.Errorf("key group %d: after a write failed (%v): %w", f.kg, f.err, err)
+// maxBatchMsgs is the most messages of a round's atomic batch
+// (nats-server's default max_batch_size is 1,000).
+const maxBatchMsgs = 1000
+
+// allWritten reports whether every key group of a batch holds its routed
+// positions after the batch.
+func allWritten(kgs []int, routed, next []Positions) bool {
+	for i, kg := range kgs {
+		for s, seq := range next[i] {
+			if routed[kg][s] < seq {
+				return false
+			}
+		}
 	}
-	what, err := OnRefused(s.cfg.Epoch, s.heads[f.kg], last)
-	switch {
-	case err != nil:
-		return fmt.Errorf("key group %d: %w", f.kg, err)
-	case what == Stop:
-		return &FencedError{Epoch: s.cfg.Epoch, ByEpoch: last.Head.Epoch, By: last.Head.Holder, KeyGroup: f.kg}
-	case what == Adopt:
-		s.heads[f.kg] = last.Seq
-		s.routed[f.kg].raise(last.Head.Routed)
-	default:
-		s.log.Debug("a write to the partitioned ingress was not stored; writing it again", "key_group", f.kg, "err", f.err)
+	return true
+}
+
+// append writes one atomic batch of a round, and on failure finds out from
+// the subjects' last messages what became of it: stored (its answer lost),
+// not stored (the caller writes again what is missing), or refused because
+// a newer router took over (a *FencedError).
+func (s *Stage) append(ctx context.Context, msgs []*nats.Msg, expect map[int]uint64, kgs, lastMsg []int, next []Positions) error {
+	seqs, err := s.cfg.Cluster.AppendIn(ctx, msgs, expect)
+	if err == nil {
+		for i, kg := range kgs {
+			s.heads[kg], s.routed[kg] = seqs[lastMsg[i]], next[i]
+		}
+		s.cfg.Metrics.publishes.Add(float64(len(msgs)))
+		for _, m := range msgs {
+			s.cfg.Metrics.routed.Add(float64(itemsIn(m.Data)))
+		}
+		return nil
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	s.cfg.Metrics.refused.Inc()
+	retry := false
+	for _, kg := range kgs {
+		last, lerr := s.last(ctx, kg)
+		if lerr != nil {
+			return fmt.Errorf("key group %d: after a write failed (%v): %w", kg, err, lerr)
+		}
+		what, rerr := OnRefused(s.cfg.Epoch, s.heads[kg], last)
+		switch {
+		case rerr != nil:
+			return fmt.Errorf("key group %d: %w", kg, rerr)
+		case what == Stop:
+			return &FencedError{Epoch: s.cfg.Epoch, ByEpoch: last.Head.Epoch, By: last.Head.Holder, KeyGroup: kg}
+		case what == Adopt:
+			s.heads[kg] = last.Seq
+			s.routed[kg].raise(last.Head.Routed)
+		default:
+			retry = true
+		}
+	}
+	if retry {
+		s.log.Debug("a round's write to the partitioned ingress was not stored; writing it again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.retry.Next()):
+		}
+	} else {
+		s.retry.Reset()
 	}
 	return nil
+}
+
+// itemsIn returns the number of messages an encoded message holds.
+func itemsIn(data []byte) uint64 {
+	n, _ := binary.Uvarint(data)
+	return n
 }
 
 // cut returns how many of items the next message holds: up to limit bytes,
@@ -381,26 +422,6 @@ func prevBoundary(items []item, i int) int {
 		return i
 	}
 	return j
-}
-
-// routedAfter returns key group kg's routed positions once items[:n] are
-// written: a stream none of whose items stay behind is routed to the
-// round's end, one cut off to the last source message written.
-func (s *Stage) routedAfter(kg int, items []item, n int, end Positions) Positions {
-	p := maps.Clone(s.routed[kg])
-	left := map[int]bool{}
-	for _, it := range items[n:] {
-		left[it.stream] = true
-	}
-	for i, src := range s.cfg.Sources {
-		if !left[i] {
-			p.raise(Positions{src.Stream: end[src.Stream]})
-		}
-	}
-	for _, it := range items[:n] {
-		p.raise(Positions{s.cfg.Sources[it.stream].Stream: it.seq})
-	}
-	return p
 }
 
 // message returns key group kg's message of items.
@@ -463,23 +484,23 @@ func (s *Stage) takeover(ctx context.Context) (Start, error) {
 	}
 }
 
-// markerBatch is the most epoch markers in one atomic batch (nats-server's
-// default max_batch_size is 1,000).
-const markerBatch = 1000
-
 // appendMarkers writes the epoch markers, carrying each key group's
 // positions forward (the next router reads only the last message), and
 // sets st.Heads to their sequences.
 func (s *Stage) appendMarkers(ctx context.Context, st Start) error {
-	for lo := 0; lo < s.k; lo += markerBatch {
-		hi := min(lo+markerBatch, s.k)
+	for lo := 0; lo < s.k; lo += maxBatchMsgs {
+		hi := min(lo+maxBatchMsgs, s.k)
 		msgs := make([]*nats.Msg, 0, hi-lo)
 		for kg := lo; kg < hi; kg++ {
 			m := nats.NewMsg(s.cfg.Cluster.InSubject(kg))
 			Head{Kind: kindMarker, Holder: s.cfg.Holder, Epoch: s.cfg.Epoch, Routed: st.Routed[kg], Through: st.From}.set(m.Header)
 			msgs = append(msgs, m)
 		}
-		seqs, err := s.cfg.Cluster.AppendIn(ctx, msgs, st.Heads[lo:hi])
+		expect := make(map[int]uint64, hi-lo)
+		for i := range msgs {
+			expect[i] = st.Heads[lo+i]
+		}
+		seqs, err := s.cfg.Cluster.AppendIn(ctx, msgs, expect)
 		if err != nil {
 			return err
 		}
@@ -496,7 +517,7 @@ func (s *Stage) trimSources(ctx context.Context) {
 		if seq <= s.trimmed[stream] {
 			continue
 		}
-		tctx, cancel := context.WithTimeout(ctx, ackTimeout)
+		tctx, cancel := context.WithTimeout(ctx, trimTimeout)
 		st, err := s.cfg.JS.Stream(tctx, stream)
 		if err == nil {
 			err = st.Purge(tctx, jetstream.WithPurgeSequence(seq+1))
