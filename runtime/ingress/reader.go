@@ -1,6 +1,8 @@
 // Package ingress runs the ingress readers: each reads one JetStream stream
-// in order, routes its messages to the shards that own their targets (the
-// items of a batch envelope one by one, each with its idempotency key),
+// in order, turns its messages into envelopes with a Decoder (the module's
+// rules for the streams publishers write to, the items of a batch envelope
+// one by one, each with its idempotency key; or, in cluster mode, the
+// partitioned ingress), hands them to the shards that own their targets,
 // dead-letters what cannot be routed, waits while a shard is at a memory
 // bound, and emits checkpoint barriers in line with its messages.
 package ingress
