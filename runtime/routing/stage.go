@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/backoff"
 	"github.com/twinflow/twinflow/runtime/cluster"
@@ -215,9 +217,16 @@ func (s *Stage) read(ctx context.Context, stream int, bus *natsbus.Reader, out c
 			continue
 		}
 		b := batch{stream: stream, last: msgs[len(msgs)-1].Seq}
+		maxSize := int(s.cfg.JS.Conn().MaxPayload()) - routedOverhead
 		for i := range msgs {
 			msg := &msgs[i]
+			large := 0
 			dec.Decode(msg, func(env shard.Envelope) {
+				if size := envSize(&env); size > maxSize {
+					large++
+					f.Dead = append(f.Dead, tooLarge(src.Stream, msg, large, size, maxSize))
+					return
+				}
 				b.items = append(b.items, item{kg: keygroup.Of(env.Target.ID, s.k), stream: stream, seq: msg.Seq, env: env})
 			}, &f)
 		}
@@ -393,6 +402,34 @@ func itemsIn(data []byte) uint64 {
 	return n
 }
 
+// routedOverhead is what a routed message needs besides its messages: the
+// headers (kind, router, epoch, and two positions per source stream) and
+// the framing. A message that does not fit the server's maximum payload
+// with it is dead-lettered: it could never be written.
+const routedOverhead = 4 << 10
+
+// envSize is about what env takes in a routed message.
+func envSize(e *shard.Envelope) int {
+	return len(e.Payload) + len(e.Typename) + len(e.Target.Type) + len(e.Target.ID) + len(e.ReplyTo) + len(e.Key) + 32
+}
+
+// tooLarge returns the dead letter of the n-th message of msg too large
+// for the partitioned ingress.
+func tooLarge(stream string, msg *natsbus.Msg, n, size, maxSize int) *storagev1.EgressRecord {
+	err := fmt.Errorf("routing: a message of about %d bytes does not fit the partitioned ingress of the cluster (at most %d: "+
+		"the NATS servers' max_payload less %d for the routing headers); lower the runtime's max payload, or raise max_payload",
+		size, maxSize, routedOverhead)
+	subject, hdr := router.DeadLetter(err, router.Message{Subject: msg.Subject, Header: msg.Header, Data: msg.Data})
+	flat := make(map[string]string, len(hdr))
+	for k, v := range hdr {
+		if len(v) > 0 {
+			flat[k] = v[0]
+		}
+	}
+	return &storagev1.EgressRecord{Subject: subject, Headers: flat, Data: msg.Data,
+		MsgId: "ingress-" + stream + "-" + strconv.FormatUint(msg.Seq, 10) + "-too-large-" + strconv.Itoa(n)}
+}
+
 // cut returns how many of items the next message holds: up to limit bytes,
 // ending at a source message's end (every item of a source message for a
 // key group is in one message), at least one source message.
@@ -402,8 +439,7 @@ func cut(items []item, limit int) int {
 		if i > 0 && (items[i].stream != items[i-1].stream || items[i].seq != items[i-1].seq) && size > limit {
 			return prevBoundary(items, i)
 		}
-		e := &items[i].env
-		size += len(e.Payload) + len(e.Typename) + len(e.Target.Type) + len(e.Target.ID) + len(e.ReplyTo) + len(e.Key) + 32
+		size += envSize(&items[i].env)
 	}
 	if size > limit {
 		return prevBoundary(items, len(items))

@@ -46,6 +46,7 @@ func TestOnOneCluster(t *testing.T) {
 		{"OldRouterIsFenced", testOldRouterIsFenced},
 		{"SourceIsTrimmed", testSourceIsTrimmed},
 		{"WorkerReadsOnlyItsKeyGroups", testWorkerReadsOnlyItsKeyGroups},
+		{"TooLargeIsDeadLettered", testTooLargeIsDeadLettered},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, newRig(t, nats3, tc.name)) })
 	}
@@ -390,5 +391,52 @@ func (r *rig) firstRouted(t *testing.T, kg int) (*jetstream.RawStreamMsg, error)
 		if m.Subject == r.cl.InSubject(kg) && m.Header.Get(hdrKind) == kindRouted {
 			return m, nil
 		}
+	}
+}
+
+// testTooLargeIsDeadLettered publishes a message that fits the source
+// stream but not a routed message: it is dead-lettered with a reason, and
+// routing goes on.
+func testTooLargeIsDeadLettered(t *testing.T, r *rig) {
+	ctx := testContext(t)
+	dlq, err := natsbus.EnsureStream(ctx, r.js, natsbus.StreamSpec{Name: "TWINFLOW_DLQ", Subjects: []string{router.DeadLetterSubjects}, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.js.DeleteStream(context.Background(), "TWINFLOW_DLQ") })
+	r.start(t, 1, trimOften)
+	r.publish(t, 10)
+	subject, err := router.DirectSubject("test/fn", "large")
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := nats.NewMsg(subject)
+	big.Header.Set(router.TypenameHeader, "test/count")
+	big.Data = make([]byte, int(r.nc.MaxPayload())-routedOverhead/2)
+	if _, err := r.js.PublishMsg(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	r.publish(t, 10)
+	r.waitRouted(t)
+	deadline := time.Now().Add(waitLimit)
+	for {
+		info, err := dlq.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 1 {
+			break
+		}
+		if info.State.Msgs > 1 || time.Now().After(deadline) {
+			t.Fatalf("%d dead letters, want the one of the message too large to route", info.State.Msgs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	m, err := dlq.GetLastMsgForSubject(ctx, router.DeadLetterSubject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason := m.Header.Get(router.ErrorHeader); !strings.Contains(reason, "does not fit the partitioned ingress") {
+		t.Errorf("the dead letter says %q, want why the message was not routed", reason)
 	}
 }
