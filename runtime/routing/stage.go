@@ -76,9 +76,10 @@ func New(cfg Config) *Stage {
 }
 
 // Round bounds: a round is what the router publishes at once, one message
-// (or a few, if large) per key group.
+// (or a few, if large) per key group, in atomic batches.
 const (
 	maxRoundItems = 8192
+	maxRoundBytes = 8 << 20
 	// headerRoom is what a message leaves of the server's maximum payload
 	// for its headers.
 	headerRoom = 8 << 10
@@ -91,6 +92,7 @@ type batch struct {
 	stream int // index in Config.Sources
 	last   uint64
 	items  []item
+	bytes  int // about what the items take in routed messages
 }
 
 // item is one routed message.
@@ -169,13 +171,13 @@ func (s *Stage) run(ctx context.Context) error {
 		case b := <-ch:
 			round = append(round, b)
 		}
-		n := len(round[0].items)
+		n, size := len(round[0].items), round[0].bytes
 	more:
-		for n < maxRoundItems {
+		for n < maxRoundItems && size < maxRoundBytes {
 			select {
 			case b := <-ch:
 				round = append(round, b)
-				n += len(b.items)
+				n, size = n+len(b.items), size+b.bytes
 			default:
 				break more
 			}
@@ -222,12 +224,14 @@ func (s *Stage) read(ctx context.Context, stream int, bus *natsbus.Reader, out c
 			msg := &msgs[i]
 			large := 0
 			dec.Decode(msg, func(env shard.Envelope) {
-				if size := envSize(&env); size > maxSize {
+				size := envSize(&env)
+				if size > maxSize {
 					large++
 					f.Dead = append(f.Dead, tooLarge(src.Stream, msg, large, size, maxSize))
 					return
 				}
 				b.items = append(b.items, item{kg: keygroup.Of(env.Target.ID, s.k), stream: stream, seq: msg.Seq, env: env})
+				b.bytes += size
 			}, &f)
 		}
 		if len(f.Dead) > 0 {
