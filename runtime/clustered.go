@@ -30,6 +30,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/checkpoint"
 	"github.com/twinflow/twinflow/runtime/cluster"
 	"github.com/twinflow/twinflow/runtime/keygroup"
+	"github.com/twinflow/twinflow/runtime/routing"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
 )
@@ -117,6 +118,11 @@ type clusterMode struct {
 	commits   uint64
 	stored    uint64 // checkpoint whose changelog commit succeeded, until its local commit does
 	gen       int
+
+	// The pipeline's decoder of the partitioned ingress (nil when it owns
+	// no key group) and the trimmer of its subjects.
+	inDec   *routing.Decoder
+	trimmer *routedTrimmer
 
 	reload chan struct{} // a commit was fenced or of unknown outcome
 	// due are the key groups to snapshot, queued at most once each.
@@ -665,6 +671,7 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 		cm.unsent[kg] = true
 	}
 	cm.publishEgress(ctx, nil)
+	cm.trimRouted(id)
 	for _, p := range parts {
 		if p.Owned.SnapshotDue() {
 			cm.queueSnapshot(p.Owned)
@@ -880,6 +887,7 @@ type clusterMetrics struct {
 	snapshotBytes  prometheus.Counter
 	received       prometheus.Counter
 	duplicates     prometheus.Counter
+	routing        *routing.Metrics
 }
 
 func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
@@ -911,6 +919,7 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_message_batches_dropped_total",
 			Help: "Message batches from other workers at or below the receiver's high-water mark, dropped."}),
 	}
+	m.routing = routing.NewMetrics(reg)
 	reg.MustRegister(m.owned, m.commits, m.commitSeconds, m.commitBytes, m.commitMessages, m.fenced, m.restores,
 		m.restoreSeconds, m.lost, m.received, m.duplicates, m.snapshots, m.snapshotBytes)
 	return m

@@ -38,6 +38,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/invoke"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/routing"
 	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/shard"
 	"github.com/twinflow/twinflow/runtime/state"
@@ -77,10 +78,11 @@ type Engine struct {
 	// key groups the pipeline processes, and its reader of messages from
 	// other workers. plMu guards the pipeline's parts, which cluster mode
 	// rebuilds when key groups move.
-	cl     *clusterMode
-	own    *ownership
-	remote *remoteReader
-	plMu   sync.RWMutex
+	cl      *clusterMode
+	own     *ownership
+	remote  *remoteReader
+	routing *routing.Stage // the router, in the pipeline that owns key group 0
+	plMu    sync.RWMutex
 
 	shardMetrics  *shard.Metrics
 	readerMetrics *ingress.Metrics
@@ -417,6 +419,12 @@ func (e *Engine) runPipeline() {
 		go func() { defer e.wg.Done(); pl.remote.Run(runCtx) }()
 		e.wg.Add(1)
 		go func() { defer e.wg.Done(); e.cl.snapshots(runCtx) }()
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); e.cl.trimmer.run(runCtx) }()
+	}
+	if st := e.routingStage(); st != nil {
+		e.wg.Add(1)
+		go func() { defer e.wg.Done(); _ = st.Run(runCtx) }()
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = pl.coord.Run(runCtx) }()
@@ -437,15 +445,22 @@ func (e *Engine) stopPipeline() {
 	}
 }
 
-// readerNames lists the readers' names: their streams, and in cluster mode
-// the reader of messages from other workers.
+// routingStage returns the pipeline's router, nil when it has none.
+func (e *Engine) routingStage() *routing.Stage {
+	e.plMu.RLock()
+	defer e.plMu.RUnlock()
+	return e.routing
+}
+
+// readerNames lists the readers' names: their streams; in cluster mode the
+// partitioned ingress and the reader of messages from other workers.
 func (e *Engine) readerNames() []string {
+	if e.cl != nil {
+		return []string{e.cl.c.InStream(), remoteReaderName}
+	}
 	names := []string{DirectStream}
 	for _, in := range e.cfg.Module.Ingresses {
 		names = append(names, ingressStreamPfx+in.Name)
-	}
-	if e.cfg.Cluster != "" {
-		names = append(names, remoteReaderName)
 	}
 	return names
 }
@@ -455,7 +470,7 @@ func (e *Engine) readerNames() []string {
 func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	e.plMu.Lock()
 	defer e.plMu.Unlock()
-	e.own, e.remote, e.buses, e.reads = own, nil, nil, nil
+	e.own, e.remote, e.buses, e.reads, e.routing = own, nil, nil, nil, nil
 	defer func() {
 		if err != nil { // what was built of it is not run: close its consumers
 			for _, b := range e.buses {
@@ -484,14 +499,20 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 		kg := keygroup.Of(id, cfg.KeyGroups)
 		return keygroup.ShardOf(kg, cfg.KeyGroups, cfg.Shards), kg
 	}
-	readerStreams := []struct{ stream, ingress string }{{DirectStream, router.DirectIngress}}
+	readerStreams := []routing.Source{{Stream: DirectStream, Ingress: router.DirectIngress}}
 	for _, in := range cfg.Module.Ingresses {
-		readerStreams = append(readerStreams, struct{ stream, ingress string }{ingressStreamPfx + in.Name, in.Name})
+		readerStreams = append(readerStreams, routing.Source{Stream: ingressStreamPfx + in.Name, Ingress: in.Name})
 	}
 	sources := len(readerStreams) + 1 // readers and the coordinator
 	var owned func(int) bool
 	if own != nil {
-		sources++ // the reader of messages from other workers
+		// The reader of the partitioned ingress (when a key group is
+		// owned), the reader of messages from other workers, and the
+		// coordinator.
+		sources = 2
+		if len(own.keyGroups()) > 0 {
+			sources++
+		}
 		owned = own.Owns
 	}
 	e.loops = make([]*shard.Loop, cfg.Shards)
@@ -525,29 +546,30 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	readerMetrics := e.readerMetrics
 	shardsView := &shardSet{e: e, peers: pr}
 	readers := make([]checkpoint.Reader, 0, len(readerStreams))
-	for i, rs := range readerStreams {
-		var start uint64
-		icfg := ingress.Config{Name: rs.stream, Ingress: rs.ingress, Source: cfg.Shards + i}
-		if own != nil {
-			if start, err = e.clusterStart(own, rs.stream, rs.stream); err != nil {
+	if own == nil {
+		for i, rs := range readerStreams {
+			start, err := e.checkStart(rs.Stream, last.GetReaderSequences()[rs.Stream])
+			if err != nil {
 				return err
 			}
-			icfg.Accept = func(id string, seq uint64) bool {
-				return own.accepts(rs.stream, keygroup.Of(id, cfg.KeyGroups), seq)
+			bus, err := natsbus.NewReader(context.Background(), e.js, rs.Stream, start, natsbus.ReaderOptions{Logger: e.log})
+			if err != nil {
+				return fmt.Errorf("reading stream %s: %w", rs.Stream, err)
 			}
-		} else if start, err = e.checkStart(rs.stream, last.GetReaderSequences()[rs.stream]); err != nil {
+			dec := &ingress.StreamDecoder{Stream: rs.Stream, Ingress: rs.Ingress, Router: rt}
+			r := ingress.New(ingress.Config{Name: rs.Stream, Source: cfg.Shards + i}, bus, start, dec, shardsView, nil, e.pub, readerMetrics, e.log)
+			e.buses = append(e.buses, bus)
+			e.reads = append(e.reads, r)
+			readers = append(readers, r)
+		}
+	} else {
+		r, err := e.cl.routedReader(own, shardsView, cfg.Shards)
+		if err != nil {
 			return err
 		}
-		bus, err := natsbus.NewReader(context.Background(), e.js, rs.stream, start, natsbus.ReaderOptions{Logger: e.log})
-		if err != nil {
-			return fmt.Errorf("reading stream %s: %w", rs.stream, err)
+		if r != nil {
+			readers = append(readers, r)
 		}
-		r := ingress.New(icfg, bus, start, rt, shardsView, nil, e.pub, readerMetrics, e.log)
-		e.buses = append(e.buses, bus)
-		e.reads = append(e.reads, r)
-		readers = append(readers, r)
-	}
-	if own != nil {
 		cm := e.cl
 		start, err := e.clusterStart(own, cm.c.MessageStream(), remoteReaderName)
 		if err != nil {
@@ -560,12 +582,15 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 		}
 		e.buses = append(e.buses, bus)
 		e.remote = &remoteReader{
-			bus: bus, source: cfg.Shards + len(readerStreams), k: cfg.KeyGroups,
+			bus: bus, source: cfg.Shards + len(readers), k: cfg.KeyGroups,
 			prefix: strings.TrimSuffix(cm.c.MessageSubject(-1), "*"), own: own, shards: shardsView,
 			mark: cm.storedMark, m: cm.m, log: e.log.With("reader", remoteReaderName), lastSeq: start,
 			marks: map[[2]int]uint64{}, batches: make([][]shard.Item, cfg.Shards), snaps: map[uint64]map[[2]int]uint64{},
 		}
 		readers = append(readers, e.remote)
+		if own.Owns(0) {
+			e.routing = cm.routingStage(rt, readerStreams)
+		}
 	}
 	coordShards := make([]checkpoint.Shard, len(e.loops))
 	for i, l := range e.loops {
@@ -573,7 +598,8 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	}
 	ccfg := checkpoint.Config{Interval: cfg.CheckpointInterval, DeploymentID: deployment, OnComplete: e.platform.checkpointDone}
 	if own != nil {
-		// Other workers read the streams too: nothing is trimmed.
+		// The router trims the source streams, the committer the
+		// partitioned ingress.
 		ccfg.Commit = e.cl.commit
 	} else {
 		trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}

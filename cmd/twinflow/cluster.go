@@ -157,7 +157,7 @@ func printClusterStatus(out io.Writer, st cluster.Status, now time.Time, verbose
 	}
 	fmt.Fprintln(out)
 	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "KEY GROUP\tOWNER\tEPOCH\tHEAD\tLAST ELEMENT\tSNAPSHOT")
+	fmt.Fprintln(tw, "KEY GROUP\tOWNER\tEPOCH\tHEAD\tLAST ELEMENT\tSNAPSHOT\tROUTED")
 	for _, g := range st.Groups {
 		head := "-"
 		if g.Head > 0 {
@@ -171,7 +171,11 @@ func printClusterStatus(out io.Writer, st cluster.Status, now time.Time, verbose
 		if g.Snapshot.Object != "" {
 			snap = fmt.Sprintf("at %d, %d bytes, %s ago", g.Snapshot.Seq, g.Snapshot.Bytes, ago(now, g.Snapshot.Taken))
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\n", g.KeyGroup, orNone(g.Holder.String()), g.Epoch, g.Head, head, snap)
+		routed := "-"
+		if g.Routed >= 0 {
+			routed = strconv.FormatInt(g.Routed, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\n", g.KeyGroup, orNone(g.Holder.String()), g.Epoch, g.Head, head, snap, routed)
 	}
 	_ = tw.Flush()
 }

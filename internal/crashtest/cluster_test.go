@@ -197,7 +197,7 @@ func TestClusterCrashRecovery(t *testing.T) {
 	probes.Wait()
 	faulted := time.Since(begin)
 
-	checkClusterOutcome(ctx, t, w, workers, js)
+	checkClusterOutcome(ctx, t, w, workers, js, cl)
 	converged := time.Since(begin)
 	// A clean stop of a worker hands its key groups to the others at
 	// once; nothing changes.
@@ -235,7 +235,7 @@ func TestClusterCrashRecovery(t *testing.T) {
 	if err != nil {
 		t.Fatalf("twinflow cluster status: %v\n%s", err, status)
 	}
-	for _, want := range []string{"cluster crash: 128 key groups, 128 held, 2 workers", "KEY GROUP", "checkpoint"} {
+	for _, want := range []string{"cluster crash: 128 key groups, 128 held, 2 workers", "KEY GROUP", "checkpoint", "ROUTED"} {
 		if !strings.Contains(string(status), want) {
 			t.Errorf("twinflow cluster status does not say %q:\n%s", want, status)
 		}
@@ -263,8 +263,9 @@ func TestClusterCrashRecovery(t *testing.T) {
 // checks that no delayed message is left pending, waits until the
 // cancelled ones would have fallen due and checks that nothing changed,
 // then checks the egress stream (every record once), the dead letters
-// (none) and the workers' logs (no data race, no panic).
-func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers []*runtimeProc, js jetstream.JetStream) {
+// (none), that the ingress streams are trimmed, and the workers' logs (no
+// data race, no panic).
+func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers []*runtimeProc, js jetstream.JetStream, cl *cluster.Cluster) {
 	t.Helper()
 	seed := w.Seed
 	var diff []string
@@ -338,6 +339,30 @@ func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers
 	if len(dead) > 0 {
 		t.Errorf("seed %d: %d dead letters:\n%s", seed, len(dead), summarize(dead, 20))
 	}
+	// The ingress streams are trimmed: the router purges the direct
+	// ingress below what it routed, each worker its key groups' routed
+	// ingress below what they committed, keeping each subject's last
+	// message. With every state exact, nothing unprocessed was purged.
+	var trimmed string
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		src, err1 := js.Stream(ctx, "TWINFLOW_IN")
+		in, err2 := js.Stream(ctx, cl.InStream())
+		if err := errors.Join(err1, err2); err != nil {
+			t.Fatalf("reading the ingress streams: %v", err)
+		}
+		s, r := src.CachedInfo().State, in.CachedInfo().State
+		trimmed = fmt.Sprintf("direct ingress %d messages (of %d), partitioned ingress %d messages (of %d) on %d subjects",
+			s.Msgs, s.LastSeq, r.Msgs, r.LastSeq, r.NumSubjects)
+		if s.Msgs == 0 && r.Msgs <= uint64(cl.KeyGroups()) && r.NumSubjects == uint64(cl.KeyGroups()) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ingress streams were not trimmed: %s", trimmed)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("trimmed: %s", trimmed)
 	for _, wk := range workers {
 		if races := wk.grep("WARNING: DATA RACE"); len(races) > 0 {
 			t.Errorf("the race detector reported %d data races in %s; the first:\n%s", len(races), wk.name, wk.after("WARNING: DATA RACE", 60))

@@ -147,7 +147,7 @@ func TestClusterRescale(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	checkClusterOutcome(ctx, t, w, workers, js)
+	checkClusterOutcome(ctx, t, w, workers, js, cl)
 	// Back in balance: every worker holds key groups again.
 	testwaitBalanced(ctx, t, cl, workers)
 

@@ -80,6 +80,8 @@ func (c *Config) Validate() error {
 //     snapshot (snapshot.<kg>);
 //   - the stream TWINFLOW_<name>_CHANGELOG: the changelog of each key
 //     group on subject twinflow.cluster.<name>.changelog.<kg>;
+//   - the stream TWINFLOW_<name>_IN: the ingress messages routed by key
+//     group, on subject twinflow.cluster.<name>.in.<kg> (see [Cluster.InStream]);
 //   - the object store TWINFLOW_<name>_SNAPSHOTS: compacted snapshots of
 //     key groups.
 //
@@ -90,6 +92,7 @@ type Cluster struct {
 	js   jetstream.JetStream
 	kv   jetstream.KeyValue
 	log  jetstream.Stream
+	in   jetstream.Stream // the partitioned ingress; nil when attached
 	snap jetstream.ObjectStore
 }
 
@@ -133,6 +136,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: stream %s: %w", cfg.Name, c.changelogStream(), placementHint(err, cfg.Replicas))
+	}
+	if err := c.openIn(ctx); err != nil {
+		return nil, err
 	}
 	c.snap, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      c.snapshotBucket(),

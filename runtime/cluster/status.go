@@ -54,6 +54,11 @@ type KeyGroupStatus struct {
 	HeadCheckpoint uint64
 	HeadAt         time.Time
 	Snapshot       SnapshotInfo // zero when there is none
+	// Routed is the number of messages in the key group's partitioned
+	// ingress: its owner's unread backlog, plus what it processed in the
+	// last second or so (trimmed once a second) and the subject's last
+	// message, which stays. -1 when the stream is missing.
+	Routed int64
 }
 
 // Status reads the cluster's status.
@@ -75,6 +80,10 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	var owners []int
 	if len(assignable) > 0 {
 		owners = Assign(c.k, assignable)
+	}
+	routed, err := c.routedCounts(ctx)
+	if err != nil {
+		return st, err
 	}
 	byWorker := map[string]*MemberStatus{}
 	for _, id := range ids {
@@ -110,6 +119,10 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 			g.Head, g.HeadAt, g.HeadKind = msg.Sequence, msg.Time, msg.Header.Get(hdrKind)
 			g.HeadCheckpoint, _ = strconv.ParseUint(msg.Header.Get(hdrCheckpoint), 10, 64)
 		}
+		g.Routed = -1
+		if routed != nil {
+			g.Routed = int64(routed[c.InSubject(kg)])
+		}
 		if g.Snapshot, _, err = c.LatestSnapshot(ctx, kg); err != nil {
 			return st, err
 		}
@@ -125,4 +138,24 @@ func (c *Cluster) Status(ctx context.Context) (Status, error) {
 		slices.Sort(st.Members[i].KeyGroups)
 	}
 	return st, nil
+}
+
+// routedCounts returns the number of messages on each subject of the
+// partitioned ingress, in one request; nil when the stream is missing (a
+// cluster of an earlier build).
+func (c *Cluster) routedCounts(ctx context.Context) (map[string]uint64, error) {
+	in, err := c.js.Stream(ctx, c.InStream())
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err == nil {
+		var info *jetstream.StreamInfo
+		if info, err = in.Info(ctx, jetstream.WithSubjectFilter(c.InSubject(-1))); err == nil {
+			if info.State.Subjects == nil {
+				return map[string]uint64{}, nil
+			}
+			return info.State.Subjects, nil
+		}
+	}
+	return nil, fmt.Errorf("cluster %s: stream %s: %w", c.cfg.Name, c.InStream(), err)
 }

@@ -22,9 +22,17 @@ func testStatus(t *testing.T, e *env) {
 	if _, err := c.Commit(ctx, 7, []Part{{Owned: oa, Changes: changes(counters(2, 3, "x"))}}); err != nil {
 		t.Fatal(err)
 	}
+	for range 2 {
+		if _, err := e.js.Publish(ctx, c.InSubject(1), []byte("routed")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	st, err := c.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st.Groups[1].Routed != 2 || st.Groups[0].Routed != 0 {
+		t.Errorf("messages in the partitioned ingress: key group 1 %d, key group 0 %d; want 2 and 0", st.Groups[1].Routed, st.Groups[0].Routed)
 	}
 	if st.Name != "status" || st.KeyGroups != 4 || len(st.Members) != 2 || len(st.Groups) != 4 {
 		t.Fatalf("status %+v: want cluster status, 4 key groups, 2 members", st)

@@ -1,6 +1,8 @@
 // Package ingress runs the ingress readers: each reads one JetStream stream
-// in order, routes its messages to the shards that own their targets (the
-// items of a batch envelope one by one, each with its idempotency key),
+// in order, turns its messages into envelopes with a Decoder (the module's
+// rules for the streams publishers write to, the items of a batch envelope
+// one by one, each with its idempotency key; or, in cluster mode, the
+// partitioned ingress), hands them to the shards that own their targets,
 // dead-letters what cannot be routed, waits while a shard is at a memory
 // bound, and emits checkpoint barriers in line with its messages.
 package ingress
@@ -47,20 +49,38 @@ type Publisher interface {
 
 // Config configures a Reader.
 type Config struct {
-	Name    string // stream name; also the reader's name in manifests
-	Ingress string // the router's ingress name
-	Source  int    // barrier source number
-	// Accept, in cluster mode, says whether a message at stream sequence
-	// seq for the target id is this worker's to process: its key group is
-	// owned here and had not read past seq. Nil accepts everything.
-	Accept func(id string, seq uint64) bool
+	Name   string // stream name; also the reader's name in manifests
+	Source int    // barrier source number
+}
+
+// A Decoder turns a stream message into envelopes for the shards: a
+// [StreamDecoder] for the streams publishers write to, or, in cluster mode,
+// the decoder of the routed ingress (runtime/routing).
+type Decoder interface {
+	// Decode calls push for each envelope of msg, its target set, and
+	// appends what could not be routed to f. It returns how many messages
+	// it read (each item of a batch envelope counts).
+	Decode(msg *natsbus.Msg, push func(shard.Envelope), f *Faults) int
+}
+
+// BarrierDecoder is a Decoder that keeps something per barrier: the
+// reader tells it of each barrier it emits, in line with the messages.
+type BarrierDecoder interface {
+	Barrier(id uint64)
+}
+
+// Faults are what messages could not be routed: their dead letters, and
+// the error answers to the requesters among them.
+type Faults struct {
+	Dead    []*storagev1.EgressRecord
+	Answers []*storagev1.EgressRecord
 }
 
 // Reader moves one stream's messages into the shards.
 type Reader struct {
 	cfg      Config
 	bus      *natsbus.Reader
-	router   *router.Router
+	dec      Decoder
 	shards   Shards
 	barriers Barriers
 	dlq      Publisher
@@ -76,6 +96,9 @@ type Reader struct {
 	// round delivers about maxRoundItems.
 	pending []natsbus.Msg
 	batches [][]shard.Item
+	pushed  int
+	pushFn  func(shard.Envelope)
+	faults  Faults
 	// dead letters since they were last logged: they are logged together,
 	// never one line per message
 	dead struct {
@@ -111,13 +134,14 @@ func (r *Reader) Failing() *Failure { return r.failing.Load() }
 
 // New returns a reader that starts after startAfter, the sequence recorded
 // in the last checkpoint.
-func New(cfg Config, bus *natsbus.Reader, startAfter uint64, rt *router.Router, shards Shards, barriers Barriers, dlq Publisher, m *Metrics, log *slog.Logger) *Reader {
+func New(cfg Config, bus *natsbus.Reader, startAfter uint64, dec Decoder, shards Shards, barriers Barriers, dlq Publisher, m *Metrics, log *slog.Logger) *Reader {
 	r := &Reader{
-		cfg: cfg, bus: bus, router: rt, shards: shards, barriers: barriers, dlq: dlq, m: m,
+		cfg: cfg, bus: bus, dec: dec, shards: shards, barriers: barriers, dlq: dlq, m: m,
 		log:     log.With("stream", cfg.Name),
 		lastSeq: startAfter,
 		batches: make([][]shard.Item, shards.Count()),
 	}
+	r.pushFn = r.push
 	r.readSeq.Store(startAfter)
 	return r
 }
@@ -189,6 +213,9 @@ func (r *Reader) emitBarrier() {
 	if id == 0 {
 		return
 	}
+	if bd, ok := r.dec.(BarrierDecoder); ok {
+		bd.Barrier(id)
+	}
 	for s := 0; s < r.shards.Count(); s++ {
 		r.shards.Inbox(s).Push(shard.Item{Source: r.cfg.Source, Barrier: id})
 	}
@@ -217,47 +244,18 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) int {
 	if len(msgs) == 0 {
 		return 0
 	}
-	var dead, answers []*storagev1.EgressRecord
-	taken, items, read := 0, 0, 0 // stream messages, envelopes pushed, messages read (a batch's items count)
-	for taken < len(msgs) && items < maxRoundItems {
+	f := &r.faults
+	taken, read := 0, 0 // stream messages, messages read (a batch's items count)
+	r.pushed = 0
+	for taken < len(msgs) && r.pushed < maxRoundItems {
 		msg := &msgs[taken]
 		taken++
-		m := router.Message{Subject: msg.Subject, Header: msg.Header, Data: msg.Data, Reply: msg.Reply}
-		routed, err := r.router.Route(r.cfg.Ingress, m)
-		read++
-		if err != nil {
-			dl := r.deadLetter(msg, err)
-			dead = append(dead, dl)
-			if a := r.errorAnswer(msg.Reply, msg.Subject, dl); a != nil {
-				answers = append(answers, a)
-			}
-			continue
+		dead := len(f.Dead)
+		read += r.dec.Decode(msg, r.pushFn, f)
+		if len(f.Dead) > dead {
+			r.dead.count += len(f.Dead) - dead
+			r.dead.last, r.dead.lastSubject = f.Dead[len(f.Dead)-1].GetHeaders()[router.ErrorHeader], msg.Subject
 		}
-		published := msg.Time.UnixNano()
-		if routed.Items != nil {
-			for i := range routed.Items {
-				it := &routed.Items[i]
-				if it.Err != nil {
-					dl := r.deadLetterItem(msg, m, i, it)
-					dead = append(dead, dl)
-					if a := r.errorAnswer(it.ReplyTo, msg.Subject, dl); a != nil {
-						answers = append(answers, a)
-					}
-					continue
-				}
-				r.push(it.Target, shard.Envelope{Typename: it.Typename, Payload: it.Payload, ReplyTo: it.ReplyTo,
-					Published: published, Key: r.key(it.Key)}, msg.Seq)
-			}
-			items += len(routed.Items)
-			read += len(routed.Items) - 1
-			continue
-		}
-		env := shard.Envelope{Typename: routed.Typename, Payload: routed.Payload, ReplyTo: routed.ReplyTo,
-			Published: published, Key: r.key(routed.Key)}
-		for _, t := range routed.Targets {
-			r.push(t, env, msg.Seq)
-		}
-		items += len(routed.Targets)
 	}
 	for s, b := range r.batches {
 		if len(b) > 0 {
@@ -266,70 +264,113 @@ func (r *Reader) deliver(ctx context.Context, msgs []natsbus.Msg) int {
 			r.batches[s] = b[:0]
 		}
 	}
-	if len(dead) > 0 {
+	if len(f.Dead) > 0 {
 		// Dead letters carry a message id made of the stream and sequence,
 		// so a replay after a crash does not publish them twice.
-		if err := r.dlq.Publish(ctx, dead); err != nil {
-			r.log.Error("publishing dead letters failed", "count", len(dead), "err", err)
+		if err := r.dlq.Publish(ctx, f.Dead); err != nil {
+			r.log.Error("publishing dead letters failed", "count", len(f.Dead), "err", err)
 		}
 		// Requesters learn at once why no function will answer, instead of
 		// waiting for their timeout.
-		for _, a := range answers {
+		for _, a := range f.Answers {
 			r.dlq.Reply(a)
 		}
 	}
+	r.m.deadLetters.Add(float64(len(f.Dead)))
+	clear(f.Dead)
+	clear(f.Answers)
+	f.Dead, f.Answers = f.Dead[:0], f.Answers[:0]
 	r.lastSeq = msgs[taken-1].Seq
 	r.readSeq.Store(r.lastSeq)
 	r.m.messages.Add(float64(read))
-	r.m.deadLetters.Add(float64(len(dead)))
 	return taken
 }
 
-// push queues env for the shard owning target, unless cluster mode says the
-// message at stream sequence seq is not this worker's (Config.Accept).
-func (r *Reader) push(target router.Address, env shard.Envelope, seq uint64) {
-	if r.cfg.Accept != nil && !r.cfg.Accept(target.ID, seq) {
-		return
-	}
-	env.Target = shard.Address(target)
-	s := r.shards.Locate(target.ID)
+// push queues env for the shard owning its target.
+func (r *Reader) push(env shard.Envelope) {
+	s := r.shards.Locate(env.Target.ID)
 	r.batches[s] = append(r.batches[s], shard.Item{Source: r.cfg.Source, Msg: env})
+	r.pushed++
+}
+
+// StreamDecoder routes the messages of a stream publishers write to, by
+// the module's ingress rules: the items of a batch envelope one by one,
+// each with its idempotency key; what cannot be routed becomes a dead
+// letter with a message id made of the stream and sequence.
+type StreamDecoder struct {
+	Stream  string // the stream's name
+	Ingress string // the router's ingress name
+	Router  *router.Router
+}
+
+// Decode implements [Decoder].
+func (d *StreamDecoder) Decode(msg *natsbus.Msg, push func(shard.Envelope), f *Faults) int {
+	m := router.Message{Subject: msg.Subject, Header: msg.Header, Data: msg.Data, Reply: msg.Reply}
+	routed, err := d.Router.Route(d.Ingress, m)
+	if err != nil {
+		dl := d.deadLetter(msg, err)
+		f.Dead = append(f.Dead, dl)
+		if a := d.errorAnswer(msg.Reply, msg.Subject, dl); a != nil {
+			f.Answers = append(f.Answers, a)
+		}
+		return 1
+	}
+	published := msg.Time.UnixNano()
+	if routed.Items != nil {
+		for i := range routed.Items {
+			it := &routed.Items[i]
+			if it.Err != nil {
+				dl := d.deadLetterItem(msg, m, i, it)
+				f.Dead = append(f.Dead, dl)
+				if a := d.errorAnswer(it.ReplyTo, msg.Subject, dl); a != nil {
+					f.Answers = append(f.Answers, a)
+				}
+				continue
+			}
+			push(shard.Envelope{Target: shard.Address(it.Target), Typename: it.Typename, Payload: it.Payload,
+				ReplyTo: it.ReplyTo, Published: published, Key: d.key(it.Key)})
+		}
+		return len(routed.Items)
+	}
+	env := shard.Envelope{Typename: routed.Typename, Payload: routed.Payload, ReplyTo: routed.ReplyTo,
+		Published: published, Key: d.key(routed.Key)}
+	for _, t := range routed.Targets {
+		env.Target = shard.Address(t)
+		push(env)
+	}
+	return 1
 }
 
 // key qualifies a publisher's idempotency key with the stream: a message
 // with a key is idempotent, its targets drop a repeat (see
 // shard.Envelope.Key). Keys are the publisher's, per stream.
-func (r *Reader) key(k string) string {
+func (d *StreamDecoder) key(k string) string {
 	if k == "" {
 		return ""
 	}
-	return r.cfg.Name + "/" + k
+	return d.Stream + "/" + k
 }
 
-func (r *Reader) deadLetter(msg *natsbus.Msg, err error) *storagev1.EgressRecord {
+func (d *StreamDecoder) deadLetter(msg *natsbus.Msg, err error) *storagev1.EgressRecord {
 	subject, hdr := router.DeadLetter(err, router.Message{Subject: msg.Subject, Header: msg.Header, Data: msg.Data})
-	r.dead.count++
-	r.dead.last, r.dead.lastSubject = err.Error(), msg.Subject
 	return &storagev1.EgressRecord{
 		Subject: subject,
 		Headers: flatten(hdr),
 		Data:    msg.Data,
-		MsgId:   "ingress-" + r.cfg.Name + "-" + strconv.FormatUint(msg.Seq, 10),
+		MsgId:   "ingress-" + d.Stream + "-" + strconv.FormatUint(msg.Seq, 10),
 	}
 }
 
 // deadLetterItem returns the dead letter of item i of the batch msg: the
 // item as an envelope, with the batch's headers and the item's index, and a
 // message id of its own.
-func (r *Reader) deadLetterItem(msg *natsbus.Msg, m router.Message, i int, it *router.Item) *storagev1.EgressRecord {
+func (d *StreamDecoder) deadLetterItem(msg *natsbus.Msg, m router.Message, i int, it *router.Item) *storagev1.EgressRecord {
 	subject, hdr := router.DeadLetterItem(it.Err, m, i)
-	r.dead.count++
-	r.dead.last, r.dead.lastSubject = it.Err.Error(), msg.Subject
 	return &storagev1.EgressRecord{
 		Subject: subject,
 		Headers: flatten(hdr),
 		Data:    it.Envelope,
-		MsgId:   "ingress-" + r.cfg.Name + "-" + strconv.FormatUint(msg.Seq, 10) + "-" + strconv.Itoa(i),
+		MsgId:   "ingress-" + d.Stream + "-" + strconv.FormatUint(msg.Seq, 10) + "-" + strconv.Itoa(i),
 	}
 }
 
@@ -347,8 +388,8 @@ func flatten(hdr map[string][]string) map[string]string {
 // lettered as dl: no payload, and the dead letter's error headers. It
 // returns nil for a message that is not a request, or whose reply subject
 // may not be answered.
-func (r *Reader) errorAnswer(replyTo, subject string, dl *storagev1.EgressRecord) *storagev1.EgressRecord {
-	if replyTo == "" || r.router.CheckReplyTo(replyTo) != nil {
+func (d *StreamDecoder) errorAnswer(replyTo, subject string, dl *storagev1.EgressRecord) *storagev1.EgressRecord {
+	if replyTo == "" || d.Router.CheckReplyTo(replyTo) != nil {
 		return nil
 	}
 	h := dl.GetHeaders()

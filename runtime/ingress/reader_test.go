@@ -179,8 +179,8 @@ func (r *rig) reader(t *testing.T, startAfter uint64) *ingress.Reader {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ingress.New(ingress.Config{Name: stream, Ingress: router.DirectIngress, Source: source},
-		bus, startAfter, rt, r.shards, r.barriers, r.dlq, ingress.NewMetrics(nil), quietLog)
+	return ingress.New(ingress.Config{Name: stream, Source: source},
+		bus, startAfter, &ingress.StreamDecoder{Stream: stream, Ingress: router.DirectIngress, Router: rt}, r.shards, r.barriers, r.dlq, ingress.NewMetrics(nil), quietLog)
 }
 
 // run runs rd until the test ends.

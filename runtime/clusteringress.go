@@ -1,0 +1,151 @@
+package runtime
+
+// The partitioned ingress in cluster mode. The worker that owns key group
+// 0 runs the router (runtime/routing), which reads every ingress stream and
+// appends its messages, by key group, to the cluster's partitioned ingress
+// stream. Every worker reads only the subjects of its key groups, with
+// positions per key group like any reader's, and purges them below what its
+// key groups committed.
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/cluster"
+	"github.com/twinflow/twinflow/runtime/ingress"
+	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/routing"
+)
+
+// trimRoutedEvery is how often a worker purges the partitioned ingress of
+// its key groups: a purge is one request per key group.
+const trimRoutedEvery = time.Second
+
+// routedReader builds the reader of the owned key groups' subjects of the
+// partitioned ingress; nil when none is owned. The engine's pipeline lock
+// is held.
+func (cm *clusterMode) routedReader(own *ownership, shards ingress.Shards, source int) (*ingress.Reader, error) {
+	e := cm.e
+	cm.inDec = nil
+	cm.trimmer = &routedTrimmer{c: cm.c, m: cm.m.routing, log: cm.log, want: map[int]uint64{}, done: map[int]uint64{}, wake: make(chan struct{}, 1)}
+	kgs := own.keyGroups()
+	if len(kgs) == 0 {
+		return nil, nil
+	}
+	name := cm.c.InStream()
+	filter := routing.Filter(cm.c, kgs)
+	start, err := e.clusterStart(own, name, name)
+	if err != nil {
+		return nil, err
+	}
+	bus, err := natsbus.NewReader(context.Background(), e.js, name, start, natsbus.ReaderOptions{Logger: e.log, FilterSubjects: filter})
+	if err != nil {
+		return nil, err
+	}
+	cm.inDec = &routing.Decoder{
+		K: cm.k, Prefix: strings.TrimSuffix(cm.c.InSubject(-1), "*"), Log: cm.log,
+		Accept: func(kg int, seq uint64) bool { return own.accepts(name, kg, seq) },
+	}
+	r := ingress.New(ingress.Config{Name: name, Source: source}, bus, start, cm.inDec, shards, nil, e.pub, e.readerMetrics, e.log)
+	e.buses = append(e.buses, bus)
+	e.reads = append(e.reads, r)
+	return r, nil
+}
+
+// routingStage returns the router of a pipeline that owns key group 0.
+func (cm *clusterMode) routingStage(rt *router.Router, sources []routing.Source) *routing.Stage {
+	o := cm.owned[0]
+	return routing.New(routing.Config{
+		Cluster: cm.c, JS: cm.e.js, Sources: sources, Router: rt,
+		Holder: o.Lease().Holder.String(), Epoch: o.Epoch(),
+		DLQ: cm.e.pub, Metrics: cm.m.routing, Log: cm.log,
+	})
+}
+
+// trimRouted offers the trimmer, after checkpoint id committed, each owned
+// key group's subject below the last message read before the barrier and
+// the key group's committed position: both are processed, and the last
+// message read stays (the router's next write expects its subject's last).
+func (cm *clusterMode) trimRouted(id uint64) {
+	if cm.inDec == nil {
+		return
+	}
+	name := cm.c.InStream()
+	for kg, seq := range cm.inDec.ReadAt(id) {
+		if cm.owned[kg] == nil {
+			continue
+		}
+		if pos := cm.pos[kg][name]; pos < seq {
+			seq = pos
+		}
+		cm.trimmer.offer(kg, seq)
+	}
+}
+
+// routedTrimmer purges key groups' subjects of the partitioned ingress, at
+// most every trimRoutedEvery, off the checkpoint path.
+type routedTrimmer struct {
+	c    *cluster.Cluster
+	m    *routing.Metrics
+	log  *slog.Logger
+	mu   sync.Mutex
+	want map[int]uint64 // by key group: purge below
+	done map[int]uint64
+	wake chan struct{}
+}
+
+// offer asks for key group kg's subject to be purged below keep.
+func (t *routedTrimmer) offer(kg int, keep uint64) {
+	t.mu.Lock()
+	if keep > t.want[kg] {
+		t.want[kg] = keep
+	}
+	t.mu.Unlock()
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run purges what is offered until ctx ends.
+func (t *routedTrimmer) run(ctx context.Context) {
+	if t == nil {
+		return
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.wake:
+		}
+		t.mu.Lock()
+		var kgs []int
+		keep := map[int]uint64{}
+		for kg, seq := range t.want {
+			if seq > t.done[kg] {
+				kgs = append(kgs, kg)
+				keep[kg] = seq
+			}
+		}
+		t.mu.Unlock()
+		for _, kg := range kgs {
+			if err := t.c.PurgeIn(ctx, kg, keep[kg]); err != nil {
+				if ctx.Err() == nil {
+					t.log.Warn("trimming a key group's partitioned ingress failed; trying again", "key_group", kg, "below", keep[kg], "err", err)
+				}
+				continue
+			}
+			t.done[kg] = keep[kg]
+			t.m.Purges.WithLabelValues("routed").Inc()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(trimRoutedEvery):
+		}
+	}
+}
