@@ -242,6 +242,11 @@ func (p *platform) streams(ctx context.Context, s *twinflowv1.PlatformSample) {
 				st.Lag = st.LastSequence - st.ReadSequence
 			}
 		}
+		if p.e.cl != nil {
+			// The partitioned ingress holds other workers' key groups
+			// too: the lag is what the reader's filter has left.
+			st.Lag = r.Pending()
+		}
 		s.Streams = append(s.Streams, st)
 	}
 	if p.e.cl != nil {

@@ -158,6 +158,10 @@ func (r *Reader) Name() string { return r.cfg.Name }
 // up to it has been read. It may be called from any goroutine.
 func (r *Reader) Position() uint64 { return r.readSeq.Load() }
 
+// Pending is how many messages of its filter the stream held past the
+// last one read, when it was read (see natsbus.Reader.Pending).
+func (r *Reader) Pending() uint64 { return r.bus.Pending() }
+
 // RequestBarrier asks for barrier id between two batches.
 func (r *Reader) RequestBarrier(id uint64) { r.barrier.Store(id) }
 

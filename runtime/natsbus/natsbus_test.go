@@ -364,6 +364,20 @@ func TestReaderFromSequence(t *testing.T) {
 	}
 }
 
+// TestReaderPending checks that a filtered reader's lag counts only the
+// messages of its filter.
+func TestReaderPending(t *testing.T) {
+	_, js := connect(t, startTestServer(t).ClientURL())
+	ensure(t, js, "P", "p.>")
+	publish(t, js, records("p.mine", 1, 10))
+	publish(t, js, records("p.other", 11, 50))
+	r := newReader(t, js, "P", 0, ReaderOptions{MaxBatch: 1, FilterSubjects: []string{"p.mine"}})
+	readN(t, r, 1, 5*time.Second)
+	if got := r.Pending(); got != 9 {
+		t.Fatalf("Pending after 1 of 10 messages of the filter (and 50 of another) = %d, want 9", got)
+	}
+}
+
 func TestReaderMissingStream(t *testing.T) {
 	_, js := connect(t, startTestServer(t).ClientURL())
 	_, err := NewReader(context.Background(), js, "NOPE", 0, ReaderOptions{Logger: testLogger()})
@@ -529,9 +543,9 @@ func TestParseAckReply(t *testing.T) {
 		want ackMeta
 		ok   bool
 	}{
-		{"$JS.ACK.ORDERS.c_1.1.5001.1.1700000000000000000.4999", ackMeta{"ORDERS", "c_1", 5001, 1, 1700000000000000000}, true},
-		{"$JS.ACK.dom.ACCHASH.ORDERS.c_1.2.7.3.1700000000000000000.0.rnd", ackMeta{"ORDERS", "c_1", 7, 3, 1700000000000000000}, true},
-		{"$JS.ACK.dom.ACCHASH.ORDERS.c_1.2.7.3.1700000000000000000.0", ackMeta{"ORDERS", "c_1", 7, 3, 1700000000000000000}, true},
+		{"$JS.ACK.ORDERS.c_1.1.5001.1.1700000000000000000.4999", ackMeta{"ORDERS", "c_1", 5001, 1, 1700000000000000000, 4999}, true},
+		{"$JS.ACK.dom.ACCHASH.ORDERS.c_1.2.7.3.1700000000000000000.12.rnd", ackMeta{"ORDERS", "c_1", 7, 3, 1700000000000000000, 12}, true},
+		{"$JS.ACK.dom.ACCHASH.ORDERS.c_1.2.7.3.1700000000000000000.0", ackMeta{"ORDERS", "c_1", 7, 3, 1700000000000000000, 0}, true},
 		{"$JS.ACK.ORDERS.c_1.1.x.1.1.0", ackMeta{}, false},
 		{"$JS.ACK.ORDERS.c_1", ackMeta{}, false},
 		{"$JS.NAK.ORDERS.c_1.1.1.1.1.0", ackMeta{}, false},

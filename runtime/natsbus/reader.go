@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -131,6 +132,9 @@ type Reader struct {
 	log        *slog.Logger
 	namePrefix string
 	deleting   sync.WaitGroup // consumer deletions in flight
+	// pending is how many messages of the stream that match the filter
+	// came after the last one returned, as the server said with it.
+	pending atomic.Uint64
 
 	// mu serialises Next and Close. Next holds it for its whole run, so
 	// everything below is touched by one goroutine at a time.
@@ -331,6 +335,7 @@ func (r *Reader) take(p *pull, m *nats.Msg, batch *[]Msg) bool {
 	}
 	p.dseq = meta.dseq
 	r.mu.last = meta.sseq
+	r.pending.Store(meta.pending)
 	if p.req.open {
 		p.req.got++
 		p.req.gotBytes += m.Size()
@@ -553,6 +558,12 @@ func terminal(err error) bool {
 	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrStreamNotFound)
 }
 
+// Pending returns how many messages that match the reader's filter the
+// stream held after the last one returned, when it was returned: the
+// reader's lag, where the stream's last sequence counts messages of other
+// filters too.
+func (r *Reader) Pending() uint64 { return r.pending.Load() }
+
 // Close deletes the server-side consumer and releases the Reader. It waits
 // for a running Next to return.
 func (r *Reader) Close() {
@@ -575,6 +586,7 @@ type ackMeta struct {
 	stream, consumer string
 	sseq, dseq       uint64
 	ts               int64
+	pending          uint64 // the consumer's messages after this one
 }
 
 // parseAckReply parses $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
@@ -609,8 +621,9 @@ func parseAckReply(s string) (ackMeta, bool) {
 	sseq, err1 := strconv.ParseUint(tok[off+3], 10, 64)
 	dseq, err2 := strconv.ParseUint(tok[off+4], 10, 64)
 	ts, err3 := strconv.ParseInt(tok[off+5], 10, 64)
-	if err1 != nil || err2 != nil || err3 != nil {
+	pending, err4 := strconv.ParseUint(tok[off+6], 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 		return ackMeta{}, false
 	}
-	return ackMeta{stream: tok[off], consumer: tok[off+1], sseq: sseq, dseq: dseq, ts: ts}, true
+	return ackMeta{stream: tok[off], consumer: tok[off+1], sseq: sseq, dseq: dseq, ts: ts, pending: pending}, true
 }
