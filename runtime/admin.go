@@ -70,7 +70,7 @@ func (a *adminService) ListFunctionTypes(context.Context, *connect.Request[twinf
 	// The types with registered state, and those invoked since the start
 	// (stateless ones have no specs).
 	all := a.e.specs.All()
-	names := a.e.endpoints.seen()
+	names := a.e.currentEndpoints().seen()
 	for t := range all {
 		names = append(names, t)
 	}

@@ -226,6 +226,10 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 			return nil, err
 		}
 		startPlatform()
+		// Every worker has a front door; the router takes what it writes.
+		if err := e.startFrontDoor(); err != nil {
+			return nil, err
+		}
 		go e.watchFailures()
 		e.log.Info("twinflow running as a cluster worker", "admin", e.AdminURL(), "nats", e.NATSURL(), "cluster", cfg.Cluster,
 			"worker", e.cl.worker, "shards", cfg.Shards, "key_groups", cfg.KeyGroups, "owned", len(e.pl().own.keyGroups()))
@@ -399,6 +403,19 @@ func (e *Engine) pl() pipeline {
 	e.plMu.RLock()
 	defer e.plMu.RUnlock()
 	return pipeline{loops: e.loops, reads: e.reads, coord: e.coord, layers: e.layers, ranges: e.ranges, own: e.own, remote: e.remote}
+}
+
+// currentEndpoints returns the pipeline's endpoints; cluster mode replaces
+// them with the pipeline.
+func (e *Engine) currentEndpoints() *endpoints {
+	e.plMu.RLock()
+	defer e.plMu.RUnlock()
+	return e.endpoints
+}
+
+// endpointFor returns the endpoint serving a function type.
+func (e *Engine) endpointFor(ft string) (*shard.Endpoint, bool) {
+	return e.currentEndpoints().For(ft)
 }
 
 // runPipeline starts the shard loops, the readers and the coordinator.

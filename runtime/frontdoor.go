@@ -10,7 +10,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/frontdoor"
@@ -28,6 +31,38 @@ const IngressOff = "off"
 // crash the engine between a durable write and its acknowledgements.
 var wrapDoorWriter func(frontdoor.Writer) frontdoor.Writer
 
+// directRead returns how far the direct stream has been read, for the
+// front door's backpressure. One process reads it itself. In cluster mode
+// the router, on whichever worker owns key group 0, reads it and purges it
+// below what it routed: the stream's first sequence says how far that is,
+// asked at most every readEvery.
+func (e *Engine) directRead(js jetstream.JetStream) func() uint64 {
+	if e.cl == nil {
+		direct := e.reads[0] // the direct ingress's reader, built first
+		return direct.Position
+	}
+	const readEvery = 100 * time.Millisecond
+	var (
+		mu    sync.Mutex
+		read  uint64
+		asked time.Time
+	)
+	return func() uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(asked) < readEvery {
+			return read
+		}
+		asked = time.Now()
+		ctx, cancel := context.WithTimeout(context.Background(), readEvery)
+		defer cancel()
+		if st, err := js.Stream(ctx, DirectStream); err == nil && st.CachedInfo().State.FirstSeq > 0 {
+			read = max(read, st.CachedInfo().State.FirstSeq-1)
+		}
+		return read
+	}
+}
+
 // startFrontDoor starts the front door: its own NATS connection, the door
 // writing batches into the direct ingress stream, its NATS subscriptions,
 // and its HTTP/Connect listener.
@@ -41,14 +76,13 @@ func (e *Engine) startFrontDoor() error {
 	if wrapDoorWriter != nil {
 		w = wrapDoorWriter(w)
 	}
-	direct := e.reads[0] // the direct ingress's reader, built first
 	e.door = frontdoor.New(frontdoor.Config{
 		Limits:     e.cfg.FrontDoor,
 		Stream:     DirectStream,
 		MaxPayload: e.cfg.MaxPayload,
-		Read:       direct.Position,
+		Read:       e.directRead(js),
 		Serves: func(ft string) bool {
-			_, ok := e.endpoints.For(ft)
+			_, ok := e.endpointFor(ft)
 			return ok
 		},
 		Logger:  e.log,

@@ -1,11 +1,13 @@
 package crashtest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,10 +20,14 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/twinflow/twinflow/internal/testwait"
+	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/cluster"
 	"github.com/twinflow/twinflow/runtime/cluster/clustertest"
+	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/secrets"
 )
 
 // TestClusterRescale changes a running cluster under load: two workers,
@@ -113,6 +119,10 @@ func TestClusterRescale(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	const doorAddresses = 60
+	step(5*time.Second, "60 increments sent through the workers' HTTP front doors", func() {
+		sendThroughDoors(ctx, t, workers, doorAddresses)
+	})
 	step(7*time.Second, "worker0 stopped with SIGTERM", func() { stopWorker(ctx, t, workers[0]) })
 	step(10*time.Second, "worker1 killed with SIGKILL", func() { workers[1].kill() })
 	step(12*time.Second, "worker1 restarted", func() {
@@ -147,12 +157,70 @@ func TestClusterRescale(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The same increments again, with the same keys: applied once.
+	sendThroughDoors(ctx, t, workers, doorAddresses)
 	checkClusterOutcome(ctx, t, w, workers, js, cl)
+	testwait.Nil(t, "the front doors' increments applied once", func() error {
+		ids := make([]string, doorAddresses)
+		for i := range ids {
+			ids[i] = fmt.Sprintf("door-%d", i)
+		}
+		got, err := readClusterStates(ctx, workers, ids)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if got[id] != [2]int64{1, 1} {
+				return fmt.Errorf("%s: count and msgs %v, want one increment applied once", id, got[id])
+			}
+		}
+		return nil
+	})
 	// Back in balance: every worker holds key groups again.
 	testwaitBalanced(ctx, t, cl, workers)
 
 	moved := moves.report(t)
 	reportLatencies(ctx, t, w, js, published, moved)
+}
+
+// sendThroughDoors sends an increment to each of n addresses door-<i>
+// through the HTTP front door of the running workers in turn, each with
+// its idempotency key.
+func sendThroughDoors(ctx context.Context, t *testing.T, workers []*runtimeProc, n int) {
+	t.Helper()
+	var up []*runtimeProc
+	for _, wk := range workers {
+		if wk.cmd != nil && !wk.exited() {
+			up = append(up, wk)
+		}
+	}
+	for i := range n {
+		wk := up[i%len(up)]
+		info := wk.accessTB(t)
+		tok, err := secrets.ReadIngressToken(info.IngressTokenFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := fmt.Sprintf("door-%d", i)
+		body, _ := json.Marshal(Command{ID: id, Ops: []Op{{Op: OpIncrement}}})
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, info.IngressURL+"/send/"+FunctionType+"/"+id, bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(router.TypenameHeader, CommandType.Typename())
+		req.Header.Set(frontdoor.IdempotencyKeyHeader, id)
+		resp, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatalf("sending to %s through %s's front door: %v", id, wk.name, err)
+		}
+		msg, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			t.Fatalf("sending to %s through %s's front door: %s %s", id, wk.name, resp.Status, msg)
+		}
+	}
 }
 
 // workerID reads a worker's id from its data dir.
