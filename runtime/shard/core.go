@@ -249,9 +249,10 @@ func (c *Core) keyGroups() keygroup.Range { return keygroup.Range{Lo: c.cfg.KGLo
 func (c *Core) owns(kg int) bool { return c.cfg.Owned == nil || c.cfg.Owned(kg) }
 
 // ownsAny reports whether the shard owns one of its key groups. A shard
-// of cluster mode owns all of them or none: a worker deletes from its
-// store every key group it does not own before it builds a pipeline over
-// the rest, except the first, which owns nothing.
+// that owns some scans its whole range for timers and expired values:
+// a worker deletes from its store every key group it does not own before
+// it builds a pipeline over the rest. Only its first pipeline, which owns
+// nothing, runs over a store that may hold others.
 func (c *Core) ownsAny() bool {
 	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
 		if c.owns(kg) {
