@@ -35,22 +35,36 @@ const (
 
 // ListAddresses lists a page of the addresses of a function type from each
 // shard's address index, on the shards' loops (so uncommitted writes
-// count), and merges the shards' pages.
+// count), and merges the shards' pages. In cluster mode it merges the
+// pages of every worker (clusterMode.listEverywhere).
 func (a *adminService) ListAddresses(ctx context.Context, req *connect.Request[twinflowv1.ListAddressesRequest]) (*connect.Response[twinflowv1.ListAddressesResponse], error) {
-	m := req.Msg
+	if err := router.ValidateFunctionType(req.Msg.GetType()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	var (
+		resp *twinflowv1.ListAddressesResponse
+		err  error
+	)
+	if a.e.cl != nil {
+		resp, err = a.e.cl.listEverywhere(ctx, req.Msg)
+	} else {
+		resp, err = a.e.listLocal(ctx, req.Msg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// listLocal lists a page of the addresses this process holds.
+func (e *Engine) listLocal(ctx context.Context, m *twinflowv1.ListAddressesRequest) (*twinflowv1.ListAddressesResponse, error) {
 	if err := router.ValidateFunctionType(m.GetType()); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	limit := int(m.GetLimit())
-	switch {
-	case limit < 0:
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("limit %d is negative", limit))
-	case limit == 0:
-		limit = defaultListLimit
-	case limit > maxListLimit:
-		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("limit %d is above the maximum of %d: page through with after", limit, maxListLimit))
+	limit, err := listLimit(m.GetLimit())
+	if err != nil {
+		return nil, err
 	}
-	e := a.e
 	pl := e.pl()
 	type part struct {
 		ids   []string
@@ -91,17 +105,52 @@ func (a *adminService) ListAddresses(ctx context.Context, req *connect.Request[t
 		resp.Addresses = append(resp.Addresses, &twinflowv1.AddressEntry{Id: id})
 	}
 	if len(m.GetStateNames()) > 0 {
-		if err := a.addStates(ctx, m.GetType(), resp.Addresses, m.GetStateNames()); err != nil {
+		if err := e.addStates(ctx, m.GetType(), resp.Addresses, m.GetStateNames()); err != nil {
 			return nil, err
 		}
 	}
-	return connect.NewResponse(resp), nil
+	return resp, nil
+}
+
+// listLimit checks a listing's page size, 0 meaning the default.
+func listLimit(n int32) (int, error) {
+	limit := int(n)
+	switch {
+	case limit < 0:
+		return 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("limit %d is negative", limit))
+	case limit == 0:
+		return defaultListLimit, nil
+	case limit > maxListLimit:
+		return 0, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("limit %d is above the maximum of %d: page through with after", limit, maxListLimit))
+	}
+	return limit, nil
+}
+
+// mergePages merges pages of listings of disjoint sets of addresses into
+// the first limit addresses of their union.
+func mergePages(pages []*twinflowv1.ListAddressesResponse, limit int) *twinflowv1.ListAddressesResponse {
+	out := &twinflowv1.ListAddressesResponse{}
+	more := false
+	for _, p := range pages {
+		out.Addresses = append(out.Addresses, p.GetAddresses()...)
+		out.Total += p.GetTotal()
+		more = more || p.GetNextAfter() != ""
+	}
+	slices.SortFunc(out.Addresses, func(a, b *twinflowv1.AddressEntry) int { return cmp.Compare(a.GetId(), b.GetId()) })
+	// A worker's first pipeline may still hold key groups another owns.
+	out.Addresses = slices.CompactFunc(out.Addresses, func(a, b *twinflowv1.AddressEntry) bool { return a.GetId() == b.GetId() })
+	if len(out.Addresses) > limit {
+		out.Addresses, more = out.Addresses[:limit], true
+	}
+	if more && len(out.Addresses) > 0 {
+		out.NextAfter = out.Addresses[len(out.Addresses)-1].GetId()
+	}
+	return out
 }
 
 // addStates reads the named values of each address of a page, each on the
 // loop of its shard.
-func (a *adminService) addStates(ctx context.Context, functionType string, entries []*twinflowv1.AddressEntry, names []string) error {
-	e := a.e
+func (e *Engine) addStates(ctx context.Context, functionType string, entries []*twinflowv1.AddressEntry, names []string) error {
 	pl := e.pl()
 	byShard := make([][]*twinflowv1.AddressEntry, len(pl.loops))
 	for _, en := range entries {

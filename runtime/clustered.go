@@ -163,7 +163,7 @@ func (e *Engine) startCluster(ctx context.Context) error {
 	if err := e.startAdmin(); err != nil {
 		return err
 	}
-	if _, err := cm.serveQueries(); err != nil {
+	if err := cm.serveQueries(); err != nil {
 		return fmt.Errorf("cluster %s: answering forwarded queries: %w", c.Name(), err)
 	}
 	mem, err := c.Join(ctx, worker, e.AdminURL(), e.log)

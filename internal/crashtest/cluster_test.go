@@ -2,6 +2,7 @@ package crashtest
 
 import (
 	"context"
+
 	"encoding/json"
 	"errors"
 	"flag"
@@ -18,10 +19,13 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinflow/twinflow/internal/testwait"
+	twinflowv1 "github.com/twinflow/twinflow/proto/gen/twinflow/v1"
 	"github.com/twinflow/twinflow/proto/gen/twinflow/v1/twinflowv1connect"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/cluster"
@@ -199,6 +203,20 @@ func TestClusterCrashRecovery(t *testing.T) {
 
 	checkClusterOutcome(ctx, t, w, workers, js, cl)
 	converged := time.Since(begin)
+	// Listing asks every worker: one worker's pages hold every address.
+	var want []string
+	for _, a := range w.Addresses {
+		if w.Msgs[a] > 0 {
+			want = append(want, a)
+		}
+	}
+	testwait.Nil(t, "a listing of every address through one worker", func() error {
+		got, err := listAll(ctx, workers[int(seed%3+1)%3].admin(), FunctionType, "a", 37)
+		if err == nil && !slices.Equal(got, want) {
+			err = fmt.Errorf("listed %d addresses, want the %d with state (first listed %v)", len(got), len(want), got[:min(5, len(got))])
+		}
+		return err
+	})
 	// A clean stop of a worker hands its key groups to the others at
 	// once; nothing changes.
 	stopped := workers[seed%3]
@@ -369,6 +387,26 @@ func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers
 		}
 		if panics := wk.grep("panic:"); len(panics) > 0 {
 			t.Errorf("%s panicked:\n%s", wk.name, strings.Join(panics, "\n"))
+		}
+	}
+}
+
+// listAll pages through the addresses of a function type with prefix,
+// size at a time.
+func listAll(ctx context.Context, admin twinflowv1connect.AdminServiceClient, functionType, prefix string, size int32) ([]string, error) {
+	var ids []string
+	after := ""
+	for {
+		resp, err := admin.ListAddresses(ctx, connect.NewRequest(&twinflowv1.ListAddressesRequest{
+			Type: functionType, Prefix: prefix, After: after, Limit: size}))
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range resp.Msg.GetAddresses() {
+			ids = append(ids, a.GetId())
+		}
+		if after = resp.Msg.GetNextAfter(); after == "" {
+			return ids, nil
 		}
 	}
 }
