@@ -10,7 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -35,7 +35,7 @@ var wrapDoorWriter func(frontdoor.Writer) frontdoor.Writer
 // front door's backpressure. One process reads it itself. In cluster mode
 // the router, on whichever worker owns key group 0, reads it and purges it
 // below what it routed: the stream's first sequence says how far that is,
-// asked at most every readEvery.
+// asked at most every readEvery, off the door's path.
 func (e *Engine) directRead(js jetstream.JetStream) func() uint64 {
 	if e.cl == nil {
 		direct := e.reads[0] // the direct ingress's reader, built first
@@ -43,23 +43,23 @@ func (e *Engine) directRead(js jetstream.JetStream) func() uint64 {
 	}
 	const readEvery = 100 * time.Millisecond
 	var (
-		mu    sync.Mutex
-		read  uint64
-		asked time.Time
+		read   atomic.Uint64
+		asked  atomic.Int64 // unix nanoseconds
+		asking atomic.Bool
 	)
 	return func() uint64 {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(asked) < readEvery {
-			return read
+		if time.Since(time.Unix(0, asked.Load())) >= readEvery && asking.CompareAndSwap(false, true) {
+			asked.Store(time.Now().UnixNano())
+			go func() {
+				defer asking.Store(false)
+				ctx, cancel := context.WithTimeout(context.Background(), readEvery)
+				defer cancel()
+				if st, err := js.Stream(ctx, DirectStream); err == nil && st.CachedInfo().State.FirstSeq > read.Load()+1 {
+					read.Store(st.CachedInfo().State.FirstSeq - 1)
+				}
+			}()
 		}
-		asked = time.Now()
-		ctx, cancel := context.WithTimeout(context.Background(), readEvery)
-		defer cancel()
-		if st, err := js.Stream(ctx, DirectStream); err == nil && st.CachedInfo().State.FirstSeq > 0 {
-			read = max(read, st.CachedInfo().State.FirstSeq-1)
-		}
-		return read
+		return read.Load()
 	}
 }
 
