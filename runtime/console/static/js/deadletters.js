@@ -71,9 +71,17 @@ export function render(main) {
       "Replaying publishes a dead letter again to its ingress with a message id of its own, so a repeated replay is dropped."),
     summary, h("div", { class: "row" }, replayButton), results, list);
   load().catch(show);
+  // A dead letter is counted before its record reaches the stream, so a
+  // sample that counts new ones reloads the page for the next few samples
+  // too.
+  let reloads = 0;
   return {
     sample(s) {
-      if (num(s.deadLettersPerSecond) > 0 && page === 0) load().catch(show);
+      if (num(s.deadLettersPerSecond) > 0) reloads = 3;
+      if (reloads > 0 && page === 0) {
+        reloads--;
+        load().catch(show);
+      }
     },
   };
 }
