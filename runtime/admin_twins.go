@@ -38,9 +38,6 @@ const (
 // count), and merges the shards' pages. In cluster mode it merges the
 // pages of every worker (clusterMode.listEverywhere).
 func (a *adminService) ListAddresses(ctx context.Context, req *connect.Request[twinflowv1.ListAddressesRequest]) (*connect.Response[twinflowv1.ListAddressesResponse], error) {
-	if err := router.ValidateFunctionType(req.Msg.GetType()); err != nil {
-		return nil, connect.NewError(connect.CodeInvalidArgument, err)
-	}
 	var (
 		resp *twinflowv1.ListAddressesResponse
 		err  error
@@ -56,7 +53,9 @@ func (a *adminService) ListAddresses(ctx context.Context, req *connect.Request[t
 	return connect.NewResponse(resp), nil
 }
 
-// listLocal lists a page of the addresses this process holds.
+// listLocal lists a page of the addresses this process holds. It checks
+// the request: cluster mode lists here first, and other workers' requests
+// arrive here.
 func (e *Engine) listLocal(ctx context.Context, m *twinflowv1.ListAddressesRequest) (*twinflowv1.ListAddressesResponse, error) {
 	if err := router.ValidateFunctionType(m.GetType()); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)

@@ -114,14 +114,11 @@ func (cm *clusterMode) listSubject(worker string) string {
 // address whose key group is between owners at that moment is missing
 // from the page.
 func (cm *clusterMode) listEverywhere(ctx context.Context, req *twinflowv1.ListAddressesRequest) (*twinflowv1.ListAddressesResponse, error) {
-	limit, err := listLimit(req.GetLimit())
+	local, err := cm.e.listLocal(ctx, req) // checks the request
 	if err != nil {
 		return nil, err
 	}
-	local, err := cm.e.listLocal(ctx, req)
-	if err != nil {
-		return nil, err
-	}
+	limit, _ := listLimit(req.GetLimit())
 	pages := []*twinflowv1.ListAddressesResponse{local}
 	mem := cm.membership()
 	if mem == nil {

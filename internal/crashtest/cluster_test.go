@@ -97,34 +97,8 @@ func TestClusterCrashRecovery(t *testing.T) {
 	defer cancel()
 	nats3 := clustertest.Start(t)
 	twinflowBin, functionBin := binaries(t)
-	fn := newFunction(t, functionBin)
-	if err := fn.startReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	module := writeModule(t, fn.addr)
-	workers := make([]*runtimeProc, 3)
-	for i := range workers {
-		workers[i] = newWorker(t, twinflowBin, module, nats3.URLs(), i)
-		if err := workers[i].startReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("seed %d", seed)
-			for _, wk := range workers {
-				t.Logf("%s log %s ends with:\n%s", wk.name, wk.log, wk.tail(40))
-			}
-		}
-	})
-	_, js := nats3.Connect(t)
-	log, logPath := logTo(t, "driver.log")
-	t.Logf("driver log: %s", logPath)
-	pub := natsbus.NewPublisher(js, natsbus.PublisherOptions{AckTimeout: 2 * time.Second, Logger: log})
-	cl, err := cluster.Open(ctx, js, cluster.Config{Name: clusterName})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rig := startClusterRig(ctx, t, seed, nats3, twinflowBin, functionBin, 3)
+	workers, js, pub, cl := rig.workers, rig.js, rig.pub, rig.cl
 	begin := time.Now()
 
 	// The driver publishes on a schedule while the test's goroutine runs
@@ -275,6 +249,52 @@ func TestClusterCrashRecovery(t *testing.T) {
 		"failover (kill to a message of the killed worker's key groups processed) %v",
 		len(w.Commands), w.Messages(), len(plan), faulted.Round(time.Millisecond), converged.Round(time.Millisecond), len(w.Egress),
 		time.Since(begin).Round(time.Millisecond), roundAll(failovers))
+}
+
+// clusterRig is what the cluster tests drive: three workers of one
+// function endpoint on a NATS cluster, a publisher, and the cluster.
+type clusterRig struct {
+	workers []*runtimeProc
+	js      jetstream.JetStream
+	pub     *natsbus.Publisher
+	cl      *cluster.Cluster
+}
+
+// startClusterRig starts the endpoint and the first running workers; the
+// logs of all three are printed if the test fails.
+func startClusterRig(ctx context.Context, t *testing.T, seed uint64, nats3 *clustertest.Cluster, twinflowBin, functionBin string, running int) clusterRig {
+	t.Helper()
+	fn := newFunction(t, functionBin)
+	if err := fn.startReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	module := writeModule(t, fn.addr)
+	workers := make([]*runtimeProc, 3)
+	for i := range workers {
+		workers[i] = newWorker(t, twinflowBin, module, nats3.URLs(), i)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("seed %d", seed)
+			for _, wk := range workers {
+				t.Logf("%s log %s ends with:\n%s", wk.name, wk.log, wk.tail(40))
+			}
+		}
+	})
+	for _, wk := range workers[:running] {
+		if err := wk.startReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, js := nats3.Connect(t)
+	log, logPath := logTo(t, "driver.log")
+	t.Logf("driver log: %s", logPath)
+	pub := natsbus.NewPublisher(js, natsbus.PublisherOptions{AckTimeout: 2 * time.Second, Logger: log})
+	cl, err := cluster.Open(ctx, js, cluster.Config{Name: clusterName})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return clusterRig{workers: workers, js: js, pub: pub, cl: cl}
 }
 
 // checkClusterOutcome waits until every address's state is exactly once,

@@ -26,7 +26,6 @@ import (
 	"github.com/twinflow/twinflow/runtime/cluster/clustertest"
 	"github.com/twinflow/twinflow/runtime/frontdoor"
 	"github.com/twinflow/twinflow/runtime/keygroup"
-	"github.com/twinflow/twinflow/runtime/natsbus"
 	"github.com/twinflow/twinflow/runtime/secrets"
 )
 
@@ -55,36 +54,8 @@ func TestClusterRescale(t *testing.T) {
 		// detector's cost.
 		twinflowBin, functionBin = plainBinaries(t)
 	}
-	fn := newFunction(t, functionBin)
-	if err := fn.startReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	module := writeModule(t, fn.addr)
-	workers := make([]*runtimeProc, 3)
-	for i := range workers {
-		workers[i] = newWorker(t, twinflowBin, module, nats3.URLs(), i)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("seed %d", seed)
-			for _, wk := range workers {
-				t.Logf("%s log %s ends with:\n%s", wk.name, wk.log, wk.tail(40))
-			}
-		}
-	})
-	for _, wk := range workers[:2] {
-		if err := wk.startReady(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, js := nats3.Connect(t)
-	log, logPath := logTo(t, "driver.log")
-	t.Logf("driver log: %s", logPath)
-	pub := natsbus.NewPublisher(js, natsbus.PublisherOptions{AckTimeout: 2 * time.Second, Logger: log})
-	cl, err := cluster.Open(ctx, js, cluster.Config{Name: clusterName})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rig := startClusterRig(ctx, t, seed, nats3, twinflowBin, functionBin, 2)
+	workers, js, pub, cl := rig.workers, rig.js, rig.pub, rig.cl
 	begin := time.Now()
 	moves := watchMoves(ctx, t, cl, begin)
 
