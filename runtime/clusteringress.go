@@ -31,12 +31,16 @@ const trimRoutedEvery = time.Second
 func (cm *clusterMode) routedReader(own *ownership, shards ingress.Shards, source int) (*ingress.Reader, error) {
 	e := cm.e
 	cm.inDec = nil
-	cm.trimmer = &routedTrimmer{c: cm.c, m: cm.m.routing, log: cm.log, want: map[int]uint64{}, done: map[int]uint64{}, wake: make(chan struct{}, 1)}
+	name := cm.c.InStream()
 	kgs := own.keyGroups()
+	cm.trimmer = &routedTrimmer{c: cm.c, m: cm.m.routing, log: cm.log, want: map[int]uint64{}, done: map[int]uint64{},
+		wake: make(chan struct{}, 1), start: map[int]uint64{}}
+	for _, kg := range kgs {
+		cm.trimmer.start[kg] = own.start[name][kg]
+	}
 	if len(kgs) == 0 {
 		return nil, nil
 	}
-	name := cm.c.InStream()
 	filter := routing.Filter(cm.c, kgs)
 	start, err := e.clusterStart(own, name, name)
 	if err != nil {
@@ -96,6 +100,11 @@ type routedTrimmer struct {
 	want map[int]uint64 // by key group: purge below
 	done map[int]uint64
 	wake chan struct{}
+	// start holds the committed position of each key group the pipeline
+	// owns. A key group that takes no new message is never read, so
+	// never offered: what its earlier owner processed and did not purge
+	// yet is purged once when the pipeline starts.
+	start map[int]uint64
 }
 
 // offer asks for key group kg's subject to be purged below keep.
@@ -115,6 +124,13 @@ func (t *routedTrimmer) offer(kg int, keep uint64) {
 func (t *routedTrimmer) run(ctx context.Context) {
 	if t == nil {
 		return
+	}
+	for kg, pos := range t.start {
+		last, err := t.c.LastIn(ctx, kg)
+		if err != nil || last == nil {
+			continue // trimmed when it is next read
+		}
+		t.offer(kg, min(last.Sequence, pos)) // the subject's last message stays
 	}
 	for {
 		select {
