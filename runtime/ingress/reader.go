@@ -51,6 +51,18 @@ type Publisher interface {
 type Config struct {
 	Name   string // stream name; also the reader's name in manifests
 	Source int    // barrier source number
+	// AtBarrier, when set, is called just after the reader emitted barrier
+	// id, having delivered up to lastSeq: when it returns ok, the reader
+	// reads from seek on (cluster mode moves key groups in and out of a
+	// running reader at a barrier).
+	AtBarrier func(id, lastSeq uint64) (seek Seek, ok bool)
+}
+
+// Seek is where a reader goes on reading: after a stream sequence, on the
+// subjects of a filter (see natsbus.ReaderOptions.FilterSubjects).
+type Seek struct {
+	After  uint64
+	Filter []string
 }
 
 // A Decoder turns a stream message into envelopes for the shards: a
@@ -224,6 +236,15 @@ func (r *Reader) emitBarrier() {
 		r.shards.Inbox(s).Push(shard.Item{Source: r.cfg.Source, Barrier: id})
 	}
 	r.barriers.ReaderBarrier(id, r.cfg.Name, r.lastSeq)
+	if r.cfg.AtBarrier == nil {
+		return
+	}
+	if to, ok := r.cfg.AtBarrier(id, r.lastSeq); ok {
+		r.bus.Seek(to.After, to.Filter)
+		r.pending = nil
+		r.lastSeq = to.After
+		r.readSeq.Store(to.After)
+	}
 }
 
 func (r *Reader) anySaturated() bool {

@@ -378,6 +378,47 @@ func TestReaderPending(t *testing.T) {
 	}
 }
 
+// Seek moves a reader, back or forth and to other subjects, while it
+// runs; an empty filter reads nothing, and creates no consumer.
+func TestReaderSeek(t *testing.T) {
+	_, js := connect(t, startTestServer(t).ClientURL())
+	ensure(t, js, "S", "s.>")
+	publish(t, js, records("s.a", 1, 10))  // 1-10
+	publish(t, js, records("s.b", 11, 10)) // 11-20
+	r := newReader(t, js, "S", 0, ReaderOptions{MaxBatch: 4, FilterSubjects: []string{}})
+	if got, err := r.Next(context.Background()); err != nil || len(got) != 0 {
+		t.Fatalf("Next with no subjects = %d messages, %v", len(got), err)
+	}
+	if n := consumers(t, js, "S"); n != 0 {
+		t.Fatalf("a reader of no subjects has %d consumers", n)
+	}
+	r.Seek(0, []string{"s.b"})
+	checkSeqs(t, readN(t, r, 10, 10*time.Second), 11)
+	r.Seek(4, []string{"s.a", "s.b"})
+	checkSeqs(t, readN(t, r, 16, 10*time.Second), 5)
+	r.Seek(20, []string{})
+	publish(t, js, records("s.a", 21, 1))
+	if got, err := r.Next(context.Background()); err != nil || len(got) != 0 {
+		t.Fatalf("Next after a seek to no subjects = %d messages, %v", len(got), err)
+	}
+	r.Seek(20, nil)
+	checkSeqs(t, readN(t, r, 1, 10*time.Second), 21)
+}
+
+// consumers counts a stream's consumers.
+func consumers(t *testing.T, js jetstream.JetStream, stream string) int {
+	t.Helper()
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range s.ConsumerNames(context.Background()).Name() {
+		n++
+	}
+	return n
+}
+
 func TestReaderMissingStream(t *testing.T) {
 	_, js := connect(t, startTestServer(t).ClientURL())
 	_, err := NewReader(context.Background(), js, "NOPE", 0, ReaderOptions{Logger: testLogger()})

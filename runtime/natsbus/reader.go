@@ -66,8 +66,9 @@ type ReaderOptions struct {
 	CreateTimeout time.Duration
 	// Logger receives consumer losses and recoveries. Default slog.Default().
 	Logger *slog.Logger
-	// FilterSubjects, when set, reads only the stream's messages on these
-	// subjects (wildcards allowed).
+	// FilterSubjects, when not nil, reads only the stream's messages on
+	// these subjects (wildcards allowed); an empty, non-nil list reads
+	// nothing until [Reader.Seek] gives it subjects.
 	FilterSubjects []string
 }
 
@@ -195,6 +196,9 @@ func NewReader(ctx context.Context, js jetstream.JetStream, stream string, start
 	r.mu.retry.Policy = backoff.Policy{Base: 50 * time.Millisecond, Max: 2 * time.Second}
 	r.mu.timer = time.NewTimer(time.Hour)
 	r.mu.timer.Stop()
+	if r.idle() {
+		return r, nil
+	}
 	if err := r.open(ctx); err != nil {
 		return nil, err
 	}
@@ -223,6 +227,10 @@ func (r *Reader) Next(ctx context.Context) ([]Msg, error) {
 		return nil, nats.ErrConnectionClosed
 	}
 	deadline := time.Now().Add(r.opts.MaxWait)
+	if r.idle() {
+		r.sleep(ctx, r.opts.MaxWait)
+		return nil, ctx.Err()
+	}
 	for {
 		now := time.Now()
 		p := r.mu.cur
@@ -563,6 +571,30 @@ func terminal(err error) bool {
 // reader's lag, where the stream's last sequence counts messages of other
 // filters too.
 func (r *Reader) Pending() uint64 { return r.pending.Load() }
+
+// idle reports whether the Reader has no subjects to read.
+func (r *Reader) idle() bool {
+	return r.opts.FilterSubjects != nil && len(r.opts.FilterSubjects) == 0
+}
+
+// Seek makes the following calls of Next read the stream's messages after
+// sequence after, on the subjects of filter (see
+// ReaderOptions.FilterSubjects), with a new consumer. Messages read and
+// not yet returned are dropped. It waits for a running Next to return.
+func (r *Reader) Seek(after uint64, filter []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.mu.cur; p != nil {
+		r.mu.cur = nil
+		_ = p.sub.Unsubscribe()
+		r.deleteConsumer(p.name)
+	}
+	r.mu.last = after
+	r.mu.retry.Reset()
+	r.mu.retryAt = time.Time{}
+	r.opts.FilterSubjects = filter
+	r.pending.Store(0)
+}
 
 // Close deletes the server-side consumer and releases the Reader. It waits
 // for a running Next to return.

@@ -120,6 +120,9 @@ func (c *Core) snapshot(id uint64) {
 	n := c.cfg.Shards + c.cfg.Sources
 	c.ckpt = &pendingCheckpoint{part: part, seen: make([]bool, n), waiting: n - 1}
 	c.ckpt.seen[c.cfg.Index] = true
+	if c.cfg.Moves != nil {
+		c.regroup(c.cfg.Moves(id))
+	}
 	part.Pause = c.env.Wall().Sub(start)
 	c.m.pauseSeconds.Observe(part.Pause.Seconds())
 }
@@ -194,7 +197,7 @@ func (c *Core) finishPart() {
 		if err := state.PutMailbox(part.Overlay, kg, &storagev1.Mailbox{Pending: pendings(q), Spilled: sp}); err != nil {
 			c.log.Error("recording mailbox failed", "key_group", kg, "err", err)
 		}
-		c.mailboxKGs[kg] = len(q) > 0 || len(sp) > 0
+		c.mailboxKGs[kg] = (len(q) > 0 || len(sp) > 0) && c.owns(kg)
 		part.Pending += len(q)
 		for _, s := range sp {
 			part.Pending += int(s.GetTail()-s.GetHead()) + len(s.GetAfter())
@@ -220,33 +223,41 @@ func (c *Core) Restore() error {
 		if !c.owns(kg) {
 			continue
 		}
-		mb, err := c.store.LoadMailbox(kg)
-		if err != nil {
+		if err := c.restoreKeyGroup(kg); err != nil {
 			return err
-		}
-		if len(mb.GetPending()) == 0 && len(mb.GetSpilled()) == 0 {
-			continue
-		}
-		c.mailboxKGs[kg] = true
-		for _, s := range mb.GetSpilled() {
-			b := c.mailbox(Address{Type: s.GetAddress().GetType(), ID: s.GetAddress().GetId()})
-			b.spillHead, b.spillTail, b.spillBytes = s.GetHead(), s.GetTail(), s.GetBytes()
-			c.spilled += s.GetBytes()
-			c.nSpilled += b.spilledCount()
-		}
-		for _, p := range mb.GetPending() {
-			e := envelopeFromPending(p)
-			c.push(c.mailbox(e.Target), e)
-		}
-		for _, s := range mb.GetSpilled() {
-			b := c.mailbox(Address{Type: s.GetAddress().GetType(), ID: s.GetAddress().GetId()})
-			for _, p := range s.GetAfter() {
-				c.spillBack(b, envelopeFromPending(p))
-			}
 		}
 	}
 	for _, b := range c.boxes {
 		c.markReady(b)
+	}
+	return nil
+}
+
+// restoreKeyGroup queues the stored mailbox of key group kg.
+func (c *Core) restoreKeyGroup(kg int) error {
+	mb, err := c.store.LoadMailbox(kg)
+	if err != nil {
+		return err
+	}
+	if len(mb.GetPending()) == 0 && len(mb.GetSpilled()) == 0 {
+		return nil
+	}
+	c.mailboxKGs[kg] = true
+	for _, s := range mb.GetSpilled() {
+		b := c.mailbox(Address{Type: s.GetAddress().GetType(), ID: s.GetAddress().GetId()})
+		b.spillHead, b.spillTail, b.spillBytes = s.GetHead(), s.GetTail(), s.GetBytes()
+		c.spilled += s.GetBytes()
+		c.nSpilled += b.spilledCount()
+	}
+	for _, p := range mb.GetPending() {
+		e := envelopeFromPending(p)
+		c.push(c.mailbox(e.Target), e)
+	}
+	for _, s := range mb.GetSpilled() {
+		b := c.mailbox(Address{Type: s.GetAddress().GetType(), ID: s.GetAddress().GetId()})
+		for _, p := range s.GetAfter() {
+			c.spillBack(b, envelopeFromPending(p))
+		}
 	}
 	return nil
 }

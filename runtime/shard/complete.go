@@ -35,6 +35,9 @@ func (c *Core) Complete(call *Call, resp *twinflowv1.InvokeResponse, err error) 
 			c.callSucceeded(ep, es, now) // it answered
 			for _, b := range call.boxes {
 				b.inCall = false
+				if b.moved {
+					continue
+				}
 				c.deadLetter(b, fmt.Sprintf("endpoint %s rejected the call: %v", ep.URL, err))
 			}
 			return
@@ -43,6 +46,9 @@ func (c *Core) Complete(call *Call, resp *twinflowv1.InvokeResponse, err error) 
 		reason := fmt.Sprintf("call to %s failed: %v", ep.URL, err)
 		for _, b := range call.boxes {
 			b.inCall = false
+			if b.moved {
+				continue
+			}
 			if c.countFailure(b, reason, now) {
 				c.pushReady(b) // waits for the endpoint's next probe
 			}
@@ -52,6 +58,9 @@ func (c *Core) Complete(call *Call, resp *twinflowv1.InvokeResponse, err error) 
 	c.callSucceeded(ep, es, now)
 	for i, b := range call.boxes {
 		b.inCall = false
+		if b.moved {
+			continue // its next owner runs the batch again
+		}
 		res := resp.GetResults()[i]
 		if t := res.GetTarget(); t != nil && (t.GetType() != b.addr.Type || t.GetId() != b.addr.ID) {
 			c.deadLetter(b, fmt.Sprintf("invalid result: result %d is for %s/%s, but the batch was for %s", i, t.GetType(), t.GetId(), b.addr))

@@ -31,8 +31,13 @@ type Config struct {
 	// Owned, in cluster mode, reports whether this worker owns a key
 	// group: a message to a key group it does not own is not queued here
 	// but handed, with the checkpoint that produced it, to the owner
-	// (Part.Remote). Nil means every key group is owned.
+	// (Part.Remote). Nil means every key group is owned. It is read once,
+	// when the core is made; Moves changes the set after.
 	Owned func(kg int) bool
+	// Moves, in cluster mode, returns the key groups that leave this
+	// worker and those that join it at checkpoint id's barrier (live
+	// moves, see regroup); nil when key groups never move.
+	Moves func(id uint64) (leave, join []int)
 	// EndpointFor returns the endpoint serving a function type.
 	EndpointFor func(functionType string) (*Endpoint, bool)
 	// Egress resolves an egress record to where it is published.
@@ -167,6 +172,9 @@ type Core struct {
 	m      *Metrics
 	rng    *rand.Rand
 	shardL string // shard label for metrics
+	// owned is, in cluster mode, which key groups this worker processes,
+	// by key group; nil when it processes all of them.
+	owned []bool
 	// idle: the shard owns none of its key groups (ownsAny).
 	idle bool
 
@@ -231,6 +239,12 @@ func NewCore(cfg Config, env Env, store Store, specs *Specs, m *Metrics, log *sl
 	if cfg.RecentAddresses > 0 {
 		c.recent = newRecent(cfg.RecentAddresses)
 	}
+	if cfg.Owned != nil {
+		c.owned = make([]bool, cfg.KeyGroups)
+		for kg := cfg.KGLo; kg < cfg.KGHi; kg++ {
+			c.owned[kg] = cfg.Owned(kg)
+		}
+	}
 	c.idle = !c.ownsAny()
 	return c
 }
@@ -246,7 +260,28 @@ func (c *Core) keyGroups() keygroup.Range { return keygroup.Range{Lo: c.cfg.KGLo
 // only the worker's own. The store may still hold others (a restarted
 // worker's cache, before its first plan): their mailboxes, timers and
 // expired values are not this worker's to touch.
-func (c *Core) owns(kg int) bool { return c.cfg.Owned == nil || c.cfg.Owned(kg) }
+func (c *Core) owns(kg int) bool { return c.owned == nil || c.owned[kg] }
+
+// ownedRanges returns the runs of consecutive key groups of the shard's
+// range that it owns: delayed messages are fired from these only, since
+// the store holds, for a while, key groups that are moving in or out.
+func (c *Core) ownedRanges() []keygroup.Range {
+	if c.owned == nil {
+		return []keygroup.Range{c.keyGroups()}
+	}
+	var out []keygroup.Range
+	for kg := c.cfg.KGLo; kg < c.cfg.KGHi; kg++ {
+		if !c.owned[kg] {
+			continue
+		}
+		if n := len(out); n > 0 && out[n-1].Hi == kg {
+			out[n-1].Hi++
+		} else {
+			out = append(out, keygroup.Range{Lo: kg, Hi: kg + 1})
+		}
+	}
+	return out
+}
 
 // ownsAny reports whether the shard owns one of its key groups. A shard
 // that owns some scans its whole range for timers and expired values:
@@ -267,6 +302,12 @@ func (c *Core) Deliver(it Item) {
 	if it.Barrier != 0 {
 		c.barrier(it.Source, it.Barrier)
 		return
+	}
+	if c.owned != nil {
+		if _, kg := c.cfg.Locate(it.Msg.Target.ID); !c.owned[kg] {
+			c.notOwned(it)
+			return
+		}
 	}
 	if it.Msg.Key != "" && !c.firstSeen(&it.Msg) {
 		if it.Msg.ReplyTo != "" {

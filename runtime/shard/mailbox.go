@@ -38,6 +38,7 @@ type mailbox struct {
 
 	isReady bool
 	inCall  bool
+	moved   bool // its key group left this worker (regroup)
 }
 
 // spillBase is the sequence an empty spilled backlog starts at: halfway,

@@ -39,23 +39,40 @@ func (c *Core) Tick() {
 	if c.ticks%logEvery == 0 {
 		c.logFailures()
 	}
+	ranges := c.ownedRanges()
 	if c.nextDue == dueUnknown {
-		due, ok, err := c.store.NextTimerDue(c.keyGroups())
-		switch {
-		case err != nil:
-			c.log.Error("scanning delayed messages failed", "err", err)
-		case ok:
-			c.nextDue = due
-		default:
-			c.nextDue = math.MaxInt64
+		c.nextDue = math.MaxInt64
+		for _, r := range ranges {
+			due, ok, err := c.store.NextTimerDue(r)
+			if err != nil {
+				c.log.Error("scanning delayed messages failed", "err", err)
+				c.nextDue = dueUnknown
+				break
+			}
+			if ok && due < c.nextDue {
+				c.nextDue = due
+			}
 		}
 	}
 	if nowMs < c.nextDue {
 		return
 	}
-	fired, err := c.store.TakeDueTimers(c.keyGroups(), nowMs, c.cfg.TimerScanLimit)
-	if err != nil {
-		c.log.Error("firing delayed messages failed", "err", err)
+	var fired []*storagev1.Timer
+	var err error
+	for _, r := range ranges {
+		limit := c.cfg.TimerScanLimit
+		if limit > 0 {
+			if limit -= len(fired); limit <= 0 {
+				break
+			}
+		}
+		var some []*storagev1.Timer
+		some, err = c.store.TakeDueTimers(r, nowMs, limit)
+		fired = append(fired, some...)
+		if err != nil {
+			c.log.Error("firing delayed messages failed", "err", err)
+			break
+		}
 	}
 	// Unless the limit left due timers behind, the next due time is read
 	// again now that the fired ones are deleted.
