@@ -31,7 +31,7 @@ func (a *adminService) GetState(ctx context.Context, req *connect.Request[twinfl
 	e := a.e
 	var resp *twinflowv1.GetStateResponse
 	var err error
-	if kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups); e.cl != nil && !e.pl().own.Owns(kg) {
+	if kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups); e.cl != nil && e.cl.ownedKG(kg) == nil {
 		resp, err = e.cl.forwardGetState(ctx, kg, req.Msg)
 	} else {
 		resp, err = e.localState(ctx, req.Msg)
@@ -48,7 +48,7 @@ func (e *Engine) localState(ctx context.Context, req *twinflowv1.GetStateRequest
 	kg := keygroup.Of(addr.GetId(), e.cfg.KeyGroups)
 	s := keygroup.ShardOf(kg, e.cfg.KeyGroups, e.cfg.Shards)
 	pl := e.pl()
-	if !pl.own.Owns(kg) {
+	if e.cl != nil && e.cl.ownedKG(kg) == nil {
 		return nil, connect.NewError(connect.CodeUnavailable, e.cl.notOwned(kg))
 	}
 	var vals map[string]state.Value

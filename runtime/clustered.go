@@ -2,21 +2,24 @@ package runtime
 
 // Cluster mode: the engine as one worker of several that share the key
 // groups through runtime/cluster. The driver (run) follows the membership:
-// whenever this worker must acquire or hand off key groups, it stops the
-// pipeline (shards, readers, coordinator), releases what it hands off,
-// acquires and restores what it takes, deletes from its store every key
-// group it does not own, and builds the pipeline again over the key groups
-// it owns. Before it hands key groups off, the pipeline ends with a last
-// checkpoint (Engine.quiesce); otherwise work not yet checkpointed is
-// dropped, as in a crash: the positions and marks committed with each key
-// group make it run again exactly once. Checkpoints go to the key groups' changelogs first and to
-// the store second (commit).
+// whenever this worker must acquire or hand off key groups, it moves them
+// at a checkpoint of the running pipeline, and its other key groups go on
+// (clustermove.go). The first plan of a worker, a plan after a refused
+// commit, and a move whose checkpoint failed rebuild the pipeline instead:
+// it is stopped (shards, readers, coordinator), what it hands off is
+// released, what it takes is acquired and restored, every key group it
+// does not own is deleted from its store, and the pipeline is built again
+// over the key groups it owns; work not yet checkpointed is dropped, as in
+// a crash, and the positions and marks committed with each key group make
+// it run again exactly once. Checkpoints go to the key groups' changelogs
+// first and to the store second (commit).
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -107,8 +110,18 @@ type clusterMode struct {
 	mu  sync.Mutex
 	mem *cluster.Membership // replaced when the worker joins again
 
+	// started: the first pipeline over owned key groups was built; from
+	// then on moves are live.
+	started bool
+	// moves attached to checkpoints (clustermove.go).
+	moveMu   sync.Mutex
+	nextMove *move
+	moves    map[uint64]*move
+
 	// Changed by the driver while no pipeline runs, and by the committer
-	// (the coordinator's goroutine) while one does.
+	// (the coordinator's goroutine) while one does. Other goroutines read
+	// owned under ownedMu, which its writers hold.
+	ownedMu   sync.RWMutex
 	owned     map[int]*cluster.Owned
 	pos       map[int]map[string]uint64 // committed reader positions
 	marks     map[[2]int]uint64         // committed high-water marks, by [receiver, sender]
@@ -150,7 +163,7 @@ func (e *Engine) startCluster(ctx context.Context) error {
 		m:     newClusterMetrics(e.reg),
 		owned: map[int]*cluster.Owned{}, pos: map[int]map[string]uint64{},
 		marks: map[[2]int]uint64{}, sent: map[[2]int]uint64{}, published: map[int][]string{}, unsent: map[int]bool{},
-		reload: make(chan struct{}, 1), done: make(chan struct{}),
+		reload: make(chan struct{}, 1), done: make(chan struct{}), moves: map[uint64]*move{},
 		due: make(chan *cluster.Owned, e.cfg.KeyGroups), dueQueued: map[int]bool{},
 	}
 	e.cl = cm
@@ -237,7 +250,7 @@ func (cm *clusterMode) rejoin(ctx context.Context, lost *cluster.Membership) err
 	cm.e.stopPipeline()
 	cm.log.Warn("membership lost: every key group dropped", "key_groups", len(cm.owned), "err", lost.Err())
 	cm.m.lost.Inc()
-	clear(cm.owned)
+	cm.setOwned(func(owned map[int]*cluster.Owned) { clear(owned) })
 	var dup *cluster.DuplicateWorkerError
 	if errors.As(lost.Err(), &dup) {
 		return dup
@@ -270,13 +283,21 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	plan := cluster.PlanFor(cm.k, self, mem.Table())
 	var restore []cluster.Lease
 	for _, l := range plan.Owned {
-		if cm.owned[l.KeyGroup] == nil {
+		if cm.ownedKG(l.KeyGroup) == nil {
 			restore = append(restore, l)
 		}
 	}
 	if !force && len(plan.Acquire) == 0 && len(plan.HandOff) == 0 && len(restore) == 0 {
 		return nil
 	}
+	if !force && cm.started {
+		done, err := cm.moveLive(ctx, plan, restore)
+		if done {
+			return err
+		}
+		force = true // restore everything from the changelogs
+	}
+	cm.m.moves.WithLabelValues("rebuild").Inc()
 	start := time.Now()
 	if !force && len(plan.HandOff) > 0 {
 		// The key groups' next owners start where this worker ends, and
@@ -309,21 +330,22 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 			}
 		}
 		cm.e.runPipeline()
+		cm.started = true
 	}()
 	if force {
 		for kg, o := range cm.owned {
 			if !slices.ContainsFunc(restore, func(l cluster.Lease) bool { return l.KeyGroup == kg }) {
 				restore = append(restore, o.Lease())
 			}
-			delete(cm.owned, kg)
 		}
+		cm.setOwned(func(owned map[int]*cluster.Owned) { clear(owned) })
 	}
 	handedOff := 0
 	for _, l := range plan.HandOff {
 		if cm.owned[l.KeyGroup] == nil {
 			continue
 		}
-		delete(cm.owned, l.KeyGroup)
+		cm.setOwned(func(owned map[int]*cluster.Owned) { delete(owned, l.KeyGroup) })
 		if err := cm.c.Release(ctx, l); err != nil {
 			cm.log.Warn("releasing a key group failed; its next owner waits until this worker's membership ends", "key_group", l.KeyGroup, "err", err)
 		}
@@ -338,6 +360,10 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 		restore = append(restore, got)
 	}
 	restored, err := cm.restoreAll(ctx, restore)
+	cm.setOwned(func(owned map[int]*cluster.Owned) { maps.Copy(owned, restored) })
+	for kg := range restored {
+		cm.unsent[kg] = true
+	}
 	if err != nil {
 		return err
 	}
@@ -359,21 +385,21 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	clear(cm.published)
 	clear(cm.pos)
 	cm.m.owned.Set(float64(len(cm.owned)))
-	cm.log.Info("key groups moved", "owned", len(cm.owned), "restored", restored, "handed_off", handedOff,
+	cm.log.Info("key groups moved, pipeline rebuilt", "owned", len(cm.owned), "restored", len(restored), "handed_off", handedOff,
 		"waiting", len(plan.Waiting), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// restoreAll acquires nothing: it restores the key groups of leases held,
-// several at a time, and returns how many it restored. A key group another
+// restoreAll acquires nothing: it restores the key groups of leases held
+// into the store, several at a time, and returns them. A key group another
 // worker took meanwhile is skipped.
-func (cm *clusterMode) restoreAll(ctx context.Context, leases []cluster.Lease) (int, error) {
+func (cm *clusterMode) restoreAll(ctx context.Context, leases []cluster.Lease) (map[int]*cluster.Owned, error) {
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, restoreParallelism)
 		errs []error
-		n    int
+		out  = map[int]*cluster.Owned{}
 	)
 	for _, l := range leases {
 		wg.Add(1)
@@ -391,9 +417,7 @@ func (cm *clusterMode) restoreAll(ctx context.Context, leases []cluster.Lease) (
 			case err != nil:
 				errs = append(errs, fmt.Errorf("restoring key group %d: %w", l.KeyGroup, err))
 			default:
-				cm.owned[l.KeyGroup] = o
-				cm.unsent[l.KeyGroup] = true
-				n++
+				out[l.KeyGroup] = o
 				base := "none"
 				switch {
 				case st.FromStore:
@@ -407,7 +431,14 @@ func (cm *clusterMode) restoreAll(ctx context.Context, leases []cluster.Lease) (
 		}()
 	}
 	wg.Wait()
-	return n, errors.Join(errs...)
+	return out, errors.Join(errs...)
+}
+
+// setOwned changes the owned key groups under ownedMu.
+func (cm *clusterMode) setOwned(change func(map[int]*cluster.Owned)) {
+	cm.ownedMu.Lock()
+	defer cm.ownedMu.Unlock()
+	change(cm.owned)
 }
 
 // ownership reads where each reader starts for each owned key group.
@@ -479,7 +510,7 @@ func (cm *clusterMode) leave(ctx context.Context) {
 			cm.log.Warn("releasing a key group failed", "key_group", kg, "err", err)
 		}
 	}
-	clear(cm.owned)
+	cm.setOwned(func(owned map[int]*cluster.Owned) { clear(owned) })
 	if err := cm.membership().Leave(ctx); err != nil {
 		cm.log.Warn("leaving the cluster failed; the others take over after the member TTL", "err", err)
 	}
@@ -493,11 +524,11 @@ func (cm *clusterMode) leave(ctx context.Context) {
 func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error {
 	e := cm.e
 	pl := e.pl()
-	own := pl.own
 	id := ck.Manifest.GetId()
 	x := state.NewOverlay() // cluster mode's keys in the owned key groups' ranges
 	cm.commits++
 	idle := cm.commits%idlePositionEvery == 0
+	mv := cm.moveAt(id)
 
 	shardOf := func(kg int) *state.Overlay {
 		s := keygroup.ShardOf(kg, cm.k, e.cfg.Shards)
@@ -509,6 +540,11 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 		return nil
 	}
 	written := map[int]bool{}
+	if mv != nil {
+		for _, kg := range mv.release {
+			written[kg] = true // its last checkpoint here: every position is written
+		}
+	}
 	for kg := range cm.owned {
 		if o := shardOf(kg); o != nil {
 			for range o.KeyGroup(kg) {
@@ -526,7 +562,7 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 		if len(p.Egress) == 0 {
 			continue
 		}
-		kg, ok := cm.firstOwned(p.Shard)
+		kg, ok := cm.firstOwned(p.Shard, mv)
 		if !ok {
 			return fmt.Errorf("checkpoint %d: shard %d produced egress but owns no key group", id, p.Shard)
 		}
@@ -576,7 +612,7 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 			continue
 		}
 		for r, seq := range ck.Manifest.GetReaderSequences() {
-			if seq > cm.pos[kg][r] && seq > own.start[r][kg] {
+			if seq > cm.pos[kg][r] {
 				state.PutReaderPosition(x, kg, r, seq)
 				if pos[kg] == nil {
 					pos[kg] = map[string]uint64{}
@@ -589,9 +625,9 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 	x.Freeze()
 
 	var parts []cluster.Part
-	for _, kg := range own.keyGroups() {
+	for _, kg := range slices.Sorted(maps.Keys(cm.owned)) {
 		o := cm.owned[kg]
-		if o == nil || !written[kg] {
+		if !written[kg] {
 			continue
 		}
 		so := shardOf(kg)
@@ -672,6 +708,9 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 	}
 	cm.publishEgress(ctx, nil)
 	cm.trimRouted(id)
+	if mv != nil {
+		cm.applyMove(ctx, mv)
+	}
 	for _, p := range parts {
 		if p.Owned.SnapshotDue() {
 			cm.queueSnapshot(p.Owned)
@@ -709,7 +748,7 @@ func (cm *clusterMode) snapshots(ctx context.Context) {
 		cm.dueMu.Lock()
 		delete(cm.dueQueued, o.KeyGroup())
 		cm.dueMu.Unlock()
-		if cm.owned[o.KeyGroup()] != o {
+		if cm.ownedKG(o.KeyGroup()) != o {
 			continue // moved since it was asked for
 		}
 		t := time.Now()
@@ -751,15 +790,21 @@ func (cm *clusterMode) commitChangelog(ctx context.Context, id uint64, parts []c
 	}
 }
 
-// firstOwned returns the first owned key group of a shard's range.
-func (cm *clusterMode) firstOwned(s int) (int, bool) {
+// firstOwned returns the first owned key group of a shard's range,
+// preferring one that does not leave with the move mv.
+func (cm *clusterMode) firstOwned(s int, mv *move) (int, bool) {
 	rg := cm.e.ranges[s]
+	leaving, found := 0, false
 	for kg := rg.Lo; kg < rg.Hi; kg++ {
-		if cm.owned[kg] != nil {
+		switch {
+		case cm.owned[kg] == nil:
+		case !mv.leaves(kg):
 			return kg, true
+		case !found:
+			leaving, found = kg, true
 		}
 	}
-	return 0, false
+	return leaving, found
 }
 
 // mark returns the committed high-water mark of key group r for messages
@@ -887,6 +932,7 @@ type clusterMetrics struct {
 	snapshotBytes  prometheus.Counter
 	received       prometheus.Counter
 	duplicates     prometheus.Counter
+	moves          *prometheus.CounterVec
 	routing        *routing.Metrics
 }
 
@@ -918,9 +964,13 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Help: "Messages from key groups owned by other workers, delivered."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_message_batches_dropped_total",
 			Help: "Message batches from other workers at or below the receiver's high-water mark, dropped."}),
+		moves: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "twinflow_cluster_moves_total",
+			Help: "Changes of the owned key groups, by how: live (at a checkpoint of the running pipeline), " +
+				"failed (a live move whose checkpoint failed, followed by a rebuild) or rebuild (the pipeline stopped and built again)."},
+			[]string{"how"}),
 	}
 	m.routing = routing.NewMetrics(reg)
 	reg.MustRegister(m.owned, m.commits, m.commitSeconds, m.commitBytes, m.commitMessages, m.fenced, m.restores,
-		m.restoreSeconds, m.lost, m.received, m.duplicates, m.snapshots, m.snapshotBytes)
+		m.restoreSeconds, m.lost, m.received, m.duplicates, m.snapshots, m.snapshotBytes, m.moves)
 	return m
 }

@@ -14,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/cluster"
 	"github.com/twinflow/twinflow/runtime/ingress"
 	"github.com/twinflow/twinflow/runtime/natsbus"
@@ -26,11 +25,10 @@ import (
 const trimRoutedEvery = time.Second
 
 // routedReader builds the reader of the owned key groups' subjects of the
-// partitioned ingress; nil when none is owned. The engine's pipeline lock
-// is held.
+// partitioned ingress, which follows the moves of key groups. The engine's
+// pipeline lock is held.
 func (cm *clusterMode) routedReader(own *ownership, shards ingress.Shards, source int) (*ingress.Reader, error) {
 	e := cm.e
-	cm.inDec = nil
 	name := cm.c.InStream()
 	kgs := own.keyGroups()
 	cm.trimmer = &routedTrimmer{c: cm.c, m: cm.m.routing, log: cm.log, want: map[int]uint64{}, done: map[int]uint64{},
@@ -38,33 +36,37 @@ func (cm *clusterMode) routedReader(own *ownership, shards ingress.Shards, sourc
 	for _, kg := range kgs {
 		cm.trimmer.start[kg] = own.start[name][kg]
 	}
-	if len(kgs) == 0 {
-		return nil, nil
-	}
-	filter := routing.Filter(cm.c, kgs)
+	view := own.clone() // the reader's own: it changes at the barriers that carry moves
 	start, err := e.clusterStart(own, name, name)
 	if err != nil {
 		return nil, err
 	}
-	bus, err := natsbus.NewReader(context.Background(), e.js, name, start, natsbus.ReaderOptions{Logger: e.log, FilterSubjects: filter})
+	bus, err := natsbus.NewReader(context.Background(), e.js, name, start, natsbus.ReaderOptions{Logger: e.log, FilterSubjects: cm.routedFilter(view)})
 	if err != nil {
 		return nil, err
 	}
 	cm.inDec = &routing.Decoder{
 		K: cm.k, Prefix: strings.TrimSuffix(cm.c.InSubject(-1), "*"), Log: cm.log,
-		Accept: func(kg int, seq uint64) bool { return own.accepts(name, kg, seq) },
+		Accept: func(kg int, seq uint64) bool { return view.accepts(name, kg, seq) },
 	}
-	r := ingress.New(ingress.Config{Name: name, Source: source}, bus, start, cm.inDec, shards, nil, e.pub, e.readerMetrics, e.log)
+	atBarrier := func(id, last uint64) (ingress.Seek, bool) {
+		m := cm.moveAt(id)
+		if m == nil {
+			return ingress.Seek{}, false
+		}
+		from := view.apply(m, name, last)
+		return ingress.Seek{After: from, Filter: cm.routedFilter(view)}, true
+	}
+	r := ingress.New(ingress.Config{Name: name, Source: source, AtBarrier: atBarrier}, bus, start, cm.inDec, shards, nil, e.pub, e.readerMetrics, e.log)
 	e.buses = append(e.buses, bus)
 	e.reads = append(e.reads, r)
 	return r, nil
 }
 
-// routingStage returns the router of a pipeline that owns key group 0.
-func (cm *clusterMode) routingStage(rt *router.Router, sources []routing.Source) *routing.Stage {
-	o := cm.owned[0]
+// routingStage returns the router of a worker that owns key group 0.
+func (cm *clusterMode) routingStage(o *cluster.Owned) *routing.Stage {
 	return routing.New(routing.Config{
-		Cluster: cm.c, JS: cm.e.js, Sources: sources, Router: rt,
+		Cluster: cm.c, JS: cm.e.js, Sources: cm.e.routerSources, Router: cm.e.router,
 		Holder: o.Lease().Holder.String(), Epoch: o.Epoch(),
 		DLQ: cm.e.pub, Metrics: cm.m.routing, Log: cm.log,
 	})
@@ -101,10 +103,39 @@ type routedTrimmer struct {
 	done map[int]uint64
 	wake chan struct{}
 	// start holds the committed position of each key group the pipeline
-	// owns. A key group that takes no new message is never read, so
-	// never offered: what its earlier owner processed and did not purge
-	// yet is purged once when the pipeline starts.
+	// took, by starting with it or by a move, and has not purged yet. A
+	// key group that takes no new message is never read, so never
+	// offered: what its earlier owner processed and did not purge yet is
+	// purged once when the pipeline takes it.
 	start map[int]uint64
+}
+
+// adopt asks for the one purge of a key group the pipeline took at
+// position pos.
+func (t *routedTrimmer) adopt(kg int, pos uint64) {
+	t.mu.Lock()
+	t.start[kg] = pos
+	t.mu.Unlock()
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// purgeTaken offers the one purge of each key group taken since the last
+// call.
+func (t *routedTrimmer) purgeTaken(ctx context.Context) {
+	t.mu.Lock()
+	taken := t.start
+	t.start = map[int]uint64{}
+	t.mu.Unlock()
+	for kg, pos := range taken {
+		last, err := t.c.LastIn(ctx, kg)
+		if err != nil || last == nil {
+			continue // trimmed when it is next read
+		}
+		t.offer(kg, min(last.Sequence, pos)) // the subject's last message stays
+	}
 }
 
 // offer asks for key group kg's subject to be purged below keep.
@@ -125,12 +156,9 @@ func (t *routedTrimmer) run(ctx context.Context) {
 	if t == nil {
 		return
 	}
-	for kg, pos := range t.start {
-		last, err := t.c.LastIn(ctx, kg)
-		if err != nil || last == nil {
-			continue // trimmed when it is next read
-		}
-		t.offer(kg, min(last.Sequence, pos)) // the subject's last message stays
+	select {
+	case t.wake <- struct{}{}: // for the key groups the pipeline started with
+	default:
 	}
 	for {
 		select {
@@ -138,6 +166,7 @@ func (t *routedTrimmer) run(ctx context.Context) {
 			return
 		case <-t.wake:
 		}
+		t.purgeTaken(ctx)
 		t.mu.Lock()
 		var kgs []int
 		keep := map[int]uint64{}

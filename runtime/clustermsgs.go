@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,8 +96,10 @@ type remoteReader struct {
 	bus      *natsbus.Reader
 	source   int
 	k        int
-	prefix   string // of the subjects, before the receiving key group
-	own      *ownership
+	prefix   string     // of the subjects, before the receiving key group
+	own      *ownership // its own view: it changes at the barriers that carry moves
+	moveAt   func(id uint64) *move
+	filter   []string // of the reader's subjects
 	shards   ingress.Shards
 	barriers ingress.Barriers
 	mark     func(r, s int) uint64 // committed mark, for one not seen yet
@@ -171,6 +174,26 @@ func (r *remoteReader) emitBarrier() {
 		r.shards.Inbox(s).Push(shard.Item{Source: r.source, Barrier: id})
 	}
 	r.barriers.ReaderBarrier(id, remoteReaderName, r.lastSeq)
+	if m := r.moveAt(id); m != nil {
+		r.regroup(m)
+	}
+}
+
+// regroup applies a move at its barrier: the key groups that joined are
+// read from their committed positions, seeking back when they are behind,
+// and their marks are read again from the store.
+func (r *remoteReader) regroup(m *move) {
+	from := r.own.apply(m, remoteReaderName, r.lastSeq)
+	moved := append(m.joining(), m.release...)
+	for rs := range r.marks {
+		if slices.Contains(moved, rs[0]) {
+			delete(r.marks, rs)
+		}
+	}
+	if from < r.lastSeq {
+		r.bus.Seek(from, r.filter)
+		r.lastSeq = from
+	}
 }
 
 func (r *remoteReader) anySaturated() bool {

@@ -74,15 +74,19 @@ type Engine struct {
 	coord     *checkpoint.Coordinator
 	reads     []*ingress.Reader
 	buses     []*natsbus.Reader // of the readers, closed with the pipeline
-	// Cluster mode: the worker's part (nil in single-process mode), the
-	// key groups the pipeline processes, and its reader of messages from
-	// other workers. plMu guards the pipeline's parts, which cluster mode
-	// rebuilds when key groups move.
+	// Cluster mode: the worker's part (nil in single-process mode) and
+	// its reader of messages from other workers. plMu guards the
+	// pipeline's parts, which cluster mode rebuilds after a failure.
 	cl      *clusterMode
-	own     *ownership
 	remote  *remoteReader
-	routing *routing.Stage // the router, in the pipeline that owns key group 0
+	routing *routing.Stage // the router, while this worker owns key group 0
 	plMu    sync.RWMutex
+	// The router runs apart from the pipeline: it starts and stops as key
+	// group 0 moves in and out.
+	router        *router.Router
+	routerSources []routing.Source
+	routingStop   context.CancelFunc
+	routingDone   chan struct{}
 
 	shardMetrics  *shard.Metrics
 	readerMetrics *ingress.Metrics
@@ -232,7 +236,7 @@ func Start(ctx context.Context, cfg Config) (_ *Engine, err error) {
 		}
 		go e.watchFailures()
 		e.log.Info("twinflow running as a cluster worker", "admin", e.AdminURL(), "nats", e.NATSURL(), "cluster", cfg.Cluster,
-			"worker", e.cl.worker, "shards", cfg.Shards, "key_groups", cfg.KeyGroups, "owned", len(e.pl().own.keyGroups()))
+			"worker", e.cl.worker, "shards", cfg.Shards, "key_groups", cfg.KeyGroups, "owned", e.cl.ownedCount())
 		return e, nil
 	}
 	startPlatform()
@@ -394,7 +398,6 @@ type pipeline struct {
 	ranges []keygroup.Range
 	reads  []*ingress.Reader
 	coord  *checkpoint.Coordinator
-	own    *ownership
 	remote *remoteReader
 }
 
@@ -402,7 +405,7 @@ type pipeline struct {
 func (e *Engine) pl() pipeline {
 	e.plMu.RLock()
 	defer e.plMu.RUnlock()
-	return pipeline{loops: e.loops, reads: e.reads, coord: e.coord, layers: e.layers, ranges: e.ranges, own: e.own, remote: e.remote}
+	return pipeline{loops: e.loops, reads: e.reads, coord: e.coord, layers: e.layers, ranges: e.ranges, remote: e.remote}
 }
 
 // currentEndpoints returns the pipeline's endpoints; cluster mode replaces
@@ -440,8 +443,7 @@ func (e *Engine) runPipeline() {
 		go func() { defer e.wg.Done(); e.cl.trimmer.run(runCtx) }()
 	}
 	if st := e.routingStage(); st != nil {
-		e.wg.Add(1)
-		go func() { defer e.wg.Done(); _ = st.Run(runCtx) }()
+		e.startRouting(st)
 	}
 	e.wg.Add(1)
 	go func() { defer e.wg.Done(); _ = pl.coord.Run(runCtx) }()
@@ -450,6 +452,7 @@ func (e *Engine) runPipeline() {
 // stopPipeline stops what runPipeline started and waits for it: work not
 // checkpointed is dropped, as in a crash.
 func (e *Engine) stopPipeline() {
+	e.stopRouting()
 	if e.cancel != nil {
 		e.cancel()
 	}
@@ -467,6 +470,29 @@ func (e *Engine) routingStage() *routing.Stage {
 	e.plMu.RLock()
 	defer e.plMu.RUnlock()
 	return e.routing
+}
+
+// startRouting runs st as the worker's router until stopRouting.
+func (e *Engine) startRouting(st *routing.Stage) {
+	e.stopRouting()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	e.plMu.Lock()
+	e.routing, e.routingStop, e.routingDone = st, cancel, done
+	e.plMu.Unlock()
+	go func() { defer close(done); _ = st.Run(ctx) }()
+}
+
+// stopRouting stops the router, if one runs, and waits for it.
+func (e *Engine) stopRouting() {
+	e.plMu.Lock()
+	cancel, done := e.routingStop, e.routingDone
+	e.routing, e.routingStop, e.routingDone = nil, nil, nil
+	e.plMu.Unlock()
+	if cancel != nil {
+		cancel()
+		<-done
+	}
 }
 
 // readerNames lists the readers' names: their streams; in cluster mode the
@@ -487,7 +513,7 @@ func (e *Engine) readerNames() []string {
 func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	e.plMu.Lock()
 	defer e.plMu.Unlock()
-	e.own, e.remote, e.buses, e.reads, e.routing = own, nil, nil, nil, nil
+	e.remote, e.buses, e.reads, e.routing = nil, nil, nil, nil
 	defer func() {
 		if err != nil { // what was built of it is not run: close its consumers
 			for _, b := range e.buses {
@@ -501,6 +527,7 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	if err != nil {
 		return err
 	}
+	e.router = rt
 	egresses, err := router.NewEgresses(cfg.Module.Egresses)
 	if err != nil {
 		return err
@@ -520,17 +547,17 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	for _, in := range cfg.Module.Ingresses {
 		readerStreams = append(readerStreams, routing.Source{Stream: ingressStreamPfx + in.Name, Ingress: in.Name})
 	}
+	e.routerSources = readerStreams
 	sources := len(readerStreams) + 1 // readers and the coordinator
-	var owned func(int) bool
+	var (
+		owned func(int) bool
+		moves func(uint64) ([]int, []int)
+	)
 	if own != nil {
-		// The reader of the partitioned ingress (when a key group is
-		// owned), the reader of messages from other workers, and the
-		// coordinator.
-		sources = 2
-		if len(own.keyGroups()) > 0 {
-			sources++
-		}
-		owned = own.Owns
+		// The reader of the partitioned ingress, the reader of messages
+		// from other workers, and the coordinator.
+		sources = 3
+		owned, moves = own.Owns, e.cl.shardMoves
 	}
 	e.loops = make([]*shard.Loop, cfg.Shards)
 	e.cores = make([]*shard.Core, cfg.Shards)
@@ -540,7 +567,7 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	for i := range e.loops {
 		scfg := shard.Config{
 			Index: i, Shards: cfg.Shards, KeyGroups: cfg.KeyGroups, KGLo: e.ranges[i].Lo, KGHi: e.ranges[i].Hi,
-			Sources: sources, Locate: locate, Owned: owned, EndpointFor: endpoints.For, Egress: egresses,
+			Sources: sources, Locate: locate, Owned: owned, Moves: moves, EndpointFor: endpoints.For, Egress: egresses,
 			MaxAddressQueue: cfg.MaxAddressQueue,
 			MaxQueueBytes:   e.budget.Queues / int64(cfg.Shards),
 			MaxOverlayBytes: e.budget.Uncommitted / int64(2*cfg.Shards),
@@ -584,29 +611,28 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 		if err != nil {
 			return err
 		}
-		if r != nil {
-			readers = append(readers, r)
-		}
+		readers = append(readers, r)
 		cm := e.cl
 		start, err := e.clusterStart(own, cm.c.MessageStream(), remoteReaderName)
 		if err != nil {
 			return err
 		}
+		filter := []string{cm.c.MessageSubject(-1)}
 		bus, err := natsbus.NewReader(context.Background(), e.js, cm.c.MessageStream(), start,
-			natsbus.ReaderOptions{Logger: e.log, FilterSubjects: []string{cm.c.MessageSubject(-1)}})
+			natsbus.ReaderOptions{Logger: e.log, FilterSubjects: filter})
 		if err != nil {
 			return fmt.Errorf("reading the messages from other workers: %w", err)
 		}
 		e.buses = append(e.buses, bus)
 		e.remote = &remoteReader{
 			bus: bus, source: cfg.Shards + len(readers), k: cfg.KeyGroups,
-			prefix: strings.TrimSuffix(cm.c.MessageSubject(-1), "*"), own: own, shards: shardsView,
+			prefix: strings.TrimSuffix(cm.c.MessageSubject(-1), "*"), own: own.clone(), moveAt: cm.moveAt, filter: filter, shards: shardsView,
 			mark: cm.storedMark, m: cm.m, log: e.log.With("reader", remoteReaderName), lastSeq: start,
 			marks: map[[2]int]uint64{}, batches: make([][]shard.Item, cfg.Shards), snaps: map[uint64]map[[2]int]uint64{},
 		}
 		readers = append(readers, e.remote)
 		if own.Owns(0) {
-			e.routing = cm.routingStage(rt, readerStreams)
+			e.routing = cm.routingStage(cm.owned[0])
 		}
 	}
 	coordShards := make([]checkpoint.Shard, len(e.loops))
@@ -617,7 +643,7 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 	if own != nil {
 		// The router trims the source streams, the committer the
 		// partitioned ingress.
-		ccfg.Commit = e.cl.commit
+		ccfg.Commit, ccfg.Begin = e.cl.commit, e.cl.beginCheckpoint
 	} else {
 		trim := &streamTrimmer{js: e.js, log: e.log, done: map[string]uint64{}}
 		ccfg.OnComplete = func(m *storagev1.Manifest) {

@@ -69,6 +69,9 @@ type Config struct {
 	// store's Commit, and publishes its egress (cluster mode: the changelog
 	// in NATS first, then the store). An error fails the checkpoint.
 	Commit func(ctx context.Context, cm *Commit) error
+	// Begin, when set, is called with each checkpoint's id before its
+	// barriers are sent (cluster mode attaches moves of key groups to it).
+	Begin func(id uint64)
 }
 
 // Coordinator drives a [Core]: it starts checkpoints on the interval and on
@@ -247,6 +250,9 @@ func (c *Coordinator) take(ctx context.Context) (*storagev1.Manifest, error) {
 			c.mu.Unlock()
 		}
 	}()
+	if c.cfg.Begin != nil {
+		c.cfg.Begin(id)
+	}
 	for _, r := range c.readers {
 		r.RequestBarrier(id)
 	}
