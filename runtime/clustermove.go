@@ -113,8 +113,22 @@ func (cm *clusterMode) outcome(m *move) bool {
 
 // applyMove is the committer's part, after checkpoint m.id is committed
 // and its egress published: the key groups that left are no longer
-// written, and those that joined are from the next checkpoint on.
-func (cm *clusterMode) applyMove(ctx context.Context, m *move) {
+// written, and those that joined are from the next checkpoint on. At the
+// barrier, the readers delivered up to seqs of the key groups that stay,
+// and may go back for those that joined: the positions written for the
+// ones that stay never go below seqs again.
+func (cm *clusterMode) applyMove(ctx context.Context, m *move, seqs map[string]uint64) {
+	for kg := range cm.owned {
+		if m.leaves(kg) {
+			continue
+		}
+		if cm.floor[kg] == nil {
+			cm.floor[kg] = map[string]uint64{}
+		}
+		for r, seq := range seqs {
+			cm.floor[kg][r] = max(cm.floor[kg][r], seq)
+		}
+	}
 	cm.ownedMu.Lock()
 	for _, kg := range m.release {
 		delete(cm.owned, kg)
@@ -125,6 +139,7 @@ func (cm *clusterMode) applyMove(ctx context.Context, m *move) {
 	cm.ownedMu.Unlock()
 	for _, kg := range m.release {
 		delete(cm.pos, kg)
+		delete(cm.floor, kg)
 		delete(cm.unsent, kg)
 		delete(cm.published, kg)
 	}

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"slices"
 	"time"
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
@@ -77,6 +78,9 @@ type pendingCheckpoint struct {
 	part    *Part
 	seen    []bool // by source: barrier delivered
 	waiting int
+	// joined are the key groups that joined at the snapshot (regroup):
+	// the checkpoint holds nothing of them, not even their mailboxes.
+	joined []int
 }
 
 func (c *Core) barrier(source int, id uint64) {
@@ -162,7 +166,7 @@ func (c *Core) finishPart() {
 	for _, b := range c.boxes {
 		c.preserve(b)
 	}
-	part := c.ckpt.part
+	part, joined := c.ckpt.part, c.ckpt.joined
 	c.ckpt = nil
 	// A recorded message for an address whose backlog had spilled at the
 	// snapshot is newer than the spilled messages: on restore it goes after
@@ -190,7 +194,7 @@ func (c *Core) finishPart() {
 			q = append(q, e)
 		}
 		sp := spilledKG[kg]
-		if len(q) == 0 && len(sp) == 0 && !c.mailboxKGs[kg] {
+		if len(q) == 0 && len(sp) == 0 && !c.mailboxKGs[kg] || slices.Contains(joined, kg) {
 			continue
 		}
 		// An empty mailbox deletes the stored one.

@@ -37,6 +37,7 @@ func (c *Core) regroup(leave, join []int) {
 			continue
 		}
 		c.owned[kg], changed = true, true
+		c.ckpt.joined = append(c.ckpt.joined, kg)
 		if err := c.restoreKeyGroup(kg); err != nil {
 			// The store was written just before; a read that fails here
 			// leaves the key group's stored mailbox to the next restore.

@@ -140,6 +140,33 @@ func TestKeyGroupMovesAtBarrier(t *testing.T) {
 	if b == nil || len(b.queue) != 3 {
 		t.Fatalf("the key group's mailbox was not restored when it came back: %v", b)
 	}
+	// Checkpoint 3 holds nothing of it; the next one holds its mailbox as
+	// it is then: emptied, once its messages are done.
+	if n := len(storedMailboxOrNil(t, env.parts[2].Overlay, moving)); n != 0 {
+		t.Errorf("the checkpoint the key group joined at wrote its mailbox (%d entries)", n)
+	}
+	core.Dispatch()
+	calls = env.takeCalls()
+	core.Complete(calls[0], &twinflowv1.InvokeResponse{Results: []*twinflowv1.AddressResult{{Target: to(mover),
+		Outcome: &twinflowv1.AddressResult_Effects{Effects: &twinflowv1.Effects{}}}}}, nil)
+	barrier(4)
+	if got := storedMailboxOrNil(t, env.parts[3].Overlay, moving); got == nil || len(got[0].GetPending()) != 0 {
+		t.Errorf("the checkpoint after the key group's messages were done holds %v; want its mailbox, empty", got)
+	}
+}
+
+// storedMailboxOrNil returns key group kg's mailbox written in an
+// overlay, if one is.
+func storedMailboxOrNil(t *testing.T, o *state.Overlay, kg int) []*storagev1.Mailbox {
+	t.Helper()
+	n := 0
+	for range o.KeyGroup(kg) {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	return []*storagev1.Mailbox{storedMailbox(t, o, kg)}
 }
 
 // storedMailbox reads key group kg's mailbox from an overlay.
