@@ -149,9 +149,30 @@ func TestClusterRescale(t *testing.T) {
 	})
 	// Back in balance: every worker holds key groups again.
 	testwaitBalanced(ctx, t, cl, workers)
+	checkMovedLive(t, workers)
 
 	moved := moves.report(t)
 	reportLatencies(ctx, t, w, js, published, moved)
+}
+
+// checkMovedLive checks that every worker took and handed off key groups
+// at checkpoints of its running pipeline, and rebuilt its pipeline only
+// for its first plan and after a refused commit or a failed live move.
+func checkMovedLive(t *testing.T, workers []*runtimeProc) {
+	t.Helper()
+	for i, wk := range workers {
+		live := metricSum(wk.adminURL, `twinflow_cluster_moves_total{how="live"}`)
+		failed := metricSum(wk.adminURL, `twinflow_cluster_moves_total{how="failed"}`)
+		rebuilt := metricSum(wk.adminURL, `twinflow_cluster_moves_total{how="rebuild"}`)
+		refused := metricSum(wk.adminURL, "twinflow_cluster_commits_refused_total")
+		t.Logf("worker%d (this process): %v live moves, %v failed, %v pipeline rebuilds, %v refused commits", i, live, failed, rebuilt, refused)
+		if live == 0 {
+			t.Errorf("worker%d moved no key group live", i)
+		}
+		if rebuilt > 1+failed+refused {
+			t.Errorf("worker%d rebuilt its pipeline %v times: more than for its first plan, %v failed live moves and %v refused commits", i, rebuilt, failed, refused)
+		}
+	}
 }
 
 // sendThroughDoors sends an increment to each of n addresses door-<i>
