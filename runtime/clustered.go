@@ -125,6 +125,7 @@ type clusterMode struct {
 	owned     map[int]*cluster.Owned
 	pos       map[int]map[string]uint64 // committed reader positions
 	floor     map[int]map[string]uint64 // delivered up to, when a reader went back (clustermove.go)
+	ceiling   map[int]map[string]uint64 // delivered up to, when a key group's intake stopped
 	marks     map[[2]int]uint64         // committed high-water marks, by [receiver, sender]
 	sent      map[[2]int]uint64         // committed batch sequences, by [sender, receiver]
 	published map[int][]string          // egress published since the last commit, by key group
@@ -162,7 +163,7 @@ func (e *Engine) startCluster(ctx context.Context) error {
 	cm := &clusterMode{
 		e: e, c: c, worker: worker, k: c.KeyGroups(), log: e.log.With("cluster", e.cfg.Cluster, "worker", worker),
 		m:     newClusterMetrics(e.reg),
-		owned: map[int]*cluster.Owned{}, pos: map[int]map[string]uint64{}, floor: map[int]map[string]uint64{},
+		owned: map[int]*cluster.Owned{}, pos: map[int]map[string]uint64{}, floor: map[int]map[string]uint64{}, ceiling: map[int]map[string]uint64{},
 		marks: map[[2]int]uint64{}, sent: map[[2]int]uint64{}, published: map[int][]string{}, unsent: map[int]bool{},
 		reload: make(chan struct{}, 1), done: make(chan struct{}), moves: map[uint64]*move{},
 		due: make(chan *cluster.Owned, e.cfg.KeyGroups), dueQueued: map[int]bool{},
@@ -386,6 +387,7 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	clear(cm.published)
 	clear(cm.pos)
 	clear(cm.floor)
+	clear(cm.ceiling)
 	cm.m.owned.Set(float64(len(cm.owned)))
 	cm.log.Info("key groups moved, pipeline rebuilt", "owned", len(cm.owned), "restored", len(restored), "handed_off", handedOff,
 		"waiting", len(plan.Waiting), "took", time.Since(start).Round(time.Millisecond))
@@ -608,14 +610,20 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 	}
 
 	// Reader positions. A reader that went back for a key group that
-	// joined reports less than it delivered of the others: their floors.
+	// joined reports less than it delivered of the others: their floors;
+	// one that stopped a key group's intake delivered nothing of it since:
+	// its ceiling.
 	pos := map[int]map[string]uint64{}
 	for kg := range cm.owned {
 		if !written[kg] && !idle {
 			continue
 		}
 		for r, seq := range ck.Manifest.GetReaderSequences() {
-			if seq = max(seq, cm.floor[kg][r]); seq > cm.pos[kg][r] {
+			seq = max(seq, cm.floor[kg][r])
+			if c, ok := cm.ceiling[kg][r]; ok {
+				seq = min(seq, c)
+			}
+			if seq > cm.pos[kg][r] {
 				state.PutReaderPosition(x, kg, r, seq)
 				if pos[kg] == nil {
 					pos[kg] = map[string]uint64{}

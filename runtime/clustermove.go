@@ -6,7 +6,12 @@ package runtime
 //
 //  1. The driver acquires the leases of the key groups it takes and
 //     restores them into the store (their key ranges, which the pipeline
-//     leaves alone while it does not own them).
+//     leaves alone while it does not own them). The key groups it hands
+//     off are finished first, as FLIP-147 finishes a job, but each alone:
+//     a first checkpoint stops their intake (the readers deliver none of
+//     their messages after its barrier, and their positions stay there),
+//     and the driver waits, up to 5 s, until their queued and
+//     in-flight work is done, so that their next owners repeat nothing.
 //  2. It attaches the move to the next checkpoint (cm.moveAt gives it to
 //     whoever handles that checkpoint's barrier). Each reader, as it emits
 //     the barrier, stops delivering the key groups that leave and starts
@@ -36,15 +41,23 @@ import (
 
 	"github.com/twinflow/twinflow/runtime/cluster"
 	"github.com/twinflow/twinflow/runtime/routing"
+	"github.com/twinflow/twinflow/runtime/shard"
 )
 
-// moveTimeout bounds the checkpoint that carries a live move.
-const moveTimeout = 30 * time.Second
+const (
+	// moveTimeout bounds the checkpoint that carries a live move.
+	moveTimeout = 30 * time.Second
+	// finishTimeout bounds the wait for the work of key groups to hand
+	// off (or the stop timeout, when shorter): messages from the key
+	// groups that stay, and delayed messages, may keep them busy.
+	finishTimeout = 5 * time.Second
+)
 
 // move is a change of the key groups a running pipeline owns, made at one
 // checkpoint.
 type move struct {
-	release []int                     // handed off: not processed after the barrier
+	stopIntake []int                  // handed off next: not delivered after the barrier
+	release    []int                  // handed off: not processed after the barrier
 	adopt   map[int]*cluster.Owned    // restored here: processed after the barrier
 	start   map[int]map[string]uint64 // the adopted key groups' committed positions, by reader
 	leases  []cluster.Lease           // of the key groups released
@@ -129,6 +142,9 @@ func (cm *clusterMode) applyMove(ctx context.Context, m *move, seqs map[string]u
 			cm.floor[kg][r] = max(cm.floor[kg][r], seq)
 		}
 	}
+	for _, kg := range m.stopIntake {
+		cm.ceiling[kg] = maps.Clone(seqs)
+	}
 	cm.ownedMu.Lock()
 	for _, kg := range m.release {
 		delete(cm.owned, kg)
@@ -140,6 +156,7 @@ func (cm *clusterMode) applyMove(ctx context.Context, m *move, seqs map[string]u
 	for _, kg := range m.release {
 		delete(cm.pos, kg)
 		delete(cm.floor, kg)
+		delete(cm.ceiling, kg)
 		delete(cm.unsent, kg)
 		delete(cm.published, kg)
 	}
@@ -192,6 +209,9 @@ func (cm *clusterMode) moveLive(ctx context.Context, plan cluster.Plan, restore 
 	if len(m.release) == 0 && len(m.adopt) == 0 {
 		return true, nil
 	}
+	if len(m.release) > 0 && !cm.finish(ctx, m.release) {
+		return false, nil
+	}
 	for kg := range m.adopt {
 		m.start[kg] = map[string]uint64{}
 		for _, r := range cm.e.readerNames() {
@@ -202,13 +222,9 @@ func (cm *clusterMode) moveLive(ctx context.Context, plan cluster.Plan, restore 
 			m.start[kg][r] = p
 		}
 	}
-	cm.queueMove(m)
-	cctx, cancel := context.WithTimeout(ctx, moveTimeout)
-	_, cerr := cm.e.pl().coord.Checkpoint(cctx)
-	cancel()
-	if !cm.outcome(m) {
+	if err := cm.checkpointWith(ctx, m); err != nil {
 		cm.m.moves.WithLabelValues("failed").Inc()
-		cm.log.Warn("moving key groups at a checkpoint failed; rebuilding the pipeline", "err", cerr,
+		cm.log.Warn("moving key groups at a checkpoint failed; rebuilding the pipeline", "err", err,
 			"handing_off", len(m.release), "taking", len(m.adopt))
 		return false, nil
 	}
@@ -237,6 +253,59 @@ func (cm *clusterMode) moveLive(ctx context.Context, plan cluster.Plan, restore 
 	return true, errors.Join(errs...)
 }
 
+// checkpointWith takes a checkpoint that carries m, and reports why m
+// did not take effect.
+func (cm *clusterMode) checkpointWith(ctx context.Context, m *move) error {
+	cm.queueMove(m)
+	cctx, cancel := context.WithTimeout(ctx, moveTimeout)
+	defer cancel()
+	_, err := cm.e.pl().coord.Checkpoint(cctx)
+	if cm.outcome(m) {
+		return nil
+	}
+	if err == nil {
+		err = errors.New("the checkpoint that carried the move failed")
+	}
+	return err
+}
+
+// finish stops the intake of key groups about to be handed off at a
+// checkpoint, and waits until the shards have no work of them that can
+// progress (up to finishTimeout or the stop timeout). It reports false
+// when the checkpoint failed.
+func (cm *clusterMode) finish(ctx context.Context, kgs []int) bool {
+	t := time.Now()
+	if err := cm.checkpointWith(ctx, &move{stopIntake: kgs}); err != nil {
+		cm.m.moves.WithLabelValues("failed").Inc()
+		cm.log.Warn("stopping the intake of key groups to hand off failed; rebuilding the pipeline", "err", err, "key_groups", len(kgs))
+		return false
+	}
+	wait := min(finishTimeout, cm.e.cfg.StopTimeout)
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		busy := 0
+		for _, l := range cm.e.pl().loops {
+			_ = l.Do(wctx, func(c *shard.Core) {
+				if c.Working(kgs...) {
+					busy++
+				}
+			})
+		}
+		if busy == 0 {
+			cm.log.Debug("key groups to hand off finished their work", "key_groups", len(kgs), "took", time.Since(t).Round(time.Millisecond))
+			return true
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-wctx.Done():
+			cm.log.Warn("handing key groups off before their work finished; their next owners run it again",
+				"key_groups", len(kgs), "shards_busy", busy, "waited", wait)
+			return true
+		}
+	}
+}
+
 // ownedKG returns the owned key group kg, nil when it is not owned; from
 // any goroutine.
 func (cm *clusterMode) ownedKG(kg int) *cluster.Owned {
@@ -255,7 +324,7 @@ func (cm *clusterMode) ownedCount() int {
 // readerSeek is what a reader of cluster mode does at a barrier that
 // carries a move: it changes its view and returns where to read from.
 func (o *ownership) apply(m *move, reader string, last uint64) uint64 {
-	for _, kg := range m.release {
+	for _, kg := range slices.Concat(m.stopIntake, m.release) {
 		o.owned[kg] = false
 	}
 	from := last

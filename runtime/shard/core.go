@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
@@ -371,10 +372,11 @@ func (c *Core) GetState(addr Address) (map[string]state.Value, error) {
 func (c *Core) Idle() bool { return len(c.boxes) == 0 }
 
 // Working reports whether the shard has work that can progress: a call in
-// flight, or messages for an address that is not failing.
-func (c *Core) Working() bool {
+// flight, or messages for an address that is not failing; of the given
+// key groups only, when some are given.
+func (c *Core) Working(kgs ...int) bool {
 	for _, b := range c.boxes {
-		if b.inCall || !b.failing() {
+		if (b.inCall || !b.failing()) && (len(kgs) == 0 || slices.Contains(kgs, b.kg)) {
 			return true
 		}
 	}
