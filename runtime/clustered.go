@@ -123,9 +123,7 @@ type clusterMode struct {
 	// owned under ownedMu, which its writers hold.
 	ownedMu   sync.RWMutex
 	owned     map[int]*cluster.Owned
-	pos       map[int]map[string]uint64 // committed reader positions
-	floor     map[int]map[string]uint64 // delivered up to, when a reader went back (clustermove.go)
-	ceiling   map[int]map[string]uint64 // delivered up to, when a key group's intake stopped
+	pos       *positions
 	marks     map[[2]int]uint64         // committed high-water marks, by [receiver, sender]
 	sent      map[[2]int]uint64         // committed batch sequences, by [sender, receiver]
 	published map[int][]string          // egress published since the last commit, by key group
@@ -163,7 +161,7 @@ func (e *Engine) startCluster(ctx context.Context) error {
 	cm := &clusterMode{
 		e: e, c: c, worker: worker, k: c.KeyGroups(), log: e.log.With("cluster", e.cfg.Cluster, "worker", worker),
 		m:     newClusterMetrics(e.reg),
-		owned: map[int]*cluster.Owned{}, pos: map[int]map[string]uint64{}, floor: map[int]map[string]uint64{}, ceiling: map[int]map[string]uint64{},
+		owned: map[int]*cluster.Owned{}, pos: newPositions(),
 		marks: map[[2]int]uint64{}, sent: map[[2]int]uint64{}, published: map[int][]string{}, unsent: map[int]bool{},
 		reload: make(chan struct{}, 1), done: make(chan struct{}), moves: map[uint64]*move{},
 		due: make(chan *cluster.Owned, e.cfg.KeyGroups), dueQueued: map[int]bool{},
@@ -385,9 +383,7 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	clear(cm.marks)
 	clear(cm.sent)
 	clear(cm.published)
-	clear(cm.pos)
-	clear(cm.floor)
-	clear(cm.ceiling)
+	cm.pos.reset()
 	cm.m.owned.Set(float64(len(cm.owned)))
 	cm.log.Info("key groups moved, pipeline rebuilt", "owned", len(cm.owned), "restored", len(restored), "handed_off", handedOff,
 		"waiting", len(plan.Waiting), "took", time.Since(start).Round(time.Millisecond))
@@ -453,14 +449,13 @@ func (cm *clusterMode) ownership() *ownership {
 	}
 	for kg := range cm.owned {
 		own.owned[kg] = true
-		cm.pos[kg] = map[string]uint64{}
 		for r, pos := range own.start {
 			p, err := cm.e.store.ReaderPosition(kg, r)
 			if err != nil {
 				cm.log.Error("reading a key group's reader position failed; reading from the start", "key_group", kg, "reader", r, "err", err)
 			}
 			pos[kg] = p
-			cm.pos[kg][r] = p
+			cm.pos.commit(kg, r, p)
 		}
 	}
 	return own
@@ -619,11 +614,7 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 			continue
 		}
 		for r, seq := range ck.Manifest.GetReaderSequences() {
-			seq = max(seq, cm.floor[kg][r])
-			if c, ok := cm.ceiling[kg][r]; ok {
-				seq = min(seq, c)
-			}
-			if seq > cm.pos[kg][r] {
+			if seq, ok := cm.pos.next(kg, r, seq); ok {
 				state.PutReaderPosition(x, kg, r, seq)
 				if pos[kg] == nil {
 					pos[kg] = map[string]uint64{}
@@ -700,7 +691,7 @@ func (cm *clusterMode) commit(ctx context.Context, ck *checkpoint.Commit) error 
 	cm.stored = 0
 	for kg, rp := range pos {
 		for r, seq := range rp {
-			cm.pos[kg][r] = seq
+			cm.pos.commit(kg, r, seq)
 		}
 	}
 	for rs, n := range marks {

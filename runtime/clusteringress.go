@@ -85,7 +85,7 @@ func (cm *clusterMode) trimRouted(id uint64) {
 		if cm.owned[kg] == nil {
 			continue
 		}
-		if pos := cm.pos[kg][name]; pos < seq {
+		if pos := cm.pos.of(kg, name); pos < seq {
 			seq = pos
 		}
 		cm.trimmer.offer(kg, seq)

@@ -131,20 +131,13 @@ func (cm *clusterMode) outcome(m *move) bool {
 // and may go back for those that joined: the positions written for the
 // ones that stay never go below seqs again.
 func (cm *clusterMode) applyMove(ctx context.Context, m *move, seqs map[string]uint64) {
+	var stay []int
 	for kg := range cm.owned {
-		if m.leaves(kg) {
-			continue
-		}
-		if cm.floor[kg] == nil {
-			cm.floor[kg] = map[string]uint64{}
-		}
-		for r, seq := range seqs {
-			cm.floor[kg][r] = max(cm.floor[kg][r], seq)
+		if !m.leaves(kg) {
+			stay = append(stay, kg)
 		}
 	}
-	for _, kg := range m.stopIntake {
-		cm.ceiling[kg] = maps.Clone(seqs)
-	}
+	cm.pos.moved(m, stay, seqs)
 	cm.ownedMu.Lock()
 	for _, kg := range m.release {
 		delete(cm.owned, kg)
@@ -154,9 +147,6 @@ func (cm *clusterMode) applyMove(ctx context.Context, m *move, seqs map[string]u
 	}
 	cm.ownedMu.Unlock()
 	for _, kg := range m.release {
-		delete(cm.pos, kg)
-		delete(cm.floor, kg)
-		delete(cm.ceiling, kg)
 		delete(cm.unsent, kg)
 		delete(cm.published, kg)
 	}
@@ -170,9 +160,6 @@ func (cm *clusterMode) applyMove(ctx context.Context, m *move, seqs map[string]u
 		if slices.Contains(moved, sr[0]) {
 			delete(cm.sent, sr)
 		}
-	}
-	for kg, pos := range m.start {
-		cm.pos[kg] = maps.Clone(pos)
 	}
 	cm.publishEgress(ctx, m.joining())
 	cm.moveMu.Lock()
