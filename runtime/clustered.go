@@ -124,10 +124,10 @@ type clusterMode struct {
 	ownedMu   sync.RWMutex
 	owned     map[int]*cluster.Owned
 	pos       *positions
-	marks     map[[2]int]uint64         // committed high-water marks, by [receiver, sender]
-	sent      map[[2]int]uint64         // committed batch sequences, by [sender, receiver]
-	published map[int][]string          // egress published since the last commit, by key group
-	unsent    map[int]bool              // key groups whose egress may not all be published
+	marks     map[[2]int]uint64 // committed high-water marks, by [receiver, sender]
+	sent      map[[2]int]uint64 // committed batch sequences, by [sender, receiver]
+	published map[int][]string  // egress published since the last commit, by key group
+	unsent    map[int]bool      // key groups whose egress may not all be published
 	commits   uint64
 	stored    uint64 // checkpoint whose changelog commit succeeded, until its local commit does
 	gen       int

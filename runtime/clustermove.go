@@ -56,11 +56,11 @@ const (
 // move is a change of the key groups a running pipeline owns, made at one
 // checkpoint.
 type move struct {
-	stopIntake []int                  // handed off next: not delivered after the barrier
-	release    []int                  // handed off: not processed after the barrier
-	adopt   map[int]*cluster.Owned    // restored here: processed after the barrier
-	start   map[int]map[string]uint64 // the adopted key groups' committed positions, by reader
-	leases  []cluster.Lease           // of the key groups released
+	stopIntake []int                     // handed off next: not delivered after the barrier
+	release    []int                     // handed off: not processed after the barrier
+	adopt      map[int]*cluster.Owned    // restored here: processed after the barrier
+	start      map[int]map[string]uint64 // the adopted key groups' committed positions, by reader
+	leases     []cluster.Lease           // of the key groups released
 
 	id        uint64 // the checkpoint that carries it, once it began
 	committed bool   // set by the committer
