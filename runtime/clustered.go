@@ -299,15 +299,6 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	}
 	cm.m.moves.WithLabelValues("rebuild").Inc()
 	start := time.Now()
-	if !force && len(plan.HandOff) > 0 {
-		// The key groups' next owners start where this worker ends, and
-		// run nothing of its work again.
-		if man, err := cm.e.quiesce(); err != nil {
-			cm.log.Warn("the checkpoint before a hand-off failed; the next owners run the work since the last one again", "err", err)
-		} else {
-			cm.log.Info("checkpoint before a hand-off complete", "id", man.GetId(), "handing_off", len(plan.HandOff))
-		}
-	}
 	cm.e.stopPipeline()
 	defer func() {
 		own := cm.ownership()

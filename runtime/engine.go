@@ -822,8 +822,8 @@ func (e *Engine) drainAndCheckpoint() (*storagev1.Manifest, error) {
 // quiesce is the end of a pipeline's work, as FLIP-147 asks of a job that
 // ends: the readers take no more messages, queued and in-flight work
 // finishes (for up to the stop timeout), and a last checkpoint commits it;
-// no checkpoint follows it. A clean stop ends with it, and so does a
-// pipeline of cluster mode that hands key groups off.
+// no checkpoint follows it. A clean stop ends with it; cluster mode does
+// the same for each key group it hands off (clustermove.go).
 func (e *Engine) quiesce() (*storagev1.Manifest, error) {
 	pl := e.pl()
 	for _, r := range pl.reads {
