@@ -342,15 +342,7 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 		}
 		handedOff++
 	}
-	for _, l := range plan.Acquire {
-		got, err := cm.c.Acquire(ctx, l.KeyGroup, self, l)
-		if err != nil {
-			cm.log.Debug("acquiring a key group failed; planning again", "key_group", l.KeyGroup, "err", err)
-			continue
-		}
-		restore = append(restore, got)
-	}
-	restored, err := cm.restoreAll(ctx, restore)
+	restored, err := cm.restoreAll(ctx, append(restore, cm.acquireAll(ctx, plan.Acquire)...))
 	cm.setOwned(func(owned map[int]*cluster.Owned) { maps.Copy(owned, restored) })
 	for kg := range restored {
 		cm.unsent[kg] = true
@@ -379,6 +371,22 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	cm.log.Info("key groups moved, pipeline rebuilt", "owned", len(cm.owned), "restored", len(restored), "handed_off", handedOff,
 		"waiting", len(plan.Waiting), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// acquireAll acquires the planned leases it can; a lease that changed
+// meanwhile is left to the next plan.
+func (cm *clusterMode) acquireAll(ctx context.Context, planned []cluster.Lease) []cluster.Lease {
+	self := cm.membership().Self().Holder()
+	var got []cluster.Lease
+	for _, l := range planned {
+		g, err := cm.c.Acquire(ctx, l.KeyGroup, self, l)
+		if err != nil {
+			cm.log.Debug("acquiring a key group failed; planning again", "key_group", l.KeyGroup, "err", err)
+			continue
+		}
+		got = append(got, g)
+	}
+	return got
 }
 
 // restoreAll acquires nothing: it restores the key groups of leases held

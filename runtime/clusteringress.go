@@ -116,6 +116,11 @@ func (t *routedTrimmer) adopt(kg int, pos uint64) {
 	t.mu.Lock()
 	t.start[kg] = pos
 	t.mu.Unlock()
+	t.poke()
+}
+
+// poke wakes the trimmer.
+func (t *routedTrimmer) poke() {
 	select {
 	case t.wake <- struct{}{}:
 	default:
@@ -145,10 +150,7 @@ func (t *routedTrimmer) offer(kg int, keep uint64) {
 		t.want[kg] = keep
 	}
 	t.mu.Unlock()
-	select {
-	case t.wake <- struct{}{}:
-	default:
-	}
+	t.poke()
 }
 
 // run purges what is offered until ctx ends.
@@ -156,10 +158,7 @@ func (t *routedTrimmer) run(ctx context.Context) {
 	if t == nil {
 		return
 	}
-	select {
-	case t.wake <- struct{}{}: // for the key groups the pipeline started with
-	default:
-	}
+	t.poke() // for the key groups the pipeline started with
 	for {
 		select {
 		case <-ctx.Done():

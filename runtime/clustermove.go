@@ -173,16 +173,7 @@ func (cm *clusterMode) applyMove(ctx context.Context, m *move, seqs map[string]u
 // rebuilt instead.
 func (cm *clusterMode) moveLive(ctx context.Context, plan cluster.Plan, restore []cluster.Lease) (bool, error) {
 	start := time.Now()
-	self := cm.membership().Self().Holder()
-	for _, l := range plan.Acquire {
-		got, err := cm.c.Acquire(ctx, l.KeyGroup, self, l)
-		if err != nil {
-			cm.log.Debug("acquiring a key group failed; planning again", "key_group", l.KeyGroup, "err", err)
-			continue
-		}
-		restore = append(restore, got)
-	}
-	adopt, err := cm.restoreAll(ctx, restore)
+	adopt, err := cm.restoreAll(ctx, append(restore, cm.acquireAll(ctx, plan.Acquire)...))
 	if err != nil {
 		return true, err // the leases stay held; the next plan restores them again
 	}
