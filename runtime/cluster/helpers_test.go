@@ -48,6 +48,7 @@ func TestOnOneCluster(t *testing.T) {
 		{"WriteBeforeMarkerIsHistory", testWriteBeforeMarkerIsHistory},
 		{"CommitIsAtomicAcrossKeyGroups", testCommitIsAtomicAcrossKeyGroups},
 		{"Restore", testRestore},
+		{"UnreadableSnapshot", testUnreadableSnapshot},
 		{"LargeRecord", testLargeRecord},
 		{"Status", testStatus},
 		{"MessagesWithCheckpoint", testMessagesWithCheckpoint},

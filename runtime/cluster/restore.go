@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +58,12 @@ type RestoreStats struct {
 // compacted meanwhile, or the base is not on the chain.
 var errGap = errors.New("the changelog after the base is not whole")
 
+// errSnapshotRead is a snapshot that could not be read whole, or read as
+// it was written: a read while the object store's stream changes leader
+// may return a short or wrong object (its digest, checked at its end,
+// then fails). The restore starts again, after a pause.
+var errSnapshotRead = errors.New("the snapshot could not be read as written")
+
 // maxRestoreAttempts bounds the restarts of a restore after gaps.
 const maxRestoreAttempts = 5
 
@@ -78,19 +85,27 @@ func (c *Cluster) Restore(ctx context.Context, lease Lease, store *state.Store) 
 	o := &Owned{c: c, lease: lease, subject: c.changelogSubject(kg)}
 	useStore := true
 	var err error
+	pause := backoff.Retrier{Policy: retryPolicy}
 	for st.Attempts < maxRestoreAttempts {
 		st.Attempts++
 		err = c.restoreOnce(ctx, o, store, useStore, &st)
 		if err == nil {
 			return o, st, nil
 		}
-		if !errors.Is(err, errGap) {
+		switch {
+		case errors.Is(err, errSnapshotRead):
+			select {
+			case <-time.After(pause.Next()):
+			case <-ctx.Done():
+				return nil, st, errors.Join(err, ctx.Err())
+			}
+		case !errors.Is(err, errGap):
 			return nil, st, fmt.Errorf("cluster %s: restore key group %d: %w", c.cfg.Name, kg, err)
 		}
 		useStore = false
 	}
 	return nil, st, fmt.Errorf("cluster %s: restore key group %d: %d attempts, each from the latest snapshot, found the changelog "+
-		"broken (compacted under each, or the stream was replaced): %w", c.cfg.Name, kg, maxRestoreAttempts, err)
+		"broken (compacted under each, or the stream was replaced) or could not read the snapshot: %w", c.cfg.Name, kg, maxRestoreAttempts, err)
 }
 
 // restoreOnce is one attempt of Restore.
@@ -155,8 +170,12 @@ func (c *Cluster) loadSnapshot(ctx context.Context, snap SnapshotInfo, l *state.
 	}
 	defer r.Close()
 	n, err := decodeRecord(r, snap.KeyGroup, l.Set)
+	if err == nil {
+		// The digest is checked when the reader reaches the object's end.
+		_, err = io.Copy(io.Discard, r)
+	}
 	if err != nil {
-		return fmt.Errorf("snapshot %s: %w", snap.Object, err)
+		return fmt.Errorf("%w: snapshot %s: %w", errSnapshotRead, snap.Object, err)
 	}
 	if n != snap.Entries {
 		return fmt.Errorf("snapshot %s holds %d entries, its pointer says %d", snap.Object, n, snap.Entries)

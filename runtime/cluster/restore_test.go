@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -98,6 +100,32 @@ func testRestore(t *testing.T, e *env) {
 			t.Fatalf("restore over a stale store %+v: want the snapshot and 3 records", st)
 		}
 		checkStore(t, staleStore, kg, m)
+	}
+}
+
+// testUnreadableSnapshot replaces a key group's snapshot with bytes of
+// another format: the restore reads it again a few times, then fails
+// naming it, and restores nothing.
+func testUnreadableSnapshot(t *testing.T, e *env) {
+	c := e.open(t, "unreadable", 8)
+	ctx := testContext(t)
+	const kg = 2
+	ma := join(t, c, "a")
+	storeA := newStore(t, 8)
+	oa, _ := own(t, c, ma, kg, storeA)
+	checkpoint(t, c, oa, storeA, model{}, 1, changed(kg, 0, 100, "v1"))
+	info, err := c.Snapshot(ctx, oa, storeA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.snap.PutBytes(ctx, info.Object, []byte{0, 1, 2, 3}); err != nil {
+		t.Fatal(err)
+	}
+	mb := join(t, c, "b")
+	lb := mustAcquire(t, c, mb, kg, oa.Lease())
+	_, st, err := c.Restore(ctx, lb, newStore(t, 8))
+	if !errors.Is(err, errSnapshotRead) || !strings.Contains(err.Error(), info.Object) || st.Attempts != maxRestoreAttempts {
+		t.Fatalf("restore from an unreadable snapshot: %v after %d attempts; want errSnapshotRead naming %s after %d", err, st.Attempts, info.Object, maxRestoreAttempts)
 	}
 }
 

@@ -292,27 +292,31 @@ func (s *Store) KeyGroups() int { return s.k }
 func (s *Store) Dir() string { return s.dir }
 
 // Close closes the store. Views of it must not be used afterwards. Writes
-// waiting for disk space give up. A store that failed ([Store.Err]) is
-// closed as far as Pebble allows within a few seconds.
+// waiting for disk space give up. A store that failed ([Store.Err]), before
+// or while it closes, is closed as far as Pebble allows within a few
+// seconds: a background write that fails as Close stops its wait for
+// space leaves Pebble unable to finish closing.
 func (s *Store) Close() error {
 	s.disk.stopWaiting()
-	if err := s.disk.err(); err != nil {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = guardedCall(s.disk, s.db.Close)
-		}()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			s.disk.log.Error("the failed store did not close; it stays open until the process exits")
+	done := make(chan error, 1)
+	go func() { done <- guardedCall(s.disk, s.db.Close) }()
+	select {
+	case err := <-done:
+		if ferr := s.disk.err(); ferr != nil {
+			return ferr
 		}
-		return err
+		if err != nil {
+			return fmt.Errorf("state: close %s: %w", s.dir, err)
+		}
+		return nil
+	case <-s.disk.failed:
 	}
-	if err := guardedCall(s.disk, s.db.Close); err != nil {
-		return fmt.Errorf("state: close %s: %w", s.dir, err)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		s.disk.log.Error("the failed store did not close; it stays open until the process exits")
 	}
-	return nil
+	return s.disk.err()
 }
 
 // StopWaiting makes writes that wait for disk space, and later ones that
