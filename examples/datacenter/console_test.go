@@ -89,7 +89,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// A server's twin, opened from the grid: its state, its pending
 	// silence check, what it received.
 	srv := faulty[0]
-	b.Do(chromedp.Click(chromedp.CSS(fmt.Sprintf(`[data-server=%q]`, srv))))
+	b.ClickLive(fmt.Sprintf(`[data-server=%q]`, srv)) // the grid is redrawn with every sample
 	b.WaitJS("the server's page", fmt.Sprintf(`location.hash === %q`, "#/twins/datacenter%2Fserver/"+srv))
 	b.WaitText("the server's health", `[data-name="health"]`, `"rackId": "`+faultyRack+`"`)
 	b.WaitText("the open incident in its state", `[data-name="health"]`, "PACKET_LOSS")

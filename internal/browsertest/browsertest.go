@@ -193,6 +193,20 @@ func Eval[T any](b *Browser, expr string) T {
 	return Run(b, chromedp.Evaluate[T](expr))
 }
 
+// ClickLive clicks the element selector finds, in one step in the page: an
+// element of a part of the page that live updates redraw may be replaced
+// between the lookup and the click of chromedp.Click.
+func (b *Browser) ClickLive(selector string) {
+	b.t.Helper()
+	sel, err := json.Marshal(selector)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	if !Eval[bool](b, fmt.Sprintf(`(() => { const el = document.querySelector(%s); el?.click(); return el != null })()`, sel)) {
+		b.t.Fatalf("in the browser: nothing to click at %s\nthe page shows:\n%s", selector, b.text())
+	}
+}
+
 // Open loads a URL and waits for the page's body.
 func (b *Browser) Open(u string) {
 	b.t.Helper()
