@@ -32,9 +32,9 @@ func (cm *clusterMode) routedReader(own *ownership, shards ingress.Shards, sourc
 	name := cm.c.InStream()
 	kgs := own.keyGroups()
 	cm.trimmer = &routedTrimmer{c: cm.c, m: cm.m.routing, log: cm.log, want: map[int]uint64{}, done: map[int]uint64{},
-		wake: make(chan struct{}, 1), start: map[int]uint64{}}
+		wake: make(chan struct{}, 1), taken: map[int]uint64{}}
 	for _, kg := range kgs {
-		cm.trimmer.start[kg] = own.start[name][kg]
+		cm.trimmer.taken[kg] = own.start[name][kg]
 	}
 	view := own.clone() // the reader's own: it changes at the barriers that carry moves
 	start, err := e.clusterStart(own, name, name)
@@ -102,19 +102,19 @@ type routedTrimmer struct {
 	want map[int]uint64 // by key group: purge below
 	done map[int]uint64
 	wake chan struct{}
-	// start holds the committed position of each key group the pipeline
+	// taken holds the committed position of each key group the pipeline
 	// took, by starting with it or by a move, and has not purged yet. A
 	// key group that takes no new message is never read, so never
 	// offered: what its earlier owner processed and did not purge yet is
 	// purged once when the pipeline takes it.
-	start map[int]uint64
+	taken map[int]uint64
 }
 
 // adopt asks for the one purge of a key group the pipeline took at
 // position pos.
 func (t *routedTrimmer) adopt(kg int, pos uint64) {
 	t.mu.Lock()
-	t.start[kg] = pos
+	t.taken[kg] = pos
 	t.mu.Unlock()
 	t.poke()
 }
@@ -131,8 +131,8 @@ func (t *routedTrimmer) poke() {
 // call.
 func (t *routedTrimmer) purgeTaken(ctx context.Context) {
 	t.mu.Lock()
-	taken := t.start
-	t.start = map[int]uint64{}
+	taken := t.taken
+	t.taken = map[int]uint64{}
 	t.mu.Unlock()
 	for kg, pos := range taken {
 		last, err := t.c.LastIn(ctx, kg)

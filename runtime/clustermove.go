@@ -69,6 +69,13 @@ type move struct {
 // joining lists the adopted key groups.
 func (m *move) joining() []int { return slices.Sorted(maps.Keys(m.adopt)) }
 
+// moved reports whether the first key group of a pair (a receiver's mark
+// or a sender's sequence) moved in or out with m.
+func (m *move) moved() func([2]int, uint64) bool {
+	kgs := append(m.joining(), m.release...)
+	return func(pair [2]int, _ uint64) bool { return slices.Contains(kgs, pair[0]) }
+}
+
 // leaves reports whether key group kg leaves with the move.
 func (m *move) leaves(kg int) bool { return m != nil && slices.Contains(m.release, kg) }
 
@@ -150,17 +157,11 @@ func (cm *clusterMode) applyMove(ctx context.Context, m *move, seqs map[string]u
 		delete(cm.unsent, kg)
 		delete(cm.published, kg)
 	}
-	moved := append(m.joining(), m.release...)
-	for sr := range cm.marks {
-		if slices.Contains(moved, sr[0]) {
-			delete(cm.marks, sr)
-		}
-	}
-	for sr := range cm.sent {
-		if slices.Contains(moved, sr[0]) {
-			delete(cm.sent, sr)
-		}
-	}
+	// Marks by receiver and sequences by sender of the key groups that
+	// moved are read from the store again when needed.
+	moved := m.moved()
+	maps.DeleteFunc(cm.marks, moved)
+	maps.DeleteFunc(cm.sent, moved)
 	cm.publishEgress(ctx, m.joining())
 	cm.moveMu.Lock()
 	m.committed = true
@@ -299,8 +300,9 @@ func (cm *clusterMode) ownedCount() int {
 	return len(cm.owned)
 }
 
-// readerSeek is what a reader of cluster mode does at a barrier that
-// carries a move: it changes its view and returns where to read from.
+// apply is what a reader of cluster mode does at a barrier that carries
+// a move m, having delivered up to last: it changes its view and returns
+// where to read from.
 func (o *ownership) apply(m *move, reader string, last uint64) uint64 {
 	for _, kg := range slices.Concat(m.stopIntake, m.release) {
 		o.owned[kg] = false

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -184,12 +183,7 @@ func (r *remoteReader) emitBarrier() {
 // and their marks are read again from the store.
 func (r *remoteReader) regroup(m *move) {
 	from := r.own.apply(m, remoteReaderName, r.lastSeq)
-	moved := append(m.joining(), m.release...)
-	for rs := range r.marks {
-		if slices.Contains(moved, rs[0]) {
-			delete(r.marks, rs)
-		}
-	}
+	maps.DeleteFunc(r.marks, m.moved())
 	if from < r.lastSeq {
 		r.bus.Seek(from, r.filter)
 		r.lastSeq = from

@@ -15,7 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -194,16 +193,7 @@ func TestClusterCrashRecovery(t *testing.T) {
 	// A clean stop of a worker hands its key groups to the others at
 	// once; nothing changes.
 	stopped := workers[seed%3]
-	cmd := stopped.cmd
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := stopped.wait(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if code := cmd.ProcessState.ExitCode(); code != 0 {
-		t.Fatalf("%s exited with status %d after SIGTERM; its log ends with:\n%s", stopped.name, code, stopped.tail(30))
-	}
+	stopWorker(ctx, t, stopped)
 	var running []*runtimeProc
 	for _, wk := range workers {
 		if wk != stopped {
@@ -264,11 +254,7 @@ type clusterRig struct {
 // logs of all three are printed if the test fails.
 func startClusterRig(ctx context.Context, t *testing.T, seed uint64, nats3 *clustertest.Cluster, twinflowBin, functionBin string, running int) clusterRig {
 	t.Helper()
-	fn := newFunction(t, functionBin)
-	if err := fn.startReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	module := writeModule(t, fn.addr)
+	module := startFunction(ctx, t, functionBin)
 	workers := make([]*runtimeProc, 3)
 	for i := range workers {
 		workers[i] = newWorker(t, twinflowBin, module, nats3.URLs(), i)

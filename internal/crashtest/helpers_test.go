@@ -363,6 +363,17 @@ func (f *functionProc) startReady(ctx context.Context) error {
 
 // writeModule writes the module spec: crash/* served by the function
 // process, and the exactly-once egress "verify".
+// startFunction starts the crash workload's function endpoint and
+// writes a module that points at it; it returns the module's path.
+func startFunction(ctx context.Context, t testing.TB, functionBin string) string {
+	t.Helper()
+	fn := newFunction(t, functionBin)
+	if err := fn.startReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return writeModule(t, fn.addr)
+}
+
 func writeModule(t testing.TB, functionAddr string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "module.yaml")

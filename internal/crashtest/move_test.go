@@ -44,11 +44,7 @@ func runMove(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	twinflowBin, functionBin := plainBinaries(b)
-	fn := newFunction(b, functionBin)
-	if err := fn.startReady(ctx); err != nil {
-		b.Fatal(err)
-	}
-	module := writeModule(b, fn.addr)
+	module := startFunction(ctx, b, functionBin)
 	nats3 := clustertest.StartWith(b, clustertest.Options{SyncAlways: true})
 	// Worker ids chosen ahead, so that the key group that moves is known.
 	const k = 2

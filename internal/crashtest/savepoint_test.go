@@ -67,11 +67,7 @@ func TestSavepointRestore(t *testing.T) {
 		}
 	}
 
-	fn := newFunction(t, functionBin)
-	if err := fn.startReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	module := writeModule(t, fn.addr)
+	module := startFunction(ctx, t, functionBin)
 	first := newRuntime(t, twinflowBin, module, t.TempDir())
 	if err := first.startReady(ctx); err != nil {
 		t.Fatal(err)

@@ -49,11 +49,7 @@ func runThroughput(b *testing.B, w *Workload, workers int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	twinflowBin, functionBin := plainBinaries(b)
-	fn := newFunction(b, functionBin)
-	if err := fn.startReady(ctx); err != nil {
-		b.Fatal(err)
-	}
-	module := writeModule(b, fn.addr)
+	module := startFunction(ctx, b, functionBin)
 	var procs []*runtimeProc
 	var natsPIDs []int
 	var pub *natsbus.Publisher

@@ -572,6 +572,15 @@ func terminal(err error) bool {
 // filters too.
 func (r *Reader) Pending() uint64 { return r.pending.Load() }
 
+// release unsubscribes from the current consumer, if any, and deletes it.
+func (r *Reader) release() {
+	if p := r.mu.cur; p != nil {
+		r.mu.cur = nil
+		_ = p.sub.Unsubscribe()
+		r.deleteConsumer(p.name)
+	}
+}
+
 // idle reports whether the Reader has no subjects to read.
 func (r *Reader) idle() bool {
 	return r.opts.FilterSubjects != nil && len(r.opts.FilterSubjects) == 0
@@ -584,11 +593,7 @@ func (r *Reader) idle() bool {
 func (r *Reader) Seek(after uint64, filter []string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if p := r.mu.cur; p != nil {
-		r.mu.cur = nil
-		_ = p.sub.Unsubscribe()
-		r.deleteConsumer(p.name)
-	}
+	r.release()
 	r.mu.last = after
 	r.mu.retry.Reset()
 	r.mu.retryAt = time.Time{}
@@ -605,11 +610,7 @@ func (r *Reader) Close() {
 		return
 	}
 	r.mu.closed = true
-	if p := r.mu.cur; p != nil {
-		r.mu.cur = nil
-		_ = p.sub.Unsubscribe()
-		r.deleteConsumer(p.name)
-	}
+	r.release()
 	r.deleting.Wait()
 }
 

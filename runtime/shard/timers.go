@@ -39,10 +39,9 @@ func (c *Core) Tick() {
 	if c.ticks%logEvery == 0 {
 		c.logFailures()
 	}
-	ranges := c.ownedRanges()
 	if c.nextDue == dueUnknown {
 		c.nextDue = math.MaxInt64
-		for _, r := range ranges {
+		for _, r := range c.ownedRanges() {
 			due, ok, err := c.store.NextTimerDue(r)
 			if err != nil {
 				c.log.Error("scanning delayed messages failed", "err", err)
@@ -59,7 +58,7 @@ func (c *Core) Tick() {
 	}
 	var fired []*storagev1.Timer
 	var err error
-	for _, r := range ranges {
+	for _, r := range c.ownedRanges() {
 		limit := c.cfg.TimerScanLimit
 		if limit > 0 {
 			if limit -= len(fired); limit <= 0 {
