@@ -78,42 +78,24 @@ func (c *Cluster) Snapshot(ctx context.Context, o *Owned, store *state.Store) (S
 	fail := func(err error) (SnapshotInfo, error) {
 		return SnapshotInfo{}, fmt.Errorf("cluster %s: snapshot of key group %d: %w", c.cfg.Name, kg, err)
 	}
-	info := SnapshotInfo{KeyGroup: kg, Object: "kg-" + strconv.Itoa(kg) + "-" + randomHex(8), Taken: time.Now().UTC().Truncate(time.Millisecond)}
-	pr, pw := io.Pipe()
-	scanned := make(chan error, 1)
-	go func() {
-		w, err := newRecordWriter(pw, kg)
-		if err == nil {
-			p, ok, serr := store.ScanKeyGroup(kg, func(key, val []byte) error { return w.add(key, val) })
-			entries := w.entries
-			cerr := w.close()
-			switch {
-			case serr != nil:
-				err = serr
-			case !ok:
-				err = errors.New("the store holds no position for the key group: restore it first")
-			case p.Seq > o.Head():
-				err = fmt.Errorf("the store is at %d, past the owner's last element %d", p.Seq, o.Head())
-			default:
-				info.Seq, info.Epoch, info.Entries = p.Seq, p.Epoch, entries
-				err = cerr
-			}
+	// An upload that a stream's leader election interrupts is made again,
+	// from a new scan, under a new name.
+	var info SnapshotInfo
+	var err error
+	r := backoff.Retrier{Policy: retryPolicy}
+	for {
+		info, err = c.upload(ctx, o, store)
+		if err == nil || !transient(err) || ctx.Err() != nil {
+			break
 		}
-		_ = pw.CloseWithError(err)
-		scanned <- err
-	}()
-	obj, err := c.snap.Put(ctx, jetstream.ObjectMeta{Name: info.Object}, pr)
-	_ = pr.CloseWithError(errors.New("upload ended"))
-	if serr := <-scanned; serr != nil {
-		if err == nil {
-			_ = c.snap.Delete(ctx, info.Object)
+		select {
+		case <-time.After(r.Next()):
+		case <-ctx.Done():
 		}
-		return fail(serr)
 	}
 	if err != nil {
-		return fail(fmt.Errorf("upload %s: %w", info.Object, err))
+		return fail(err)
 	}
-	info.Bytes = int64(obj.Size)
 
 	// Point at it, unless a newer snapshot is there already.
 	cur, err := c.pointAt(ctx, info)
@@ -230,4 +212,51 @@ func (c *Cluster) LatestSnapshot(ctx context.Context, kg int) (info SnapshotInfo
 		return SnapshotInfo{}, false, fmt.Errorf("cluster %s: key group %d: %w", c.cfg.Name, kg, err)
 	}
 	return info, rev != 0, nil
+}
+
+// errUploadEnded is what the scan of a snapshot meets when its upload
+// ended first.
+var errUploadEnded = errors.New("upload ended")
+
+// upload writes the owned key group's data from store into a new object,
+// as of the position the store holds for it.
+func (c *Cluster) upload(ctx context.Context, o *Owned, store *state.Store) (SnapshotInfo, error) {
+	kg := o.KeyGroup()
+	info := SnapshotInfo{KeyGroup: kg, Object: "kg-" + strconv.Itoa(kg) + "-" + randomHex(8), Taken: time.Now().UTC().Truncate(time.Millisecond)}
+	pr, pw := io.Pipe()
+	scanned := make(chan error, 1)
+	go func() {
+		w, err := newRecordWriter(pw, kg)
+		if err == nil {
+			p, ok, serr := store.ScanKeyGroup(kg, func(key, val []byte) error { return w.add(key, val) })
+			entries := w.entries
+			cerr := w.close()
+			switch {
+			case serr != nil:
+				err = serr
+			case !ok:
+				err = errors.New("the store holds no position for the key group: restore it first")
+			case p.Seq > o.Head():
+				err = fmt.Errorf("the store is at %d, past the owner's last element %d", p.Seq, o.Head())
+			default:
+				info.Seq, info.Epoch, info.Entries = p.Seq, p.Epoch, entries
+				err = cerr
+			}
+		}
+		_ = pw.CloseWithError(err)
+		scanned <- err
+	}()
+	obj, err := c.snap.Put(ctx, jetstream.ObjectMeta{Name: info.Object}, pr)
+	_ = pr.CloseWithError(errUploadEnded)
+	if serr := <-scanned; serr != nil && !errors.Is(serr, errUploadEnded) {
+		if err == nil {
+			_ = c.snap.Delete(ctx, info.Object)
+		}
+		return SnapshotInfo{}, serr
+	}
+	if err != nil {
+		return SnapshotInfo{}, fmt.Errorf("upload %s: %w", info.Object, err)
+	}
+	info.Bytes = int64(obj.Size)
+	return info, nil
 }
