@@ -218,9 +218,40 @@ func (c *Cluster) Stop(i int) {
 // answers nothing, like a machine that froze. Resume continues it.
 func (c *Cluster) Pause(i int) {
 	c.t.Helper()
-	if err := c.running(i).cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+	p := c.running(i)
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		c.t.Fatalf("clustertest: pause server %s: %v", c.servers[i].Name, err)
 	}
+	// The signal is delivered asynchronously: until the kernel has stopped
+	// every thread, the server may still answer.
+	deadline := time.Now().Add(readyTimeout)
+	for !stopped(p.cmd.Process.Pid) {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("clustertest: server %s not stopped %s after SIGSTOP", c.servers[i].Name, readyTimeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// stopped reports whether every thread of the process is in the stopped
+// state, read from /proc/<pid>/task/<tid>/stat: the state is the field
+// after the parenthesised name.
+func stopped(pid int) bool {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(tasks) == 0 {
+		return false
+	}
+	for _, task := range tasks {
+		stat, err := os.ReadFile(task)
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 || i+2 >= len(stat) || stat[i+2] != 'T' {
+			return false
+		}
+	}
+	return true
 }
 
 // Resume continues server i after Pause.
