@@ -308,6 +308,7 @@ func (e *Engine) startNATS(ctx context.Context) error {
 		}
 		e.server = srv
 		conn.URL, conn.CredsFile = srv.ClientURL(), e.keys.Runtime.SeedFile
+		conn.InProcess = srv
 	}
 	nc, js, err := natsbus.Connect(conn)
 	if err != nil {

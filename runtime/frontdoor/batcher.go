@@ -34,8 +34,7 @@ type Limits struct {
 	MaxWait time.Duration
 	// Linger is the longest a write waits, after the one before it ended,
 	// for the senders that write acknowledged to send again (see
-	// batcher.written); never longer than that write took. Default 2ms;
-	// negative: writes never wait.
+	// batcher.written). Default 2ms; negative: writes never wait.
 	Linger time.Duration
 }
 
@@ -137,9 +136,8 @@ func (b *batcher[T]) take(held bool, now time.Time) (batch []T, retry time.Time)
 	return out, time.Time{}
 }
 
-// written ends a write that take started, at now, after it took took; acked
-// is how many of its messages were one-way sends, whose senders were just
-// acknowledged.
+// written ends a write that take started, at now; acked is how many of its
+// messages were one-way sends, whose senders were just acknowledged.
 //
 // Why the next write lingers. Senders that wait for each acknowledgement
 // before their next message (most clients) send again right after a write
@@ -148,18 +146,21 @@ func (b *batcher[T]) take(held bool, now time.Time) (batch []T, retry time.Time)
 // message into every second write: half the messages a write could carry,
 // for the same fsync. So the next write waits until as many messages wait
 // as the acknowledged senders and the ones already waiting, but no longer
-// than Linger nor than the write took: a sender that does not come back
-// costs at most one write's time, about what a missed write costs. Calls
-// count for nothing: their senders wait for the function's reply, not for
-// the write. A lone sender's next message goes out as soon as it arrives.
-func (b *batcher[T]) written(acked int, took time.Duration, now time.Time) {
+// than Linger: a sender that does not come back costs the others at most
+// that. The wait is not bounded by how long the write took: the senders'
+// way back (the acknowledgement, their next message, through the NATS
+// server or HTTP) takes longer than a fast synced write, and a wait cut at
+// the write's time let half of them miss every write. Calls count for
+// nothing: their senders wait for the function's reply, not for the write.
+// A lone sender's next message goes out as soon as it arrives.
+func (b *batcher[T]) written(acked int, now time.Time) {
 	b.writing--
 	b.want = 0
 	if acked == 0 || b.lim.Linger < 0 {
 		return
 	}
 	b.want = min(acked+b.len(), b.lim.MaxItems)
-	b.until = now.Add(min(took, b.lim.Linger))
+	b.until = now.Add(b.lim.Linger)
 }
 
 // expire removes and returns the messages added before t.

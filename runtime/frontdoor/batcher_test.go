@@ -36,10 +36,10 @@ func TestBatcherGroupsWhatArrivesDuringAWrite(t *testing.T) {
 	wantTake(t, b, false, 1)
 	addAll(t, b, 10, at(1), 2, 3, 4)
 	wantTake(t, b, false) // the write slot is taken
-	b.written(0, 0, at(0))
+	b.written(0, at(0))
 	wantTake(t, b, false, 2, 3, 4)
 	wantTake(t, b, false)
-	b.written(0, 0, at(0))
+	b.written(0, at(0))
 	wantTake(t, b, false) // nothing waits
 }
 
@@ -54,7 +54,7 @@ func TestBatcherBoundsAWrite(t *testing.T) {
 	addAll(t, b, 10, at(0), 9)
 	wantTake(t, b, false, 8)
 	wantTake(t, b, false) // four writes in flight
-	b.written(0, 0, at(0))
+	b.written(0, at(0))
 	wantTake(t, b, false, 9)
 }
 
@@ -67,7 +67,7 @@ func TestBatcherHoldsAndBoundsTheQueue(t *testing.T) {
 		t.Fatalf("add beyond MaxQueued = %v, want errQueueFull", err)
 	}
 	wantTake(t, b, false, 1, 2, 3)
-	b.written(0, 0, at(0))
+	b.written(0, at(0))
 	addAll(t, b, 50, at(0), 5, 6)
 	if err := b.add(7, 1, at(0)); !errors.Is(err, errQueueFull) {
 		t.Fatalf("add beyond MaxQueuedBytes = %v, want errQueueFull", err)
@@ -118,7 +118,7 @@ func TestBatcherQueueThatNeverEmpties(t *testing.T) {
 			}
 			want++
 		}
-		b.written(0, 0, at(0))
+		b.written(0, at(0))
 	}
 	if b.len() != next-want {
 		t.Fatalf("len %d, want %d", b.len(), next-want)
@@ -130,8 +130,7 @@ func TestBatcherQueueThatNeverEmpties(t *testing.T) {
 
 // After a write that acknowledged senders, the next write waits a little
 // for them to send again, so that it carries them all; never longer than
-// Linger or the last write took, and not at all for a lone sender or after
-// calls.
+// Linger, and not at all for a lone sender or after calls.
 func TestBatcherLingersForTheAcknowledgedSenders(t *testing.T) {
 	b := newBatcher[int](Limits{Linger: 2 * time.Millisecond})
 	addAll(t, b, 10, at(0), 1, 2, 3)
@@ -139,9 +138,9 @@ func TestBatcherLingersForTheAcknowledgedSenders(t *testing.T) {
 		t.Fatalf("first take = %v", got)
 	}
 	addAll(t, b, 10, at(1), 4) // arrived during the write
-	b.written(3, 5*time.Millisecond, at(5))
+	b.written(3, at(5))
 	// Three senders were acknowledged and one waits: the write waits for
-	// four messages, until Linger (2ms, shorter than the write's 5ms).
+	// four messages, until Linger.
 	got, retry := b.take(false, at(5))
 	if got != nil || !retry.Equal(at(7)) {
 		t.Fatalf("take right after the write = %v, retry %v; want nothing until %v", got, retry, at(7))
@@ -156,21 +155,21 @@ func TestBatcherLingersForTheAcknowledgedSenders(t *testing.T) {
 	}
 
 	// A sender that does not come back delays the write until the
-	// linger ends, bounded by how long the write took (1ms < Linger).
-	b.written(4, time.Millisecond, at(10))
+	// linger ends.
+	b.written(4, at(10))
 	addAll(t, b, 10, at(10), 8, 9, 10)
-	if got, retry := b.take(false, at(10)); got != nil || !retry.Equal(at(11)) {
-		t.Fatalf("take with 3 of 4 = %v, retry %v; want nothing until %v", got, retry, at(11))
+	if got, retry := b.take(false, at(11)); got != nil || !retry.Equal(at(12)) {
+		t.Fatalf("take with 3 of 4 = %v, retry %v; want nothing until %v", got, retry, at(12))
 	}
-	wantTakeAt(t, b, at(11), 8, 9, 10)
+	wantTakeAt(t, b, at(12), 8, 9, 10)
 
 	// A lone sender: its next message goes at once.
-	b.written(1, time.Millisecond, at(20))
+	b.written(1, at(20))
 	addAll(t, b, 10, at(20), 11)
 	wantTakeAt(t, b, at(20), 11)
 
 	// Calls: their senders wait for replies, not for the write.
-	b.written(0, time.Millisecond, at(30))
+	b.written(0, at(30))
 	addAll(t, b, 10, at(30), 12)
 	wantTakeAt(t, b, at(30), 12)
 
@@ -178,7 +177,7 @@ func TestBatcherLingersForTheAcknowledgedSenders(t *testing.T) {
 	nb := newBatcher[int](Limits{Linger: -1})
 	addAll(t, nb, 10, at(0), 1)
 	wantTakeAt(t, nb, at(0), 1)
-	nb.written(50, time.Second, at(1))
+	nb.written(50, at(1))
 	addAll(t, nb, 10, at(1), 2)
 	wantTakeAt(t, nb, at(1), 2)
 }
@@ -189,5 +188,5 @@ func wantTakeAt(t *testing.T, b *batcher[int], now time.Time, want ...int) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("take at %v = %v, want %v", now.Sub(t0), got, want)
 	}
-	b.written(0, 0, now)
+	b.written(0, now)
 }

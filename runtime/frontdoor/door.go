@@ -316,7 +316,7 @@ func (d *Door) writer(batch []*pending) {
 			sends = 0 // refused senders may not come back soon
 		}
 		d.mu.Lock()
-		d.mu.b.written(sends, took, d.cfg.Now())
+		d.mu.b.written(sends, d.cfg.Now())
 		if err == nil {
 			d.mu.written = append(d.mu.written, mark{seq: seq, n: len(batch)})
 			d.mu.unread += len(batch)

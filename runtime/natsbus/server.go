@@ -124,6 +124,10 @@ type Server struct {
 	mqttURL string
 }
 
+// InProcessConn returns a new client connection to the server through an
+// in-memory pipe (see ConnOptions.InProcess).
+func (s *Server) InProcessConn() (net.Conn, error) { return s.ns.InProcessConn() }
+
 // StartServer starts an embedded NATS server with JetStream storing in
 // opts.Dir and waits until it accepts clients. Its users all belong to the
 // global account; the system account ($SYS: the server's events,
