@@ -579,7 +579,7 @@ func (e *Engine) buildPipeline(deployment string, own *ownership) (err error) {
 			TimerScanLimit:  1024,
 		}
 		envs[i] = &shardEnv{e: e, peers: pr, index: i}
-		e.layers[i] = state.NewLayers(e.store, e.log)
+		e.layers[i] = state.NewLayers(e.store, e.cfg.DedupWindow, e.log)
 		e.cores[i] = shard.NewCore(scfg, envs[i], e.layers[i], e.specs, shardMetrics, e.log)
 		e.loops[i] = shard.NewLoop(e.cores[i], shard.NewInbox(), 10*time.Millisecond)
 		envs[i].loop = e.loops[i]

@@ -93,7 +93,7 @@ func TestCheckpointOfShardLoops(t *testing.T) {
 			Egress: egresses, MaxQueueBytes: 1 << 30, MaxOverlayBytes: 1 << 30, TimerScanLimit: 64,
 		}
 		envs[i] = &loopEnv{index: i, loops: loops}
-		loops[i] = shard.NewLoop(shard.NewCore(cfg, envs[i], state.NewLayers(store, quietLog), specs, shard.NewMetrics(nil), quietLog), shard.NewInbox(), time.Millisecond)
+		loops[i] = shard.NewLoop(shard.NewCore(cfg, envs[i], state.NewLayers(store, shard.DefaultDedupWindow, quietLog), specs, shard.NewMetrics(nil), quietLog), shard.NewInbox(), time.Millisecond)
 	}
 	reader := &loopReader{loops: loops, source: source}
 	pub := &fakePublisher{}

@@ -97,7 +97,7 @@ func newTestCore(t testing.TB, cfg Config, env Env, store *state.Store, specs *S
 	if specs == nil {
 		specs = NewSpecs(nil)
 	}
-	core := NewCore(cfg, env, state.NewLayers(store, quietLog), specs, NewMetrics(nil), quietLog)
+	core := NewCore(cfg, env, state.NewLayers(store, DefaultDedupWindow, quietLog), specs, NewMetrics(nil), quietLog)
 	t.Cleanup(core.Close)
 	return core
 }

@@ -36,7 +36,7 @@ func TestAddressIndex(t *testing.T) {
 	specs := NewSpecs(map[string][]*twinflowv1.StateSpec{"t/x": {{Name: "v", Typename: "twinflow/int64",
 		ExpiryMode: twinflowv1.ExpiryMode_EXPIRY_MODE_AFTER_WRITE, ExpireAfterMillis: 1000}}})
 	ep := &Endpoint{URL: "e", MaxBatchAddresses: 16, MaxBatchMessages: 16, MaxInFlight: 4}
-	layers := state.NewLayers(store, quietLog)
+	layers := state.NewLayers(store, DefaultDedupWindow, quietLog)
 	core := NewCore(testConfig(k, map[string]*Endpoint{"t/x": ep}, nil), env, layers, specs, NewMetrics(nil), quietLog)
 	t.Cleanup(core.Close)
 	all := keygroup.Range{Lo: 0, Hi: k}

@@ -163,6 +163,7 @@ func (l *Loop) Run(ctx context.Context) {
 				l.status.Store(&st)
 				c.m.spilledBytes.WithLabelValues(label).Set(float64(st.SpilledBytes))
 				c.m.spilledMessages.WithLabelValues(label).Set(float64(st.SpilledMessages))
+				c.m.seenFilterBytes.WithLabelValues(label).Set(float64(c.store.SeenFilterBytes()))
 			}
 		}
 		c.Dispatch()

@@ -29,6 +29,7 @@ type Metrics struct {
 	mailboxes       *prometheus.GaugeVec
 	saturated       *prometheus.GaugeVec
 	spilledBytes    *prometheus.GaugeVec
+	seenFilterBytes *prometheus.GaugeVec
 	spilledMessages *prometheus.GaugeVec
 
 	mu        sync.Mutex
@@ -85,12 +86,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "twinflow_shard_spilled_bytes", Help: "Bytes of address backlogs kept in the store rather than memory."}, []string{"shard"}),
 		spilledMessages: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "twinflow_shard_spilled_messages", Help: "Messages of address backlogs kept in the store rather than memory."}, []string{"shard"}),
+		seenFilterBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "twinflow_shard_seen_filter_bytes", Help: "Memory of the filter that answers idempotency checks of new keys without reading the store."}, []string{"shard"}),
 		endpoints: make(map[string]prometheus.Observer),
 	}
 	if reg != nil {
 		reg.MustRegister(m.invocations, m.retries, m.deadLetters, m.callSeconds, m.unreachable, m.egress, m.spilled, m.duplicates,
 			m.timersSet, m.timersFired, m.timersCancelled, m.batchAddresses, m.latency, m.pauseSeconds, m.queuedBytes,
-			m.mailboxes, m.saturated, m.spilledBytes, m.spilledMessages)
+			m.mailboxes, m.saturated, m.spilledBytes, m.spilledMessages, m.seenFilterBytes)
 	}
 	return m
 }

@@ -196,7 +196,7 @@ func (w *world) boot() {
 			Probe:          backoff.Policy{Base: time.Millisecond, Max: 10 * time.Millisecond},
 			TimerScanLimit: 16,
 		}
-		w.cores[i] = shard.NewCore(cfg, &modelEnv{w: w, i: i}, state.NewLayers(w.store, log), w.specs, shard.NewMetrics(nil), log)
+		w.cores[i] = shard.NewCore(cfg, &modelEnv{w: w, i: i}, state.NewLayers(w.store, shard.DefaultDedupWindow, log), w.specs, shard.NewMetrics(nil), log)
 		if err := w.cores[i].Restore(); err != nil {
 			w.t.Fatal(err)
 		}

@@ -38,6 +38,7 @@ func (c *Core) regroup(leave, join []int) {
 		}
 		c.owned[kg], changed = true, true
 		c.ckpt.joined = append(c.ckpt.joined, kg)
+		c.store.KeyGroupRestored(kg)
 		if err := c.restoreKeyGroup(kg); err != nil {
 			// The store was written just before; a read that fails here
 			// leaves the key group's stored mailbox to the next restore.

@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -53,6 +54,8 @@ func TestKeyGroupMovesAtBarrier(t *testing.T) {
 	moves := map[uint64][2][]int{1: {nil, {moving}}, 2: {{moving}, nil}, 3: {nil, {moving}}}
 	cfg.Moves = func(id uint64) ([]int, []int) { return moves[id][0], moves[id][1] }
 	core := newTestCore(t, cfg, env, store, nil)
+	restored := &restoreRecorder{Store: core.store}
+	core.store = restored
 	msg := func(src int, id, payload string) {
 		core.Deliver(Item{Source: src, Msg: Envelope{Target: Address{Type: "t/x", ID: id}, Typename: "twinflow/bytes", Payload: []byte(payload)}})
 	}
@@ -67,8 +70,12 @@ func TestKeyGroupMovesAtBarrier(t *testing.T) {
 	if len(core.boxes)+len(core.remoteBuf) != 0 {
 		t.Fatalf("a delayed message of a key group not owned was fired")
 	}
-	// Checkpoint 1 brings it in: the timer fires, and the key group works.
+	// Checkpoint 1 brings it in: the timer fires, and the key group works;
+	// the layers are told that its stored state came from elsewhere.
 	barrier(1)
+	if !slices.Equal(restored.kgs, []int{moving}) {
+		t.Fatalf("key groups the store was told were restored: %v, want [%d]", restored.kgs, moving)
+	}
 	core.Tick()
 	msg(1, mover, "m1")
 	msg(1, stayer, "s1")
@@ -177,4 +184,16 @@ func storedMailbox(t *testing.T, o *state.Overlay, kg int) *storagev1.Mailbox {
 		t.Fatal(err)
 	}
 	return mb
+}
+
+// restoreRecorder records the key groups a core tells its store were
+// restored.
+type restoreRecorder struct {
+	Store
+	kgs []int
+}
+
+func (r *restoreRecorder) KeyGroupRestored(kg int) {
+	r.kgs = append(r.kgs, kg)
+	r.Store.KeyGroupRestored(kg)
 }

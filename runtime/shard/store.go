@@ -64,6 +64,13 @@ type Store interface {
 	Seen(kg int, addr state.Address, key string, now int64) (bool, error)
 	MarkSeen(kg int, addr state.Address, key string, expiresAt int64)
 	SweepSeen(r keygroup.Range, from []byte, now int64, limit int) ([]byte, error)
+	// KeyGroupRestored says that the store's state of key group kg was
+	// replaced from elsewhere, so that what the layers know of it (the
+	// marks they hold) is read again.
+	KeyGroupRestored(kg int)
+	// SeenFilterBytes is the memory the layers spend to answer Seen for
+	// new keys without reading the store.
+	SeenFilterBytes() int64
 
 	// HandOff sets the uncommitted writes aside for a checkpoint and
 	// returns them; reads still see them until Committed.

@@ -774,7 +774,7 @@ func (tr *transcript) handleRestore() error {
 		return err
 	}
 	tr.specs = NewSpecs(specs)
-	tr.layers = state.NewLayers(tr.store, quietLog)
+	tr.layers = state.NewLayers(tr.store, DefaultDedupWindow, quietLog)
 	tr.calls = map[int]*Call{}
 	tr.printed = map[*storagev1.EgressRecord]bool{}
 	tr.faults = &faultStore{Store: tr.layers}

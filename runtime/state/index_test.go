@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -44,7 +45,7 @@ func TestIndexFollowsState(t *testing.T) {
 	const k = 8
 	s := openMem(t, vfs.NewCrashableMem(), k)
 	defer closeStore(t, s)
-	l := NewLayers(s, nil)
+	l := NewLayers(s, 10*time.Minute, nil)
 	defer l.Close()
 	srv := Address{"dc/server", "s1"}
 	kg := keygroup.Of(srv.ID, k)
@@ -86,7 +87,7 @@ func TestIndexOfExpiredState(t *testing.T) {
 	const t0 = 1_700_000_000_000
 	s := openMem(t, vfs.NewCrashableMem(), k)
 	defer closeStore(t, s)
-	l := NewLayers(s, nil)
+	l := NewLayers(s, 10*time.Minute, nil)
 	defer l.Close()
 	put := func(id string, ms int64, other bool) Address {
 		a := Address{"dc/server", id}
@@ -139,7 +140,7 @@ func TestListAddresses(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, 0))
 	s := openMem(t, vfs.NewCrashableMem(), k)
 	defer closeStore(t, s)
-	l := NewLayers(s, nil)
+	l := NewLayers(s, 10*time.Minute, nil)
 	defer l.Close()
 	var ids []string
 	add := func(typ, id string) {

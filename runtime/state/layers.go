@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"log/slog"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	storagev1 "github.com/twinflow/twinflow/proto/gen/twinflow/storage/v1"
 	"github.com/twinflow/twinflow/runtime/keygroup"
@@ -30,12 +32,20 @@ type Layers struct {
 	// caller that saw an address with state before may trust that it is
 	// still indexed while this has not changed.
 	unindexed uint64
+
+	seen      *seenFilter
+	seenReads int // checks of a key that read the store (for tests)
+	closed    atomic.Bool
 }
 
 // NewLayers returns the layers of a shard over store, with an empty
-// current overlay.
-func NewLayers(store *Store, log *slog.Logger) *Layers {
-	l := &Layers{store: store, log: log, overlay: NewOverlay()}
+// current overlay. dedupWindow is how long idempotency marks live: the
+// seen filter keeps its generations by it.
+func NewLayers(store *Store, dedupWindow time.Duration, log *slog.Logger) *Layers {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Layers{store: store, log: log, overlay: NewOverlay(), seen: newSeenFilter(dedupWindow)}
 	l.changed()
 	return l
 }
@@ -83,6 +93,7 @@ func (l *Layers) changed() {
 
 // Close releases the reader. The store must not be closed before.
 func (l *Layers) Close() {
+	l.closed.Store(true)
 	l.closeReader()
 	l.closing.Wait()
 }

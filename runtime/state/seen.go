@@ -2,7 +2,10 @@ package state
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/twinflow/twinflow/runtime/keygroup"
 )
@@ -20,8 +23,19 @@ func seenKey(kg int, addr Address, key string) []byte {
 }
 
 // Seen reports whether addr has a mark for key that has not expired at now.
+// A key the seen filter knows to be new is answered without reading the
+// store (see seenFilter).
 func (l *Layers) Seen(kg int, addr Address, key string, now int64) (bool, error) {
-	val, ok, err := l.v.Get(seenKey(kg, addr, key))
+	k := seenKey(kg, addr, key)
+	absent, scan, epoch := l.seen.absent(kg, k, now)
+	if scan {
+		l.scanSeen(kg, epoch)
+	}
+	if absent {
+		return false, nil
+	}
+	l.seenReads++
+	val, ok, err := l.v.Get(k)
 	if err != nil || !ok {
 		return false, err
 	}
@@ -34,7 +48,37 @@ func (l *Layers) Seen(kg int, addr Address, key string, now int64) (bool, error)
 
 // MarkSeen marks key as seen by addr until expiresAt (Unix ms).
 func (l *Layers) MarkSeen(kg int, addr Address, key string, expiresAt int64) {
-	PutSeen(l.overlay, kg, addr, key, expiresAt)
+	k := seenKey(kg, addr, key)
+	l.overlay.Set(k, binary.BigEndian.AppendUint64(nil, uint64(expiresAt)))
+	l.seen.add(k, expiresAt)
+}
+
+// KeyGroupRestored tells the layers that the store's state of key group kg
+// was replaced from elsewhere (restored when it joined this worker): its
+// marks are read into the seen filter again before it trusts itself.
+func (l *Layers) KeyGroupRestored(kg int) { l.seen.restored(kg) }
+
+// SeenFilterBytes is the memory of the seen filter.
+func (l *Layers) SeenFilterBytes() int64 { return l.seen.size() }
+
+// scanSeen reads key group kg's stored marks into the seen filter, in the
+// background. The iterator is opened here, so that it sees every mark
+// stored before now; the marks written after go through MarkSeen.
+func (l *Layers) scanSeen(kg int, epoch uint64) {
+	lo, hi := kindBounds(kg, kindSeen)
+	it, err := l.store.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		l.log.Error("reading the seen keys of a key group failed; its checks read the store", "key_group", kg, "err", err)
+		l.seen.scanned(kg, epoch, err)
+		return
+	}
+	l.closing.Go(func() {
+		err := errors.Join(l.seen.load(it, l.closed.Load), it.Close())
+		if err != nil && !errors.Is(err, errLayersClosed) {
+			l.log.Error("reading the seen keys of a key group failed; its checks read the store", "key_group", kg, "err", err)
+		}
+		l.seen.scanned(kg, epoch, err)
+	})
 }
 
 // PutSeen writes the mark of key seen by addr until expiresAt into o.
