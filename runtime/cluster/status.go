@@ -61,7 +61,10 @@ type KeyGroupStatus struct {
 	Routed int64
 }
 
-// Status reads the cluster's status.
+// Status reads the cluster's status. It reads the bucket through a new
+// watch, whose consumer may sit on a replica that has not yet applied a
+// write acknowledged just before: such a write (a drain, say) shows within
+// a replication round.
 func (c *Cluster) Status(ctx context.Context) (Status, error) {
 	st := Status{Name: c.cfg.Name, KeyGroups: c.k}
 	w, err := c.Watch(ctx, slog.New(slog.NewTextHandler(io.Discard, nil)))
