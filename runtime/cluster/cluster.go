@@ -117,6 +117,9 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), placementHint(err, cfg.Replicas))
 	}
+	if c.kv, err = leaderReads(ctx, js, c.bucketName()); err != nil {
+		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), err)
+	}
 	c.log, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        c.changelogStream(),
 		Description: "Twinflow cluster " + cfg.Name + ": changelog of every key group",
@@ -296,4 +299,24 @@ func (c *Cluster) checkKeyGroup(kg int) error {
 		return fmt.Errorf("cluster %s: key group %d is not in [0, %d)", c.cfg.Name, kg, c.k)
 	}
 	return nil
+}
+
+// leaderReads makes the bucket's reads go to its stream's leader and
+// returns a handle that reads so. NATS creates buckets with direct gets,
+// which any replica answers, possibly before it has applied a write
+// already acknowledged: a worker that joined again read its own deleted
+// member key as present, then as missing. Leases, members and drains are
+// read right after they are written, so the bucket reads from the leader.
+func leaderReads(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
+	s, err := js.Stream(ctx, "KV_"+bucket)
+	if err != nil {
+		return nil, err
+	}
+	if cfg := s.CachedInfo().Config; cfg.AllowDirect {
+		cfg.AllowDirect = false
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			return nil, err
+		}
+	}
+	return js.KeyValue(ctx, bucket)
 }
