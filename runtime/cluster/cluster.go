@@ -117,7 +117,10 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), placementHint(err, cfg.Replicas))
 	}
-	if c.kv, err = leaderReads(ctx, js, c.bucketName()); err != nil {
+	if err := leaderReads(ctx, js, "KV_"+c.bucketName()); err != nil {
+		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), err)
+	}
+	if c.kv, err = js.KeyValue(ctx, c.bucketName()); err != nil {
 		return nil, fmt.Errorf("cluster %s: bucket %s: %w", cfg.Name, c.bucketName(), err)
 	}
 	c.log, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -151,6 +154,12 @@ func Open(ctx context.Context, js jetstream.JetStream, cfg Config) (*Cluster, er
 	})
 	if err != nil {
 		return nil, fmt.Errorf("cluster %s: object store %s: %w", cfg.Name, c.snapshotBucket(), placementHint(err, cfg.Replicas))
+	}
+	if err := leaderReads(ctx, js, "OBJ_"+c.snapshotBucket()); err != nil {
+		return nil, fmt.Errorf("cluster %s: object store %s: %w", cfg.Name, c.snapshotBucket(), err)
+	}
+	if c.snap, err = js.ObjectStore(ctx, c.snapshotBucket()); err != nil {
+		return nil, fmt.Errorf("cluster %s: object store %s: %w", cfg.Name, c.snapshotBucket(), err)
 	}
 	if c.k, err = c.recordKeyGroups(ctx, cfg.KeyGroups); err != nil {
 		return nil, err
@@ -301,22 +310,23 @@ func (c *Cluster) checkKeyGroup(kg int) error {
 	return nil
 }
 
-// leaderReads makes the bucket's reads go to its stream's leader and
-// returns a handle that reads so. NATS creates buckets with direct gets,
-// which any replica answers, possibly before it has applied a write
-// already acknowledged: a worker that joined again read its own deleted
-// member key as present, then as missing. Leases, members and drains are
-// read right after they are written, so the bucket reads from the leader.
-func leaderReads(ctx context.Context, js jetstream.JetStream, bucket string) (jetstream.KeyValue, error) {
-	s, err := js.Stream(ctx, "KV_"+bucket)
+// leaderReads makes the reads of a bucket's stream go to its leader;
+// handles bound after it read so. NATS creates key-value and object
+// buckets with direct gets, which any replica answers, possibly before it
+// has applied a write already acknowledged: a worker that joined again read
+// its own deleted member key as present, then as missing. Leases, members,
+// drains and snapshot pointers are read right after they are written, and
+// an object's info read behind its chunks does not match them.
+func leaderReads(ctx context.Context, js jetstream.JetStream, stream string) error {
+	s, err := js.Stream(ctx, stream)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if cfg := s.CachedInfo().Config; cfg.AllowDirect {
 		cfg.AllowDirect = false
 		if _, err := js.UpdateStream(ctx, cfg); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return js.KeyValue(ctx, bucket)
+	return nil
 }

@@ -19,11 +19,13 @@ func testOpenRecordsKeyGroups(t *testing.T, e *env) {
 	if err != nil || again.KeyGroups() != 16 {
 		t.Fatalf("reopened with K 0: K = %v, %v; want the recorded 16", again, err)
 	}
-	// The bucket is read from its leader, also after a reopen (whose
-	// update of the bucket turns direct gets on again at first).
-	s, err := e.js.Stream(ctx, "KV_"+c.bucketName())
-	if err != nil || s.CachedInfo().Config.AllowDirect {
-		t.Fatalf("the bucket's stream allows direct gets (err %v): a replica behind the leader could answer a read", err)
+	// The buckets are read from their leaders, also after a reopen (whose
+	// update of a bucket turns direct gets on again at first).
+	for _, stream := range []string{"KV_" + c.bucketName(), "OBJ_" + c.snapshotBucket()} {
+		s, err := e.js.Stream(ctx, stream)
+		if err != nil || s.CachedInfo().Config.AllowDirect {
+			t.Fatalf("stream %s allows direct gets (err %v): a replica behind the leader could answer a read", stream, err)
+		}
 	}
 	_, err = Open(ctx, e.js, Config{Name: "k", KeyGroups: 32})
 	if err == nil || !strings.Contains(err.Error(), "has 16 key groups but 32 were requested") {
