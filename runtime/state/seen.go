@@ -49,7 +49,7 @@ func (l *Layers) Seen(kg int, addr Address, key string, now int64) (bool, error)
 // MarkSeen marks key as seen by addr until expiresAt (Unix ms).
 func (l *Layers) MarkSeen(kg int, addr Address, key string, expiresAt int64) {
 	k := seenKey(kg, addr, key)
-	l.overlay.Set(k, binary.BigEndian.AppendUint64(nil, uint64(expiresAt)))
+	putSeen(l.overlay, k, expiresAt)
 	l.seen.add(k, expiresAt)
 }
 
@@ -68,22 +68,28 @@ func (l *Layers) scanSeen(kg int, epoch uint64) {
 	lo, hi := kindBounds(kg, kindSeen)
 	it, err := l.store.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
-		l.log.Error("reading the seen keys of a key group failed; its checks read the store", "key_group", kg, "err", err)
-		l.seen.scanned(kg, epoch, err)
+		l.scannedSeen(kg, epoch, err)
 		return
 	}
 	l.closing.Go(func() {
-		err := errors.Join(l.seen.load(it, l.closed.Load), it.Close())
-		if err != nil && !errors.Is(err, errLayersClosed) {
-			l.log.Error("reading the seen keys of a key group failed; its checks read the store", "key_group", kg, "err", err)
-		}
-		l.seen.scanned(kg, epoch, err)
+		l.scannedSeen(kg, epoch, errors.Join(l.seen.load(it, l.closed.Load), it.Close()))
 	})
+}
+
+func (l *Layers) scannedSeen(kg int, epoch uint64, err error) {
+	if err != nil && !errors.Is(err, errLayersClosed) {
+		l.log.Error("reading the seen keys of a key group failed; its checks read the store", "key_group", kg, "err", err)
+	}
+	l.seen.scanned(kg, epoch, err)
 }
 
 // PutSeen writes the mark of key seen by addr until expiresAt into o.
 func PutSeen(o *Overlay, kg int, addr Address, key string, expiresAt int64) {
-	o.Set(seenKey(kg, addr, key), binary.BigEndian.AppendUint64(nil, uint64(expiresAt)))
+	putSeen(o, seenKey(kg, addr, key), expiresAt)
+}
+
+func putSeen(o *Overlay, k []byte, expiresAt int64) {
+	o.Set(k, binary.BigEndian.AppendUint64(nil, uint64(expiresAt)))
 }
 
 // SweepSeen deletes expired marks, as SweepExpired does values.

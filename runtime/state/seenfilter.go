@@ -43,6 +43,7 @@ type seenFilter struct {
 	// none was, 0: a new generation starts with room for as many marks.
 	last  int
 	bytes int64
+	swept int64 // now/span at the last look for expired generations
 }
 
 type generation struct {
@@ -129,8 +130,14 @@ func (f *seenFilter) addLocked(h uint64, expiresAt int64) {
 	g.marks++
 }
 
-// expire drops the generations whose marks have all expired at now.
+// expire drops the generations whose marks have all expired at now. A
+// generation ends at a multiple of span, so the generations are looked at
+// once per span, not at every check.
 func (f *seenFilter) expire(now int64) {
+	if now/f.span == f.swept {
+		return
+	}
+	f.swept = now / f.span
 	for id, g := range f.gens {
 		if (id+1)*f.span <= now {
 			for _, b := range g.filters {
