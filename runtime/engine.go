@@ -47,7 +47,7 @@ import (
 
 // Stream names.
 const (
-	DirectStream     = "TWINFLOW_IN"
+	DirectStream     = router.DirectStream
 	DeadLetterStream = "TWINFLOW_DLQ"
 	ingressStreamPfx = "TWINFLOW_INGRESS_"
 	egressStreamPfx  = "TWINFLOW_EGRESS_"

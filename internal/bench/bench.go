@@ -157,7 +157,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.DurationVar(&o.Duration, "duration", 15*time.Second, "e2e: how long publishers publish")
 	fs.DurationVar(&o.LatencyDuration, "latency-duration", 10*time.Second, "latency: measured time, after a 2s warm-up")
 	fs.Float64Var(&o.LatencyRate, "latency-rate", 0, "latency: offered msgs/s (0: half the e2e rate of the mode, or 10000 without e2e)")
-	paths := fs.String("paths", strings.Join(allPaths, ","), "w1, w2, w3: ingress paths: direct (JetStream publish per message), nats (the front door's core NATS requests), http (the front door's HTTP listener)")
+	paths := fs.String("paths", strings.Join(allPaths, ","), "w1, w2, w3: ingress paths: direct (JetStream publish per message), nats (the front door's core NATS requests), http (the front door's HTTP listener), client (package client: a process's concurrent sends in shared batch writes)")
 	fs.IntVar(&o.Keys, "keys", 1000, "w1, w2: distinct keys")
 	fs.IntVar(&o.W1Messages, "w1-messages", 200_000, "w1: messages")
 	fs.IntVar(&o.W1Producers, "w1-producers", 64, "w1: producers, each sending its next message once the last is acknowledged")

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/twinflow/twinflow/client"
 	"github.com/twinflow/twinflow/internal/bench/workload"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/natsbus"
@@ -33,9 +35,13 @@ const (
 	pathNATS = "nats"
 	// pathHTTP posts to the front door's HTTP listener (/send, /call).
 	pathHTTP = "http"
+	// pathClient sends with package client over one connection: the
+	// process's concurrent sends share its writes of batches to the direct
+	// ingress; calls go through the front door as on pathNATS.
+	pathClient = "client"
 )
 
-var allPaths = []string{pathDirect, pathNATS, pathHTTP}
+var allPaths = []string{pathDirect, pathNATS, pathHTTP, pathClient}
 
 // ingressClient sends one message and waits for its acknowledgement, or a
 // request and waits for its reply. It is safe for concurrent use.
@@ -64,6 +70,18 @@ func (v *env) client(path string) (ingressClient, error) {
 			c.conns = append(c.conns, p.nc)
 		}
 		return c, nil
+	case pathClient:
+		p, err := dialPublisher(access.NATSURL, access.NATSCreds, access.NATSInboxPrefix, v.d.log)
+		if err != nil {
+			return nil, err
+		}
+		reg := prometheus.NewRegistry()
+		c, err := client.New(p.nc, client.Options{Metrics: reg})
+		if err != nil {
+			p.nc.Close()
+			return nil, err
+		}
+		return &libClient{c: c, nc: p.nc, reg: reg}, nil
 	case pathHTTP:
 		tok, err := secrets.ReadIngressToken(access.IngressTokenFile)
 		if err != nil {
@@ -128,6 +146,56 @@ func (c *natsClient) close() {
 	for _, nc := range c.conns {
 		nc.Close()
 	}
+}
+
+// libClient sends with package client.
+type libClient struct {
+	c   *client.Client
+	nc  *nats.Conn
+	reg *prometheus.Registry
+}
+
+// writes returns the client's messages per write and the mean time of a
+// write, in milliseconds.
+func (c *libClient) writes() (msgs, millis float64) {
+	mfs, err := c.reg.Gather()
+	if err != nil {
+		return 0, 0
+	}
+	var n, sum, secs float64
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			switch mf.GetName() {
+			case "twinflow_frontdoor_write_messages":
+				n, sum = float64(m.GetHistogram().GetSampleCount()), m.GetHistogram().GetSampleSum()
+			case "twinflow_frontdoor_write_seconds":
+				secs = m.GetHistogram().GetSampleSum()
+			}
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return sum / n, 1000 * secs / n
+}
+
+var target = func(id string) router.Address { return router.Address{Type: workload.FunctionType, ID: id} }
+
+func (c *libClient) send(ctx context.Context, id string, data []byte) error {
+	_, err := c.c.Send(ctx, target(id), workload.Typename, data)
+	return err
+}
+
+func (c *libClient) call(ctx context.Context, id string, data []byte) ([]byte, error) {
+	_, reply, err := c.c.Call(ctx, target(id), workload.Typename, data)
+	return reply, err
+}
+
+func (c *libClient) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = c.c.Close(ctx)
+	c.nc.Close()
 }
 
 // replyData returns a reply's payload, or the error it carries.
@@ -235,7 +303,11 @@ func (d *driver) oneWay(ctx context.Context, mode Mode, path string) (res Result
 	res.RoundTrip = latencyOf(acks.Snapshot())
 	d.progress("w1/%s/%s: acknowledged %.0f msgs/s, applied %.0f msgs/s, ack p99 %.1fms", mode.Name, path, res.PublishPerSec, res.MsgsPerSec, res.RoundTrip.P99)
 	counts, _, _ := plan.Expected(o.W1Messages)
-	return d.finish(ctx, v, res, counts)
+	res = d.finish(ctx, v, res, counts)
+	if lc, ok := c.(*libClient); ok {
+		res.MessagesPerWrite, res.WriteMillis = lc.writes()
+	}
+	return res
 }
 
 // requestResponse is W2 (many closed-loop clients over many keys) and W3

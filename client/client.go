@@ -1,0 +1,194 @@
+// Package client sends messages to Twinflow functions from Go programs,
+// over a NATS connection to the runtime's server.
+//
+// Send groups the one-way messages a process sends concurrently into
+// durable writes: everything sent while one write is under way goes into
+// the next, as one twinflow.v1.IngressBatch published to the direct
+// ingress (twinflow.batch), so many goroutines, each waiting for its
+// acknowledgement, share one fsync and one round trip to the server. It is
+// the runtime's front door (package frontdoor) run in the client: the
+// messages of a process no longer cross the NATS server one by one. Call
+// sends a request through the runtime's front door and waits for the
+// function's reply.
+//
+// Every message carries an idempotency key, given or generated, and is
+// applied exactly once per key within the runtime's dedup window: a
+// message whose Send failed is sent again with the key its error names.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/twinflow/twinflow/router"
+	"github.com/twinflow/twinflow/runtime/frontdoor"
+)
+
+// Options configure a Client. Zero values take the defaults.
+type Options struct {
+	// Limits bound one write and the messages waiting for it (see
+	// frontdoor.Limits): by default a write holds up to 1,024 messages or
+	// 512 KiB, and a message waits at most 2 s for its write.
+	Limits frontdoor.Limits
+	// WriteTimeout bounds one write with its retries. Default 5 s.
+	WriteTimeout time.Duration
+	// MaxPayload bounds a message's payload; default
+	// router.DefaultMaxPayload, the runtime's default.
+	MaxPayload int
+	// Metrics, when set, registers the client's writes there, as the
+	// runtime's front door counts its own: twinflow_frontdoor_write_seconds,
+	// _write_messages, _write_failures_total, _refused_full_total,
+	// _refused_waited_total and _queued_messages.
+	Metrics prometheus.Registerer
+	// Logger receives the failures of writes. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// wrapWriter, when set, wraps the writer of the clients made afterwards;
+// tests use it to lose a write's acknowledgement.
+var wrapWriter func(frontdoor.Writer) frontdoor.Writer
+
+// Client sends messages to a runtime. It is safe for concurrent use.
+type Client struct {
+	nc   *nats.Conn
+	door *frontdoor.Door
+}
+
+// New returns a client that sends over nc, a connection to the runtime's
+// NATS server as an identity allowed the direct ingress and the front
+// door (the embedded server's client identity: runinfo.Info.ConnectNATS).
+// Close stops it; nc stays open.
+func New(nc *nats.Conn, opts Options) (*Client, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	var w frontdoor.Writer = frontdoor.StreamWriter{JS: js, Subject: router.BatchSubject}
+	if wrapWriter != nil {
+		w = wrapWriter(w)
+	}
+	door := frontdoor.New(frontdoor.Config{
+		Limits:       opts.Limits,
+		Stream:       router.DirectStream,
+		MaxPayload:   opts.MaxPayload,
+		WriteTimeout: opts.WriteTimeout,
+		Metrics:      opts.Metrics,
+		Logger:       opts.Logger,
+		// The runtime holds the front door's writes while its intake is
+		// paused; a client cannot see that, and its writes wait in the
+		// stream as direct publishes do.
+		Read: func() uint64 { return math.MaxUint64 },
+	}, w)
+	return &Client{nc: nc, door: door}, nil
+}
+
+// Ack says where a message was stored.
+type Ack struct {
+	// Stream and Seq are the stream message holding it, with the others
+	// of its write.
+	Stream string
+	Seq    uint64
+	// Key is the message's idempotency key.
+	Key string
+}
+
+// Error is why a message was not accepted: its Reason (a router reason,
+// such as router.ReasonUnavailable), what was wrong, and the idempotency
+// key to send it again with.
+type Error struct {
+	Reason router.Reason
+	Detail string
+	Key    string
+}
+
+func (e *Error) Error() string {
+	if e.Key == "" {
+		return fmt.Sprintf("twinflow: %s (%s)", e.Detail, e.Reason)
+	}
+	return fmt.Sprintf("twinflow: %s (%s; idempotency key %s)", e.Detail, e.Reason, e.Key)
+}
+
+// Temporary reports whether sending the message again, with the same key,
+// may succeed: the runtime or the write was unavailable, or the wait for
+// it ended.
+func (e *Error) Temporary() bool { return e.Reason == router.ReasonUnavailable }
+
+// SendOption changes how one message is sent.
+type SendOption func(*frontdoor.Message)
+
+// WithKey sets the message's idempotency key; without it one is generated
+// and returned in the Ack or the Error.
+func WithKey(key string) SendOption { return func(m *frontdoor.Message) { m.Key = key } }
+
+// Send sends payload, of the given typename ("namespace/name"), to the
+// address, and returns once it is durable in the runtime's ingress stream.
+// Messages sent concurrently share a write. When ctx ends first, Send
+// returns its error, and the message may or may not be stored: send it
+// again with the same key.
+func (c *Client) Send(ctx context.Context, to router.Address, typename string, payload []byte, opts ...SendOption) (Ack, error) {
+	m := frontdoor.Message{Target: to, Typename: typename, Payload: payload}
+	for _, o := range opts {
+		o(&m)
+	}
+	res := make(chan frontdoor.Result, 1)
+	if err := c.door.Submit(m, func(r frontdoor.Result) { res <- r }); err != nil {
+		return Ack{}, &Error{Reason: err.Reason, Detail: err.Detail, Key: m.Key}
+	}
+	select {
+	case r := <-res:
+		if r.Err != nil {
+			return Ack{}, &Error{Reason: r.Err.Reason, Detail: r.Err.Detail, Key: r.Key}
+		}
+		return Ack{Stream: r.Stream, Seq: r.Seq, Key: r.Key}, nil
+	case <-ctx.Done():
+		return Ack{}, ctx.Err()
+	}
+}
+
+// Call sends payload as a request to the address through the runtime's
+// front door and returns the function's reply: its typename and bytes.
+// A call repeated with the key of one its address already received fails
+// with router.ReasonDuplicate (the reply went to the first).
+func (c *Client) Call(ctx context.Context, to router.Address, typename string, payload []byte, opts ...SendOption) (replyTypename string, reply []byte, err error) {
+	m := frontdoor.Message{Target: to, Typename: typename, Payload: payload}
+	for _, o := range opts {
+		o(&m)
+	}
+	subject, err := router.AddressSubject(router.CallSubjectPrefix, to.Type, to.ID)
+	if err != nil {
+		return "", nil, &Error{Reason: router.ReasonBadID, Detail: err.Error(), Key: m.Key}
+	}
+	msg := nats.NewMsg(subject)
+	msg.Header.Set(router.TypenameHeader, typename)
+	if m.Key != "" {
+		msg.Header.Set(router.IdempotencyKeyHeader, m.Key)
+	}
+	msg.Data = payload
+	answer, err := c.nc.RequestMsgWithContext(ctx, msg)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return "", nil, &Error{Reason: router.ReasonUnavailable, Detail: "no runtime serves the front door on this NATS server", Key: m.Key}
+	}
+	if err != nil {
+		return "", nil, err
+	}
+	if e := answer.Header.Get(router.ErrorHeader); e != "" {
+		key := answer.Header.Get(router.IdempotencyKeyHeader)
+		if key == "" {
+			key = m.Key
+		}
+		return "", nil, &Error{Reason: router.Reason(answer.Header.Get(router.ErrorReasonHeader)), Detail: e, Key: key}
+	}
+	return answer.Header.Get(router.TypenameHeader), answer.Data, nil
+}
+
+// Close stops taking messages, fails those still waiting for a write as
+// unavailable, and waits for the writes in flight, or for ctx.
+func (c *Client) Close(ctx context.Context) error { return c.door.Close(ctx) }
