@@ -8,8 +8,8 @@
 // acknowledgement, share one fsync and one round trip to the server. It is
 // the runtime's front door (package frontdoor) run in the client: the
 // messages of a process no longer cross the NATS server one by one. Call
-// sends a request through the runtime's front door and waits for the
-// function's reply.
+// writes a request the same way and waits for the function's reply on an
+// inbox of the client's.
 //
 // Every message carries an idempotency key, given or generated, and is
 // applied exactly once per key within the runtime's dedup window: a
@@ -18,7 +18,6 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -58,8 +57,8 @@ var wrapWriter func(frontdoor.Writer) frontdoor.Writer
 
 // Client sends messages to a runtime. It is safe for concurrent use.
 type Client struct {
-	nc   *nats.Conn
-	door *frontdoor.Door
+	door    *frontdoor.Door
+	replies *frontdoor.Replies
 }
 
 // New returns a client that sends over nc, a connection to the runtime's
@@ -87,7 +86,14 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 		// stream as direct publishes do.
 		Read: func() uint64 { return math.MaxUint64 },
 	}, w)
-	return &Client{nc: nc, door: door}, nil
+	// The inboxes of calls: under the connection's inbox prefix, which only
+	// its identity may read.
+	replies, err := frontdoor.NewReplies(nc, nc.NewInbox())
+	if err != nil {
+		_ = door.Close(context.Background())
+		return nil, err
+	}
+	return &Client{door: door, replies: replies}, nil
 }
 
 // Ack says where a message was stored.
@@ -134,7 +140,11 @@ func WithKey(key string) SendOption { return func(m *frontdoor.Message) { m.Key 
 // returns its error, and the message may or may not be stored: send it
 // again with the same key.
 func (c *Client) Send(ctx context.Context, to router.Address, typename string, payload []byte, opts ...SendOption) (Ack, error) {
-	m := frontdoor.Message{Target: to, Typename: typename, Payload: payload}
+	return c.submit(ctx, frontdoor.Message{Target: to, Typename: typename, Payload: payload}, opts)
+}
+
+// submit queues m for a write and waits until the write is over.
+func (c *Client) submit(ctx context.Context, m frontdoor.Message, opts []SendOption) (Ack, error) {
 	for _, o := range opts {
 		o(&m)
 	}
@@ -153,42 +163,41 @@ func (c *Client) Send(ctx context.Context, to router.Address, typename string, p
 	}
 }
 
-// Call sends payload as a request to the address through the runtime's
-// front door and returns the function's reply: its typename and bytes.
-// A call repeated with the key of one its address already received fails
-// with router.ReasonDuplicate (the reply went to the first).
+// Call sends payload as a request to the address and returns the
+// function's reply: its typename and bytes. The request goes into a write
+// with the messages sent concurrently, as a Send; the reply comes to an
+// inbox of the client's. When ctx ends before the reply, Call returns its
+// error; a request already stored is still processed. A call repeated with
+// the key of one its address already received fails with
+// router.ReasonDuplicate (the reply went to the first); one whose function
+// failed for good, with router.ReasonFunctionFailed.
 func (c *Client) Call(ctx context.Context, to router.Address, typename string, payload []byte, opts ...SendOption) (replyTypename string, reply []byte, err error) {
-	m := frontdoor.Message{Target: to, Typename: typename, Payload: payload}
-	for _, o := range opts {
-		o(&m)
-	}
-	subject, err := router.AddressSubject(router.CallSubjectPrefix, to.Type, to.ID)
-	if err != nil {
-		return "", nil, &Error{Reason: router.ReasonBadID, Detail: err.Error(), Key: m.Key}
-	}
-	msg := nats.NewMsg(subject)
-	msg.Header.Set(router.TypenameHeader, typename)
-	if m.Key != "" {
-		msg.Header.Set(router.IdempotencyKeyHeader, m.Key)
-	}
-	msg.Data = payload
-	answer, err := c.nc.RequestMsgWithContext(ctx, msg)
-	if errors.Is(err, nats.ErrNoResponders) {
-		return "", nil, &Error{Reason: router.ReasonUnavailable, Detail: "no runtime serves the front door on this NATS server", Key: m.Key}
-	}
+	inbox, answer, done := c.replies.Open()
+	defer done()
+	m := frontdoor.Message{Target: to, Typename: typename, Payload: payload, ReplyTo: inbox}
+	ack, err := c.submit(ctx, m, opts)
 	if err != nil {
 		return "", nil, err
 	}
-	if e := answer.Header.Get(router.ErrorHeader); e != "" {
-		key := answer.Header.Get(router.IdempotencyKeyHeader)
-		if key == "" {
-			key = m.Key
+	select {
+	case a := <-answer:
+		if text := a.Header.Get(router.ErrorHeader); text != "" {
+			reason := router.Reason(a.Header.Get(router.ErrorReasonHeader))
+			if reason == "" {
+				reason = router.ReasonFunctionFailed
+			}
+			return "", nil, &Error{Reason: reason, Detail: text, Key: ack.Key}
 		}
-		return "", nil, &Error{Reason: router.Reason(answer.Header.Get(router.ErrorReasonHeader)), Detail: e, Key: key}
+		return a.Header.Get(router.TypenameHeader), a.Data, nil
+	case <-ctx.Done():
+		return "", nil, ctx.Err()
 	}
-	return answer.Header.Get(router.TypenameHeader), answer.Data, nil
 }
 
 // Close stops taking messages, fails those still waiting for a write as
 // unavailable, and waits for the writes in flight, or for ctx.
-func (c *Client) Close(ctx context.Context) error { return c.door.Close(ctx) }
+func (c *Client) Close(ctx context.Context) error {
+	err := c.door.Close(ctx)
+	c.replies.Close()
+	return err
+}

@@ -146,9 +146,9 @@ func reasonOf(err error) router.Reason {
 }
 
 // TestSendAndCall: a send is acknowledged once stored, with its key; a
-// repeat of a key is applied once; a call gets the function's reply, and a
-// repeated call is refused as a duplicate; bad messages are refused before
-// anything is sent.
+// repeat of a key is applied once; a call gets the function's reply, a
+// repeated call is refused as a duplicate, and one whose function fails
+// says so; bad messages are refused before anything is sent.
 func TestSendAndCall(t *testing.T) {
 	p := start(t)
 	c := p.client(client.Options{Logger: p.cfg.Logger})
@@ -196,8 +196,15 @@ func TestSendAndCall(t *testing.T) {
 			t.Errorf("send, %s: %v, want reason %s", tc.name, err, tc.want)
 		}
 	}
-	if _, _, err := c.Call(ctx, router.Address{Type: "test/tally", ID: "a b"}, "twinflow/int64", []byte("1")); reasonOf(err) != router.ReasonBadID {
-		t.Errorf("call to an id that cannot be a subject: %v, want reason %s", err, router.ReasonBadID)
+	if _, _, err := c.Call(ctx, router.Address{Type: "test/tally", ID: "a\x00"}, "twinflow/int64", []byte("1")); reasonOf(err) != router.ReasonBadID {
+		t.Errorf("call to a bad id: %v, want reason %s", err, router.ReasonBadID)
+	}
+	if _, _, err := c.Call(ctx, tallyAt("a"), "twinflow/int64", []byte(`"x"`)); reasonOf(err) != router.ReasonFunctionFailed {
+		t.Errorf("call the function fails: %v, want reason %s", err, router.ReasonFunctionFailed)
+	}
+	// An id that cannot be a subject token still has an address.
+	if _, reply, err := c.Call(ctx, tallyAt("a b"), "twinflow/int64", []byte("2")); err != nil || string(reply) != "2" {
+		t.Errorf("call to id \"a b\": %s %v, want 2", reply, err)
 	}
 	if got := countOf(t, c, "a"); got != 13 {
 		t.Fatalf("count %d after the refused messages, want 13", got)

@@ -54,6 +54,12 @@ const (
 	// a message with its idempotency key within the dedup window; it was
 	// dropped, and its reply went to the first request.
 	ReasonDuplicate Reason = "duplicate"
+	// ReasonFunctionFailed: the function failed for good on a request (a
+	// terminal error, its endpoint's retry limits, or a result that broke
+	// the protocol); the request was dead-lettered. Front door and client
+	// answers carry it; the runtime's own answer to the request has the
+	// error and no reason.
+	ReasonFunctionFailed Reason = "function_failed"
 	// ReasonUnknownEgress: an egress record names an egress that does not
 	// exist.
 	ReasonUnknownEgress Reason = "unknown_egress"

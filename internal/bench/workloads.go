@@ -155,6 +155,14 @@ type libClient struct {
 	reg *prometheus.Registry
 }
 
+// clientWrites sets res's writes to those of c, when c writes them itself.
+func clientWrites(c ingressClient, res Result) Result {
+	if lc, ok := c.(*libClient); ok {
+		res.MessagesPerWrite, res.WriteMillis = lc.writes()
+	}
+	return res
+}
+
 // writes returns the client's messages per write and the mean time of a
 // write, in milliseconds.
 func (c *libClient) writes() (msgs, millis float64) {
@@ -303,11 +311,7 @@ func (d *driver) oneWay(ctx context.Context, mode Mode, path string) (res Result
 	res.RoundTrip = latencyOf(acks.Snapshot())
 	d.progress("w1/%s/%s: acknowledged %.0f msgs/s, applied %.0f msgs/s, ack p99 %.1fms", mode.Name, path, res.PublishPerSec, res.MsgsPerSec, res.RoundTrip.P99)
 	counts, _, _ := plan.Expected(o.W1Messages)
-	res = d.finish(ctx, v, res, counts)
-	if lc, ok := c.(*libClient); ok {
-		res.MessagesPerWrite, res.WriteMillis = lc.writes()
-	}
-	return res
+	return clientWrites(c, d.finish(ctx, v, res, counts))
 }
 
 // requestResponse is W2 (many closed-loop clients over many keys) and W3
@@ -404,7 +408,7 @@ func (d *driver) requestResponse(ctx context.Context, mode Mode, path, scenario 
 	}
 	d.progress("%s/%s/%s: %.0f requests/s, p50 %.2fms p99 %.2fms", scenario, mode.Name, path, res.MsgsPerSec, res.RoundTrip.P50, res.RoundTrip.P99)
 	v.atLeast = true
-	return d.finish(ctx, v, res, want)
+	return clientWrites(c, d.finish(ctx, v, res, want))
 }
 
 // startWorkload starts an engine for a workload and a client on path.

@@ -70,7 +70,7 @@ type HTTPOptions struct {
 type HTTPDoor struct {
 	d       *Door
 	opts    HTTPOptions
-	replies *replies
+	replies *Replies
 	mux     *http.ServeMux
 	errw    *connect.ErrorWriter
 	// connectPath starts the paths of the Connect service: a plain POST of
@@ -92,7 +92,7 @@ func NewHTTP(d *Door, nc *nats.Conn, opts HTTPOptions) (*HTTPDoor, error) {
 	if opts.MaxCallTimeout <= 0 {
 		opts.MaxCallTimeout = 5 * time.Minute
 	}
-	r, err := newReplies(nc, opts.InboxPrefix)
+	r, err := NewReplies(nc, opts.InboxPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("frontdoor: reply inbox: %w", err)
 	}
@@ -106,7 +106,7 @@ func NewHTTP(d *Door, nc *nats.Conn, opts HTTPOptions) (*HTTPDoor, error) {
 }
 
 // Close stops waiting for replies.
-func (h *HTTPDoor) Close() { h.replies.close() }
+func (h *HTTPDoor) Close() { h.replies.Close() }
 
 // ServeHTTP bounds the body, authenticates, and serves.
 func (h *HTTPDoor) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -143,7 +143,7 @@ func (h *HTTPDoor) send(ctx context.Context, m Message) (Result, *Error) {
 
 // call sends m as a request and waits for the reply, for up to timeout.
 func (h *HTTPDoor) call(ctx context.Context, m Message, timeout time.Duration) (*nats.Msg, Result, *Error) {
-	inbox, answer, done := h.replies.open()
+	inbox, answer, done := h.replies.Open()
 	defer done()
 	m.ReplyTo = inbox
 	res, err := h.send(ctx, m)
@@ -179,7 +179,7 @@ func replyError(m *nats.Msg) *Error {
 	case "":
 		// The function failed for good (or broke the protocol): its batch
 		// was dead-lettered.
-		return refuse(connect.CodeInternal, "function_failed", "the function failed: %s", text)
+		return refuse(connect.CodeInternal, router.ReasonFunctionFailed, "the function failed: %s", text)
 	}
 	return refuse(connect.CodeInvalidArgument, reason, "%s", text)
 }

@@ -11,12 +11,13 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// replies waits for the answers to the calls of HTTP/Connect clients. Each
-// call gets an inbox of its own under one subscription: <prefix>.<random>.N,
-// where prefix is an inbox prefix only the runtime may read and random is
-// drawn once, so that no client can name another call's inbox as the reply
+// Replies waits for the answers to calls, for the HTTP/Connect door and for
+// package client. Each call gets an inbox of its own under one
+// subscription: <prefix>.<random>.N, where prefix is an inbox prefix only
+// its owner may read (the runtime's, or a client identity's) and random is
+// drawn once, so that no other sender can name a call's inbox as the reply
 // subject of its own request.
-type replies struct {
+type Replies struct {
 	base string // "<prefix>.<random>."
 	sub  *nats.Subscription
 	next atomic.Uint64
@@ -26,12 +27,13 @@ type replies struct {
 	}
 }
 
-func newReplies(nc *nats.Conn, prefix string) (*replies, error) {
+// NewReplies subscribes to the inboxes of calls under prefix on nc.
+func NewReplies(nc *nats.Conn, prefix string) (*Replies, error) {
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
-	r := &replies{base: prefix + "." + hex.EncodeToString(b) + "."}
+	r := &Replies{base: prefix + "." + hex.EncodeToString(b) + "."}
 	r.mu.waiting = map[uint64]chan *nats.Msg{}
 	sub, err := nc.Subscribe(r.base+"*", r.deliver)
 	if err != nil {
@@ -46,9 +48,9 @@ func newReplies(nc *nats.Conn, prefix string) (*replies, error) {
 	return r, nil
 }
 
-// open returns a new inbox, the channel its first answer arrives on, and
+// Open returns a new inbox, the channel its first answer arrives on, and
 // the function that stops waiting.
-func (r *replies) open() (inbox string, answer <-chan *nats.Msg, done func()) {
+func (r *Replies) Open() (inbox string, answer <-chan *nats.Msg, done func()) {
 	n := r.next.Add(1)
 	ch := make(chan *nats.Msg, 1)
 	r.mu.Lock()
@@ -62,7 +64,7 @@ func (r *replies) open() (inbox string, answer <-chan *nats.Msg, done func()) {
 }
 
 // deliver hands an answer to its call, if one waits for it.
-func (r *replies) deliver(m *nats.Msg) {
+func (r *Replies) deliver(m *nats.Msg) {
 	n, err := strconv.ParseUint(strings.TrimPrefix(m.Subject, r.base), 10, 64)
 	if err != nil {
 		return
@@ -76,4 +78,5 @@ func (r *replies) deliver(m *nats.Msg) {
 	}
 }
 
-func (r *replies) close() { _ = r.sub.Unsubscribe() }
+// Close stops waiting for answers.
+func (r *Replies) Close() { _ = r.sub.Unsubscribe() }
