@@ -16,7 +16,7 @@ import (
 
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/backoff"
-	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/natsbus/natserr"
 )
 
 // Config configures a Door. Zero values take the defaults.
@@ -411,7 +411,7 @@ func (w StreamWriter) Write(ctx context.Context, batch []byte) (uint64, error) {
 		if err == nil {
 			return ack.Sequence, nil
 		}
-		if natsbus.PermanentPublishError(err) {
+		if natserr.PermanentPublish(err) {
 			return 0, err
 		}
 		t := time.NewTimer(retry.Next())

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/natsbus/natserr"
 )
 
 // Record is one message for a [Publisher].
@@ -160,7 +161,7 @@ func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int,
 			if errors.Is(perr, nats.ErrConnectionClosed) {
 				return p.fail(recs[e.idx], perr)
 			}
-			if PermanentPublishError(perr) {
+			if natserr.PermanentPublish(perr) {
 				rejected.add(e.idx, recs[e.idx].Subject, perr)
 				return nil
 			}
@@ -184,7 +185,7 @@ func (p *Publisher) publishRound(ctx context.Context, recs []Record, todo []int,
 			if errors.Is(perr, nats.ErrConnectionClosed) {
 				return nil, nil, p.fail(recs[i], perr)
 			}
-			if PermanentPublishError(perr) {
+			if natserr.PermanentPublish(perr) {
 				rejected.add(i, recs[i].Subject, perr)
 				continue
 			}
@@ -260,17 +261,4 @@ func toNATS(rec *Record) *nats.Msg {
 		m.Header = h
 	}
 	return m
-}
-
-// PermanentPublishError reports whether retrying a publish that failed with
-// err cannot succeed: a payload over the server's limit, an invalid subject
-// or header, a closed connection, a request JetStream rejects as bad.
-func PermanentPublishError(err error) bool {
-	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject) ||
-		errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrBadHeaderMsg) ||
-		errors.Is(err, nats.ErrHeadersNotSupported) {
-		return true
-	}
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && apiErr.Code == 400
 }
