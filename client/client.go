@@ -25,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/twinflow/twinflow/router"
@@ -106,14 +107,19 @@ type Ack struct {
 	Key string
 }
 
-// Error is why a message was not accepted: its Reason (a router reason,
-// such as router.ReasonUnavailable), what was wrong, and the idempotency
-// key to send it again with.
+// Error is why a message was not accepted, or a call not answered: its
+// Reason (a router reason, such as router.ReasonUnavailable), what was
+// wrong, and the message's idempotency key. When the caller's context
+// ended, Error wraps its error.
 type Error struct {
 	Reason router.Reason
 	Detail string
 	Key    string
+	err    error
 }
+
+// Unwrap returns the context's error when the caller's context ended.
+func (e *Error) Unwrap() error { return e.err }
 
 func (e *Error) Error() string {
 	if e.Key == "" {
@@ -123,8 +129,9 @@ func (e *Error) Error() string {
 }
 
 // Temporary reports whether sending the message again, with the same key,
-// may succeed: the runtime or the write was unavailable, or the wait for
-// it ended.
+// may succeed: the runtime or the write was unavailable, or the caller
+// stopped waiting for the write (the message may be stored: the key makes
+// the repeat safe).
 func (e *Error) Temporary() bool { return e.Reason == router.ReasonUnavailable }
 
 // SendOption changes how one message is sent.
@@ -137,8 +144,8 @@ func WithKey(key string) SendOption { return func(m *frontdoor.Message) { m.Key 
 // Send sends payload, of the given typename ("namespace/name"), to the
 // address, and returns once it is durable in the runtime's ingress stream.
 // Messages sent concurrently share a write. When ctx ends first, Send
-// returns its error, and the message may or may not be stored: send it
-// again with the same key.
+// returns a temporary Error wrapping ctx's error: the message may or may
+// not be stored, and is sent again with the same key.
 func (c *Client) Send(ctx context.Context, to router.Address, typename string, payload []byte, opts ...SendOption) (Ack, error) {
 	return c.submit(ctx, frontdoor.Message{Target: to, Typename: typename, Payload: payload}, opts)
 }
@@ -147,6 +154,11 @@ func (c *Client) Send(ctx context.Context, to router.Address, typename string, p
 func (c *Client) submit(ctx context.Context, m frontdoor.Message, opts []SendOption) (Ack, error) {
 	for _, o := range opts {
 		o(&m)
+	}
+	if m.Key == "" {
+		// Made here rather than by the door, so that an error names it
+		// however the wait ends.
+		m.Key = nuid.Next()
 	}
 	res := make(chan frontdoor.Result, 1)
 	if err := c.door.Submit(m, func(r frontdoor.Result) { res <- r }); err != nil {
@@ -159,15 +171,17 @@ func (c *Client) submit(ctx context.Context, m frontdoor.Message, opts []SendOpt
 		}
 		return Ack{Stream: r.Stream, Seq: r.Seq, Key: r.Key}, nil
 	case <-ctx.Done():
-		return Ack{}, ctx.Err()
+		return Ack{}, &Error{Reason: router.ReasonUnavailable, Detail: "stopped waiting for the durable write: " + ctx.Err().Error(), Key: m.Key, err: ctx.Err()}
 	}
 }
 
 // Call sends payload as a request to the address and returns the
 // function's reply: its typename and bytes. The request goes into a write
 // with the messages sent concurrently, as a Send; the reply comes to an
-// inbox of the client's. When ctx ends before the reply, Call returns its
-// error; a request already stored is still processed. A call repeated with
+// inbox of the client's. When ctx ends before the request is stored, Call
+// fails as Send does; when it ends after, with router.ReasonTimeout: the
+// request will still be processed, and a repeat would be dropped. A call
+// repeated with
 // the key of one its address already received fails with
 // router.ReasonDuplicate (the reply went to the first); one whose function
 // failed for good, with router.ReasonFunctionFailed.
@@ -190,7 +204,7 @@ func (c *Client) Call(ctx context.Context, to router.Address, typename string, p
 		}
 		return a.Header.Get(router.TypenameHeader), a.Data, nil
 	case <-ctx.Done():
-		return "", nil, ctx.Err()
+		return "", nil, &Error{Reason: router.ReasonTimeout, Detail: "stopped waiting for the reply: " + ctx.Err().Error(), Key: ack.Key, err: ctx.Err()}
 	}
 }
 

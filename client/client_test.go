@@ -148,7 +148,8 @@ func reasonOf(err error) router.Reason {
 // TestSendAndCall: a send is acknowledged once stored, with its key; a
 // repeat of a key is applied once; a call gets the function's reply, a
 // repeated call is refused as a duplicate, and one whose function fails
-// says so; bad messages are refused before anything is sent.
+// says so; bad messages are refused before anything is sent; a sender
+// that stops waiting gets the key to repeat its message with.
 func TestSendAndCall(t *testing.T) {
 	p := start(t)
 	c := p.client(client.Options{Logger: p.cfg.Logger})
@@ -208,6 +209,21 @@ func TestSendAndCall(t *testing.T) {
 	}
 	if got := countOf(t, c, "a"); got != 13 {
 		t.Fatalf("count %d after the refused messages, want 13", got)
+	}
+
+	// A sender that stops waiting learns the key to repeat the message with.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	_, err = c.Send(gone, tallyAt("b"), "twinflow/int64", []byte("1"))
+	var ce *client.Error
+	if !errors.As(err, &ce) || !ce.Temporary() || ce.Key == "" || !errors.Is(err, context.Canceled) {
+		t.Fatalf("send with a canceled context: %v, want a temporary error with a key, wrapping context.Canceled", err)
+	}
+	if _, err := c.Send(ctx, tallyAt("b"), "twinflow/int64", []byte("1"), client.WithKey(ce.Key)); err != nil {
+		t.Fatal(err)
+	}
+	if got := countOf(t, c, "b"); got != 1 {
+		t.Fatalf("count %d after a send whose sender stopped waiting and its repeat, want 1", got)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"time"
 
 	"github.com/twinflow/twinflow/client"
 	"github.com/twinflow/twinflow/router"
@@ -40,6 +41,7 @@ func Example() {
 			break
 		}
 		// Not stored, or not known to be: the same key again is applied once.
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	_, reply, err := c.Call(ctx, ada, "twinflow/string", []byte(`"ada"`))

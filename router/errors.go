@@ -60,6 +60,10 @@ const (
 	// answers carry it; the runtime's own answer to the request has the
 	// error and no reason.
 	ReasonFunctionFailed Reason = "function_failed"
+	// ReasonTimeout: a request was stored but its caller stopped waiting
+	// before the reply; it will still be processed (a repeat with its
+	// idempotency key is dropped).
+	ReasonTimeout Reason = "timeout"
 	// ReasonUnknownEgress: an egress record names an egress that does not
 	// exist.
 	ReasonUnknownEgress Reason = "unknown_egress"

@@ -156,10 +156,10 @@ func (h *HTTPDoor) call(ctx context.Context, m Message, timeout time.Duration) (
 	case reply := <-answer:
 		return reply, res, replyError(reply)
 	case <-t.C:
-		return nil, res, refuse(connect.CodeDeadlineExceeded, "timeout",
+		return nil, res, refuse(connect.CodeDeadlineExceeded, router.ReasonTimeout,
 			"no reply within %s; the request is stored and will be processed (a repeat with the same idempotency key is dropped)", timeout)
 	case <-ctx.Done():
-		return nil, res, refuse(connect.CodeCanceled, "timeout", "the client went away before the reply")
+		return nil, res, refuse(connect.CodeCanceled, router.ReasonTimeout, "the client went away before the reply")
 	}
 }
 
