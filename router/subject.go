@@ -169,18 +169,6 @@ func ValidateTypename(t string) error {
 // spaces or control characters, no "*" or ">"). Send other ids through
 // [EnvelopeSubject].
 func DirectSubject(functionType, id string) (string, error) {
-	return addressSubject(DirectSubjectPrefix, functionType, id, "; use the envelope subject "+EnvelopeSubject)
-}
-
-// AddressSubject returns the subject of the address (functionType, id)
-// under prefix ([DirectSubjectPrefix], [SendSubjectPrefix] or
-// [CallSubjectPrefix]): <prefix><namespace>.<name>.<id>, with the id
-// checked as for [DirectSubject].
-func AddressSubject(prefix, functionType, id string) (string, error) {
-	return addressSubject(prefix, functionType, id, "")
-}
-
-func addressSubject(prefix, functionType, id, hint string) (string, error) {
 	if err := ValidateFunctionType(functionType); err != nil {
 		return "", err
 	}
@@ -189,11 +177,11 @@ func addressSubject(prefix, functionType, id, hint string) (string, error) {
 	}
 	for i, tok := range strings.Split(id, ".") {
 		if err := checkToken(tok, false); err != nil {
-			return "", fmt.Errorf("id %s cannot be a subject: part %d %w%s", quote(id), i, err, hint)
+			return "", fmt.Errorf("id %s cannot be a subject: part %d %w; use the envelope subject %s", quote(id), i, err, EnvelopeSubject)
 		}
 	}
 	ns, name, _ := strings.Cut(functionType, "/")
-	return prefix + ns + "." + name + "." + id, nil
+	return DirectSubjectPrefix + ns + "." + name + "." + id, nil
 }
 
 // InboxPrefix starts every subject a request may be answered on: "_INBOX."

@@ -35,9 +35,9 @@ const (
 	pathNATS = "nats"
 	// pathHTTP posts to the front door's HTTP listener (/send, /call).
 	pathHTTP = "http"
-	// pathClient sends with package client over one connection: the
-	// process's concurrent sends share its writes of batches to the direct
-	// ingress; calls go through the front door as on pathNATS.
+	// pathClient sends and calls with package client over one connection:
+	// the process's concurrent messages share its writes of batches to the
+	// direct ingress, and replies come to the client's inboxes.
 	pathClient = "client"
 )
 
@@ -187,7 +187,7 @@ func (c *libClient) writes() (msgs, millis float64) {
 	return sum / n, 1000 * secs / n
 }
 
-var target = func(id string) router.Address { return router.Address{Type: workload.FunctionType, ID: id} }
+func target(id string) router.Address { return router.Address{Type: workload.FunctionType, ID: id} }
 
 func (c *libClient) send(ctx context.Context, id string, data []byte) error {
 	_, err := c.c.Send(ctx, target(id), workload.Typename, data)
