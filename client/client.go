@@ -18,9 +18,11 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,10 +58,14 @@ type Options struct {
 // tests use it to lose a write's acknowledgement.
 var wrapWriter func(frontdoor.Writer) frontdoor.Writer
 
+// ErrClosed is what Send and Call return after Close.
+var ErrClosed = errors.New("twinflow: the client is closed")
+
 // Client sends messages to a runtime. It is safe for concurrent use.
 type Client struct {
 	door    *frontdoor.Door
 	replies *frontdoor.Replies
+	closed  atomic.Bool
 }
 
 // New returns a client that sends over nc, a connection to the runtime's
@@ -152,6 +158,9 @@ func (c *Client) Send(ctx context.Context, to router.Address, typename string, p
 
 // submit queues m for a write and waits until the write is over.
 func (c *Client) submit(ctx context.Context, m frontdoor.Message, opts []SendOption) (Ack, error) {
+	if c.closed.Load() {
+		return Ack{}, ErrClosed
+	}
 	for _, o := range opts {
 		o(&m)
 	}
@@ -162,17 +171,26 @@ func (c *Client) submit(ctx context.Context, m frontdoor.Message, opts []SendOpt
 	}
 	res := make(chan frontdoor.Result, 1)
 	if err := c.door.Submit(m, func(r frontdoor.Result) { res <- r }); err != nil {
-		return Ack{}, &Error{Reason: err.Reason, Detail: err.Detail, Key: m.Key}
+		return Ack{}, c.failed(err, m.Key)
 	}
 	select {
 	case r := <-res:
 		if r.Err != nil {
-			return Ack{}, &Error{Reason: r.Err.Reason, Detail: r.Err.Detail, Key: r.Key}
+			return Ack{}, c.failed(r.Err, r.Key)
 		}
 		return Ack{Stream: r.Stream, Seq: r.Seq, Key: r.Key}, nil
 	case <-ctx.Done():
 		return Ack{}, &Error{Reason: router.ReasonUnavailable, Detail: "stopped waiting for the durable write: " + ctx.Err().Error(), Key: m.Key, err: ctx.Err()}
 	}
+}
+
+// failed is the Error of a message the door refused or could not write.
+func (c *Client) failed(err *frontdoor.Error, key string) *Error {
+	e := &Error{Reason: err.Reason, Detail: err.Detail, Key: key}
+	if c.closed.Load() && err.Reason == router.ReasonUnavailable {
+		e.Detail = "the client was closed before the message was written; send it again, with the same idempotency key, with an open client"
+	}
+	return e
 }
 
 // Call sends payload as a request to the address and returns the
@@ -208,9 +226,11 @@ func (c *Client) Call(ctx context.Context, to router.Address, typename string, p
 	}
 }
 
-// Close stops taking messages, fails those still waiting for a write as
-// unavailable, and waits for the writes in flight, or for ctx.
+// Close stops taking messages (Send and Call return ErrClosed), fails
+// those still waiting for a write as unavailable, and waits for the writes
+// in flight, or for ctx.
 func (c *Client) Close(ctx context.Context) error {
+	c.closed.Store(true)
 	err := c.door.Close(ctx)
 	c.replies.Close()
 	return err

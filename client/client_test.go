@@ -149,7 +149,8 @@ func reasonOf(err error) router.Reason {
 // repeat of a key is applied once; a call gets the function's reply, a
 // repeated call is refused as a duplicate, and one whose function fails
 // says so; bad messages are refused before anything is sent; a sender
-// that stops waiting gets the key to repeat its message with.
+// that stops waiting gets the key to repeat its message with; a closed
+// client says so.
 func TestSendAndCall(t *testing.T) {
 	p := start(t)
 	c := p.client(client.Options{Logger: p.cfg.Logger})
@@ -224,6 +225,13 @@ func TestSendAndCall(t *testing.T) {
 	}
 	if got := countOf(t, c, "b"); got != 1 {
 		t.Fatalf("count %d after a send whose sender stopped waiting and its repeat, want 1", got)
+	}
+
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send(ctx, tallyAt("b"), "twinflow/int64", []byte("1")); !errors.Is(err, client.ErrClosed) {
+		t.Fatalf("send after Close: %v, want ErrClosed", err)
 	}
 }
 
