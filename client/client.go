@@ -141,11 +141,13 @@ func (e *Error) Error() string {
 func (e *Error) Temporary() bool { return e.Reason == router.ReasonUnavailable }
 
 // SendOption changes how one message is sent.
-type SendOption func(*frontdoor.Message)
+type SendOption func(*sendOptions)
+
+type sendOptions struct{ key string }
 
 // WithKey sets the message's idempotency key; without it one is generated
 // and returned in the Ack or the Error.
-func WithKey(key string) SendOption { return func(m *frontdoor.Message) { m.Key = key } }
+func WithKey(key string) SendOption { return func(o *sendOptions) { o.key = key } }
 
 // Send sends payload, of the given typename ("namespace/name"), to the
 // address, and returns once it is durable in the runtime's ingress stream.
@@ -161,9 +163,11 @@ func (c *Client) submit(ctx context.Context, m frontdoor.Message, opts []SendOpt
 	if c.closed.Load() {
 		return Ack{}, ErrClosed
 	}
+	var so sendOptions
 	for _, o := range opts {
-		o(&m)
+		o(&so)
 	}
+	m.Key = so.key
 	if m.Key == "" {
 		// Made here rather than by the door, so that an error names it
 		// however the wait ends.
