@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/twinflow/twinflow/client"
 	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/cluster"
@@ -91,8 +93,14 @@ func TestClusterRescale(t *testing.T) {
 		}
 	})
 	const doorAddresses = 60
-	step(5*time.Second, "60 increments sent through the workers' HTTP front doors", func() {
+	sender, err := client.New(js.Conn(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close(ctx)
+	step(5*time.Second, "60 increments sent through the workers' HTTP front doors, 60 through package client", func() {
 		sendThroughDoors(ctx, t, workers, doorAddresses)
+		sendThroughClient(ctx, t, sender, doorAddresses)
 	})
 	step(7*time.Second, "worker0 stopped with SIGTERM", func() { stopWorker(ctx, t, workers[0]) })
 	step(10*time.Second, "worker1 killed with SIGKILL", func() { workers[1].kill() })
@@ -130,11 +138,12 @@ func TestClusterRescale(t *testing.T) {
 
 	// The same increments again, with the same keys: applied once.
 	sendThroughDoors(ctx, t, workers, doorAddresses)
+	sendThroughClient(ctx, t, sender, doorAddresses)
 	checkClusterOutcome(ctx, t, w, workers, js, cl)
-	testwait.Nil(t, "the front doors' increments applied once", func() error {
-		ids := make([]string, doorAddresses)
-		for i := range ids {
-			ids[i] = fmt.Sprintf("door-%d", i)
+	testwait.Nil(t, "the front doors' and the client's increments applied once", func() error {
+		var ids []string
+		for i := range doorAddresses {
+			ids = append(ids, fmt.Sprintf("door-%d", i), fmt.Sprintf("client-%d", i))
 		}
 		got, err := readClusterStates(ctx, workers, ids)
 		if err != nil {
@@ -213,6 +222,32 @@ func sendThroughDoors(ctx context.Context, t *testing.T, workers []*runtimeProc,
 			t.Fatalf("sending to %s through %s's front door: %s %s", id, wk.name, resp.Status, msg)
 		}
 	}
+}
+
+// sendThroughClient sends an increment to each of n addresses client-<i>
+// with c, all at once, each with its idempotency key and repeated while
+// its error is temporary.
+func sendThroughClient(ctx context.Context, t *testing.T, c *client.Client, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			id := fmt.Sprintf("client-%d", i)
+			body, _ := json.Marshal(Command{ID: id, Ops: []Op{{Op: OpIncrement}}})
+			for {
+				_, err := c.Send(ctx, router.Address{Type: FunctionType, ID: id}, CommandType.Typename(), body, client.WithKey(id))
+				var ce *client.Error
+				if err == nil || !errors.As(err, &ce) || !ce.Temporary() || ctx.Err() != nil {
+					if err != nil {
+						t.Errorf("sending to %s with package client: %v", id, err)
+					}
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // workerID reads a worker's id from its data dir.
