@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -88,10 +87,10 @@ func New(nc *nats.Conn, opts Options) (*Client, error) {
 		WriteTimeout: opts.WriteTimeout,
 		Metrics:      opts.Metrics,
 		Logger:       opts.Logger,
-		// The runtime holds the front door's writes while its intake is
-		// paused; a client cannot see that, and its writes wait in the
-		// stream as direct publishes do.
-		Read: func() uint64 { return math.MaxUint64 },
+		// No Read: the runtime holds its front door's writes while its
+		// intake is paused; a client cannot see that, and its writes wait
+		// in the stream as direct publishes do.
+		Closing: "the client was closed before the message was written; send it again, with the same idempotency key, with an open client",
 	}, w)
 	// The inboxes of calls: under the connection's inbox prefix, which only
 	// its identity may read.
@@ -175,26 +174,17 @@ func (c *Client) submit(ctx context.Context, m frontdoor.Message, opts []SendOpt
 	}
 	res := make(chan frontdoor.Result, 1)
 	if err := c.door.Submit(m, func(r frontdoor.Result) { res <- r }); err != nil {
-		return Ack{}, c.failed(err, m.Key)
+		return Ack{}, &Error{Reason: err.Reason, Detail: err.Detail, Key: m.Key}
 	}
 	select {
 	case r := <-res:
 		if r.Err != nil {
-			return Ack{}, c.failed(r.Err, r.Key)
+			return Ack{}, &Error{Reason: r.Err.Reason, Detail: r.Err.Detail, Key: r.Key}
 		}
 		return Ack{Stream: r.Stream, Seq: r.Seq, Key: r.Key}, nil
 	case <-ctx.Done():
 		return Ack{}, &Error{Reason: router.ReasonUnavailable, Detail: "stopped waiting for the durable write: " + ctx.Err().Error(), Key: m.Key, err: ctx.Err()}
 	}
-}
-
-// failed is the Error of a message the door refused or could not write.
-func (c *Client) failed(err *frontdoor.Error, key string) *Error {
-	e := &Error{Reason: err.Reason, Detail: err.Detail, Key: key}
-	if c.closed.Load() && err.Reason == router.ReasonUnavailable {
-		e.Detail = "the client was closed before the message was written; send it again, with the same idempotency key, with an open client"
-	}
-	return e
 }
 
 // Call sends payload as a request to the address and returns the

@@ -31,8 +31,12 @@ type Config struct {
 	// WriteTimeout bounds one write with its retries. Default 5s.
 	WriteTimeout time.Duration
 	// Read returns the stream sequence up to which the stream has been
-	// read (the ingress reader's position). Required.
+	// read (the ingress reader's position), for MaxUnread. Nil: writes are
+	// never held (a client, which cannot see the reader).
 	Read func() uint64
+	// Closing is what a message refused or failed because the door closed
+	// is told. Default: the runtime is stopping.
+	Closing string
 	// Serves reports whether an endpoint serves a function type; messages
 	// for others are refused as not found. Nil serves every type.
 	Serves func(functionType string) bool
@@ -60,6 +64,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Closing == "" {
+		c.Closing = "the runtime is stopping; send the message again, with the same idempotency key, once it runs"
 	}
 	return c
 }
@@ -187,7 +194,7 @@ func (d *Door) Submit(m Message, done func(Result)) *Error {
 	d.mu.Lock()
 	if d.mu.closed {
 		d.mu.Unlock()
-		return unavailable("the runtime is stopping; send the message again, with the same idempotency key, once it runs")
+		return unavailable("%s", d.cfg.Closing)
 	}
 	if err := d.mu.b.add(&pending{m: m, done: done}, size, d.cfg.Now()); err != nil {
 		waiting := d.mu.b.len()
@@ -260,6 +267,9 @@ func (d *Door) wakeAt(t time.Time) {
 // held reports whether writes are held: more of the door's messages than
 // MaxUnread wait to be read. Called with mu held.
 func (d *Door) held() bool {
+	if d.cfg.Read == nil {
+		return false
+	}
 	read := d.cfg.Read()
 	for len(d.mu.written) > 0 && d.mu.written[0].seq <= read {
 		d.mu.unread -= d.mu.written[0].n
@@ -317,7 +327,7 @@ func (d *Door) writer(batch []*pending) {
 		}
 		d.mu.Lock()
 		d.mu.b.written(sends, d.cfg.Now())
-		if err == nil {
+		if err == nil && d.cfg.Read != nil {
 			d.mu.written = append(d.mu.written, mark{seq: seq, n: len(batch)})
 			d.mu.unread += len(batch)
 		}
@@ -381,7 +391,7 @@ func (d *Door) Close(ctx context.Context) error {
 	}
 	queued := d.mu.b.flush()
 	d.mu.Unlock()
-	fail(queued, unavailable("the runtime is stopping; send the message again, with the same idempotency key, once it runs"))
+	fail(queued, unavailable("%s", d.cfg.Closing))
 	close(d.stop)
 	d.ticker.Stop()
 	done := make(chan struct{})
