@@ -280,7 +280,12 @@ func (cm *clusterMode) requestReload() {
 func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	mem := cm.membership()
 	self := mem.Self().Holder()
-	plan := cluster.PlanFor(cm.k, self, mem.Table())
+	table := mem.Table()
+	plan := cluster.PlanFor(cm.k, self, table)
+	if lost := cluster.TakenOver(cm.heldLeases(), table); len(lost) > 0 {
+		cm.log.Warn("key groups were taken over without this worker knowing; restoring what it holds again", "key_groups", lost)
+		force = true
+	}
 	var restore []cluster.Lease
 	for _, l := range plan.Owned {
 		if cm.ownedKG(l.KeyGroup) == nil {
@@ -324,23 +329,17 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 		cm.started = true
 	}()
 	if force {
-		for kg, o := range cm.owned {
-			if !slices.ContainsFunc(restore, func(l cluster.Lease) bool { return l.KeyGroup == kg }) {
-				restore = append(restore, o.Lease())
-			}
-		}
+		// Everything held is restored again, with the leases as the table
+		// has them: one restored with an older lease would fence the
+		// current one.
+		restore = slices.Clone(plan.Owned)
 		cm.setOwned(func(owned map[int]*cluster.Owned) { clear(owned) })
 	}
-	handedOff := 0
+	// The pipeline is stopped: nothing of the key groups handed off is in
+	// flight, and their next owners go on from their last commits.
 	for _, l := range plan.HandOff {
-		if cm.owned[l.KeyGroup] == nil {
-			continue
-		}
 		cm.setOwned(func(owned map[int]*cluster.Owned) { delete(owned, l.KeyGroup) })
-		if err := cm.c.Release(ctx, l); err != nil {
-			cm.log.Warn("releasing a key group failed; its next owner waits until this worker's membership ends", "key_group", l.KeyGroup, "err", err)
-		}
-		handedOff++
+		cm.release(ctx, l)
 	}
 	restored, err := cm.restoreAll(ctx, append(restore, cm.acquireAll(ctx, plan.Acquire)...))
 	cm.setOwned(func(owned map[int]*cluster.Owned) { maps.Copy(owned, restored) })
@@ -355,11 +354,7 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 		if cm.owned[kg] != nil {
 			continue
 		}
-		holds, err := cm.e.store.HoldsKeyGroup(kg)
-		if err == nil && holds {
-			err = cm.e.store.DropKeyGroup(kg)
-		}
-		if err != nil {
+		if err := cm.dropKeyGroup(kg); err != nil {
 			return err
 		}
 	}
@@ -368,9 +363,37 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	clear(cm.published)
 	cm.pos.reset()
 	cm.m.owned.Set(float64(len(cm.owned)))
-	cm.log.Info("key groups moved, pipeline rebuilt", "owned", len(cm.owned), "restored", len(restored), "handed_off", handedOff,
+	cm.log.Info("key groups moved, pipeline rebuilt", "owned", len(cm.owned), "restored", len(restored), "handed_off", len(plan.HandOff),
 		"waiting", len(plan.Waiting), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// dropKeyGroup deletes what the store holds of a key group not owned.
+func (cm *clusterMode) dropKeyGroup(kg int) error {
+	holds, err := cm.e.store.HoldsKeyGroup(kg)
+	if err == nil && holds {
+		err = cm.e.store.DropKeyGroup(kg)
+	}
+	return err
+}
+
+// heldLeases returns the leases of the owned key groups.
+func (cm *clusterMode) heldLeases() []cluster.Lease {
+	cm.ownedMu.RLock()
+	defer cm.ownedMu.RUnlock()
+	held := make([]cluster.Lease, 0, len(cm.owned))
+	for _, o := range cm.owned {
+		held = append(held, o.Lease())
+	}
+	return held
+}
+
+// release gives up a lease of a key group not processed here; one that
+// fails is released again at the next plan, which still hands it off.
+func (cm *clusterMode) release(ctx context.Context, l cluster.Lease) {
+	if err := cm.c.Release(ctx, l); err != nil {
+		cm.log.Warn("releasing a key group failed; trying again at the next plan", "key_group", l.KeyGroup, "err", err)
+	}
 }
 
 // acquireAll acquires the planned leases it can; a lease that changed
@@ -509,7 +532,11 @@ func (cm *clusterMode) leave(ctx context.Context) {
 		}
 	}
 	cm.setOwned(func(owned map[int]*cluster.Owned) { clear(owned) })
-	if err := cm.membership().Leave(ctx); err != nil {
+	mem := cm.membership()
+	if mem == nil {
+		return // stopped while joining
+	}
+	if err := mem.Leave(ctx); err != nil {
 		cm.log.Warn("leaving the cluster failed; the others take over after the member TTL", "err", err)
 	}
 }

@@ -183,6 +183,13 @@ func (cm *clusterMode) moveLive(ctx context.Context, plan cluster.Plan, restore 
 		if o := cm.ownedKG(l.KeyGroup); o != nil {
 			m.release = append(m.release, l.KeyGroup)
 			m.leases = append(m.leases, o.Lease())
+			continue
+		}
+		// Held but never restored here (its restore failed, or a release
+		// did): there is nothing of it to finish.
+		cm.release(ctx, l)
+		if err := cm.dropKeyGroup(l.KeyGroup); err != nil {
+			return true, err
 		}
 	}
 	if len(m.release) == 0 && len(m.adopt) == 0 {
@@ -209,9 +216,7 @@ func (cm *clusterMode) moveLive(ctx context.Context, plan cluster.Plan, restore 
 	}
 	var errs []error
 	for _, l := range m.leases {
-		if err := cm.c.Release(ctx, l); err != nil {
-			cm.log.Warn("releasing a key group failed; its next owner waits until this worker's membership ends", "key_group", l.KeyGroup, "err", err)
-		}
+		cm.release(ctx, l)
 		if err := cm.e.store.DropKeyGroup(l.KeyGroup); err != nil {
 			errs = append(errs, err)
 		}

@@ -155,7 +155,11 @@ func (cm *clusterMode) listEverywhere(ctx context.Context, req *twinflowv1.ListA
 // forwardGetState reads an address's state at the worker that owns its key
 // group.
 func (cm *clusterMode) forwardGetState(ctx context.Context, kg int, req *twinflowv1.GetStateRequest) (*twinflowv1.GetStateResponse, error) {
-	l := cm.membership().Table().Lease(kg)
+	mem := cm.membership()
+	if mem == nil {
+		return nil, connect.NewError(connect.CodeUnavailable, cm.notOwned(kg))
+	}
+	l := mem.Table().Lease(kg)
 	if l.Holder.IsZero() || l.Holder.Worker == cm.worker {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("key group %d is moving between workers: ask again shortly", kg))
 	}

@@ -263,7 +263,7 @@ func startClusterRig(ctx context.Context, t *testing.T, seed uint64, nats3 *clus
 		if t.Failed() {
 			t.Logf("seed %d", seed)
 			for _, wk := range workers {
-				t.Logf("%s log %s ends with:\n%s", wk.name, wk.log, wk.tail(40))
+				t.Logf("%s log %s:\n%s", wk.name, wk.log, wk.digest())
 			}
 		}
 	})

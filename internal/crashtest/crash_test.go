@@ -71,7 +71,7 @@ func TestCrashRecovery(t *testing.T) {
 	driverLog, driverLogPath := logTo(t, "driver.log")
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("seed %d; runtime log %s ends with:\n%s", seed, rt.log, rt.tail(40))
+			t.Logf("seed %d; runtime log %s:\n%s", seed, rt.log, rt.digest())
 			t.Logf("function log %s ends with:\n%s", fn.log, fn.tail(10))
 			t.Logf("driver log: %s", driverLogPath)
 		}

@@ -35,6 +35,8 @@ import (
 
 var seedFlag = flag.Uint64("crash.seed", 0, "seed of TestCrashRecovery's workload and fault schedule; 0 draws one")
 
+var keepFlag = flag.String("crash.keep", "", "directory to copy the logs of the tests' processes to, by test")
+
 // build is a set of binaries built once for all tests of the package.
 type build struct {
 	once               sync.Once
@@ -134,7 +136,14 @@ type process struct {
 
 func newProcess(t testing.TB, name, bin string, args ...string) *process {
 	p := &process{name: name, bin: bin, args: args, log: filepath.Join(t.TempDir(), name+".log")}
-	t.Cleanup(p.kill)
+	t.Cleanup(func() {
+		p.kill()
+		if *keepFlag != "" && p.starts > 0 {
+			if err := copyFile(p.log, filepath.Join(*keepFlag, t.Name(), name+".log")); err != nil {
+				t.Errorf("keeping %s's log: %v", name, err)
+			}
+		}
+	})
 	return p
 }
 
@@ -240,6 +249,38 @@ func (p *process) after(s string, n int) string {
 		}
 	}
 	return ""
+}
+
+// digest summarizes the log for a failed test, whose output CI may cut:
+// the first data race and panic, the last warnings and errors, and the
+// last lines.
+func (p *process) digest() string {
+	var b strings.Builder
+	for _, s := range []string{"WARNING: DATA RACE", "panic"} {
+		if found := p.after(s, 50); found != "" {
+			fmt.Fprintf(&b, "first %q:\n%s\n", s, found)
+		}
+	}
+	var notable []string
+	for _, l := range strings.Split(p.tail(1<<30), "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") || strings.HasPrefix(l, "====") {
+			notable = append(notable, l)
+		}
+	}
+	fmt.Fprintf(&b, "last warnings and errors (%d in all):\n%s\n", len(notable), strings.Join(notable[max(0, len(notable)-30):], "\n"))
+	fmt.Fprintf(&b, "last lines:\n%s", p.tail(15))
+	return b.String()
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o644)
 }
 
 // ready polls check until it succeeds, the process exits, or the bound

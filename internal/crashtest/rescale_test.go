@@ -229,10 +229,18 @@ func sendThroughDoors(ctx context.Context, t *testing.T, workers []*runtimeProc,
 // its error is temporary.
 func sendThroughClient(ctx context.Context, t *testing.T, c *client.Client, n int) {
 	t.Helper()
+	sendIncrements(ctx, t, c, "client-", n)
+}
+
+// sendIncrements sends an increment to each of n addresses <prefix><i>
+// with c, all at once, each with its id as idempotency key and repeated
+// while its error is temporary.
+func sendIncrements(ctx context.Context, t *testing.T, c *client.Client, prefix string, n int) {
+	t.Helper()
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
-			id := fmt.Sprintf("client-%d", i)
+			id := fmt.Sprintf("%s%d", prefix, i)
 			body, _ := json.Marshal(Command{ID: id, Ops: []Op{{Op: OpIncrement}}})
 			for {
 				_, err := c.Send(ctx, router.Address{Type: FunctionType, ID: id}, CommandType.Typename(), body, client.WithKey(id))

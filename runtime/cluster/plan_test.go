@@ -121,3 +121,24 @@ func TestPlanAcquiresAsSeen(t *testing.T) {
 		t.Fatalf("acquire %v, want all 4 key groups", KeyGroups(p.Acquire))
 	}
 }
+
+func TestTakenOver(t *testing.T) {
+	a1, b1 := Holder{"a", "1"}, Holder{"b", "1"}
+	tbl := Table{Leases: map[int]Lease{
+		0: {KeyGroup: 0, Holder: a1, Revision: 10}, // as held
+		1: {KeyGroup: 1, Holder: b1, Revision: 12}, // taken by b
+		2: {KeyGroup: 2, Revision: 13},             // released
+		3: {KeyGroup: 3, Holder: a1, Revision: 14}, // acquired again
+		4: {KeyGroup: 4, Holder: b1, Revision: 3},  // the view is behind a's acquire
+	}}
+	held := []Lease{
+		{KeyGroup: 3, Holder: a1, Revision: 6},
+		{KeyGroup: 0, Holder: a1, Revision: 10},
+		{KeyGroup: 1, Holder: a1, Revision: 7},
+		{KeyGroup: 2, Holder: a1, Revision: 8},
+		{KeyGroup: 4, Holder: a1, Revision: 9},
+	}
+	if got, want := TakenOver(held, tbl), []int{1, 2, 3}; !slices.Equal(got, want) {
+		t.Errorf("TakenOver = %v, want %v", got, want)
+	}
+}

@@ -1,0 +1,137 @@
+package crashtest
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twinflow/twinflow/client"
+	"github.com/twinflow/twinflow/internal/testwait"
+	"github.com/twinflow/twinflow/runtime/cluster"
+	"github.com/twinflow/twinflow/runtime/cluster/clustertest"
+)
+
+// TestLeasesWrittenBehindAWorkersBack writes the leases of key groups a
+// running worker owns, as a worker cut off from the cluster's bucket
+// would miss them: some taken by an incarnation that is no member (which
+// then died), some written again for the worker itself (an acquire whose
+// outcome it never learned). The worker must notice from its table, take
+// back what is assigned to it with the leases as they are, and hand off
+// what it no longer owns when a second worker joins; the states stay
+// exact, and a clean stop releases every lease it holds.
+func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a NATS cluster and two workers")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	nats3 := clustertest.Start(t)
+	twinflowBin, functionBin := binaries(t)
+	rig := startClusterRig(ctx, t, 0, nats3, twinflowBin, functionBin, 1)
+	workers, cl := rig.workers, rig.cl
+	sender, err := client.New(rig.js.Conn(), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close(ctx)
+
+	const n = 64
+	sendIncrements(ctx, t, sender, "before-", n)
+	waitIncrementedOnce(ctx, t, workers[:1], "before-", n)
+
+	// Every fourth key group: half to a ghost, half to worker0 again.
+	ghost := cluster.Holder{Worker: "w-ghost", Incarnation: "gone"}
+	var rewritten []string
+	for kg := 0; kg < cl.KeyGroups(); kg += 4 {
+		l, err := cl.LeaseOf(ctx, kg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := l.Holder
+		if kg%8 == 4 {
+			to = ghost
+		}
+		got, err := cl.Acquire(ctx, kg, to, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rewritten = append(rewritten, fmt.Sprintf("%d: %s@%d -> %s@%d", kg, l.Holder, l.Revision, got.Holder, got.Revision))
+	}
+	t.Logf("leases written: %s", strings.Join(rewritten, ", "))
+	sendIncrements(ctx, t, sender, "during-", n)
+	waitIncrementedOnce(ctx, t, workers[:1], "during-", n)
+
+	if err := workers[1].startReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitAssignedHeld(ctx, t, cl, 2)
+	sendIncrements(ctx, t, sender, "before-", n) // repeated: applied once
+	sendIncrements(ctx, t, sender, "after-", n)
+	for _, prefix := range []string{"before-", "during-", "after-"} {
+		waitIncrementedOnce(ctx, t, workers[:2], prefix, n)
+	}
+
+	stopWorker(ctx, t, workers[0])
+	if failed := workers[0].grep("releasing a key group failed"); len(failed) > 0 {
+		t.Errorf("worker0 could not release leases it held:\n%s", strings.Join(failed, "\n"))
+	}
+	waitAssignedHeld(ctx, t, cl, 1)
+	for _, prefix := range []string{"before-", "during-", "after-"} {
+		waitIncrementedOnce(ctx, t, workers[1:2], prefix, n)
+	}
+	for _, wk := range workers[:2] {
+		if races := wk.grep("WARNING: DATA RACE"); len(races) > 0 {
+			t.Errorf("the race detector reported %d data races in %s; the first:\n%s", len(races), wk.name, wk.after("WARNING: DATA RACE", 60))
+		}
+	}
+}
+
+// waitIncrementedOnce waits until each of n addresses <prefix><i> was
+// incremented once, asking the workers.
+func waitIncrementedOnce(ctx context.Context, t *testing.T, workers []*runtimeProc, prefix string, n int) {
+	t.Helper()
+	var ids []string
+	for i := range n {
+		ids = append(ids, fmt.Sprintf("%s%d", prefix, i))
+	}
+	testwait.Nil(t, "an increment applied once to each address "+prefix+"*", func() error {
+		got, err := readClusterStates(ctx, workers, ids)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			if got[id] != [2]int64{1, 1} {
+				return fmt.Errorf("%s: count and msgs %v, want one increment applied once", id, got[id])
+			}
+		}
+		return nil
+	})
+}
+
+// waitAssignedHeld waits until the cluster has the given number of
+// members and each key group's lease is held by the worker it is
+// assigned to.
+func waitAssignedHeld(ctx context.Context, t *testing.T, cl *cluster.Cluster, members int) {
+	t.Helper()
+	testwait.Nil(t, fmt.Sprintf("every key group held by the one of %d workers it is assigned to", members), func() error {
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if len(st.Members) != members {
+			return fmt.Errorf("%d members", len(st.Members))
+		}
+		var wrong []string
+		for _, g := range st.Groups {
+			if g.Holder.Worker != g.Assigned {
+				wrong = append(wrong, fmt.Sprintf("%d held by %q, assigned to %q", g.KeyGroup, g.Holder.Worker, g.Assigned))
+			}
+		}
+		if len(wrong) > 0 {
+			return fmt.Errorf("%d key groups not held where assigned: %s", len(wrong), strings.Join(wrong[:min(len(wrong), 8)], "; "))
+		}
+		return nil
+	})
+}
