@@ -284,6 +284,7 @@ func (cm *clusterMode) reconcile(ctx context.Context, force bool) error {
 	plan := cluster.PlanFor(cm.k, self, table)
 	if lost := cluster.TakenOver(cm.heldLeases(), table); len(lost) > 0 {
 		cm.log.Warn("key groups were taken over without this worker knowing; restoring what it holds again", "key_groups", lost)
+		cm.m.leasesLost.Inc()
 		force = true
 	}
 	var restore []cluster.Lease
@@ -956,6 +957,7 @@ type clusterMetrics struct {
 	restores       *prometheus.CounterVec
 	restoreSeconds prometheus.Histogram
 	lost           prometheus.Counter
+	leasesLost     prometheus.Counter
 	snapshots      prometheus.Counter
 	snapshotBytes  prometheus.Counter
 	received       prometheus.Counter
@@ -988,6 +990,8 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 			Help: "Bytes of the snapshots taken."}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_memberships_lost_total",
 			Help: "Times this worker lost its membership (paused or cut off past the member TTL)."}),
+		leasesLost: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_leases_lost_total",
+			Help: "Times this worker's table showed leases it owned written since it restored them (taken over while it could not see it); each time it rebuilds its pipeline."}),
 		received: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_messages_received_total",
 			Help: "Messages from key groups owned by other workers, delivered."}),
 		duplicates: prometheus.NewCounter(prometheus.CounterOpts{Name: "twinflow_cluster_message_batches_dropped_total",
@@ -999,6 +1003,6 @@ func newClusterMetrics(reg prometheus.Registerer) *clusterMetrics {
 	}
 	m.routing = routing.NewMetrics(reg)
 	reg.MustRegister(m.owned, m.commits, m.commitSeconds, m.commitBytes, m.commitMessages, m.fenced, m.restores,
-		m.restoreSeconds, m.lost, m.received, m.duplicates, m.snapshots, m.snapshotBytes, m.moves)
+		m.restoreSeconds, m.lost, m.leasesLost, m.received, m.duplicates, m.snapshots, m.snapshotBytes, m.moves)
 	return m
 }

@@ -36,7 +36,9 @@
 // The seed fixes the workload and the fault schedule, not the interleaving
 // of the processes, which is the point: each run explores different crash
 // moments. A failing run prints its seed; -crash.seed=N runs that workload
-// again.
+// again. A failing test prints a digest of each process's log (its first
+// data race and panic, its last warnings and errors, its last lines);
+// -crash.keep=DIR copies the whole logs there, a directory per run.
 //
 // The runtime runs with its defaults for the embedded NATS server: every
 // JetStream write is fsynced before it is acknowledged. (SIGKILL leaves

@@ -35,7 +35,7 @@ import (
 
 var seedFlag = flag.Uint64("crash.seed", 0, "seed of TestCrashRecovery's workload and fault schedule; 0 draws one")
 
-var keepFlag = flag.String("crash.keep", "", "directory to copy the logs of the tests' processes to, by test")
+var keepFlag = flag.String("crash.keep", "", "directory to copy the logs of the tests' processes to, a directory per test run")
 
 // build is a set of binaries built once for all tests of the package.
 type build struct {
@@ -139,7 +139,7 @@ func newProcess(t testing.TB, name, bin string, args ...string) *process {
 	t.Cleanup(func() {
 		p.kill()
 		if *keepFlag != "" && p.starts > 0 {
-			if err := copyFile(p.log, filepath.Join(*keepFlag, t.Name(), name+".log")); err != nil {
+			if err := copyFile(p.log, filepath.Join(*keepFlag, filepath.Base(filepath.Dir(filepath.Dir(p.log))), name+".log")); err != nil {
 				t.Errorf("keeping %s's log: %v", name, err)
 			}
 		}
