@@ -22,7 +22,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinflow/twinflow/client"
-	"github.com/twinflow/twinflow/internal/testwait"
 	"github.com/twinflow/twinflow/router"
 	"github.com/twinflow/twinflow/runtime/cluster"
 	"github.com/twinflow/twinflow/runtime/cluster/clustertest"
@@ -140,22 +139,8 @@ func TestClusterRescale(t *testing.T) {
 	sendThroughDoors(ctx, t, workers, doorAddresses)
 	sendThroughClient(ctx, t, sender, doorAddresses)
 	checkClusterOutcome(ctx, t, w, workers, js, cl)
-	testwait.Nil(t, "the front doors' and the client's increments applied once", func() error {
-		var ids []string
-		for i := range doorAddresses {
-			ids = append(ids, fmt.Sprintf("door-%d", i), fmt.Sprintf("client-%d", i))
-		}
-		got, err := readClusterStates(ctx, workers, ids)
-		if err != nil {
-			return err
-		}
-		for _, id := range ids {
-			if got[id] != [2]int64{1, 1} {
-				return fmt.Errorf("%s: count and msgs %v, want one increment applied once", id, got[id])
-			}
-		}
-		return nil
-	})
+	waitIncrementedOnce(ctx, t, workers, "door-", doorAddresses)
+	waitIncrementedOnce(ctx, t, workers, "client-", doorAddresses)
 	// Back in balance: every worker holds key groups again.
 	testwaitBalanced(ctx, t, cl, workers)
 	checkMovedLive(t, workers)
