@@ -17,10 +17,12 @@ import (
 // running worker owns, as a worker cut off from the cluster's bucket
 // would miss them: some taken by an incarnation that is no member (which
 // then died), some written again for the worker itself (an acquire whose
-// outcome it never learned). The worker must notice from its table, take
-// back what is assigned to it with the leases as they are, and hand off
-// what it no longer owns when a second worker joins; the states stay
-// exact, and a clean stop releases every lease it holds.
+// outcome it never learned). The worker must notice from its table and
+// take back what is assigned to it with the leases as they are, and hand
+// off what it no longer owns when a second worker joins. Then a lease of
+// the second worker's is written for the first, which never restored that
+// key group: the first must give it back. The states stay exact, and a
+// clean stop releases every lease the worker holds.
 func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a NATS cluster and two workers")
@@ -66,6 +68,32 @@ func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 	if err := workers[1].startReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+	waitAssignedHeld(ctx, t, cl, 2)
+
+	// A lease of a key group assigned to worker1 written for worker0,
+	// which never restored it: worker0 must give it back.
+	st, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w0 := workerID(t, workers[0])
+	var of0 cluster.Holder
+	kg1 := -1
+	for _, g := range st.Groups {
+		if g.Holder.Worker == w0 {
+			of0 = g.Holder
+		} else if kg1 < 0 {
+			kg1 = g.KeyGroup
+		}
+	}
+	l, err := cl.LeaseOf(ctx, kg1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Acquire(ctx, kg1, of0, l); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the lease of key group %d, held by %s, written for %s", kg1, l.Holder, of0)
 	waitAssignedHeld(ctx, t, cl, 2)
 	sendIncrements(ctx, t, sender, "before-", n) // repeated: applied once
 	sendIncrements(ctx, t, sender, "after-", n)
