@@ -39,10 +39,23 @@ func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 	}
 	defer sender.Close(ctx)
 
-	const n = 64
-	sendIncrements(ctx, t, sender, "before-", n)
-	waitIncrementedOnce(ctx, t, workers[:1], "before-", n)
+	before, during, after := addresses("before-", 64), addresses("during-", 128), addresses("after-", 64)
+	sendIncrements(ctx, t, sender, before, "")
+	waitIncremented(ctx, t, workers[:1], before, 1)
 
+	// Increments flow to every key group while the leases are written:
+	// a key group restored under the running pipeline would count some
+	// twice or never.
+	const rounds = 12
+	flowing := make(chan struct{})
+	go func() {
+		defer close(flowing)
+		for r := range rounds {
+			sendIncrements(ctx, t, sender, during, fmt.Sprintf("/%d", r))
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
 	// Every fourth key group: half to a ghost, half to worker0 again.
 	ghost := cluster.Holder{Worker: "w-ghost", Incarnation: "gone"}
 	var rewritten []string
@@ -62,8 +75,8 @@ func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 		rewritten = append(rewritten, fmt.Sprintf("%d: %s@%d -> %s@%d", kg, l.Holder, l.Revision, got.Holder, got.Revision))
 	}
 	t.Logf("leases written: %s", strings.Join(rewritten, ", "))
-	sendIncrements(ctx, t, sender, "during-", n)
-	waitIncrementedOnce(ctx, t, workers[:1], "during-", n)
+	<-flowing
+	waitIncremented(ctx, t, workers[:1], during, rounds)
 
 	if err := workers[1].startReady(ctx); err != nil {
 		t.Fatal(err)
@@ -95,20 +108,22 @@ func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 	}
 	t.Logf("the lease of key group %d, held by %s, written for %s", kg1, l.Holder, of0)
 	waitAssignedHeld(ctx, t, cl, 2)
-	sendIncrements(ctx, t, sender, "before-", n) // repeated: applied once
-	sendIncrements(ctx, t, sender, "after-", n)
-	for _, prefix := range []string{"before-", "during-", "after-"} {
-		waitIncrementedOnce(ctx, t, workers[:2], prefix, n)
+	sendIncrements(ctx, t, sender, before, "") // repeated: applied once
+	sendIncrements(ctx, t, sender, after, "")
+	check := func(workers []*runtimeProc) {
+		t.Helper()
+		waitIncremented(ctx, t, workers, before, 1)
+		waitIncremented(ctx, t, workers, during, rounds)
+		waitIncremented(ctx, t, workers, after, 1)
 	}
+	check(workers[:2])
 
 	stopWorker(ctx, t, workers[0])
 	if failed := workers[0].grep("releasing a key group failed"); len(failed) > 0 {
 		t.Errorf("worker0 could not release leases it held:\n%s", strings.Join(failed, "\n"))
 	}
 	waitAssignedHeld(ctx, t, cl, 1)
-	for _, prefix := range []string{"before-", "during-", "after-"} {
-		waitIncrementedOnce(ctx, t, workers[1:2], prefix, n)
-	}
+	check(workers[1:2])
 	for _, wk := range workers[:2] {
 		if races := wk.grep("WARNING: DATA RACE"); len(races) > 0 {
 			t.Errorf("the race detector reported %d data races in %s; the first:\n%s", len(races), wk.name, wk.after("WARNING: DATA RACE", 60))
@@ -116,22 +131,18 @@ func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 	}
 }
 
-// waitIncrementedOnce waits until each of n addresses <prefix><i> was
-// incremented once, asking the workers.
-func waitIncrementedOnce(ctx context.Context, t *testing.T, workers []*runtimeProc, prefix string, n int) {
+// waitIncremented waits until each address of ids was incremented times
+// times, each increment applied once, asking the workers.
+func waitIncremented(ctx context.Context, t *testing.T, workers []*runtimeProc, ids []string, times int64) {
 	t.Helper()
-	var ids []string
-	for i := range n {
-		ids = append(ids, fmt.Sprintf("%s%d", prefix, i))
-	}
-	testwait.Nil(t, "an increment applied once to each address "+prefix+"*", func() error {
+	testwait.Nil(t, fmt.Sprintf("%d increments applied once to each of %s...", times, ids[0]), func() error {
 		got, err := readClusterStates(ctx, workers, ids)
 		if err != nil {
 			return err
 		}
 		for _, id := range ids {
-			if got[id] != [2]int64{1, 1} {
-				return fmt.Errorf("%s: count and msgs %v, want one increment applied once", id, got[id])
+			if got[id] != [2]int64{times, times} {
+				return fmt.Errorf("%s: count and msgs %v, want %d increments applied once", id, got[id], times)
 			}
 		}
 		return nil

@@ -139,8 +139,8 @@ func TestClusterRescale(t *testing.T) {
 	sendThroughDoors(ctx, t, workers, doorAddresses)
 	sendThroughClient(ctx, t, sender, doorAddresses)
 	checkClusterOutcome(ctx, t, w, workers, js, cl)
-	waitIncrementedOnce(ctx, t, workers, "door-", doorAddresses)
-	waitIncrementedOnce(ctx, t, workers, "client-", doorAddresses)
+	waitIncremented(ctx, t, workers, addresses("door-", doorAddresses), 1)
+	waitIncremented(ctx, t, workers, addresses("client-", doorAddresses), 1)
 	// Back in balance: every worker holds key groups again.
 	testwaitBalanced(ctx, t, cl, workers)
 	checkMovedLive(t, workers)
@@ -215,21 +215,30 @@ func sendThroughDoors(ctx context.Context, t *testing.T, workers []*runtimeProc,
 // its error is temporary.
 func sendThroughClient(ctx context.Context, t *testing.T, c *client.Client, n int) {
 	t.Helper()
-	sendIncrements(ctx, t, c, "client-", n)
+	sendIncrements(ctx, t, c, addresses("client-", n), "")
 }
 
-// sendIncrements sends an increment to each of n addresses <prefix><i>
-// with c, all at once, each with its id as idempotency key and repeated
-// while its error is temporary.
-func sendIncrements(ctx context.Context, t *testing.T, c *client.Client, prefix string, n int) {
+// addresses returns the ids <prefix>0 to <prefix><n-1>.
+func addresses(prefix string, n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s%d", prefix, i)
+	}
+	return ids
+}
+
+// sendIncrements sends an increment to each address of ids with c, all
+// at once, each with the idempotency key <id><round> and repeated while
+// its error is temporary.
+func sendIncrements(ctx context.Context, t *testing.T, c *client.Client, ids []string, round string) {
 	t.Helper()
 	var wg sync.WaitGroup
-	for i := range n {
+	for _, id := range ids {
 		wg.Go(func() {
-			id := fmt.Sprintf("%s%d", prefix, i)
-			body, _ := json.Marshal(Command{ID: id, Ops: []Op{{Op: OpIncrement}}})
+			key := id + round
+			body, _ := json.Marshal(Command{ID: key, Ops: []Op{{Op: OpIncrement}}})
 			for {
-				_, err := c.Send(ctx, router.Address{Type: FunctionType, ID: id}, CommandType.Typename(), body, client.WithKey(id))
+				_, err := c.Send(ctx, router.Address{Type: FunctionType, ID: id}, CommandType.Typename(), body, client.WithKey(key))
 				var ce *client.Error
 				if err == nil || !errors.As(err, &ce) || !ce.Temporary() || ctx.Err() != nil {
 					if err != nil {
