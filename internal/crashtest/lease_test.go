@@ -77,6 +77,11 @@ func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 	t.Logf("leases written: %s", strings.Join(rewritten, ", "))
 	<-flowing
 	waitIncremented(ctx, t, workers[:1], during, rounds)
+	// Noticed from the table: nothing restored under the running pipeline,
+	// so no commit of it was refused.
+	if refused := metricSum(workers[0].adminURL, "twinflow_cluster_commits_refused_total"); refused != 0 {
+		t.Errorf("worker0 had %v commits refused by the changelog", refused)
+	}
 
 	if err := workers[1].startReady(ctx); err != nil {
 		t.Fatal(err)
