@@ -529,7 +529,7 @@ func (cm *clusterMode) leave(ctx context.Context) {
 	cm.e.stopPipeline()
 	for kg, o := range cm.owned {
 		if err := cm.c.Release(ctx, o.Lease()); err != nil {
-			cm.log.Warn("releasing a key group failed", "key_group", kg, "err", err)
+			cm.log.Warn("releasing a key group at the stop failed; the others take it over once this worker has left", "key_group", kg, "err", err)
 		}
 	}
 	cm.setOwned(func(owned map[int]*cluster.Owned) { clear(owned) })

@@ -388,12 +388,7 @@ func checkClusterOutcome(ctx context.Context, t *testing.T, w *Workload, workers
 	}
 	t.Logf("trimmed: %s", trimmed)
 	for _, wk := range workers {
-		if races := wk.grep("WARNING: DATA RACE"); len(races) > 0 {
-			t.Errorf("the race detector reported %d data races in %s; the first:\n%s", len(races), wk.name, wk.after("WARNING: DATA RACE", 60))
-		}
-		if panics := wk.grep("panic:"); len(panics) > 0 {
-			t.Errorf("%s panicked:\n%s", wk.name, strings.Join(panics, "\n"))
-		}
+		wk.checkClean(t)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -228,14 +227,8 @@ func TestCrashRecovery(t *testing.T) {
 	if len(dead) > 0 {
 		t.Errorf("seed %d: %d dead letters:\n%s", seed, len(dead), summarize(dead, 20))
 	}
-	for _, p := range []*process{rt.process, fn.process} {
-		if races := p.grep("WARNING: DATA RACE"); len(races) > 0 {
-			t.Errorf("the race detector reported %d data races in %s; the first:\n%s", len(races), p.name, p.after("WARNING: DATA RACE", 60))
-		}
-	}
-	if panics := rt.grep("panic:"); len(panics) > 0 {
-		t.Errorf("the runtime panicked:\n%s", strings.Join(panics, "\n"))
-	}
+	rt.checkClean(t)
+	fn.checkClean(t)
 
 	var checkpoints uint64
 	if st, err := admin.GetCheckpointStatus(ctx, connect.NewRequest(&twinflowv1.GetCheckpointStatusRequest{})); err == nil {

@@ -251,6 +251,18 @@ func (p *process) after(s string, n int) string {
 	return ""
 }
 
+// checkClean fails t if the log shows a data race or a panic, recovered
+// ones included (net/http's "http: panic serving" of a handler's).
+func (p *process) checkClean(t testing.TB) {
+	t.Helper()
+	if races := p.grep("WARNING: DATA RACE"); len(races) > 0 {
+		t.Errorf("the race detector reported %d data races in %s; the first:\n%s", len(races), p.name, p.after("WARNING: DATA RACE", 60))
+	}
+	if panics := append(p.grep("panic:"), p.grep("http: panic serving")...); len(panics) > 0 {
+		t.Errorf("%s panicked %d times; the first:\n%s", p.name, len(panics), p.after(panics[0], 30))
+	}
+}
+
 // digest summarizes the log for a failed test, whose output CI may cut:
 // the first data race and panic, the last warnings and errors, and the
 // last lines.
