@@ -390,9 +390,15 @@ func (cm *clusterMode) heldLeases() []cluster.Lease {
 }
 
 // release gives up a lease of a key group not processed here; one that
-// fails is released again at the next plan, which still hands it off.
+// fails is released again at the next plan, which still hands it off. A
+// lease that changed since it was read is no failure: the table was
+// behind (this worker's own release, say), and the next plan sees it.
 func (cm *clusterMode) release(ctx context.Context, l cluster.Lease) {
-	if err := cm.c.Release(ctx, l); err != nil {
+	err := cm.c.Release(ctx, l)
+	switch {
+	case errors.Is(err, cluster.ErrLeaseChanged):
+		cm.log.Debug("releasing a key group: its lease changed since the table showed it; planning again", "key_group", l.KeyGroup)
+	case err != nil:
 		cm.log.Warn("releasing a key group failed; trying again at the next plan", "key_group", l.KeyGroup, "err", err)
 	}
 }
