@@ -291,9 +291,12 @@ func checkSignatureClockSkew(ctx context.Context, c *client) error {
 	body := c.validBody()
 	now := c.cfg.Now()
 	path := twinflowv1connect.FunctionServiceInvokeProcedure
+	// 10 s outside the window: a signature's time is in whole seconds,
+	// cut down, so one made 301 s ahead may reach the endpoint less than
+	// 300 s ahead.
 	return c.wantRefused(ctx,
-		signedCall{name: "a call signed 301 s ago", body: body, header: s.Header(now.Add(-301*time.Second), path, body)},
-		signedCall{name: "a call signed 301 s ahead", body: body, header: s.Header(now.Add(301*time.Second), path, body)},
+		signedCall{name: "a call signed 310 s ago", body: body, header: s.Header(now.Add(-310*time.Second), path, body)},
+		signedCall{name: "a call signed 310 s ahead", body: body, header: s.Header(now.Add(310*time.Second), path, body)},
 		signedCall{name: "a call signed an hour ago", body: body, header: s.Header(now.Add(-time.Hour), path, body)},
 	)
 }

@@ -101,7 +101,7 @@ func TestSignatureRules(t *testing.T) {
 		{
 			name:   "no clock check",
 			break_: verifierBreak{ignoreClock: true},
-			want:   map[string]string{"signature/clock-skew": "a call signed 301 s ago: HTTP 200"},
+			want:   map[string]string{"signature/clock-skew": "a call signed 310 s ago: HTTP 200"},
 		},
 		{
 			// Leaving the path out of the signed bytes refuses every honest
