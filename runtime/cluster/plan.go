@@ -70,10 +70,10 @@ func KeyGroups(ls []Lease) []int {
 // restored, whose lease t shows written since by anyone: another worker
 // acquired it (while this one could not heartbeat, say) and fenced it, or
 // this one released or acquired it again without restoring it with the new
-// lease. Their commits would be fenced, and the plan may list them to
-// acquire or hand off: restore what is held from the changelogs again,
-// with the leases as t has them. A view behind this worker's own writes
-// (a lower revision) reports nothing.
+// lease. Their commits may be fenced, their releases fail, and the plan
+// may list them to acquire: restore what is held from the changelogs
+// again, with the leases as t has them. A view behind this worker's own
+// writes (a lower revision) reports nothing.
 func TakenOver(held []Lease, t Table) []int {
 	var out []int
 	for _, h := range held {
