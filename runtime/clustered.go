@@ -512,6 +512,9 @@ func (cm *clusterMode) notOwned(kg int) error {
 	}
 	t := mem.Table()
 	l := t.Lease(kg)
+	if l.Holder.Worker == cm.worker {
+		return fmt.Errorf("key group %d is leased to this worker but not processed here yet (being restored, or handed off): ask again shortly", kg)
+	}
 	if m, ok := t.Members[l.Holder.Worker]; ok && !l.Holder.IsZero() {
 		return fmt.Errorf("key group %d is owned by worker %s (%s), not by this one (%s): ask it", kg, l.Holder.Worker, m.Address, cm.worker)
 	}
