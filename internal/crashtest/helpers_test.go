@@ -267,6 +267,9 @@ func (p *process) checkClean(t testing.TB) {
 // the first data race and panic, the last warnings and errors, and the
 // last lines.
 func (p *process) digest() string {
+	if p.starts == 0 {
+		return "never started"
+	}
 	var b strings.Builder
 	for _, s := range []string{"WARNING: DATA RACE", "panic"} {
 		if found := p.after(s, 50); found != "" {

@@ -78,9 +78,9 @@ func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 	<-flowing
 	waitIncremented(ctx, t, workers[:1], during, rounds)
 	// Noticed from the table: nothing restored under the running pipeline,
-	// so no commit of it was refused.
-	if refused := metricSum(workers[0].adminURL, "twinflow_cluster_commits_refused_total"); refused != 0 {
-		t.Errorf("worker0 had %v commits refused by the changelog", refused)
+	// so no commit of it was fenced.
+	if fenced := workers[0].grep(cluster.ErrFenced.Error()); len(fenced) > 0 {
+		t.Errorf("worker0 had %d commits fenced:\n%s", len(fenced), strings.Join(fenced, "\n"))
 	}
 
 	if err := workers[1].startReady(ctx); err != nil {
