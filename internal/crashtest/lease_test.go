@@ -80,7 +80,7 @@ func TestLeasesWrittenBehindAWorkersBack(t *testing.T) {
 	// Noticed from the table: nothing restored under the running pipeline,
 	// so no commit of it was fenced.
 	if fenced := workers[0].grep(cluster.ErrFenced.Error()); len(fenced) > 0 {
-		t.Errorf("worker0 had %d commits fenced:\n%s", len(fenced), strings.Join(fenced, "\n"))
+		t.Errorf("worker0 had commits fenced (%d log lines):\n%s", len(fenced), strings.Join(fenced, "\n"))
 	}
 
 	if err := workers[1].startReady(ctx); err != nil {
