@@ -38,6 +38,7 @@ import (
 	"github.com/twinflow/twinflow/runtime/invoke"
 	"github.com/twinflow/twinflow/runtime/keygroup"
 	"github.com/twinflow/twinflow/runtime/natsbus"
+	"github.com/twinflow/twinflow/runtime/natsbus/natserr"
 	"github.com/twinflow/twinflow/runtime/routing"
 	"github.com/twinflow/twinflow/runtime/secrets"
 	"github.com/twinflow/twinflow/runtime/shard"
@@ -51,6 +52,16 @@ const (
 	DeadLetterStream = "TWINFLOW_DLQ"
 	ingressStreamPfx = "TWINFLOW_INGRESS_"
 	egressStreamPfx  = "TWINFLOW_EGRESS_"
+)
+
+const (
+	// streamsTimeout bounds the creation of the streams at start: a
+	// NATS cluster that answers nothing for longer fails the start,
+	// naming the stream.
+	streamsTimeout = time.Minute
+	// streamAttemptTimeout bounds one request to create or update a
+	// stream, so that the next finds a meta leader elected meanwhile.
+	streamAttemptTimeout = 5 * time.Second
 )
 
 // Engine is a running worker.
@@ -383,10 +394,34 @@ func (e *Engine) ensureStreams(ctx context.Context) error {
 	for _, eg := range e.cfg.Module.Egresses {
 		streams = append(streams, natsbus.StreamSpec{Name: egressStreamPfx + eg.Name, Subjects: []string{eg.Subject, eg.Subject + ".>"}, DuplicateWindow: e.cfg.DedupWindow, AllowDirect: true})
 	}
+	// A JetStream cluster may answer nothing for a while (its meta group
+	// electing a leader, or busy with another worker's consumers): each
+	// stream is asked again, for up to streamsTimeout in all.
+	ctx, cancel := context.WithTimeout(ctx, streamsTimeout)
+	defer cancel()
 	for _, s := range streams {
 		s.Replicas = max(1, e.cfg.ClusterReplicas)
-		if _, err := natsbus.EnsureStream(ctx, e.js, s); err != nil {
-			return fmt.Errorf("stream %s: %w", s.Name, err)
+		r := backoff.Retrier{Policy: backoff.Policy{Base: 100 * time.Millisecond, Max: 2 * time.Second}}
+		for {
+			actx, acancel := context.WithTimeout(ctx, streamAttemptTimeout)
+			_, err := natsbus.EnsureStream(actx, e.js, s)
+			acancel()
+			if err == nil {
+				break
+			}
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) && natserr.Transient(err) {
+				return fmt.Errorf("stream %s: JetStream did not answer in %v (%d attempts): %w", s.Name, streamsTimeout, r.Retries()+1, err)
+			}
+			if !natserr.Transient(err) || ctx.Err() != nil {
+				return fmt.Errorf("stream %s: %w", s.Name, err)
+			}
+			d := r.Next()
+			e.log.Warn("creating a stream: JetStream did not answer; trying again", "stream", s.Name, "err", err,
+				"retry_in", d.Round(time.Millisecond), "attempt", r.Retries())
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+			}
 		}
 	}
 	return nil

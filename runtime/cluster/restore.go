@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/natsbus/natserr"
 	"github.com/twinflow/twinflow/runtime/state"
 )
 
@@ -293,7 +294,7 @@ func (c *Cluster) readElements(ctx context.Context, o *Owned, l *state.Loader, a
 				}
 				err = b.Error()
 			}
-			if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !transient(err) {
+			if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !natserr.Transient(err) {
 				return nil, err
 			}
 			if len(batch) == 0 {

@@ -2,13 +2,10 @@ package cluster
 
 import (
 	"context"
-	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/natsbus/natserr"
 )
 
 // requestTimeout bounds one attempt of a request to NATS. While a stream
@@ -29,7 +26,7 @@ func retry(ctx context.Context, op func(ctx context.Context) error) error {
 		actx, cancel := context.WithTimeout(ctx, requestTimeout)
 		err := op(actx)
 		cancel()
-		if err == nil || !transient(err) || ctx.Err() != nil {
+		if err == nil || !natserr.Transient(err) || ctx.Err() != nil {
 			return err
 		}
 		select {
@@ -38,18 +35,4 @@ func retry(ctx context.Context, op func(ctx context.Context) error) error {
 		case <-time.After(r.Next()):
 		}
 	}
-}
-
-// transient reports whether err may pass by itself: no answer in time, no
-// stream leader, a connection being re-established.
-func transient(err error) bool {
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
-		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
-		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
-		return true
-	}
-	var apiErr *jetstream.APIError
-	// 503: JetStream (or its cluster) is temporarily unavailable.
-	return errors.As(err, &apiErr) && apiErr.Code == 503
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/twinflow/twinflow/runtime/backoff"
+	"github.com/twinflow/twinflow/runtime/natsbus/natserr"
 	"github.com/twinflow/twinflow/runtime/state"
 )
 
@@ -85,7 +86,7 @@ func (c *Cluster) Snapshot(ctx context.Context, o *Owned, store *state.Store) (S
 	r := backoff.Retrier{Policy: retryPolicy}
 	for {
 		info, err = c.upload(ctx, o, store)
-		if err == nil || !transient(err) || ctx.Err() != nil {
+		if err == nil || !natserr.Transient(err) || ctx.Err() != nil {
 			break
 		}
 		select {

@@ -1,9 +1,10 @@
-// Package natserr classifies the errors of NATS and JetStream publishes.
+// Package natserr classifies the errors of NATS and JetStream requests.
 // It is apart from natsbus so that clients (package client) use it without
 // linking the embedded NATS server.
 package natserr
 
 import (
+	"context"
 	"errors"
 
 	"github.com/nats-io/nats.go"
@@ -21,4 +22,20 @@ func PermanentPublish(err error) bool {
 	}
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && apiErr.Code == 400
+}
+
+// Transient reports whether a request that failed with err may succeed
+// if made again: no answer in time (a stream or the JetStream meta group
+// electing a leader answers nothing for seconds), no stream leader, a
+// connection being re-established.
+func Transient(err error) bool {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+		errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected):
+		return true
+	}
+	var apiErr *jetstream.APIError
+	// 503: JetStream (or its cluster) is temporarily unavailable.
+	return errors.As(err, &apiErr) && apiErr.Code == 503
 }
