@@ -247,7 +247,12 @@ func (c *Cluster) upload(ctx context.Context, o *Owned, store *state.Store) (Sna
 		_ = pw.CloseWithError(err)
 		scanned <- err
 	}()
-	obj, err := c.snap.Put(ctx, jetstream.ObjectMeta{Name: info.Object}, pr)
+	actx, stalled := watchProgress(ctx, uploadStall)
+	obj, err := c.snap.Put(actx, jetstream.ObjectMeta{Name: info.Object}, progressReader{pr, stalled})
+	if err != nil && stalled.fired() {
+		err = fmt.Errorf("no progress for %v (acknowledgements lost to a leader election, say): %w", uploadStall, context.DeadlineExceeded)
+	}
+	stalled.stop()
 	_ = pr.CloseWithError(errUploadEnded)
 	if serr := <-scanned; serr != nil && !errors.Is(serr, errUploadEnded) {
 		if err == nil {
@@ -260,4 +265,79 @@ func (c *Cluster) upload(ctx context.Context, o *Owned, store *state.Store) (Sna
 	}
 	info.Bytes = int64(obj.Size)
 	return info, nil
+}
+
+// uploadStall bounds how long an upload may make no progress: take no
+// byte of the scan, or, after the last, wait for the acknowledgements of
+// its chunks. Chunks whose acknowledgements a stream's leader election
+// lost are waited for until the context ends otherwise. The attempt then
+// ends as timed out, and Snapshot makes another.
+const uploadStall = 10 * time.Second
+
+// stallWatch cancels a context when nothing called progress for a while.
+type stallWatch struct {
+	progressed chan struct{}
+	cancel     context.CancelFunc
+	done       chan struct{}
+	stalled    chan struct{}
+}
+
+// watchProgress returns a context that ends when ctx does or when the
+// watch sees no progress for limit.
+func watchProgress(ctx context.Context, limit time.Duration) (context.Context, *stallWatch) {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &stallWatch{progressed: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{}), stalled: make(chan struct{})}
+	go func() {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		for {
+			select {
+			case <-w.progressed:
+				t.Reset(limit)
+			case <-t.C:
+				close(w.stalled)
+				cancel()
+				return
+			case <-w.done:
+				return
+			case <-wctx.Done():
+				return
+			}
+		}
+	}()
+	return wctx, w
+}
+
+func (w *stallWatch) progress() {
+	select {
+	case w.progressed <- struct{}{}:
+	default:
+	}
+}
+
+// fired reports whether the watch ended the context.
+func (w *stallWatch) fired() bool {
+	select {
+	case <-w.stalled:
+		return true
+	default:
+		return false
+	}
+}
+
+func (w *stallWatch) stop() {
+	close(w.done)
+	w.cancel()
+}
+
+// progressReader tells a stall watch of every read.
+type progressReader struct {
+	r io.Reader
+	w *stallWatch
+}
+
+func (p progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.w.progress()
+	return n, err
 }
