@@ -99,7 +99,7 @@ func TestClusterRescale(t *testing.T) {
 	defer sender.Close(ctx)
 	step(5*time.Second, "60 increments sent through the workers' HTTP front doors, 60 through package client", func() {
 		sendThroughDoors(ctx, t, workers, doorAddresses)
-		sendThroughClient(ctx, t, sender, doorAddresses)
+		sendIncrements(ctx, t, sender, addresses("client-", doorAddresses), "")
 	})
 	step(7*time.Second, "worker0 stopped with SIGTERM", func() { stopWorker(ctx, t, workers[0]) })
 	step(10*time.Second, "worker1 killed with SIGKILL", func() { workers[1].kill() })
@@ -137,7 +137,7 @@ func TestClusterRescale(t *testing.T) {
 
 	// The same increments again, with the same keys: applied once.
 	sendThroughDoors(ctx, t, workers, doorAddresses)
-	sendThroughClient(ctx, t, sender, doorAddresses)
+	sendIncrements(ctx, t, sender, addresses("client-", doorAddresses), "")
 	checkClusterOutcome(ctx, t, w, workers, js, cl)
 	waitIncremented(ctx, t, workers, addresses("door-", doorAddresses), 1)
 	waitIncremented(ctx, t, workers, addresses("client-", doorAddresses), 1)
@@ -208,14 +208,6 @@ func sendThroughDoors(ctx context.Context, t *testing.T, workers []*runtimeProc,
 			t.Fatalf("sending to %s through %s's front door: %s %s", id, wk.name, resp.Status, msg)
 		}
 	}
-}
-
-// sendThroughClient sends an increment to each of n addresses client-<i>
-// with c, all at once, each with its idempotency key and repeated while
-// its error is temporary.
-func sendThroughClient(ctx context.Context, t *testing.T, c *client.Client, n int) {
-	t.Helper()
-	sendIncrements(ctx, t, c, addresses("client-", n), "")
 }
 
 // addresses returns the ids <prefix>0 to <prefix><n-1>.
